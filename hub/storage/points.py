@@ -1,0 +1,158 @@
+"""How contract messages become InfluxDB points: the one place that defines the stored layout.
+
+Measurements (tags are low-cardinality; ids and free text are fields):
+
+=================  ==================================  =============================================
+measurement        tags                                fields
+=================  ==================================  =============================================
+``sensor_event``   site, device, sensor, kind, state   value, seq, event_id, replayed,
+                                                       clock_synced,
+                                                       severity, previous_state, threshold, active,
+                                                       rate_per_min, limit_per_min, detail
+``sensor_summary`` site, device, sensor                min, max, mean, last, count, seq,
+                                                       event_id,
+                                                       replayed, clock_synced, window_s
+``device_status``  site, device                        online (1/0), session, reason, event_id,
+                                                       one ``c_<name>`` field per device counter
+``alert``          site, device, sensor, rule,         alert_id, summary, late, event_id, firing
+                   severity, status
+=================  ==================================  =============================================
+
+``kind`` is reading | state_change | rate_alarm | fault; ``state`` is the new band of a state
+change,
+the fault code of a fault, ``rate`` for a rate alarm and ``value`` for a reading.
+
+Time: the event's own time (replayed and late events keep it), in nanoseconds, as
+``time_us * 1000 + seq % 1000``. The contract carries microseconds; adding the sequence number's
+last three digits as nanoseconds means two events of one device can never share a timestamp in
+one series (InfluxDB would otherwise overwrite one with the other).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from schemas.models import (
+    Alert,
+    DeviceStatus,
+    FaultEvent,
+    Message,
+    RateAlarmEvent,
+    ReadingEvent,
+    StateChangeEvent,
+    SummaryEvent,
+)
+
+FieldValue = float | int | bool | str
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    measurement: str
+    tags: dict[str, str]
+    fields: dict[str, FieldValue]
+    time_ns: int
+
+    def to_line(self) -> str:
+        tags = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in sorted(self.tags.items())
+                       if v != "")
+        fields = ",".join(f"{_esc_key(k)}={_field(v)}" for k, v in self.fields.items())
+        return f"{_esc_key(self.measurement)}{tags} {fields} {self.time_ns}"
+
+
+def time_ns(when: datetime, seq: int = 0) -> int:
+    delta = when - EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return micros * 1000 + seq % 1000
+
+
+def point_for(message: Message) -> Point | None:
+    """The point a message is stored as; ``None`` for messages that are not stored."""
+    if isinstance(message, SummaryEvent):
+        return _summary(message)
+    if isinstance(message, ReadingEvent | StateChangeEvent | RateAlarmEvent | FaultEvent):
+        return _sensor_event(message)
+    if isinstance(message, DeviceStatus):
+        return _status(message)
+    if isinstance(message, Alert):
+        return _alert(message)
+    return None
+
+
+def _common(event: ReadingEvent | StateChangeEvent | RateAlarmEvent | FaultEvent | SummaryEvent,
+            ) -> dict[str, FieldValue]:
+    return {"seq": event.seq, "event_id": event.event_id, "replayed": event.replayed,
+            "clock_synced": event.clock_synced}
+
+
+def _sensor_event(event: ReadingEvent | StateChangeEvent | RateAlarmEvent | FaultEvent) -> Point:
+    fields: dict[str, FieldValue] = {}
+    if isinstance(event, ReadingEvent):
+        state = "value"
+        fields["value"] = event.value
+    elif isinstance(event, StateChangeEvent):
+        state = event.new_state
+        fields.update(value=event.value, previous_state=event.previous_state,
+                      severity=event.severity, dwell_s=event.dwell_s)
+        if event.threshold is not None:
+            fields["threshold"] = event.threshold
+    elif isinstance(event, RateAlarmEvent):
+        state = "rate"
+        fields.update(value=event.value, rate_per_min=event.rate_per_min,
+                      limit_per_min=event.limit_per_min, active=event.active,
+                      severity=event.severity)
+    else:
+        state = event.fault
+        fields.update(active=event.active, severity=event.severity, detail=event.detail)
+        if event.value is not None:
+            fields["value"] = event.value
+    fields.update(_common(event))
+    tags = {"site": event.site, "device": event.device_id, "sensor": event.sensor_id,
+            "kind": event.kind, "state": state}
+    return Point("sensor_event", tags, fields, time_ns(event.time, event.seq))
+
+
+def _summary(event: SummaryEvent) -> Point:
+    fields: dict[str, FieldValue] = {"count": event.count,
+                                     "window_s": (event.time - event.window_start).total_seconds()}
+    for name in ("min", "max", "mean", "last"):
+        value = getattr(event, name)
+        if value is not None:
+            fields[name] = float(value)
+    fields.update(_common(event))
+    tags = {"site": event.site, "device": event.device_id, "sensor": event.sensor_id}
+    return Point("sensor_summary", tags, fields, time_ns(event.time, event.seq))
+
+
+def _status(status: DeviceStatus) -> Point:
+    fields: dict[str, FieldValue] = {"online": int(status.online), "session": status.session,
+                                     "reason": status.reason, "event_id": status.event_id}
+    for name, value in status.counters.items():
+        fields[f"c_{name}"] = float(value)
+    return Point("device_status", {"site": status.site, "device": status.device_id}, fields,
+                 time_ns(status.time))
+
+
+def _alert(alert: Alert) -> Point:
+    tags = {"site": alert.site, "device": alert.device_id, "sensor": alert.sensor_id or "",
+            "rule": alert.rule, "severity": alert.severity, "status": alert.status}
+    fields: dict[str, FieldValue] = {"alert_id": alert.alert_id, "summary": alert.summary,
+                                     "late": alert.late, "event_id": alert.event_id,
+                                     "firing": int(alert.status == "firing")}
+    return Point("alert", tags, fields, time_ns(alert.time))
+
+
+def _esc_key(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
+
+
+def _field(value: FieldValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'

@@ -1,0 +1,55 @@
+"""The one event contract shared by the edge agent and the hub.
+
+Import messages, codecs and topics from here; nothing else in the project defines event fields.
+"""
+
+from schemas.codec import DEFAULT_MAX_PAYLOAD, Encoding, decode, detect_encoding, encode
+from schemas.errors import (
+    ConfigError,
+    ContractError,
+    DecodeError,
+    DeliveryError,
+    InvalidIdentifier,
+    InvalidMessage,
+    PayloadTooLarge,
+    ProtocolError,
+    ServerError,
+    SourceError,
+    ThermopipeError,
+    TopicError,
+    UnknownEncoding,
+    UnknownSchema,
+)
+from schemas.ids import DeviceId, EventId, SensorId, SiteId, StateName, check_identifier
+from schemas.models import (
+    MODELS,
+    Alert,
+    DeadLetter,
+    DeviceStatus,
+    FaultCode,
+    FaultEvent,
+    Message,
+    RateAlarmEvent,
+    ReadingEvent,
+    SensorEvent,
+    SensorInfo,
+    Severity,
+    StateChangeEvent,
+    SummaryEvent,
+    ThresholdInfo,
+    Unit,
+)
+from schemas.registry import DEFAULT_REGISTRY, SchemaRegistry
+from schemas.topics import DEFAULT_ROOT, DeviceTopic, Topics, check_topic_matches
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD", "DEFAULT_REGISTRY", "DEFAULT_ROOT", "MODELS", "Alert", "ConfigError",
+    "ContractError", "DeadLetter", "DecodeError", "DeliveryError", "DeviceId", "DeviceStatus",
+    "DeviceTopic", "Encoding", "EventId", "FaultCode", "FaultEvent", "InvalidIdentifier",
+    "InvalidMessage", "Message", "PayloadTooLarge", "ProtocolError", "RateAlarmEvent",
+    "ReadingEvent", "SchemaRegistry", "SensorEvent", "SensorId", "SensorInfo", "ServerError",
+    "Severity", "SiteId", "SourceError", "StateChangeEvent", "StateName", "SummaryEvent",
+    "ThermopipeError", "ThresholdInfo", "TopicError", "Topics", "Unit", "UnknownEncoding",
+    "UnknownSchema", "check_identifier", "check_topic_matches", "decode", "detect_encoding",
+    "encode",
+]

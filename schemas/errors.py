@@ -1,0 +1,113 @@
+"""The one exception tree of the project: agent, hub and simulator raise these.
+
+    ThermopipeError                      root: catch this to catch everything we raise
+    ├── ContractError                    a message breaks the event contract
+    │   ├── InvalidIdentifier            a site/device/sensor id unfit for a topic
+    │   ├── DecodeError                  bytes that cannot become a message
+    │   │   ├── UnknownEncoding          neither JSON nor Avro single-object
+    │   │   ├── UnknownSchema            Avro with a fingerprint nobody registered
+    │   │   ├── PayloadTooLarge          over the configured size limit
+    │   │   └── InvalidMessage           decoded, but a field is missing or mistyped
+    │   └── TopicError                   a topic outside the namespace, or not matching its payload
+    ├── ConfigError                      a config or scenario file is wrong (file, key path, reason)
+    ├── SourceError                      a sensor source failed (serial, 1-Wire, simulator)
+    │   └── ProtocolError                a serial line breaks firmware_sim/PROTOCOL.md
+    ├── DeliveryError                    publishing or storing could not be done now (retryable)
+    └── ServerError                      a server the program needs is unreachable or refused us
+
+Library errors (paho, pyserial, OSError, pydantic, fastavro) are translated into these at the
+edge, with ``raise X(...) from exc`` so the cause is kept for the logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class ThermopipeError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ContractError(ThermopipeError):
+    """A message or identifier does not satisfy the event contract in ``schemas/``."""
+
+
+class InvalidIdentifier(ContractError, ValueError):
+    """An identifier that would break a topic (``+``, ``#``, ``/``, empty, too long...)."""
+
+
+class DecodeError(ContractError):
+    """Bytes could not be turned into a contract message. ``reason`` is for humans and the DLQ."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnknownEncoding(DecodeError):
+    """The payload is neither JSON nor Avro single-object encoded."""
+
+
+class UnknownSchema(DecodeError):
+    """Avro single-object payload whose writer-schema fingerprint is not registered."""
+
+    def __init__(self, fingerprint: bytes) -> None:
+        super().__init__(f"unknown Avro schema fingerprint {fingerprint.hex()}")
+        self.fingerprint = fingerprint
+
+
+class PayloadTooLarge(DecodeError):
+    """The payload exceeds the size limit; it is rejected before any parsing."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"payload of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class InvalidMessage(DecodeError):
+    """Decoded, but the content breaks the contract. ``fields`` names every offending field."""
+
+    def __init__(self, reason: str, fields: Sequence[str] = ()) -> None:
+        super().__init__(reason)
+        self.fields = tuple(fields)
+
+
+class TopicError(ContractError):
+    """A topic that is outside the namespace, or that names another device than the payload."""
+
+
+class ConfigError(ThermopipeError):
+    """A configuration or scenario file is invalid.
+
+    ``errors`` holds one ``(key_path, reason)`` pair per problem so that every problem can be
+    printed at once, e.g. ``("sensors[2].thresholds.high", "must be above 'low'")``.
+    """
+
+    def __init__(self, source: str, errors: Sequence[tuple[str, str]]) -> None:
+        self.source = source
+        self.errors = tuple(errors)
+        lines = [f"{source}: {path}: {reason}" if path else f"{source}: {reason}"
+                 for path, reason in self.errors]
+        super().__init__("\n".join(lines) if lines else f"{source}: invalid")
+
+
+class SourceError(ThermopipeError):
+    """A sensor source failed: device gone, read failed, permission denied."""
+
+
+class ProtocolError(SourceError):
+    """A serial line that breaks the protocol (bad checksum, bad frame). ``line`` is kept."""
+
+    def __init__(self, reason: str, line: bytes | str = b"") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+
+
+class DeliveryError(ThermopipeError):
+    """Publishing or writing could not be done now; the caller keeps the data and retries."""
+
+
+class ServerError(ThermopipeError):
+    """A server (broker, database, SMTP...) refused us or cannot be reached."""

@@ -1,0 +1,59 @@
+"""Validated identifiers: anything that goes into an MQTT topic is checked when it is made.
+
+An identifier is 1-64 characters of ``A-Z a-z 0-9 _ . -`` and starts with a letter or digit, so it
+can never contain the MQTT wildcards ``+`` and ``#``, the level separator ``/``, a NUL, or start
+with ``$`` (reserved by brokers) or ``_`` (reserved for the hub's own topics).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator
+
+from schemas.errors import InvalidIdentifier
+
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+EVENT_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+_EVENT_ID = re.compile(EVENT_ID_PATTERN)
+
+
+def check_identifier(value: str, what: str = "identifier") -> str:
+    """Return ``value`` if it is safe in a topic level, else raise :class:`InvalidIdentifier`."""
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise InvalidIdentifier(
+            f"invalid {what} {value!r}: use 1-64 of A-Z a-z 0-9 _ . - starting with a letter or "
+            "digit (no '+', '#', '/', spaces)"
+        )
+    return value
+
+
+def check_event_id(value: str) -> str:
+    if not isinstance(value, str) or not _EVENT_ID.fullmatch(value):
+        raise InvalidIdentifier(f"invalid event id {value!r}: use 8-64 of A-Z a-z 0-9 _ -")
+    return value
+
+
+def _site(value: str) -> str:
+    return check_identifier(value, "site")
+
+
+def _device(value: str) -> str:
+    return check_identifier(value, "device id")
+
+
+def _sensor(value: str) -> str:
+    return check_identifier(value, "sensor id")
+
+
+def _state(value: str) -> str:
+    return check_identifier(value, "state name")
+
+
+SiteId = Annotated[str, AfterValidator(_site)]
+DeviceId = Annotated[str, AfterValidator(_device)]
+SensorId = Annotated[str, AfterValidator(_sensor)]
+StateName = Annotated[str, AfterValidator(_state)]
+EventId = Annotated[str, AfterValidator(check_event_id)]

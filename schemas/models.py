@@ -1,0 +1,215 @@
+"""The event contract: every message that crosses the wire, as pydantic v2 models.
+
+Each model matches one Avro schema in ``schemas/avro/`` field for field (``tests/schemas`` proves it
+for generated instances). Time is UTC with microsecond precision: an integer number of microseconds
+since the epoch (about 1.8e15 today) stays below 2**53, so JavaScript readers of the JSON form never
+round it, and the hub adds ``seq % 1000`` as nanoseconds so no two events of one device can share an
+InfluxDB timestamp (see ``hub/storage``).
+
+Field meanings shared by the device events:
+
+- ``event_id``: made once when the event is created and stored with it in the agent's outbox, so a
+  replay after a restart carries the same id; the hub drops duplicates by it.
+- ``seq``: per-device sequence number, persisted by the agent, strictly increasing across restarts.
+- ``clock_synced``: the device clock was NTP-synchronised when the event was made (a Raspberry Pi
+  has no RTC: times made before sync may be wrong, the hub flags them).
+- ``replayed``: sent from the outbox backlog after an outage or restart, not live.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from schemas.ids import DeviceId, EventId, SensorId, SiteId, StateName
+
+Unit = Literal["degC", "degF"]
+Severity = Literal["info", "warning", "critical"]
+FaultCode = Literal[
+    "power_on_value",    # DS18B20 85.0 degC power-on reading
+    "disconnected",      # DS18B20 -127 / sensor missing on the bus
+    "crc_error",         # 1-Wire 'crc=.. NO' or serial checksum failure on a reading
+    "read_failed",       # the firmware or driver reported a failed read
+    "out_of_range",      # outside the configured physical range
+    "implausible_jump",  # a jump larger than physically plausible between readings
+    "stale",             # no good reading for longer than the stale timeout
+    "device_lost",       # the serial device disappeared (unplugged, renumbered)
+]
+
+
+def _utc_micros(value: datetime) -> datetime:
+    """Normalise to UTC; the contract carries microseconds, so finer parts cannot exist."""
+    if value.tzinfo is None:
+        raise ValueError("time must be timezone-aware (UTC)")
+    return value.astimezone(UTC)
+
+
+UtcTime = Annotated[datetime, AfterValidator(_utc_micros)]
+
+
+class _Message(BaseModel):
+    # strict: a mistyped field is an error, never coerced; forbid: a misspelt field is an error,
+    # never silently ignored (newer writers are handled by the Avro registry / DLQ replay).
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+
+class _DeviceEvent(_Message):
+    event_id: EventId
+    site: SiteId
+    device_id: DeviceId
+    sensor_id: SensorId
+    seq: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    time: UtcTime
+    clock_synced: bool
+    replayed: bool = False
+
+
+class ReadingEvent(_DeviceEvent):
+    """Report by exception: the value moved by more than the deadband since the last report."""
+
+    kind: Literal["reading"] = "reading"
+    value: float
+    unit: Unit
+
+
+class StateChangeEvent(_DeviceEvent):
+    """The sensor entered another threshold band after hysteresis and dwell time."""
+
+    kind: Literal["state_change"] = "state_change"
+    value: float
+    unit: Unit
+    previous_state: StateName
+    new_state: StateName
+    threshold: float | None = None  # the threshold crossed; None when returning to normal
+    severity: Severity = "info"
+    dwell_s: float = 0.0
+
+
+class RateAlarmEvent(_DeviceEvent):
+    """The rate of change passed its limit (active) or came back under it (not active)."""
+
+    kind: Literal["rate_alarm"] = "rate_alarm"
+    value: float
+    unit: Unit
+    rate_per_min: float
+    limit_per_min: float
+    active: bool
+    severity: Severity = "warning"
+
+
+class FaultEvent(_DeviceEvent):
+    """A sensor fault began (``active``) or recovered (not ``active``)."""
+
+    kind: Literal["fault"] = "fault"
+    fault: FaultCode
+    active: bool
+    value: float | None = None
+    unit: Unit
+    detail: str = ""
+    severity: Severity = "warning"
+
+
+class SummaryEvent(_DeviceEvent):
+    """Statistics of the good readings over ``[window_start, time)``; empty windows have count 0."""
+
+    kind: Literal["summary"] = "summary"
+    unit: Unit
+    window_start: UtcTime
+    count: Annotated[int, Field(ge=0)]
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    last: float | None = None
+
+
+class ThresholdInfo(_Message):
+    name: StateName
+    direction: Literal["above", "below"]
+    value: float
+    hysteresis: float
+    dwell_s: float
+    severity: Severity
+
+
+class SensorInfo(_Message):
+    sensor_id: SensorId
+    unit: Unit
+    source: str  # serial | onewire | simulator
+    thresholds: list[ThresholdInfo] = []
+
+
+class DeviceStatus(_Message):
+    """Retained on the device's status topic: the birth (online) and the will (offline)."""
+
+    kind: Literal["status"] = "status"
+    event_id: EventId
+    site: SiteId
+    device_id: DeviceId
+    time: UtcTime
+    clock_synced: bool
+    online: bool
+    reason: Literal["birth", "will", "shutdown", "update"]
+    session: Annotated[int, Field(ge=0)]  # increments on every connect (Sparkplug's bdSeq)
+    agent_version: str = ""
+    firmware: str = ""
+    sensors: list[SensorInfo] = []
+    counters: dict[str, float] = {}
+
+
+class Alert(_Message):
+    """A notification the hub's alerting consumer sends (also published on the alert topic)."""
+
+    kind: Literal["alert"] = "alert"
+    alert_id: EventId  # idempotency key: the same notification always has the same id
+    group_key: str
+    status: Literal["firing", "resolved"]
+    severity: Severity
+    rule: str
+    site: SiteId
+    device_id: DeviceId
+    sensor_id: SensorId | None = None
+    summary: str
+    event_id: EventId
+    event_time: UtcTime
+    late: bool = False  # the cause was replayed or old: reported as late, not paged as new
+    time: UtcTime
+
+
+class DeadLetter(_Message):
+    """A payload the hub could not accept, kept with the reason and where it came from."""
+
+    kind: Literal["dead_letter"] = "dead_letter"
+    dead_letter_id: EventId
+    received_at: UtcTime
+    topic: str
+    reason: str
+    payload_b64: str
+
+
+SensorEvent = ReadingEvent | StateChangeEvent | RateAlarmEvent | FaultEvent | SummaryEvent
+Message = Annotated[
+    ReadingEvent
+    | StateChangeEvent
+    | RateAlarmEvent
+    | FaultEvent
+    | SummaryEvent
+    | DeviceStatus
+    | Alert
+    | DeadLetter,
+    Field(discriminator="kind"),
+]
+MessageModel = type[_Message]
+
+#: kind -> model, and the Avro schema file that defines each kind.
+MODELS: dict[str, type[Any]] = {
+    "reading": ReadingEvent,
+    "state_change": StateChangeEvent,
+    "rate_alarm": RateAlarmEvent,
+    "fault": FaultEvent,
+    "summary": SummaryEvent,
+    "status": DeviceStatus,
+    "alert": Alert,
+    "dead_letter": DeadLetter,
+}

@@ -1,0 +1,153 @@
+"""The MQTT topic namespace; ``schemas/TOPICS.md`` documents it for people. Keep both in step.
+
+    {root}/{site}/{device}/event/{sensor}    QoS 1  not retained  reading|state_change|rate_alarm
+                                                                   |fault
+    {root}/{site}/{device}/summary/{sensor}  QoS 1  not retained  summary
+    {root}/{site}/{device}/status            QoS 1  retained      status (birth; will = offline)
+    {root}/{site}/{device}/cmd/{command}      QoS 1  not retained  JSON command to the device
+    {root}/_hub/alerts/{site}/{device}        QoS 1  not retained  alert
+    {root}/_hub/deadletter                    QoS 1  not retained  dead_letter
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from schemas.errors import TopicError
+from schemas.ids import check_identifier
+from schemas.models import Alert, DeviceStatus, SensorEvent
+
+DEFAULT_ROOT = "thermopipe"
+TopicKind = Literal["event", "summary", "status", "cmd"]
+COMMANDS = ("rebirth", "identify")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    pattern: str
+    qos: int
+    retain: bool
+    payload: str
+
+
+SPECS: dict[str, TopicSpec] = {
+    "event": TopicSpec("{root}/{site}/{device}/event/{sensor}", 1, False,
+                       "reading | state_change | rate_alarm | fault"),
+    "summary": TopicSpec("{root}/{site}/{device}/summary/{sensor}", 1, False, "summary"),
+    "status": TopicSpec("{root}/{site}/{device}/status", 1, True,
+                        "status (birth online=true; will/shutdown online=false)"),
+    "cmd": TopicSpec("{root}/{site}/{device}/cmd/{command}", 1, False,
+                     'JSON object, e.g. {"command": "rebirth"}'),
+    "alerts": TopicSpec("{root}/_hub/alerts/{site}/{device}", 1, False, "alert"),
+    "deadletter": TopicSpec("{root}/_hub/deadletter", 1, False, "dead_letter"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTopic:
+    """What a device topic says: which device, which kind of payload, which sensor or command."""
+
+    root: str
+    kind: TopicKind
+    site: str
+    device_id: str
+    sensor_id: str | None = None
+    command: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Builds and parses topics under one root (``thermopipe`` unless configured)."""
+
+    root: str = DEFAULT_ROOT
+
+    def __post_init__(self) -> None:
+        for level in self.root.split("/"):
+            check_identifier(level, "topic root level")
+
+    def event(self, site: str, device_id: str, sensor_id: str) -> str:
+        return f"{self.device_prefix(site, device_id)}/event/{check_identifier(sensor_id)}"
+
+    def summary(self, site: str, device_id: str, sensor_id: str) -> str:
+        return f"{self.device_prefix(site, device_id)}/summary/{check_identifier(sensor_id)}"
+
+    def for_event(self, event: SensorEvent) -> str:
+        if event.kind == "summary":
+            return self.summary(event.site, event.device_id, event.sensor_id)
+        return self.event(event.site, event.device_id, event.sensor_id)
+
+    def status(self, site: str, device_id: str) -> str:
+        return f"{self.device_prefix(site, device_id)}/status"
+
+    def for_status(self, status: DeviceStatus) -> str:
+        return self.status(status.site, status.device_id)
+
+    def command(self, site: str, device_id: str, command: str) -> str:
+        return f"{self.device_prefix(site, device_id)}/cmd/{check_identifier(command, 'command')}"
+
+    def alerts(self, site: str, device_id: str) -> str:
+        return f"{self.root}/_hub/alerts/{check_identifier(site)}/{check_identifier(device_id)}"
+
+    def for_alert(self, alert: Alert) -> str:
+        return self.alerts(alert.site, alert.device_id)
+
+    def deadletter(self) -> str:
+        return f"{self.root}/_hub/deadletter"
+
+    def device_prefix(self, site: str, device_id: str) -> str:
+        site = check_identifier(site, "site")
+        return f"{self.root}/{site}/{check_identifier(device_id, 'device id')}"
+
+    # Subscriptions -------------------------------------------------------------------------
+    def hub_filters(self, shared_group: str | None = None) -> list[str]:
+        """What a hub subscribes to; with a group, an MQTT 5 shared subscription."""
+        filters = [f"{self.root}/+/+/event/+", f"{self.root}/+/+/summary/+",
+                   f"{self.root}/+/+/status"]
+        if shared_group:
+            check_identifier(shared_group, "shared subscription group")
+            return [f"$share/{shared_group}/{f}" for f in filters]
+        return filters
+
+    def command_filter(self, site: str, device_id: str) -> str:
+        return f"{self.device_prefix(site, device_id)}/cmd/+"
+
+    # Parsing -------------------------------------------------------------------------------
+    def parse(self, topic: str) -> DeviceTopic:
+        """Parse a device topic; raise :class:`TopicError` with the reason if it is not one."""
+        prefix = self.root + "/"
+        if not topic.startswith(prefix):
+            raise TopicError(f"topic {topic!r} is outside the namespace {self.root!r}")
+        levels = topic[len(prefix):].split("/")
+        try:
+            if len(levels) == 3 and levels[2] == "status":
+                return DeviceTopic(self.root, "status", check_identifier(levels[0], "site"),
+                                   check_identifier(levels[1], "device id"))
+            if len(levels) == 4 and levels[2] in ("event", "summary"):
+                kind: TopicKind = "event" if levels[2] == "event" else "summary"
+                return DeviceTopic(self.root, kind, check_identifier(levels[0], "site"),
+                                   check_identifier(levels[1], "device id"),
+                                   sensor_id=check_identifier(levels[3], "sensor id"))
+            if len(levels) == 4 and levels[2] == "cmd":
+                return DeviceTopic(self.root, "cmd", check_identifier(levels[0], "site"),
+                                   check_identifier(levels[1], "device id"),
+                                   command=check_identifier(levels[3], "command"))
+        except ValueError as exc:
+            raise TopicError(f"topic {topic!r}: {exc}") from None
+        raise TopicError(f"topic {topic!r} is not a device event, summary, status or cmd topic")
+
+
+def check_topic_matches(topic: DeviceTopic, site: str, device_id: str,
+                        sensor_id: str | None, kind: str) -> None:
+    """A device cannot speak for another: the payload must name the device of its topic."""
+    if (topic.site, topic.device_id) != (site, device_id):
+        raise TopicError(
+            f"payload is from {site}/{device_id} but was published on the topic of "
+            f"{topic.site}/{topic.device_id}")
+    if topic.kind in ("event", "summary") and topic.sensor_id != sensor_id:
+        raise TopicError(f"payload is for sensor {sensor_id!r} but the topic names "
+                         f"{topic.sensor_id!r}")
+    expected = {"event": ("reading", "state_change", "rate_alarm", "fault"),
+                "summary": ("summary",), "status": ("status",), "cmd": ()}[topic.kind]
+    if kind not in expected:
+        raise TopicError(f"a {kind!r} message does not belong on a {topic.kind} topic")
