@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Union, get_args, get_origin
 
 import pytest
-from avro_expect import AVSC_DIR, FILE_NAMES, record_schema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from schemas import MODELS, Encoding, decode, encode
 from schemas.ids import EVENT_ID_PATTERN, IDENTIFIER_PATTERN
+from tests.contract.avro_expect import AVSC_DIR, FILE_NAMES, record_schema
 
 # -- strategies derived from the models' own annotations, so a new field is covered at once ---
 

@@ -1,0 +1,38 @@
+"""The one interface every hub consumer satisfies (storage, alerting, dashboard...).
+
+The dispatcher gives each consumer the accepted events in journal order, in batches, from the
+consumer's own durable cursor. ``handle`` returning normally advances the cursor past the batch;
+raising (``DeliveryError`` for expected outages, anything else for bugs) makes the dispatcher retry
+the same batch later with backoff, without blocking the other consumers. After a hub crash a batch
+may be handed over again, so ``handle`` must be idempotent (keyed by ``event_id`` or ``offset``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from schemas.models import DeviceStatus, SensorEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    offset: int                          # position in the hub journal, strictly increasing
+    message: SensorEvent | DeviceStatus  # validated contract message
+    topic: str
+    received_at: datetime                # when the hub accepted it (UTC)
+    late: bool                           # replayed by the agent, or older than the late limit
+    out_of_order: bool                   # seq below the last seen for this device and sensor
+
+
+@runtime_checkable
+class Consumer(Protocol):
+    name: str
+
+    def handle(self, batch: Sequence[Envelope]) -> None:
+        """Process a batch; raise to have the same batch retried later."""
+
+    def close(self) -> None:
+        """Release resources; called once on shutdown."""
