@@ -1,0 +1,158 @@
+"""Per-sensor decision rules: one TOML table per sensor, loaded into :class:`SensorRules`.
+
+Every field has a default, so ``SensorRules()`` is a working DS18B20 setup: range -55..125 degC,
+85.0 power-on and -127 disconnected readings rejected, stale after 30 s, a summary every 60 s,
+no thresholds, no reading reports. Example (TOML)::
+
+    [sensors.t1.rules]
+    deadband = 0.25            # report a reading when it moved 0.25 from the last report
+    report_every_s = 300       # ...or at least every 5 minutes
+    max_jump_per_s = 5.0       # faster changes are glitches (implausible_jump fault)
+    smoothing = { kind = "median", window = 3 }
+    rate_limit_per_min = 2.0   # alarm when warming/cooling faster than 2 degrees a minute
+    thresholds = [
+      { name = "low", below = 5.0, hysteresis = 0.5, dwell_s = 60 },
+      { name = "high", above = 30.0, hysteresis = 0.5, dwell_s = 60 },
+      { name = "high_critical", above = 40.0, hysteresis = 1.0, dwell_s = 10,
+        severity = "critical" },
+    ]
+
+Units: ``min_c``/``max_c`` and the DS18B20 glitch values (85.0, -127.0) are Celsius whatever the
+sensor's unit (a degF value is converted before they are checked). Every other number
+(thresholds, hysteresis, deadband, rates, ``max_jump_per_s``) is in the sensor's own unit.
+
+Cross-field checks (each reported with its key path by ``schemas.config_loading``):
+``min_c < max_c``; a threshold has exactly one of ``above``/``below``; names are unique identifiers
+and not the reserved ``normal``/``unknown``; values are distinct within a direction; every
+``above`` threshold minus its hysteresis lies above every ``below`` threshold plus its hysteresis
+(so the value can never be in a high and a low band at once).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas.ids import check_identifier
+from schemas.models import Severity
+
+#: State names the decider uses itself; a threshold cannot be called this.
+NORMAL = "normal"
+UNKNOWN = "unknown"
+RESERVED_STATES = frozenset({NORMAL, UNKNOWN})
+
+
+class _Rules(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Smoothing(_Rules):
+    """Median or moving average over the last ``window`` good readings."""
+
+    kind: Literal["median", "mean"] = "median"
+    window: int = Field(default=3, ge=1, le=1000)
+
+
+class Threshold(_Rules):
+    """One band boundary: the band ``name`` holds while the value is above/below ``value``.
+
+    Entering needs the value strictly past the threshold for ``dwell_s`` seconds; leaving needs it
+    back at or past ``threshold -/+ hysteresis`` for ``dwell_s`` seconds.
+    """
+
+    name: str
+    above: float | None = None
+    below: float | None = None
+    hysteresis: float = Field(default=0.5, ge=0.0)
+    dwell_s: float = Field(default=0.0, ge=0.0)
+    severity: Severity = "warning"
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, value: str) -> str:
+        check_identifier(value, "state name")
+        if value in RESERVED_STATES:
+            raise ValueError(f"{value!r} is reserved (the state when no threshold holds / "
+                             "before the first reading); pick another name")
+        return value
+
+    @model_validator(mode="after")
+    def _one_direction(self) -> Self:
+        if (self.above is None) == (self.below is None):
+            raise ValueError(f"threshold {self.name!r} needs exactly one of 'above' or 'below'")
+        return self
+
+    @property
+    def direction(self) -> Literal["above", "below"]:
+        return "above" if self.above is not None else "below"
+
+    @property
+    def value(self) -> float:
+        return self.above if self.above is not None else self.below  # type: ignore[return-value]
+
+
+class SensorRules(_Rules):
+    """Everything the edge decides for one sensor. See the module docstring for units."""
+
+    # validation
+    min_c: float = -55.0
+    max_c: float = 125.0
+    reject_power_on_value: bool = True
+    disconnected_value: float | None = -127.0
+    max_jump_per_s: float | None = Field(default=None, gt=0.0)
+    # smoothing (None = raw values)
+    smoothing: Smoothing | None = None
+    # threshold bands
+    thresholds: list[Threshold] = Field(default_factory=list)
+    # rate of change alarm (None = off)
+    rate_limit_per_min: float | None = Field(default=None, gt=0.0)
+    rate_window_s: float = Field(default=60.0, gt=0.0)
+    #: the alarm clears at ``limit - rate_hysteresis_per_min``; None = 10 % of the limit
+    rate_hysteresis_per_min: float | None = Field(default=None, ge=0.0)
+    rate_severity: Severity = "warning"
+    # report by exception
+    deadband: float | None = Field(default=None, ge=0.0)
+    report_every_s: float | None = Field(default=None, gt=0.0)
+    # periodic summary (None = off)
+    summary_interval_s: float | None = Field(default=60.0, gt=0.0)
+    # faults
+    stale_after_s: float | None = Field(default=30.0, gt=0.0)
+    fault_severity: Severity = "warning"
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Self:
+        if self.min_c >= self.max_c:
+            raise ValueError(f"min_c ({self.min_c}) must be below max_c ({self.max_c})")
+        names = [t.name for t in self.thresholds]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"threshold names must be unique: {', '.join(dupes)} repeated")
+        for direction in ("above", "below"):
+            values = [t.value for t in self.thresholds if t.direction == direction]
+            if len(set(values)) != len(values):
+                raise ValueError(f"two '{direction}' thresholds share one value: "
+                                 f"{sorted(values)}; each band needs its own boundary")
+        for hi in self.thresholds:
+            for lo in self.thresholds:
+                if hi.direction == "above" and lo.direction == "below" and (
+                        hi.value - hi.hysteresis <= lo.value + lo.hysteresis):
+                    raise ValueError(
+                        f"threshold {hi.name!r} (above {hi.value}, hysteresis {hi.hysteresis}) "
+                        f"must lie above {lo.name!r} (below {lo.value}, hysteresis "
+                        f"{lo.hysteresis}) including both hysteresis bands")
+        if (self.rate_limit_per_min is not None and self.rate_hysteresis_per_min is not None
+                and self.rate_hysteresis_per_min >= self.rate_limit_per_min):
+            raise ValueError(f"rate_hysteresis_per_min ({self.rate_hysteresis_per_min}) must be "
+                             f"below rate_limit_per_min ({self.rate_limit_per_min})")
+        return self
+
+    @property
+    def rate_clear_per_min(self) -> float | None:
+        """The rate at or under which an active rate alarm clears."""
+        if self.rate_limit_per_min is None:
+            return None
+        hyst = self.rate_hysteresis_per_min
+        if hyst is None:
+            hyst = 0.1 * self.rate_limit_per_min
+        return self.rate_limit_per_min - hyst
