@@ -117,8 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
         w1 = None
         if args.w1_dir:
             w1 = W1Tree(args.w1_dir)
-            w1.create()
-            stack.callback(w1.remove)
+            w1.create()  # left in place at exit, like the last state of a real bus
             _out(f"w1 {args.w1_dir}")
         if args.wait and tcp is not None:
             while not (tcp.connected.wait(0.1) or stop.is_set()):

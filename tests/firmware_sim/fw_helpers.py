@@ -116,7 +116,9 @@ class Collector:
     def _run(self) -> None:
         try:
             while True:
-                self.data += self.ser.read(4096)
+                # Only what is there: pyserial's read(n) drops bytes it collected when the
+                # port dies mid-call, and we want every byte before an unplug.
+                self.data += self.ser.read(self.ser.in_waiting or 1)
         except (serial.SerialException, OSError) as exc:
             self.error = exc
 

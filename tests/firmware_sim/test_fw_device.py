@@ -27,14 +27,17 @@ def test_step_until_is_chunking_independent() -> None:
     for t in range(0, scenario.duration + 7_000, 7_000):
         stepped += device.step_until(t)
     assert stepped == scenario.script()
-    assert device.finished and device.step_until(10**9) == []
+    assert device.finished
+    assert device.step_until(10**9) == []
 
 
 def test_identify_and_set_interval() -> None:
     device = SimulatedDevice(load(ALL_FAULTS))
     device.step_until(12_000)  # samples at 0, 5 s, 10 s
     hello = parse_line(device.handle_command(encode(Identify())))
-    assert isinstance(hello, Hello) and hello.interval_ms == 5000 and hello.device_id == "test-dev"
+    assert isinstance(hello, Hello)
+    assert hello.interval_ms == 5000
+    assert hello.device_id == "test-dev"
     assert device.handle_command(b"$INT,20") == b""  # a command may arrive in pieces
     reply = device.handle_command(b"000*" + encode(SetInterval(20000))[-3:])
     assert parse_line(reply) == Ack("INT", "20000")
@@ -63,7 +66,8 @@ def test_unplug_reboots_the_device() -> None:
     after = [e.frame for e in script[replug:] if isinstance(e.frame, Reading)]
     assert (after[0].seq, after[0].ms) == (0, 0)
     before = [e.frame for e in script[:unplug] if isinstance(e.frame, Reading)]
-    assert before[-1].seq == 47 and all(f.value == -18.5 for f in before + after)
+    assert before[-1].seq == 47
+    assert all(f.value == -18.5 for f in before + after)
     assert len(before) + len(after) == 120 - 24
 
 

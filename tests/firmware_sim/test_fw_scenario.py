@@ -142,9 +142,11 @@ def test_all_faults_script() -> None:
     script = scenario.script()
     samples = scenario.samples()
     by = {c: [s for s in samples if s.condition is c] for c in Condition}
-    assert len(by[Condition.POWER_ON]) == 1 and by[Condition.POWER_ON][0].t_ms == 30_000
+    assert len(by[Condition.POWER_ON]) == 1
+    assert by[Condition.POWER_ON][0].t_ms == 30_000
     assert [s.t_ms for s in by[Condition.DISCONNECTED]] == [60_000, 65_000, 70_000, 75_000]
-    assert len(by[Condition.MISSING]) == 2 and len(by[Condition.CRC_ERROR]) == 2
+    assert len(by[Condition.MISSING]) == 2
+    assert len(by[Condition.CRC_ERROR]) == 2
     assert len(by[Condition.READ_FAILED]) == 1
     # the stall: no samples in [6m, 6m40s)
     assert not [s for s in samples if 360_000 <= s.t_ms < 400_000]
@@ -156,15 +158,22 @@ def test_all_faults_script() -> None:
     assert [f.seq for f in data] == list(range(len(data)))
     # the clock jumped back an hour at 7m: ms wraps like an unsigned 32-bit counter
     jumped = [f for f in data if f.ms > 2**31]
-    assert jumped and jumped[0].ms == 2**32 + 420_000 - 3_600_000
+    assert jumped
+    assert jumped[0].ms == 2**32 + 420_000 - 3_600_000
 
 
 def test_signals() -> None:
-    assert signals.ramp(0, 1, 3, 10, 20) == 1 and signals.ramp(20, 1, 3, 10, 20) == 2
+    assert signals.ramp(0, 1, 3, 10, 20) == 1
+    assert signals.ramp(20, 1, 3, 10, 20) == 2
     assert signals.ramp(99, 1, 3, 10, 20) == 3
-    assert signals.sine(5, 10, 2, 20, 5) == 12 and round(signals.sine(15, 10, 2, 20, 5), 9) == 8
+    assert signals.sine(5, 10, 2, 20, 5) == 12
+    assert round(signals.sine(15, 10, 2, 20, 5), 9) == 8
     pts = [(0, 1.0), (10, 2.0), (20, 0.0)]
-    assert signals.steps(9, pts) == 1 and signals.steps(10, pts) == 2
-    assert signals.piecewise(15, pts) == 1 and signals.piecewise(99, pts) == 0
-    assert signals.quantize(23.13) == 370 and signals.quantize(23.13, 9) == 368
-    assert signals.quantize(200) == 2000 and signals.raw_to_milli(-1) == -62
+    assert signals.steps(9, pts) == 1
+    assert signals.steps(10, pts) == 2
+    assert signals.piecewise(15, pts) == 1
+    assert signals.piecewise(99, pts) == 0
+    assert signals.quantize(23.13) == 370
+    assert signals.quantize(23.13, 9) == 368
+    assert signals.quantize(200) == 2000
+    assert signals.raw_to_milli(-1) == -62

@@ -23,17 +23,20 @@ def _check(root: Path, sample: Sample) -> None:
     device = root / sample.sensor_id
     slaves = (root / "w1_bus_master1" / "w1_master_slaves").read_text().split()
     if sample.condition in (Condition.DISCONNECTED, Condition.MISSING):
-        assert not device.exists() and sample.sensor_id not in slaves
+        assert not device.exists()
+        assert sample.sensor_id not in slaves
         return
     assert sample.sensor_id in slaves
     text = (device / "w1_slave").read_text()
     ok, milli = parse_w1_slave(text)
     if sample.condition is Condition.CRC_ERROR:
-        assert not ok and " NO\n" in text
+        assert not ok
+        assert " NO\n" in text
     elif sample.condition is Condition.READ_FAILED:
         assert text.startswith("ff ff ff ff ff ff ff ff ff : crc=c9 NO")
     else:
-        assert ok and milli == sample.milli
+        assert ok
+        assert milli == sample.milli
 
 
 def test_tree_follows_every_scripted_sample(tmp_path: Path) -> None:
