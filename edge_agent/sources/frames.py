@@ -1,0 +1,125 @@
+"""Decoded PROTOCOL.md frames -> Readings: shared by the serial and the simulator source.
+
+Pure apart from the clock value passed in: tracks the device's identity (HELLO), the sensors it
+announced, and sequence gaps (frames lost on the line), and maps ``E`` codes to fault codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import structlog
+
+from edge_agent.decide.types import Reading
+from edge_agent.sources.base import SensorSpec, unit_from_device
+from firmware_sim.protocol import (
+    PROTOCOL_VERSION,
+    Ack,
+    ErrorCode,
+    Frame,
+    Hello,
+    Nak,
+    ProtocolError,
+    SensorError,
+)
+from firmware_sim.protocol import Reading as FrameReading
+from schemas.models import FaultCode
+
+log = structlog.get_logger("edge_agent.sources")
+
+_FAULTS: dict[ErrorCode, FaultCode] = {
+    ErrorCode.MISSING: "disconnected",
+    ErrorCode.READ_FAILED: "read_failed",
+    ErrorCode.CRC: "crc_error",
+}
+
+
+@dataclass
+class FrameCounters:
+    frames: int = 0
+    readings: int = 0
+    sensor_errors: int = 0
+    hellos: int = 0
+    seq_gaps: int = 0  # frames missing according to the device's seq numbers
+    unknown_unit: int = 0
+    foreign_protocol: int = 0
+
+
+@dataclass
+class FrameHandler:
+    """Turns frames into Readings and keeps what the device said about itself."""
+
+    source: str
+    configured: dict[str, SensorSpec] = field(default_factory=dict)
+    firmware: str = ""
+    device_id: str = ""
+    counters: FrameCounters = field(default_factory=FrameCounters)
+    _announced: dict[str, SensorSpec] = field(default_factory=dict)
+    _last_seq: int | None = None
+
+    @property
+    def sensors(self) -> list[SensorSpec]:
+        merged = dict(self._announced)
+        merged.update(self.configured)  # the config's unit wins over the device's
+        return list(merged.values())
+
+    def known_ids(self) -> list[str]:
+        return [s.sensor_id for s in self.sensors]
+
+    def restart_line(self) -> None:
+        """After a reopen the seq may start over; a gap across the outage is not a line error."""
+        self._last_seq = None
+
+    def handle(self, item: Frame | ProtocolError, now: float) -> Reading | None:
+        if isinstance(item, ProtocolError):
+            return None  # counted by the decoder; logged by the caller
+        self.counters.frames += 1
+        if isinstance(item, FrameReading):
+            self._seq(item.seq)
+            self.counters.readings += 1
+            return Reading(item.sensor_id, now, item.value)
+        if isinstance(item, SensorError):
+            self._seq(item.seq)
+            self.counters.sensor_errors += 1
+            return Reading(item.sensor_id, now, None, _FAULTS[item.code],
+                           f"device reported {item.code.value}")
+        if isinstance(item, Hello):
+            self._hello(item)
+        elif isinstance(item, Ack | Nak):
+            log.info("device answered a command", source=self.source, answer=repr(item))
+        return None
+
+    def _seq(self, seq: int) -> None:
+        last = self._last_seq
+        if last is not None and seq != (last + 1) % 2**32:
+            missing = (seq - last - 1) % 2**32
+            if missing < 2**31:  # a backwards jump is a reboot without HELLO: not a gap
+                self.counters.seq_gaps += missing
+                log.warning("frames lost on the line", source=self.source, missing=missing,
+                            last_seq=last, seq=seq)
+        self._last_seq = seq
+
+    def _hello(self, hello: Hello) -> None:
+        self.counters.hellos += 1
+        if hello.protocol != PROTOCOL_VERSION:
+            self.counters.foreign_protocol += 1
+            log.error("device speaks another protocol version; ignoring its HELLO",
+                      source=self.source, protocol=hello.protocol)
+            return
+        self._last_seq = None  # seq restarts at 0 after a boot HELLO
+        self.firmware = f"{hello.fw_version} ({hello.device_id})"
+        self.device_id = hello.device_id
+        announced: dict[str, SensorSpec] = {}
+        for info in hello.sensors:
+            unit = unit_from_device(info.unit)
+            if unit is None:
+                self.counters.unknown_unit += 1
+                log.error("sensor unit not supported; its readings are kept as degC only if "
+                          "the config names the sensor", source=self.source, sensor=info.id,
+                          unit=info.unit)
+                continue
+            announced[info.id] = SensorSpec(info.id, unit)
+        if announced.keys() != self._announced.keys():
+            log.info("device announced its sensors", source=self.source,
+                     firmware=self.firmware, sensors=sorted(announced))
+        self._announced = announced

@@ -1,0 +1,181 @@
+"""A microcontroller on USB serial speaking firmware_sim/PROTOCOL.md.
+
+The port is a device path (``/dev/ttyACM0``), a stable udev path (``/dev/serial/by-id/...``, a
+symlink) or a pyserial URL (``socket://host:port``, ``rfc2217://...``). When the device
+disappears (unplugged, renumbered) the source reports ``device_lost`` for every sensor it knows
+and keeps reopening the *configured* path with backoff: the symlink is resolved again at every
+attempt, so the device is found again wherever the kernel put it, without a restart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import serial
+import structlog
+
+from edge_agent.decide.types import Reading
+from edge_agent.sources.base import ReadingSink, SensorSpec
+from edge_agent.sources.frames import FrameHandler
+from firmware_sim.protocol import FrameDecoder, Identify, ProtocolError, encode
+from schemas.errors import SourceError
+
+log = structlog.get_logger("edge_agent.sources.serial")
+
+READ_SIZE = 4096
+IDENTIFY_RETRY_S = 2.0
+
+
+def open_port(port: str, baudrate: int, timeout: float) -> serial.SerialBase:
+    """Open a path or a pyserial URL; pyserial and OS errors become :class:`SourceError`."""
+    try:
+        if "://" in port:
+            return serial.serial_for_url(port, baudrate=baudrate, timeout=timeout)
+        return serial.Serial(port, baudrate=baudrate, timeout=timeout)
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise SourceError(f"cannot open {port}: {exc}") from exc
+
+
+class SerialSource:
+    kind = "serial"
+
+    def __init__(self, port: str, *, name: str | None = None, baudrate: int = 115200,
+                 sensors: list[SensorSpec] | None = None, read_timeout_s: float = 0.2,
+                 reopen_min_s: float = 0.1, reopen_max_s: float = 5.0,
+                 identify: bool = True,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.port = port
+        self.name = name or f"serial:{port}"
+        self.baudrate = baudrate
+        self.read_timeout_s = read_timeout_s
+        self.reopen_min_s = reopen_min_s
+        self.reopen_max_s = reopen_max_s
+        self.identify = identify
+        self._clock = clock
+        self._handler = FrameHandler(self.name, {s.sensor_id: s for s in sensors or []})
+        self._decoder = FrameDecoder()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._port: serial.SerialBase | None = None
+        self._lock = threading.Lock()
+        self.connected = False
+        self.opens = 0
+        self.open_failures = 0
+        self.device_lost = 0
+        self.dropped = 0
+
+    # --- SensorSource ----------------------------------------------------------------------
+    @property
+    def sensors(self) -> list[SensorSpec]:
+        return self._handler.sensors
+
+    @property
+    def firmware(self) -> str:
+        return self._handler.firmware
+
+    def counters(self) -> dict[str, float]:
+        d, c = self._decoder, self._handler.counters
+        return {
+            "frames": d.frames, "bad_checksum": d.bad_checksum, "malformed": d.malformed,
+            "cut_lines": d.cut_lines, "too_long": d.too_long, "garbage_bytes": d.garbage_bytes,
+            "readings": c.readings, "sensor_errors": c.sensor_errors, "seq_gaps": c.seq_gaps,
+            "hellos": c.hellos, "reconnects": max(0, self.opens - 1),
+            "device_lost": self.device_lost, "open_failures": self.open_failures,
+            "dropped": self.dropped, "connected": float(self.connected),
+        }
+
+    def start(self, sink: ReadingSink) -> None:
+        if self._thread is not None:
+            raise RuntimeError("already started")
+        self._thread = threading.Thread(target=self._run, args=(sink,), daemon=True,
+                                        name=f"source {self.name}")
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._lock:
+            port = self._port
+        cancel = getattr(port, "cancel_read", None)  # POSIX ports: wake a blocked read()
+        if cancel is not None:
+            cancel()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # --- the reader thread -------------------------------------------------------------------
+    def _run(self, sink: ReadingSink) -> None:
+        backoff = self.reopen_min_s
+        while not self._stop.is_set():
+            try:
+                port = open_port(self.port, self.baudrate, self.read_timeout_s)
+            except SourceError as exc:
+                self.open_failures += 1
+                if self.opens == 0 and self.open_failures == 1:
+                    # Absent from the start: configured sensors are lost until it shows up.
+                    self._report_lost(sink, str(exc))
+                if self.open_failures == 1 or backoff >= self.reopen_max_s:
+                    log.warning("serial port not available; retrying", source=self.name,
+                                error=str(exc), retry_in_s=round(backoff, 2))
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.reopen_max_s)
+                continue
+            backoff = self.reopen_min_s
+            self.opens += 1
+            with self._lock:
+                self._port = port
+            self.connected = True
+            log.info("serial port open", source=self.name, port=self.port, opens=self.opens)
+            try:
+                error = self._read(port, sink)
+            finally:
+                self.connected = False
+                with self._lock:
+                    self._port = None
+                port.close()
+            if self._stop.is_set():
+                break
+            log.warning("serial device lost", source=self.name, error=error)
+            self._report_lost(sink, error)
+
+    def _read(self, port: serial.SerialBase, sink: ReadingSink) -> str:
+        """Read until the device goes away; returns why."""
+        self._decoder.reset()
+        self._handler.restart_line()
+        try:
+            asked = 0.0
+            hellos = self._handler.counters.hellos
+            while not self._stop.is_set():
+                # Ask who is there at open, and again while no HELLO came (a hung firmware
+                # ignores the first one; the boot HELLO was flushed by the open).
+                if (self.identify and self._handler.counters.hellos == hellos
+                        and time.monotonic() - asked >= IDENTIFY_RETRY_S):
+                    port.write(encode(Identify()))
+                    asked = time.monotonic()
+                data = port.read(READ_SIZE)
+                if not data:
+                    continue
+                now = self._clock()
+                for item in self._decoder.feed(data):
+                    if isinstance(item, ProtocolError):
+                        log.info("line rejected", source=self.name, reason=item.reason,
+                                 line=bytes(item.line[:64]).decode("ascii", "replace")
+                                 if isinstance(item.line, bytes) else item.line[:64])
+                        continue
+                    reading = self._handler.handle(item, now)
+                    if reading is not None:
+                        self._put(sink, reading)
+        except (serial.SerialException, OSError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return "stopped"
+
+    def _report_lost(self, sink: ReadingSink, error: str) -> None:
+        self.device_lost += 1
+        now = self._clock()
+        for sid in self._handler.known_ids():
+            self._put(sink, Reading(sid, now, None, "device_lost",
+                                    f"serial device {self.port} disappeared ({error})"))
+
+    def _put(self, sink: ReadingSink, reading: Reading) -> None:
+        if not sink(reading):
+            self.dropped += 1

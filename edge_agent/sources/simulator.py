@@ -1,0 +1,119 @@
+"""firmware_sim in-process: the simulated device's frames, with no tty, for demos and tests.
+
+The bytes still go through the protocol's FrameDecoder (inside ``SimulatedSensors``), so line
+faults are counted exactly as on a real serial line, and a scripted unplug reports
+``device_lost`` for every sensor, like the serial source.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from edge_agent.decide.types import Reading
+from edge_agent.sources.base import ReadingSink, SensorSpec
+from edge_agent.sources.frames import FrameHandler
+from firmware_sim import scenario as scenarios
+from firmware_sim.inprocess import SimulatedSensors
+from firmware_sim.protocol import ProtocolError
+
+log = structlog.get_logger("edge_agent.sources.simulator")
+
+
+class SimulatorSource:
+    kind = "simulator"
+
+    def __init__(self, scenario: str | Path, *, name: str | None = None, speed: float = 1.0,
+                 seed: int | None = None, loop: bool = False,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.scenario = scenarios.load(scenario)  # ConfigError with key paths if broken
+        self.name = name or f"simulator:{self.scenario.name or scenario}"
+        self.speed = speed
+        self.seed = seed
+        self.loop = loop
+        self._clock = clock
+        self._handler = FrameHandler(self.name)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sim: SimulatedSensors | None = None
+        self.finished = threading.Event()
+        self.device_lost = 0
+        self.dropped = 0
+        self.runs = 0
+
+    @property
+    def sensors(self) -> list[SensorSpec]:
+        return self._handler.sensors
+
+    @property
+    def firmware(self) -> str:
+        return self._handler.firmware
+
+    def counters(self) -> dict[str, float]:
+        c = self._handler.counters
+        out: dict[str, float] = {"readings": c.readings, "sensor_errors": c.sensor_errors,
+                                 "seq_gaps": c.seq_gaps, "device_lost": self.device_lost,
+                                 "dropped": self.dropped, "runs": self.runs}
+        sim = self._sim
+        if sim is not None:
+            d = sim.decoder
+            out.update(frames=d.frames, bad_checksum=d.bad_checksum, malformed=d.malformed,
+                       cut_lines=d.cut_lines, too_long=d.too_long,
+                       garbage_bytes=d.garbage_bytes)
+        return out
+
+    def start(self, sink: ReadingSink) -> None:
+        if self._thread is not None:
+            raise RuntimeError("already started")
+        self._thread = threading.Thread(target=self._run, args=(sink,), daemon=True,
+                                        name=f"source {self.name}")
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self, sink: ReadingSink) -> None:
+        while not self._stop.is_set():
+            self.runs += 1
+            self._play(sink)
+            if not self.loop:
+                break
+        self.finished.set()
+        log.info("simulated scenario finished", source=self.name, runs=self.runs)
+
+    def _play(self, sink: ReadingSink) -> None:
+        sim = SimulatedSensors(self.scenario, seed=self.seed, speed=self.speed,
+                               start=time.monotonic())
+        self._sim = sim
+        self._handler.restart_line()
+        plugged = True
+        while not self._stop.is_set():
+            items = sim.poll(time.monotonic())
+            now = self._clock()
+            for item in items:
+                if isinstance(item, ProtocolError):
+                    log.info("line rejected", source=self.name, reason=item.reason)
+                    continue
+                reading = self._handler.handle(item, now)
+                if reading is not None and not sink(reading):
+                    self.dropped += 1
+            if plugged and not sim.plugged:
+                self.device_lost += 1
+                log.warning("simulated device unplugged", source=self.name)
+                for sid in self._handler.known_ids():
+                    if not sink(Reading(sid, now, None, "device_lost",
+                                        "simulated device unplugged")):
+                        self.dropped += 1
+            elif not plugged and sim.plugged:
+                self._handler.restart_line()
+            plugged = sim.plugged
+            due = sim.next_due()
+            if due is None or sim.finished:
+                return
+            self._stop.wait(max(0.0, due - time.monotonic()))
