@@ -71,6 +71,8 @@ def test_host_commands_are_answered(transport: str) -> None:
     with sink:
         url = sink.path if isinstance(sink, PtyTransport) else sink.url
         with serial.serial_for_url(url, timeout=2) as ser:
+            if isinstance(sink, TcpTransport):
+                assert sink.connected.wait(5)  # accepted: the boot HELLO will reach us
             with Simulation(scenario, speed=10, sinks=[sink]):
                 ser.write(encode(Identify()) + encode(SetInterval(500)))
                 replies = []
