@@ -10,12 +10,24 @@ no thresholds, no reading reports. Example (TOML)::
     max_jump_per_s = 5.0       # faster changes are glitches (implausible_jump fault)
     smoothing = { kind = "median", window = 3 }
     rate_limit_per_min = 2.0   # alarm when warming/cooling faster than 2 degrees a minute
-    thresholds = [
-      { name = "low", below = 5.0, hysteresis = 0.5, dwell_s = 60 },
-      { name = "high", above = 30.0, hysteresis = 0.5, dwell_s = 60 },
-      { name = "high_critical", above = 40.0, hysteresis = 1.0, dwell_s = 10,
-        severity = "critical" },
-    ]
+
+    [[sensors.t1.rules.thresholds]]
+    name = "low"
+    below = 5.0
+    hysteresis = 0.5
+    dwell_s = 60
+
+    [[sensors.t1.rules.thresholds]]
+    name = "high"
+    above = 30.0
+    dwell_s = 60               # hysteresis defaults to 0.5, severity to "warning"
+
+    [[sensors.t1.rules.thresholds]]
+    name = "high_critical"
+    above = 40.0
+    hysteresis = 1.0
+    dwell_s = 10
+    severity = "critical"
 
 Units: ``min_c``/``max_c`` and the DS18B20 glitch values (85.0, -127.0) are Celsius whatever the
 sensor's unit (a degF value is converted before they are checked). Every other number
