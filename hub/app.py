@@ -1,0 +1,141 @@
+"""Building and running one hub from its config: journal, ingest, consumers, dispatch, web."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from prometheus_client import Counter
+from starlette.routing import BaseRoute
+
+from hub.config import HubConfig
+from hub.consumers.base import Consumer
+from hub.dispatch import ConsumerRunner
+from hub.ingest import Ingest
+from hub.journal import Journal
+from hub.metrics import HubMetrics
+from hub.web import WebServer, make_app
+
+log = structlog.get_logger("hub")
+
+
+def _optional_consumer(module: str, cls: str, *args: Any, **kwargs: Any) -> Consumer | None:
+    """Another package's consumer, if it is installed; the hub runs without it otherwise."""
+    try:
+        factory = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as exc:
+        log.warning("consumer_unavailable", module=module, error=str(exc))
+        return None
+    consumer: Consumer = factory(*args, **kwargs)
+    return consumer
+
+
+class Hub:
+    def __init__(self, config: HubConfig, extra_consumers: Sequence[Consumer] = ()) -> None:
+        self.config = config
+        self.metrics = HubMetrics()
+        self.journal = Journal(config.database_path, config.journal.synchronous,
+                               dedup_retention_s=config.journal.dedup_retention_days * 86_400,
+                               dedup_max_ids=config.journal.dedup_max_ids)
+        self.ingest = Ingest(config, self.journal, self.metrics)
+        self.consumers: list[Consumer] = [*self._build_consumers(), *extra_consumers]
+        d = config.dispatch
+        self.runners = [ConsumerRunner(c, self.journal, self.metrics, batch_size=d.batch_size,
+                                       retry_initial_s=d.retry_initial_s,
+                                       retry_max_s=d.retry_max_s) for c in self.consumers]
+        self.metrics.watch_backlog(lambda: {r.consumer.name: r.backlog for r in self.runners})
+        self.web: WebServer | None = None
+        self._stopped = threading.Event()
+
+    def _build_consumers(self) -> list[Consumer]:
+        cfg = self.config
+        consumers: list[Consumer] = []
+        if cfg.storage.enabled:
+            from hub.storage.consumer import StorageConsumer
+
+            rejected = Counter("thermopipe_hub_storage_rejected",
+                               "Points the database refused as malformed",
+                               registry=self.metrics.registry)
+            consumers.append(StorageConsumer(cfg.storage, rejected))
+        if not isinstance(cfg.alerting, dict) and getattr(cfg.alerting, "enabled", True):
+            state_dir = getattr(cfg.alerting, "state_dir", None) or cfg.data_dir / "alerting"
+            alerting = _optional_consumer("hub.alerting.consumer", "AlertingConsumer",
+                                          cfg.alerting, mqtt_publish=self.ingest.publish,
+                                          topic_root=cfg.mqtt.topic_root, state_dir=state_dir)
+            if alerting is not None:
+                consumers.append(alerting)
+        else:
+            alerting = None
+        if cfg.dashboard.enabled:
+            dashboard = _optional_consumer("hub.dashboard.consumer", "DashboardConsumer",
+                                           cfg.dashboard)
+            if dashboard is not None:
+                consumers.append(dashboard)
+                # the dashboard shows alerts as the alerting consumer decides them
+                on_alert = getattr(dashboard, "on_alert", None)
+                if alerting is not None and callable(on_alert):
+                    alerting.add_listener(on_alert)  # type: ignore[attr-defined]
+        return consumers
+
+    def routes(self) -> list[BaseRoute]:
+        routes: list[BaseRoute] = []
+        for consumer in self.consumers:
+            fn = getattr(consumer, "routes", None)
+            if callable(fn):
+                routes.extend(fn())
+        return routes
+
+    def health(self) -> dict[str, Any]:
+        now = time.monotonic()
+        consumers = {}
+        for r in self.runners:
+            s = r.state
+            consumers[s.name] = {
+                "backlog": r.backlog, "processed": s.processed, "retries": s.retries,
+                "failing": s.consecutive_failures > 0, "last_error": s.last_error,
+                "busy_s": round(now - s.busy_since, 1) if s.busy_since else 0.0}
+        connected = self.ingest.connected.is_set()
+        return {"ok": connected, "hub_id": self.config.hub_id, "mqtt_connected": connected,
+                "mqtt_last_error": self.ingest.last_error,
+                "journal_last_offset": self.journal.last_offset, "consumers": consumers}
+
+    def start(self) -> None:
+        for runner in self.runners:
+            runner.start()
+        if self.config.http.enabled:
+            app = make_app(self.health, self.metrics, self.routes())
+            self.web = WebServer(app, self.config.http.host, self.config.http.port)
+            self.web.start()
+        self.ingest.start()
+        log.info("hub_started", hub_id=self.config.hub_id, data_dir=str(self.config.data_dir),
+                 consumers=[c.name for c in self.consumers],
+                 shared_group=self.config.mqtt.shared_group)
+
+    def stop(self) -> None:
+        """Stop ingest (recording and acking what was received), then consumers, then web."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.ingest.stop()
+        for runner in self.runners:
+            runner.stop()
+        for consumer in self.consumers:
+            try:
+                consumer.close()
+            except Exception as exc:  # noqa: BLE001 - one bad close must not stop the rest
+                log.warning("consumer_close_failed", consumer=consumer.name, error=repr(exc))
+        if self.web is not None:
+            self.web.stop()
+        self.journal.close()
+        log.info("hub_stopped", hub_id=self.config.hub_id)
+
+    def __enter__(self) -> Hub:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

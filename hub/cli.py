@@ -1,0 +1,223 @@
+"""``hub``: run the hub, check its config, and look after its dead letters.
+
+    hub run [-c FILE] [--workers N]
+    hub check-config FILE
+    hub dlq [-c FILE] list [--status open|replayed|replay_requested]
+    hub dlq [-c FILE] show ID
+    hub dlq [-c FILE] replay (ID ... | --all) [--wait SECONDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from schemas.errors import ConfigError
+
+DEFAULT_CONFIG = "/etc/thermopipe/hub.toml"
+EXIT_CONFIG = 2
+
+
+def _load(path: str):  # type: ignore[no-untyped-def]
+    from hub.config import load_hub_config
+
+    return load_hub_config(path)
+
+
+def _config_or_exit(path: str):  # type: ignore[no-untyped-def]
+    try:
+        return _load(path)
+    except ConfigError as exc:
+        print(f"invalid configuration {exc.source}:", file=sys.stderr)
+        for key, reason in exc.errors:
+            print(f"  {key or '(file)'}: {reason}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _config_or_exit(args.file)
+    storage = f"on ({config.storage.mode})" if config.storage.enabled else "off"
+    print(f"{args.file}: OK (hub_id={config.hub_id}, broker={config.mqtt.host}:"
+          f"{config.mqtt.port}, storage {storage})")
+    return 0
+
+
+def _run_one(config_path: str, worker: int | None, workers: int) -> int:
+    from hub.app import Hub
+    from hub.logs import configure_logging
+
+    config = _config_or_exit(config_path)
+    if worker is not None:
+        config = config.for_worker(worker)
+    configure_logging(config.log.level, config.log.format)
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    hub = Hub(config)
+    hub.start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        hub.stop()
+    return 0
+
+
+def _supervise(config_path: str, workers: int) -> int:
+    """Run ``workers`` hub processes on one shared subscription; restart any that dies."""
+    config = _config_or_exit(config_path)
+    if not config.mqtt.shared_group:
+        print("hub run --workers N needs mqtt.shared_group (the workers share one "
+              "subscription)", file=sys.stderr)
+        return EXIT_CONFIG
+    stopping = threading.Event()
+
+    def spawn(i: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "hub.cli", "run", "-c", config_path,
+                                 "--worker-index", str(i), "--workers", str(workers)])
+
+    procs = {i: spawn(i) for i in range(workers)}
+
+    def on_signal(sig: int, _frame: FrameType | None) -> None:
+        stopping.set()
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(sig)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping.is_set():
+        for i, proc in list(procs.items()):
+            code = proc.poll()
+            if code is not None and not stopping.is_set():
+                print(f"hub worker {i} exited with {code}; restarting", file=sys.stderr)
+                time.sleep(1.0)
+                procs[i] = spawn(i)
+        stopping.wait(0.5)
+    for proc in procs.values():
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.worker_index is not None:
+        return _run_one(args.config, args.worker_index, args.workers)
+    if args.workers > 1:
+        return _supervise(args.config, args.workers)
+    return _run_one(args.config, None, 1)
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(_config_or_exit(args.config).data_dir)
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from hub import deadletters as dl
+
+    data_dir = _data_dir(args)
+    if args.dlq_command == "list":
+        rows = dl.list_dead_letters(data_dir, args.status)
+        for row in rows:
+            reason = row.reason if len(row.reason) <= 100 else row.reason[:97] + "..."
+            print(f"{row.dead_letter_id}  {row.received_at.isoformat()}  {row.status:<16} "
+                  f"{row.reason_code:<16} {row.topic}  {reason}")
+        print(f"{len(rows)} dead letter(s)")
+        return 0
+    if args.dlq_command == "show":
+        found = dl.find(data_dir, args.id)
+        if found is None:
+            print(f"no dead letter {args.id}", file=sys.stderr)
+            return 1
+        try:
+            payload = found.payload.decode("utf-8")
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            payload = base64.b64encode(found.payload).decode()
+            encoding = "base64"
+        print(f"id:          {found.dead_letter_id}\nreceived_at: {found.received_at.isoformat()}"
+              f"\ntopic:       {found.topic}\nstatus:      {found.status}\nreason_code: "
+              f"{found.reason_code}\nreason:      {found.reason}\noutcome:     {found.outcome}"
+              f"\nsize:        {len(found.payload)} bytes\npayload ({encoding}):\n{payload}")
+        return 0
+    # replay
+    if not args.all and not args.ids:
+        print("name dead letter ids to replay, or --all", file=sys.stderr)
+        return 1
+    marked = dl.request_replay(data_dir, None if args.all else list(args.ids))
+    if not marked:
+        print("nothing to replay (no open dead letter matches)")
+        return 1 if args.ids else 0
+    print(f"{len(marked)} dead letter(s) queued for replay through the hub's validation")
+    deadline = time.monotonic() + args.wait
+    rows = marked
+    while time.monotonic() < deadline:
+        rows = dl.status_of(marked)
+        if all(r.status != "replay_requested" for r in rows):
+            break
+        time.sleep(0.25)
+    failed = 0
+    for row in rows:
+        if row.status == "replay_requested":
+            print(f"{row.dead_letter_id}: pending (no hub running? it is replayed at start)")
+        elif row.status == "replayed":
+            print(f"{row.dead_letter_id}: accepted")
+        else:
+            failed += 1
+            print(f"{row.dead_letter_id}: rejected again: {row.reason}")
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hub", description="thermopipe hub")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the hub")
+    run.add_argument("-c", "--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG))
+    run.add_argument("--workers", type=int, default=1,
+                     help="hub processes sharing one MQTT 5 shared subscription")
+    run.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check-config", help="validate a config file; exit 2 if invalid")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+    dlq = sub.add_parser("dlq", help="inspect and replay dead letters")
+    dlq.add_argument("-c", "--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG))
+    dsub = dlq.add_subparsers(dest="dlq_command", required=True)
+    lst = dsub.add_parser("list")
+    lst.add_argument("--status", choices=["open", "replay_requested", "replayed"])
+    show = dsub.add_parser("show")
+    show.add_argument("id")
+    replay = dsub.add_parser("replay")
+    replay.add_argument("ids", nargs="*")
+    replay.add_argument("--all", action="store_true")
+    replay.add_argument("--wait", type=float, default=10.0,
+                        help="seconds to wait for the running hub to replay them")
+    dlq.set_defaults(func=cmd_dlq)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run" and args.workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return EXIT_CONFIG
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The hub's one TOML config, validated at start-up (``hub check-config FILE``).
+
+Secrets (MQTT password, InfluxDB token/password) are references, ``env:NAME`` or ``file:/path``,
+resolved while validating, so a missing secret is reported with its key path before anything runs.
+
+Example::
+
+    hub_id = "hub-1"
+    data_dir = "/var/lib/thermopipe-hub"
+
+    [mqtt]
+    host = "127.0.0.1"
+    port = 1883
+    topic_root = "thermopipe"
+    shared_group = "hubs"          # MQTT 5 shared subscription; required for `hub run --workers N`
+    password = "env:HUB_MQTT_PASSWORD"
+
+    [storage]
+    mode = "v1"                    # "v2": influxdb-client (2.x, 3.x, Cloud, 1.8+); "v1": /write
+    url = "http://127.0.0.1:8086"
+    database = "thermopipe"
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from schemas.codec import DEFAULT_MAX_PAYLOAD
+from schemas.config_loading import load_config, resolve_secret
+from schemas.ids import check_identifier
+from schemas.topics import DEFAULT_ROOT
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _secret(value: Any) -> Any:
+    if isinstance(value, SecretStr) or value is None:
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be 'env:VARIABLE' or 'file:/path'")
+    return resolve_secret(value)
+
+
+class TlsConfig(_Section):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False  # skip host-name checking (test setups only)
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {str(path)!r} does not exist")
+        return self
+
+
+class MqttConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    protocol: Literal[5] = 5  # MQTT 5: session expiry and shared subscriptions need it
+    client_id: str | None = None  # default: "thermopipe-hub-{hub_id}"
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TlsConfig | None = None
+    topic_root: str = DEFAULT_ROOT
+    shared_group: str | None = None
+    session_expiry_s: int = Field(7 * 86_400, ge=0)  # the broker keeps our queue this long
+    keepalive_s: int = Field(30, ge=5)
+    max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD, ge=256)
+    # Unacknowledged messages the broker may have in flight to us: bounds the in-memory queue.
+    receive_maximum: int = Field(4000, ge=10, le=65535)
+
+    _password = field_validator("password", mode="before")(_secret)
+
+    @field_validator("topic_root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        for level in value.split("/"):
+            check_identifier(level, "topic root level")
+        return value
+
+    @field_validator("shared_group")
+    @classmethod
+    def _group(cls, value: str | None) -> str | None:
+        return None if value is None else check_identifier(value, "shared group")
+
+
+class StorageConfig(_Section):
+    enabled: bool = True
+    mode: Literal["v2", "v1"] = "v2"
+    url: str = "http://127.0.0.1:8086"
+    token: SecretStr | None = None  # v2
+    org: str = "thermopipe"         # v2
+    bucket: str = "thermopipe"      # v2
+    database: str = "thermopipe"    # v1
+    retention_policy: str | None = None  # v1, optional
+    username: str | None = None     # v1 basic auth
+    password: SecretStr | None = None
+    gzip: bool = False
+    batch_size: int = Field(5000, ge=1, le=100_000)
+    flush_interval_s: float = Field(0.2, gt=0, le=60)
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+    _secrets = field_validator("token", "password", mode="before")(_secret)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class DashboardConfig(_Section):
+    # Typed by the dashboard consumer's owner; the hub only reads ``enabled``.
+    model_config = ConfigDict(extra="allow", frozen=True)
+    enabled: bool = False
+
+
+class HttpConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8780, ge=0, le=65535)  # 0: any free port (tests)
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class DispatchConfig(_Section):
+    retry_initial_s: float = Field(0.5, gt=0)
+    retry_max_s: float = Field(30.0, gt=0)
+    batch_size: int = Field(1000, ge=1)  # for consumers that do not say their own
+
+
+class JournalConfig(_Section):
+    # "full": a commit survives power loss before the broker sees our ack; "normal" survives a
+    # process crash only (faster on SD cards). See hub/journal.py.
+    synchronous: Literal["full", "normal"] = "full"
+    dedup_retention_days: float = Field(7.0, gt=0)
+    dedup_max_ids: int = Field(5_000_000, ge=1000)
+
+
+def _alerting_model() -> Any:
+    """The alerting section's model, owned by hub/alerting; a plain table until it exists."""
+    try:
+        from hub.alerting.config import AlertingConfig
+    except ImportError:
+        return dict[str, Any]
+    return AlertingConfig
+
+
+# Resolved once at import so the section's errors get real key paths (alerting.rules[0]...).
+AlertingSection: Any = _alerting_model()
+
+
+class HubConfig(_Section):
+    hub_id: str = "hub"
+    data_dir: Path = Path("/var/lib/thermopipe-hub")
+    late_after_s: float = Field(300.0, gt=0)
+    mqtt: MqttConfig = MqttConfig()
+    storage: StorageConfig = StorageConfig()
+    # Typed by hub.alerting.config.AlertingConfig when that module exists, else a plain table.
+    alerting: AlertingSection = Field(default_factory=AlertingSection)
+    dashboard: DashboardConfig = DashboardConfig()
+    http: HttpConfig = HttpConfig()
+    log: LogConfig = LogConfig()
+    dispatch: DispatchConfig = DispatchConfig()
+    journal: JournalConfig = JournalConfig()
+
+    @field_validator("hub_id")
+    @classmethod
+    def _hub_id(cls, value: str) -> str:
+        return check_identifier(value, "hub id")
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"thermopipe-hub-{self.hub_id}"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "hub.sqlite3"
+
+    def for_worker(self, index: int) -> HubConfig:
+        """The config of worker ``index`` of ``hub run --workers N``: own data dir and client id,
+        the same shared subscription, its own HTTP port (port + index)."""
+        mqtt = self.mqtt.model_copy(update={"client_id": f"{self.client_id}-w{index}"})
+        http = self.http.model_copy(
+            update={"port": self.http.port + index if self.http.port else 0})
+        return self.model_copy(update={"data_dir": self.data_dir / f"worker-{index}",
+                                       "mqtt": mqtt, "http": http,
+                                       "hub_id": f"{self.hub_id}-w{index}"})
+
+
+def load_hub_config(path: str | Path) -> HubConfig:
+    """Read and validate; raises :class:`schemas.errors.ConfigError` with every key path."""
+    return load_config(path, HubConfig)

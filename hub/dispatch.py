@@ -1,0 +1,126 @@
+"""Per-consumer delivery: one thread per consumer, each from its own durable journal cursor.
+
+A consumer that fails gets the same batch again after an exponential backoff (capped); one that
+hangs stalls only its own thread (its backlog grows and shows in ``/metrics`` and ``/healthz``).
+The cursor moves, durably, only after ``handle`` returned, so a restart hands over again at most
+the batch that was in progress (consumers are idempotent). Threads wake on the journal's
+condition when new rows are committed: no polling.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from hub.consumers.base import Consumer, Envelope
+from hub.journal import Journal
+from hub.metrics import HubMetrics
+
+log = structlog.get_logger("hub.dispatch")
+
+
+@dataclass
+class ConsumerState:
+    """What ``/healthz`` reports about one consumer."""
+
+    name: str
+    cursor: int = 0
+    processed: int = 0
+    retries: int = 0
+    consecutive_failures: int = 0
+    last_error: str = ""
+    last_error_at: float | None = None
+    busy_since: float | None = None  # monotonic start of the batch in progress
+
+
+class ConsumerRunner:
+    def __init__(self, consumer: Consumer, journal: Journal, metrics: HubMetrics, *,
+                 batch_size: int = 1000, max_wait_s: float = 0.0, retry_initial_s: float = 0.5,
+                 retry_max_s: float = 30.0) -> None:
+        self.consumer = consumer
+        self.journal = journal
+        self.metrics = metrics
+        self.batch_size = int(getattr(consumer, "batch_size", batch_size))
+        self.max_wait_s = float(getattr(consumer, "max_wait_s", max_wait_s))
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.state = ConsumerState(consumer.name)
+        self._stop = threading.Event()
+        self._processed = metrics.processed.labels(consumer.name)
+        self._retries = metrics.retries.labels(consumer.name)
+        self._lag = metrics.lag.labels(consumer.name)
+        self._thread = threading.Thread(target=self._run, name=f"consumer-{consumer.name}",
+                                        daemon=True)
+
+    @property
+    def backlog(self) -> int:
+        return self.journal.backlog(self.state.cursor)
+
+    def start(self) -> None:
+        self.state.cursor = self.journal.register(self.consumer.name)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Ask the thread to stop after its current batch; False if it is hung in ``handle``."""
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("consumer_hung_at_shutdown", consumer=self.consumer.name,
+                        backlog=self.backlog)
+            return False
+        return True
+
+    def _next_batch(self) -> list[Envelope]:
+        cursor = self.state.cursor
+        if not self.journal.wait_for(cursor, 1.0):
+            return []
+        batch = self.journal.read(cursor, self.batch_size)
+        if self.max_wait_s > 0 and len(batch) < self.batch_size:
+            # wait a little for a fuller batch (storage writes fewer, larger requests)
+            deadline = time.monotonic() + self.max_wait_s
+            while len(batch) < self.batch_size and not self._stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self.journal.wait_for(batch[-1].offset, remaining):
+                    break
+                batch = self.journal.read(cursor, self.batch_size)
+        return batch
+
+    def _run(self) -> None:
+        delay = self.retry_initial_s
+        name = self.consumer.name
+        state = self.state
+        while not self._stop.is_set():
+            batch = self._next_batch()
+            if not batch:
+                continue
+            state.busy_since = time.monotonic()
+            try:
+                self.consumer.handle(batch)
+            except Exception as exc:  # noqa: BLE001 - any consumer failure: log, count, retry
+                state.busy_since = None
+                state.retries += 1
+                state.consecutive_failures += 1
+                state.last_error = f"{type(exc).__name__}: {exc}"
+                state.last_error_at = time.time()
+                self._retries.inc()
+                log.warning("consumer_failed", consumer=name, error=state.last_error,
+                            batch=len(batch), first_offset=batch[0].offset,
+                            retry_in_s=round(delay, 2), attempt=state.consecutive_failures)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            state.busy_since = None
+            last = batch[-1]
+            self.journal.commit_cursor(name, last.offset)
+            state.cursor = last.offset
+            state.processed += len(batch)
+            if state.consecutive_failures:
+                log.info("consumer_recovered", consumer=name, after=state.consecutive_failures)
+            state.consecutive_failures = 0
+            delay = self.retry_initial_s
+            self._processed.inc(len(batch))
+            if not last.late:
+                self._lag.observe(max(0.0, time.time() - last.message.time.timestamp()))

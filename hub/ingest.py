@@ -1,0 +1,305 @@
+"""MQTT ingest: receive, validate, dedup, record durably, and only then acknowledge.
+
+paho's network thread only appends each message to a queue (``on_message`` never blocks: the
+broker sends at most ``receive_maximum`` unacknowledged messages, which bounds the queue). The
+ingest thread takes batches (up to ``BATCH_MAX`` messages or ``BATCH_WAIT_S``), validates each
+(``hub.validate``), drops duplicates by event id, flags late and out-of-order events, records the
+batch in one SQLite transaction (``Journal.record``) and then acknowledges every message of the
+batch with paho's manual ack: accepted events, duplicates and dead letters alike (they are all
+recorded). A crash before the commit leaves the messages unacknowledged, and the broker sends
+them again to the persistent session; a crash after it gives duplicates that the dedup drops.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from hub.config import HubConfig
+from hub.journal import DeadRecord, Journal, Pending, ReplayOutcome
+from hub.metrics import HubMetrics
+from hub.validate import OrderTracker, Rejection, check_payload, is_late
+from schemas.models import DeviceStatus
+from schemas.topics import Topics
+
+BATCH_MAX = 1000
+BATCH_WAIT_S = 0.05
+REPLAY_CHECK_S = 1.0
+PRUNE_EVERY_S = 2.0
+PRUNE_SEEN_EVERY_S = 600.0
+
+log = structlog.get_logger("hub.ingest")
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One MQTT message as received (or a dead letter being replayed: ``replay_row``)."""
+
+    topic: str
+    payload: bytes
+    received_at: float
+    mid: int = 0
+    qos: int = 0
+    generation: int = 0
+    replay_row: int | None = None
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Ingest:
+    def __init__(self, config: HubConfig, journal: Journal, metrics: HubMetrics) -> None:
+        self.config = config
+        self.journal = journal
+        self.metrics = metrics
+        self.topics = Topics(config.mqtt.topic_root)
+        self.tracker = OrderTracker(journal.load_seq_marks())
+        self._queue: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._generation = 0
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self.last_error = ""
+        self._client = self._make_client()
+        self._thread = threading.Thread(target=self._run, name="hub-ingest", daemon=True)
+        self._last_replay_check = 0.0
+        self._last_prune = time.monotonic()
+        self._last_prune_seen = 0.0
+
+    # ---- MQTT --------------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.config.mqtt
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        if cfg.username:
+            client.username_pw_set(
+                cfg.username, cfg.password.get_secret_value() if cfg.password else None)
+        if cfg.tls is not None:
+            client.tls_set(ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
+                           certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+                           keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None)
+            client.tls_insecure_set(cfg.tls.insecure)
+        client.max_inflight_messages_set(0)  # our own publishes are few (dead letters)
+        client.reconnect_delay_set(1, 30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any,
+                    _props: Any) -> None:
+        if reason.is_failure:
+            self.last_error = f"broker refused the connection: {reason}"
+            log.error("mqtt_refused", reason=str(reason))
+            return
+        self._generation += 1
+        self.connected.set()
+        self.metrics.connected.set(1)
+        log.info("mqtt_connected", session_present=bool(flags.session_present),
+                 client_id=self.config.client_id)
+        filters = self.topics.hub_filters(self.config.mqtt.shared_group)
+        client.subscribe([(f, 1) for f in filters])
+
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: Any, reasons: Any, _p: Any) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            self.last_error = f"subscription refused: {failed}"
+            log.error("mqtt_subscribe_refused", reasons=failed)
+        else:
+            self.subscribed.set()
+
+    def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
+        self.metrics.connected.set(0)
+        if not self._stop.is_set():
+            self.last_error = f"disconnected: {reason}"
+            log.warning("mqtt_disconnected", reason=str(reason))
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self._queue.put(Inbound(msg.topic, bytes(msg.payload), time.time(), msg.mid, msg.qos,
+                                self._generation))
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
+        """Best-effort publish on the hub's connection (dead letters, alerts)."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config.mqtt
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = cfg.session_expiry_s
+        props.ReceiveMaximum = cfg.receive_maximum
+        self._client.connect_async(cfg.host, cfg.port, cfg.keepalive_s, clean_start=False,
+                                   properties=props)
+        self._client.loop_start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop taking messages, record what was taken, then disconnect (the session stays)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # ---- the ingest thread -------------------------------------------------------------------
+    def _take_batch(self) -> list[Inbound]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + BATCH_WAIT_S
+        get = self._queue.get_nowait
+        while len(batch) < BATCH_MAX:
+            try:
+                batch.append(get())
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(self._queue.get(timeout=remaining))
+                except queue.Empty:
+                    break
+        return batch
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = self._take_batch()
+            now = time.monotonic()
+            if now - self._last_replay_check >= REPLAY_CHECK_S:
+                self._last_replay_check = now
+                batch.extend(Inbound(topic, bytes(payload), time.time(), replay_row=row_id)
+                             for row_id, topic, payload in self.journal.pending_replays())
+            if batch:
+                self.metrics.ingest_queue.set(self._queue.qsize())
+                self.process(batch)
+            self._housekeeping(now)
+        # drain what paho already handed us, so it is recorded and acked before we disconnect
+        rest: list[Inbound] = []
+        while True:
+            try:
+                rest.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        if rest:
+            self.process(rest)
+
+    def _housekeeping(self, now: float) -> None:
+        if now - self._last_prune >= PRUNE_EVERY_S:
+            self._last_prune = now
+            self.metrics.journal_pruned.inc(self.journal.prune())
+        if now - self._last_prune_seen >= PRUNE_SEEN_EVERY_S:
+            self._last_prune_seen = now
+            self.journal.prune_seen()
+
+    def process(self, batch: list[Inbound]) -> None:
+        """Validate, dedup, record in one transaction, then acknowledge the whole batch."""
+        topics, max_size = self.topics, self.config.mqtt.max_payload_bytes
+        late_after = self.config.late_after_s
+        dead: list[DeadRecord] = []
+        replays: list[ReplayOutcome] = []
+        candidates = []
+        live = 0
+        for item in batch:
+            if item.replay_row is None:
+                live += 1
+            result = check_payload(topics, item.topic, item.payload, max_size)
+            if isinstance(result, Rejection):
+                received = datetime.fromtimestamp(item.received_at, UTC)
+                if item.replay_row is not None:
+                    replays.append(ReplayOutcome(item.replay_row, False, result.code,
+                                                 result.reason))
+                else:
+                    dead.append(DeadRecord(new_id(), received, item.topic, result.code,
+                                           result.reason, item.payload))
+                continue
+            candidates.append((item, result))
+        known = self.journal.known_ids([m.event_id for _, m in candidates])
+        pending: list[Pending] = []
+        seen: list[tuple[str, float]] = []
+        batch_ids: set[str] = set()
+        duplicates = 0
+        for item, message in candidates:
+            event_id = message.event_id
+            if item.replay_row is not None:
+                replays.append(ReplayOutcome(item.replay_row, True, "accepted",
+                                             "accepted on replay" if event_id not in known
+                                             else "accepted on replay (already stored)"))
+            if event_id in known or event_id in batch_ids:
+                duplicates += 1
+                continue
+            batch_ids.add(event_id)
+            seen.append((event_id, item.received_at))
+            received = datetime.fromtimestamp(item.received_at, UTC)
+            ooo = (not isinstance(message, DeviceStatus)
+                   and self.tracker.observe(message.device_id, message.sensor_id, message.seq))
+            pending.append(Pending(message, item.topic, item.payload, received,
+                                   is_late(message, received, late_after), ooo))
+        self.journal.record(pending, seen, self.tracker.take_changes(), dead, replays)
+        self._ack(batch)
+        self._count(live, pending, duplicates, dead)
+        for record in dead:
+            self._report_dead_letter(record)
+        for outcome in replays:
+            log.info("dead_letter_replayed", row=outcome.row_id, accepted=outcome.accepted,
+                     reason=outcome.reason)
+
+    def _ack(self, batch: list[Inbound]) -> None:
+        generation = self._generation
+        ack = self._client.ack
+        for item in batch:
+            # A message from an earlier connection is redelivered by the broker on this one;
+            # its copy will be dropped as a duplicate and acknowledged then.
+            if item.qos and item.generation == generation:
+                ack(item.mid, item.qos)
+
+    def _count(self, live: int, pending: list[Pending], duplicates: int,
+               dead: list[DeadRecord]) -> None:
+        m = self.metrics
+        m.events_in.inc(live)
+        kinds: dict[str, int] = {}
+        late = ooo = 0
+        for p in pending:
+            kinds[p.message.kind] = kinds.get(p.message.kind, 0) + 1
+            late += p.late
+            ooo += p.out_of_order
+        for kind, n in kinds.items():
+            m.accepted.labels(kind).inc(n)
+        if duplicates:
+            m.duplicates.inc(duplicates)
+            log.debug("duplicates_dropped", count=duplicates)
+        if late:
+            m.late.inc(late)
+        if ooo:
+            m.out_of_order.inc(ooo)
+        for record in dead:
+            m.dead_lettered.labels(record.reason_code).inc()
+
+    def _report_dead_letter(self, record: DeadRecord) -> None:
+        log.warning("dead_lettered", topic=record.topic, reason=record.reason,
+                    reason_code=record.reason_code, dead_letter_id=record.dead_letter_id,
+                    size=len(record.payload))
+        from hub.deadletters import DeadLetterRow
+
+        row = DeadLetterRow(0, record.dead_letter_id, record.received_at, record.topic,
+                            record.reason_code, record.reason, record.payload, "open", "",
+                            self.journal.path)
+        if not self.publish(self.topics.deadletter(), row.to_message().model_dump_json().encode()):
+            self.metrics.dead_letter_publish_failed.inc()

@@ -1,0 +1,312 @@
+"""The hub's durable record: journal, consumer cursors, dedup ids, sequence marks, dead letters.
+
+One SQLite file (``data_dir/hub.sqlite3``) in WAL mode. The ingest thread is the only writer of
+the journal: it records a whole batch of MQTT messages (accepted events, the ids that make later
+copies duplicates, the highest ``seq`` per sensor, dead letters) in ONE transaction and only then
+acknowledges the batch to the broker. With ``synchronous=FULL`` (the default) the commit is on
+disk before the broker forgets the messages, so neither a crash nor a power cut loses an
+acknowledged event; ``normal`` survives a process crash only (the last commits may roll back on
+power loss, and the broker will not resend them) and is offered for slow SD cards.
+
+Consumers read from their own cursor. Cursor writes use a connection at ``synchronous=NORMAL``:
+losing the last cursor move on power loss only redelivers a batch, and consumers are idempotent.
+Rows every registered consumer has passed are pruned. Recent envelopes are also kept decoded in
+memory (``tail``) so consumers that keep up never decode a payload again.
+
+Dedup ids are kept ``dedup_retention_days`` (default 7) and at most ``dedup_max_ids`` (default 5
+million, about 250 MB): an event replayed after that is stored again (storage writes are
+idempotent, so the point is overwritten with the same values).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hub.consumers.base import Envelope
+from hub.validate import Accepted
+from schemas.codec import decode
+from schemas.errors import ThermopipeError
+from schemas.models import DeviceStatus, SensorEvent
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    offset INTEGER PRIMARY KEY, event_id TEXT NOT NULL, kind TEXT NOT NULL, topic TEXT NOT NULL,
+    payload BLOB NOT NULL, received_at REAL NOT NULL, late INTEGER NOT NULL,
+    out_of_order INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, offset INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
+CREATE TABLE IF NOT EXISTS seq_high (device TEXT NOT NULL, sensor TEXT NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (device, sensor)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY, dead_letter_id TEXT NOT NULL UNIQUE, received_at REAL NOT NULL,
+    topic TEXT NOT NULL, reason_code TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open', updated_at REAL NOT NULL, outcome TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS dead_letters_status ON dead_letters(status);
+"""
+
+TAIL_CAPACITY = 20_000
+
+
+class JournalError(ThermopipeError):
+    """The journal file cannot be opened or written (disk full, corrupt, permissions)."""
+
+
+def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
+    """A connection to the hub database in WAL mode; creates the schema on first use."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+        conn.executescript(SCHEMA)
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot open the hub database {path}: {exc}") from exc
+    return conn
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An accepted event not yet in the journal."""
+
+    message: Accepted
+    topic: str
+    payload: bytes
+    received_at: datetime
+    late: bool
+    out_of_order: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRecord:
+    dead_letter_id: str
+    received_at: datetime
+    topic: str
+    reason_code: str
+    reason: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOutcome:
+    """What became of a dead letter an operator asked to replay (row id -> outcome)."""
+
+    row_id: int
+    accepted: bool
+    reason_code: str
+    reason: str
+
+
+def _ts(when: datetime) -> float:
+    return when.timestamp()
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class Journal:
+    """The durable, ordered log of accepted events, with a cursor per consumer."""
+
+    def __init__(self, path: Path, synchronous: str = "full", *,
+                 dedup_retention_s: float = 7 * 86_400, dedup_max_ids: int = 5_000_000) -> None:
+        self.path = path
+        self._conn = connect(path, synchronous)
+        self._cursor_conn = connect(path, "normal")
+        self._readers: list[sqlite3.Connection] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._closed = False
+        self.dedup_retention_s = dedup_retention_s
+        self.dedup_max_ids = dedup_max_ids
+        row = self._conn.execute("SELECT MAX(offset) FROM journal").fetchone()
+        meta = self._conn.execute("SELECT value FROM meta WHERE key='last_offset'").fetchone()
+        # last_offset survives pruning, so offsets never repeat even with an empty journal
+        self._last = max(row[0] or 0, meta[0] if meta else 0)
+        self._tail: list[Envelope] = []
+        self._consumers: set[str] = set()
+
+    # ---- writing (the ingest thread) ---------------------------------------------------------
+    def known_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` were already recorded (duplicates)."""
+        found: set[str] = set()
+        for start in range(0, len(ids), 900):
+            chunk = ids[start:start + 900]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self._conn.execute(
+                f"SELECT event_id FROM seen WHERE event_id IN ({marks})", chunk))  # noqa: S608
+        return found
+
+    def load_seq_marks(self) -> dict[tuple[str, str], int]:
+        return {(d, s): q for d, s, q in self._conn.execute(
+            "SELECT device, sensor, seq FROM seq_high")}
+
+    def record(self, pending: Sequence[Pending], seen_ids: Iterable[tuple[str, float]],
+               seq_marks: dict[tuple[str, str], int], dead: Sequence[DeadRecord],
+               replays: Sequence[ReplayOutcome] = ()) -> list[Envelope]:
+        """Commit one ingest batch atomically; return the new envelopes with their offsets."""
+        first = self._last + 1
+        rows = []
+        envelopes = []
+        for i, p in enumerate(pending):
+            offset = first + i
+            rows.append((offset, p.message.event_id, p.message.kind, p.topic, p.payload,
+                         _ts(p.received_at), int(p.late), int(p.out_of_order)))
+            envelopes.append(Envelope(offset, p.message, p.topic, p.received_at, p.late,
+                                      p.out_of_order))
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if rows:
+                    conn.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?,?,?)", rows)
+                    conn.execute("INSERT INTO meta VALUES ('last_offset', ?) ON CONFLICT(key) "
+                                 "DO UPDATE SET value=excluded.value", (rows[-1][0],))
+                conn.executemany("INSERT OR IGNORE INTO seen VALUES (?,?)", seen_ids)
+                if seq_marks:
+                    conn.executemany(
+                        "INSERT INTO seq_high VALUES (?,?,?) ON CONFLICT(device, sensor) "
+                        "DO UPDATE SET seq=MAX(seq, excluded.seq)",
+                        [(d, s, q) for (d, s), q in seq_marks.items()])
+                if dead:
+                    now = time.time()
+                    conn.executemany(
+                        "INSERT INTO dead_letters (dead_letter_id, received_at, topic, "
+                        "reason_code, reason, payload, updated_at) VALUES (?,?,?,?,?,?,?)",
+                        [(d.dead_letter_id, _ts(d.received_at), d.topic, d.reason_code, d.reason,
+                          d.payload, now) for d in dead])
+                if replays:
+                    now = time.time()
+                    conn.executemany(
+                        "UPDATE dead_letters SET status=?, reason_code=?, reason=?, outcome=?, "
+                        "updated_at=? WHERE id=?",
+                        [("replayed" if r.accepted else "open",
+                          r.reason_code, r.reason,
+                          "accepted on replay" if r.accepted else "rejected again on replay",
+                          now, r.row_id) for r in replays])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot record an ingest batch in {self.path}: {exc}") from exc
+        if envelopes:
+            with self._cond:
+                self._last = envelopes[-1].offset
+                self._tail.extend(envelopes)
+                if len(self._tail) > 2 * TAIL_CAPACITY:
+                    del self._tail[:len(self._tail) - TAIL_CAPACITY]
+                self._cond.notify_all()
+        return envelopes
+
+    def pending_replays(self, limit: int = 200) -> list[tuple[int, str, bytes]]:
+        """Dead letters an operator asked to replay: (row id, topic, payload)."""
+        return list(self._conn.execute(
+            "SELECT id, topic, payload FROM dead_letters WHERE status='replay_requested' "
+            "ORDER BY id LIMIT ?", (limit,)))
+
+    def prune(self) -> int:
+        """Drop journal rows every registered consumer has passed; return how many."""
+        with self._lock:
+            consumers = sorted(self._consumers)
+            last = self._last
+        if consumers:
+            marks = ",".join("?" * len(consumers))
+            low = self._conn.execute(
+                f"SELECT MIN(offset) FROM cursors WHERE name IN ({marks})",  # noqa: S608
+                consumers).fetchone()[0]
+            low = 0 if low is None else low
+        else:
+            low = last
+        return int(self._conn.execute("DELETE FROM journal WHERE offset <= ?", (low,)).rowcount)
+
+    def prune_seen(self, now: float | None = None) -> None:
+        """Forget dedup ids past their retention or beyond the maximum count (oldest first)."""
+        now = time.time() if now is None else now
+        self._conn.execute("DELETE FROM seen WHERE at < ?", (now - self.dedup_retention_s,))
+        count = self._conn.execute("SELECT COUNT(*) FROM seen").fetchone()[0]
+        if count > self.dedup_max_ids:
+            self._conn.execute(
+                "DELETE FROM seen WHERE event_id IN (SELECT event_id FROM seen ORDER BY at "
+                "LIMIT ?)", (count - self.dedup_max_ids,))
+
+    # ---- reading (the dispatcher threads) ----------------------------------------------------
+    @property
+    def last_offset(self) -> int:
+        return self._last
+
+    def register(self, name: str) -> int:
+        """Register a consumer; return its cursor (a new one starts at the oldest kept row)."""
+        with self._lock:
+            self._consumers.add(name)
+        with self._lock:
+            row = self._cursor_conn.execute(
+                "SELECT offset FROM cursors WHERE name=?", (name,)).fetchone()
+            if row is not None:
+                return int(row[0])
+            low = self._cursor_conn.execute("SELECT MIN(offset) FROM journal").fetchone()[0]
+            start = (low - 1) if low is not None else self._last
+            self._cursor_conn.execute("INSERT INTO cursors VALUES (?, ?)", (name, start))
+            return int(start)
+
+    def commit_cursor(self, name: str, offset: int) -> None:
+        with self._lock:
+            try:
+                self._cursor_conn.execute("UPDATE cursors SET offset=? WHERE name=?",
+                                          (offset, name))
+            except sqlite3.Error as exc:
+                raise JournalError(f"cannot move the cursor of {name}: {exc}") from exc
+
+    def wait_for(self, after: int, timeout: float) -> bool:
+        """Block until an offset above ``after`` exists (True), or timeout/close (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._last > after or self._closed, timeout) \
+                and not self._closed
+
+    def read(self, after: int, limit: int) -> list[Envelope]:
+        """Up to ``limit`` envelopes with offsets above ``after``, in order."""
+        with self._lock:
+            if self._tail and self._tail[0].offset <= after + 1:
+                start = after + 1 - self._tail[0].offset
+                return self._tail[start:start + limit]
+        return self._read_db(after, limit)
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, "normal")
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
+
+    def _read_db(self, after: int, limit: int) -> list[Envelope]:
+        rows = self._reader().execute(
+            "SELECT offset, topic, payload, received_at, late, out_of_order FROM journal "
+            "WHERE offset > ? ORDER BY offset LIMIT ?", (after, limit)).fetchall()
+        out = []
+        for offset, topic, payload, received_at, late, ooo in rows:
+            message = decode(payload, max_size=len(payload) + 1)  # validated when it came in
+            assert isinstance(message, SensorEvent | DeviceStatus)
+            out.append(Envelope(offset, message, topic, _dt(received_at), bool(late), bool(ooo)))
+        return out
+
+    def backlog(self, cursor: int) -> int:
+        return max(0, self._last - cursor)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            readers, self._readers = self._readers, []
+        for conn in (*readers, self._cursor_conn, self._conn):
+            conn.close()

@@ -1,0 +1,90 @@
+"""Pure ingest decisions: is a payload acceptable, is it late, is it out of order.
+
+No I/O and no clock: the received time is an argument. ``hub/ingest.py`` feeds MQTT messages
+through these and records the outcome; ``hub dlq replay`` feeds dead letters through the same
+code, so a fixed hub accepts what it once rejected.
+
+Lateness (documented for operators and the alerting consumer):
+
+- ``late`` is true when the agent marked the event ``replayed`` (sent from its outbox backlog),
+  or when its clock was synchronised and the event time is more than ``late_after_s`` before the
+  hub received it. Events made before the device clock was synchronised are not judged by age:
+  their time may be wrong in either direction, and a live event must not be muted as late.
+- ``out_of_order`` is true when the event's ``seq`` is not above the highest ``seq`` already
+  accepted for the same device and sensor (``seq`` is per device and strictly increasing across
+  agent restarts). Such events are stored with their own time; consumers that keep a current
+  state must not let them move it backwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from schemas.codec import decode
+from schemas.errors import ContractError
+from schemas.models import DeviceStatus, SensorEvent
+from schemas.topics import Topics, check_topic_matches
+
+Accepted = SensorEvent | DeviceStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a payload was refused: ``code`` is a short label for metrics, ``reason`` for people."""
+
+    code: str
+    reason: str
+
+
+_CODES = {"PayloadTooLarge": "too_large", "UnknownEncoding": "unknown_encoding",
+          "UnknownSchema": "unknown_schema", "InvalidMessage": "invalid",
+          "TopicError": "topic", "DecodeError": "undecodable", "InvalidIdentifier": "topic"}
+
+
+def check_payload(topics: Topics, topic: str, payload: bytes, max_size: int,
+                  ) -> Accepted | Rejection:
+    """Decode and validate one payload against its topic: the contract message, or why not."""
+    try:
+        parsed = topics.parse(topic)
+        message = decode(payload, max_size=max_size)
+        if not isinstance(message, SensorEvent | DeviceStatus):
+            return Rejection("wrong_kind",
+                             f"a {message.kind!r} message is not accepted from a device topic")
+        sensor = None if isinstance(message, DeviceStatus) else message.sensor_id
+        check_topic_matches(parsed, message.site, message.device_id, sensor, message.kind)
+    except ContractError as exc:
+        code = _CODES.get(type(exc).__name__, "invalid")
+        reason = getattr(exc, "reason", None) or str(exc)
+        if code == "topic" and "published on the topic" in reason:
+            code = "spoofed"
+        return Rejection(code, reason)
+    return message
+
+
+def is_late(message: Accepted, received_at: datetime, late_after_s: float) -> bool:
+    if isinstance(message, SensorEvent) and message.replayed:
+        return True
+    return message.clock_synced and (received_at - message.time).total_seconds() > late_after_s
+
+
+class OrderTracker:
+    """Highest ``seq`` seen per (device, sensor); says whether an event arrived out of order."""
+
+    def __init__(self, known: dict[tuple[str, str], int] | None = None) -> None:
+        self._high: dict[tuple[str, str], int] = dict(known or {})
+        self.changed: dict[tuple[str, str], int] = {}
+
+    def observe(self, device: str, sensor: str, seq: int) -> bool:
+        """Record ``seq``; True when it is not above the highest already seen (out of order)."""
+        key = (device, sensor)
+        high = self._high.get(key)
+        if high is not None and seq <= high:
+            return True
+        self._high[key] = seq
+        self.changed[key] = seq
+        return False
+
+    def take_changes(self) -> dict[tuple[str, str], int]:
+        changes, self.changed = self.changed, {}
+        return changes

@@ -1,0 +1,66 @@
+"""/healthz and /metrics (and the routes consumers expose), served by uvicorn in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from hub.metrics import HubMetrics
+
+log = structlog.get_logger("hub.web")
+
+
+def make_app(health: Callable[[], dict[str, Any]], metrics: HubMetrics,
+             extra_routes: list[BaseRoute] | None = None) -> Starlette:
+    async def healthz(_request: Request) -> JSONResponse:
+        report = health()
+        return JSONResponse(report, status_code=200 if report["ok"] else 503)
+
+    async def metrics_route(_request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    routes: list[BaseRoute] = [Route("/healthz", healthz), Route("/metrics", metrics_route)]
+    return Starlette(routes=[*routes, *(extra_routes or [])])
+
+
+class WebServer:
+    """uvicorn in a daemon thread; ``port`` is known after ``start`` (0 picks a free one)."""
+
+    def __init__(self, app: Starlette, host: str, port: int) -> None:
+        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port,
+                                                     log_level="warning", access_log=False,
+                                                     lifespan="on"))
+        self._thread = threading.Thread(target=self._serve, name="hub-web", daemon=True)
+        self.host = host
+        self.port = port
+
+    def _serve(self) -> None:
+        asyncio.run(self._server.serve())
+
+    def start(self, timeout: float = 15.0) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the HTTP server did not start on {self.host}:{self.port}")
+            time.sleep(0.02)
+        for server in self._server.servers:
+            for sock in server.sockets:
+                self.port = int(sock.getsockname()[1])
+                break
+        log.info("http_listening", host=self.host, port=self.port)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
