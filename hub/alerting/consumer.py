@@ -1,0 +1,193 @@
+"""The alerting consumer: the engine's decisions made durable, then delivered per notifier.
+
+``handle`` runs the pure engine over the batch, then commits the engine state and the new outbox
+rows in one SQLite transaction and returns: it never waits on a receiver. Each notifier has its
+own worker thread and outbox (see ``outbox.py``), so a hung webhook never delays e-mail or the
+log, and never the dispatcher. Restart-safe: the state (open alerts, last-sent times) and the
+sent ids survive a SIGKILL, and a redelivered batch decides nothing new.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from hub.alerting.config import AlertingConfig
+from hub.alerting.engine import AlertEngine, Outcome
+from hub.alerting.metrics import AlertingStats
+from hub.alerting.notifiers.base import build_notifiers
+from hub.alerting.outbox import NotifierWorker
+from hub.alerting.store import AlertStore
+from hub.consumers.base import Envelope
+from schemas.errors import ConfigError
+from schemas.models import Alert
+
+log = structlog.get_logger("hub.alerting")
+SENT_RETENTION_S = 14 * 24 * 3600.0
+
+AlertListener = Callable[[Alert], None]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AlertingConsumer:
+    name = "alerting"
+
+    def __init__(self, config: AlertingConfig,
+                 mqtt_publish: Callable[[str, bytes], None] | None = None,
+                 topic_root: str = "thermopipe", *, state_dir: Path | None = None,
+                 clock: Callable[[], datetime] = _utcnow, start: bool = True) -> None:
+        self.config = config
+        directory = state_dir or config.state_dir
+        if directory is None:
+            raise ConfigError("alerting", [("state_dir", "no directory for the alert state: "
+                                                         "set alerting.state_dir")])
+        self._clock = clock
+        self._lock = threading.Lock()  # handle() and tick() both change the engine
+        self._listeners: list[AlertListener] = []
+        self.stats_counters = AlertingStats()
+        self.store = AlertStore(Path(directory))
+        self.engine = AlertEngine(config, self.store.load_snapshot())
+        notifiers = build_notifiers(config, mqtt_publish, topic_root)
+        self.workers = {
+            name: NotifierWorker(n, self.store, self.stats_counters,
+                                 retry_initial_s=1.0, retry_max_s=config.retry_max_backoff_s,
+                                 give_up_after_s=config.give_up_after_s,
+                                 clock=lambda: self._clock().timestamp())
+            for name, n in notifiers.items()}
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick_loop, name="alert-ticker", daemon=True)
+        self._started = False
+        if start:
+            self.start()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        for worker in self.workers.values():
+            worker.start()
+        self._ticker.start()
+        pending = self.store.pending()
+        if pending:
+            log.info("resuming undelivered alerts from the outbox", pending=pending)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._started:
+            self._ticker.join(5)
+            for worker in self.workers.values():
+                worker.stop(timeout=10)
+        self.store.close()
+
+    def add_listener(self, listener: AlertListener) -> None:
+        """Called (from the consumer's thread) with each alert once it is decided and queued,
+        e.g. ``DashboardConsumer.on_alert``. A failing listener is logged, never fatal."""
+        self._listeners.append(listener)
+
+    # -- Consumer ------------------------------------------------------------------------------
+    def handle(self, batch: Sequence[Envelope]) -> None:
+        if not self.config.enabled:
+            return
+        with self._lock:
+            now = self._clock()
+            outcome = Outcome()
+            for env in batch:
+                outcome.merge(self.engine.process(env, now))
+            self._commit(outcome, now)
+
+    def tick(self, now: datetime | None = None) -> None:
+        """Repeat still-firing groups and release groups whose silence ended."""
+        with self._lock:
+            now = now or self._clock()
+            outcome = self.engine.tick(now)
+            self._commit(outcome, now)
+
+    def _commit(self, outcome: Outcome, now: datetime) -> None:
+        if not outcome.changed:
+            self._count(outcome)
+            return
+        items = [(n.alert.alert_id, name, n.alert.model_dump_json())
+                 for n in outcome.notifications for name in n.notifiers if name in self.workers]
+        try:
+            self.store.commit(self.engine.snapshot(), items, now.timestamp())
+        except Exception:
+            # the engine moved on in memory but nothing was saved: go back to the saved state,
+            # so the redelivered batch decides the same again
+            self.engine = AlertEngine(self.config, self.store.load_snapshot())
+            raise
+        self._count(outcome)
+        woken: set[str] = set()
+        for notification in outcome.notifications:
+            alert = notification.alert
+            self.stats_counters.decided(alert.status, alert.late)
+            log.info("alert decided", alert_id=alert.alert_id, status=alert.status,
+                     severity=alert.severity, late=alert.late, rule=alert.rule,
+                     site=alert.site, device=alert.device_id, sensor=alert.sensor_id,
+                     event_id=alert.event_id, notifiers=list(notification.notifiers))
+            woken.update(notification.notifiers)
+            self._tell_listeners(alert)
+        for alert in outcome.silenced:
+            log.info("alert silenced", alert_id=alert.alert_id, rule=alert.rule,
+                     site=alert.site, device=alert.device_id, sensor=alert.sensor_id,
+                     event_id=alert.event_id)
+        for name in woken:
+            if name in self.workers:
+                self.workers[name].wake()
+
+    def _count(self, outcome: Outcome) -> None:
+        self.stats_counters.count("silenced", len(outcome.silenced))
+        self.stats_counters.count("deduplicated", outcome.deduplicated)
+        self.stats_counters.count("redelivered", outcome.redelivered)
+        self.stats_counters.count("out_of_order", outcome.out_of_order)
+
+    def _tell_listeners(self, alert: Alert) -> None:
+        for listener in self._listeners:
+            try:
+                listener(alert)
+            except Exception:  # a display problem must never stop alerting
+                log.exception("alert listener failed", listener=repr(listener),
+                              alert_id=alert.alert_id)
+
+    def _tick_loop(self) -> None:
+        last_prune = 0.0
+        while not self._stop.wait(self.config.tick_interval_s):
+            try:
+                self.tick()
+                if time.monotonic() - last_prune > 3600:
+                    last_prune = time.monotonic()
+                    self.store.prune_sent(self._clock().timestamp() - SENT_RETENTION_S)
+            except Exception:  # keep ticking: the next tick retries the same work
+                log.exception("alert tick failed")
+
+    # -- observability -------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        out = self.stats_counters.snapshot()
+        out["pending"] = self.store.pending()
+        out["open_groups"] = len(self.engine.groups)
+        return out
+
+    def open_alerts(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{"group_key": g.key, "rule": g.rule, "severity": g.severity,
+                     "site": g.site, "device_id": g.device_id, "sensor_id": g.sensor_id,
+                     "summary": g.summary, "since_event": g.cause_event_id, "late": g.late,
+                     "notified": g.audience} for g in self.engine.groups.values()]
+
+    def wait_delivered(self, timeout: float) -> bool:
+        """True once every outbox is empty (tests, and a clean shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.store.pending():
+                return True
+            time.sleep(0.02)
+        return False

@@ -1,0 +1,117 @@
+"""One worker thread per notifier, draining that notifier's durable outbox.
+
+A slow or hung receiver only holds up its own queue: e-mail, log and MQTT keep their own pace.
+A failed send is retried with exponential backoff (capped at ``retry_max_backoff_s``) until
+``give_up_after_s``; then the row moves to ``given_up`` with the reason, logged and counted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import structlog
+
+from hub.alerting.metrics import AlertingStats
+from hub.alerting.notifiers.base import Notifier, NotifierRejected
+from hub.alerting.store import AlertStore, OutboxItem
+from schemas.errors import DeliveryError
+from schemas.models import Alert
+
+log = structlog.get_logger("hub.alerting.outbox")
+
+
+class NotifierWorker:
+    def __init__(self, notifier: Notifier, store: AlertStore, stats: AlertingStats, *,
+                 retry_initial_s: float, retry_max_s: float, give_up_after_s: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.notifier = notifier
+        self.name = notifier.name
+        self._store = store
+        self._stats = stats
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._give_up_after_s = give_up_after_s
+        self._clock = clock
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"alert-notifier-{self.name}",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._idle.clear()
+        self._wake.set()
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        self._wake.set()
+        self.notifier.close()  # interrupts a webhook's backoff wait
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("notifier still busy at shutdown; its outbox is kept for next start",
+                        notifier=self.name)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            items = self._store.due(self.name, self._clock())
+            if not items:
+                next_at = self._store.next_due(self.name)
+                if next_at is None:
+                    self._idle.set()
+                    wait = 5.0
+                else:
+                    wait = min(max(next_at - self._clock(), 0.01), 5.0)
+                self._wake.wait(wait)
+                self._wake.clear()
+                continue
+            for item in items:
+                if self._stop.is_set():
+                    return
+                self._deliver(item)
+
+    def _deliver(self, item: OutboxItem) -> None:
+        alert = Alert.model_validate_json(item.payload)
+        bound = log.bind(notifier=self.name, alert_id=item.alert_id, site=alert.site,
+                         device=alert.device_id, sensor=alert.sensor_id, event_id=alert.event_id)
+        started = self._clock()
+        try:
+            self.notifier.send(alert)
+        except NotifierRejected as exc:
+            self._store.give_up(item, str(exc), self._clock())
+            self._stats.failed(self.name)
+            self._stats.given_up(self.name)
+            bound.error("alert rejected by the receiver; given up", reason=str(exc))
+            return
+        except DeliveryError as exc:
+            self._failed(item, str(exc), bound)
+            return
+        except Exception as exc:  # a bug in a notifier must not kill its worker thread
+            log.exception("notifier raised unexpectedly", notifier=self.name,
+                          alert_id=item.alert_id)
+            self._failed(item, f"{type(exc).__name__}: {exc}", bound)
+            return
+        self._store.mark_sent(item, self._clock())
+        self._stats.sent(self.name)
+        bound.debug("alert delivered", status=alert.status, late=alert.late,
+                    seconds=round(self._clock() - started, 3))
+
+    def _failed(self, item: OutboxItem, reason: str, bound: structlog.BoundLogger) -> None:
+        now = self._clock()
+        self._stats.failed(self.name)
+        if now - item.created >= self._give_up_after_s:
+            self._store.give_up(item, reason, now)
+            self._stats.given_up(self.name)
+            bound.error("alert undeliverable; given up", reason=reason, attempts=item.attempts + 1)
+            return
+        delay = min(self._retry_initial_s * 2 ** item.attempts, self._retry_max_s)
+        self._store.mark_failed(item, reason, now + delay)
+        bound.warning("alert delivery failed; will retry", reason=reason,
+                      attempts=item.attempts + 1, retry_in_s=round(delay, 2))
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self._idle.wait(timeout)

@@ -1,0 +1,159 @@
+"""Durable alert state: the engine's snapshot, each notifier's outbox, and what was sent.
+
+One SQLite file (``<state_dir>/alerting.sqlite3``, WAL, ``synchronous=FULL``). ``commit`` writes
+the engine snapshot and the new outbox rows in one transaction, so a crash either keeps both or
+neither (then the dispatcher redelivers the batch and the engine decides the same again, with the
+same ids). A row moves from ``outbox`` to ``sent`` only after its notifier succeeded; a row whose
+``(alert_id, notifier)`` is already in ``sent`` is never queued again. The only window for a
+duplicate is a crash between a successful send and that move; the webhook's
+``Idempotency-Key`` header lets a receiver close it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schemas.errors import DeliveryError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS engine_state (id INTEGER PRIMARY KEY CHECK (id = 1),
+                                         snapshot TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id TEXT NOT NULL, notifier TEXT NOT NULL, payload TEXT NOT NULL,
+    created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL, last_error TEXT NOT NULL DEFAULT '',
+    UNIQUE (alert_id, notifier));
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (notifier, next_at);
+CREATE TABLE IF NOT EXISTS sent (alert_id TEXT NOT NULL, notifier TEXT NOT NULL,
+                                 sent_at REAL NOT NULL, PRIMARY KEY (alert_id, notifier));
+CREATE TABLE IF NOT EXISTS given_up (alert_id TEXT NOT NULL, notifier TEXT NOT NULL,
+                                     payload TEXT NOT NULL, reason TEXT NOT NULL,
+                                     at REAL NOT NULL, PRIMARY KEY (alert_id, notifier));
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    seq: int
+    alert_id: str
+    notifier: str
+    payload: str
+    created: float
+    attempts: int
+
+
+class AlertStore:
+    """Thread-safe: the consumer's thread and every notifier worker share it under one lock."""
+
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / "alerting.sqlite3"
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False,
+                                       isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise DeliveryError(f"cannot open the alert state {self.path}: {exc}") from exc
+
+    def load_snapshot(self) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT snapshot FROM engine_state WHERE id = 1").fetchone()
+        return json.loads(row[0]) if row else None
+
+    def commit(self, snapshot: dict[str, Any] | None,
+               items: list[tuple[str, str, str]], now: float) -> int:
+        """Save the snapshot (if given) and queue ``(alert_id, notifier, payload)`` rows not
+        already queued or sent, atomically. Returns how many rows were newly queued."""
+        queued = 0
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                if snapshot is not None:
+                    self._db.execute(
+                        "INSERT INTO engine_state (id, snapshot) VALUES (1, ?) "
+                        "ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot",
+                        (json.dumps(snapshot, separators=(",", ":")),))
+                for alert_id, notifier, payload in items:
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO outbox (alert_id, notifier, payload, created, "
+                        "next_at) SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM sent "
+                        "WHERE alert_id = ? AND notifier = ?)",
+                        (alert_id, notifier, payload, now, now, alert_id, notifier))
+                    queued += cur.rowcount
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise DeliveryError(f"cannot save the alert state: {exc}") from exc
+        return queued
+
+    def due(self, notifier: str, now: float, limit: int = 50) -> list[OutboxItem]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, alert_id, notifier, payload, created, attempts FROM outbox "
+                "WHERE notifier = ? AND next_at <= ? ORDER BY seq LIMIT ?",
+                (notifier, now, limit)).fetchall()
+        return [OutboxItem(*row) for row in rows]
+
+    def next_due(self, notifier: str) -> float | None:
+        with self._lock:
+            row = self._db.execute("SELECT MIN(next_at) FROM outbox WHERE notifier = ?",
+                                   (notifier,)).fetchone()
+        return row[0] if row else None
+
+    def mark_sent(self, item: OutboxItem, now: float) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR IGNORE INTO sent (alert_id, notifier, sent_at) "
+                             "VALUES (?, ?, ?)", (item.alert_id, item.notifier, now))
+            self._db.execute("DELETE FROM outbox WHERE seq = ?", (item.seq,))
+            self._db.execute("COMMIT")
+
+    def mark_failed(self, item: OutboxItem, error: str, next_at: float) -> None:
+        with self._lock:
+            self._db.execute("UPDATE outbox SET attempts = attempts + 1, next_at = ?, "
+                             "last_error = ? WHERE seq = ?", (next_at, error[:500], item.seq))
+
+    def give_up(self, item: OutboxItem, reason: str, now: float) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR REPLACE INTO given_up (alert_id, notifier, payload, "
+                             "reason, at) VALUES (?, ?, ?, ?, ?)",
+                             (item.alert_id, item.notifier, item.payload, reason[:500], now))
+            self._db.execute("DELETE FROM outbox WHERE seq = ?", (item.seq,))
+            self._db.execute("COMMIT")
+
+    def pending(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT notifier, COUNT(*) FROM outbox GROUP BY notifier").fetchall()
+        return {str(name): int(count) for name, count in rows}
+
+    def sent_ids(self, notifier: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT alert_id FROM sent WHERE notifier = ? "
+                                    "ORDER BY sent_at", (notifier,)).fetchall()
+        return [row[0] for row in rows]
+
+    def given_up_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM given_up").fetchone()[0])
+
+    def prune_sent(self, older_than: float) -> int:
+        """Forget sent ids older than ``older_than`` (no batch is redelivered that late)."""
+        with self._lock:
+            return self._db.execute("DELETE FROM sent WHERE sent_at < ?",
+                                    (older_than,)).rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
