@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Adds a device to the broker and writes its agent config.
+#
+#   deploy/scripts/add-device.sh [options] SITE DEVICE
+#
+# 1. adds DEVICE (the MQTT username is the device id) with a new random password to Mosquitto's
+#    password file (default deploy/mosquitto/passwd; run again to rotate the password);
+# 2. writes OUT/agent.toml (deploy/agent.example.toml with site, device id, username, broker and
+#    the password reference filled in) and OUT/mqtt-password (mode 0600), default
+#    OUT=deploy/devices/DEVICE.
+# Then copy both files to the Pi and run deploy/pi/install.sh there (it prints the commands), and
+# make Mosquitto re-read the password file (the compose stack: docker compose kill -s HUP mosquitto).
+#
+# Options:
+#   --passwd FILE          Mosquitto password file to update
+#   --out DIR              where agent.toml and mqtt-password go
+#   --broker HOST          broker host name the Pi connects to (default: this host's name)
+#   --port PORT            broker port (default 1883; 8883 for the TLS listener)
+#   --password-path PATH   where the password file will live on the Pi
+#                          (default /etc/thermopipe/mqtt-password)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+deploy=$(dirname "$here")
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
+
+passwd_file="$deploy/mosquitto/passwd"
+out=""
+broker=$(hostname -f 2>/dev/null || hostname)
+port=1883
+password_path=/etc/thermopipe/mqtt-password
+example="$deploy/agent.example.toml"
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
+args=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --passwd) passwd_file=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --broker) broker=$2; shift 2 ;;
+    --port) port=$2; shift 2 ;;
+    --password-path) password_path=$2; shift 2 ;;
+    -h|--help) usage 0 ;;
+    --*) die "unknown option $1 (see --help)" ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+[ ${#args[@]} -eq 2 ] || { echo "usage: $0 [options] SITE DEVICE" >&2; exit 2; }
+site=${args[0]}
+device=${args[1]}
+check_id site "$site"
+check_id "device id" "$device"
+for reserved in "${RESERVED_USERS[@]}"; do
+  [ "$device" != "$reserved" ] || die "'$device' is a service account name, not a device id"
+done
+[[ $port =~ ^[0-9]+$ ]] || die "invalid port '$port'"
+[ -f "$example" ] || die "$example is missing"
+out=${out:-"$deploy/devices/$device"}
+
+password=$(random_secret)
+mkdir -p "$(dirname "$passwd_file")"
+mqtt_passwd "$passwd_file" "$device" "$password"
+
+mkdir -p "$out"
+# The password goes in its own file, never into the config (the config says file:PATH).
+(umask 077; printf '%s\n' "$password" >"$out/mqtt-password")
+chmod 0600 "$out/mqtt-password"
+
+# Fill in the example, keeping its comments: set_key SECTION KEY VALUE sets every "KEY = ..." line
+# of the TOML table SECTION ("*": any table) to VALUE (already quoted when it is a string); a key
+# missing from a named table is added at the end of that table.
+set_key() {
+  awk -v section="$1" -v key="$2" -v value="$3" '
+    function flush() { if (section != "*" && table == section && !done) print key " = " value; done = 1 }
+    /^[[:space:]]*\[/ {
+      if (table == section) flush()
+      table = $0; gsub(/^[[:space:]]*\[+|\]+[[:space:]]*(#.*)?$/, "", table)
+    }
+    (section == "*" || table == section) && $0 ~ "^[[:space:]]*" key "[[:space:]]*=" {
+      indent = $0; sub(/[^[:space:]].*$/, "", indent); $0 = indent key " = " value; done = 1 }
+    { print }
+    END { if (table == section) flush() }' "$out/agent.toml" >"$out/agent.toml.new"
+  mv "$out/agent.toml.new" "$out/agent.toml"
+}
+cp "$example" "$out/agent.toml"
+set_key "*" site "\"$site\""
+set_key "*" device_id "\"$device\""
+set_key mqtt username "\"$device\""
+set_key mqtt password "\"file:$password_path\""
+set_key mqtt host "\"$broker\""
+set_key mqtt port "$port"
+for want in "site = \"$site\"" "device_id = \"$device\"" "username = \"$device\"" \
+            "password = \"file:$password_path\""; do
+  grep -qF "$want" "$out/agent.toml" ||
+    die "could not set '$want' in $out/agent.toml: $example has no such key"
+done
+chmod 0644 "$out/agent.toml"
+
+cat <<NEXT
+Added device '$device' (site '$site') to $passwd_file.
+Wrote $out/agent.toml and $out/mqtt-password (keep that one secret).
+
+Next:
+  1. Make Mosquitto re-read its password file:
+       docker compose -f $deploy/compose.yaml kill -s HUP mosquitto   (or: systemctl reload mosquitto)
+  2. Copy both files to the Pi and install (from a checkout of thermopipe on the Pi):
+       scp $out/agent.toml $out/mqtt-password pi@PI-HOST:
+       sudo deploy/pi/install.sh --config ~/agent.toml --password-file ~/mqtt-password
+NEXT

@@ -1,0 +1,46 @@
+# Shared helpers for deploy/scripts/*.sh (sourced, not run).
+# shellcheck shell=bash
+
+MOSQUITTO_IMAGE="eclipse-mosquitto:2.0.18"   # keep in step with deploy/compose.yaml
+# Service accounts that are not devices: a device may not take these usernames.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+RESERVED_USERS=(hub grafana admin operator)
+
+die() { echo "error: $*" >&2; exit 1; }
+
+# An identifier as schemas/ids.py defines it: 1-64 of A-Z a-z 0-9 _ . - starting with a letter or
+# digit, so it is safe in a topic level and as a Mosquitto %u substitution.
+check_id() {
+  local what=$1 value=$2
+  [[ $value =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$ ]] ||
+    die "invalid $what '$value': use 1-64 of A-Z a-z 0-9 _ . - starting with a letter or digit"
+}
+
+# A random secret of URL- and TOML-safe characters (no pipe that SIGPIPEs under pipefail).
+random_secret() {
+  local raw
+  raw=$(head -c 48 /dev/urandom | base64 -w0)
+  raw=${raw//[^A-Za-z0-9]/}
+  printf '%s' "${raw:0:32}"
+}
+
+# mqtt_passwd FILE USER PASSWORD: add or update USER in Mosquitto's password file, in place (the
+# file keeps its owner and mode). Uses mosquitto_passwd, or the pinned Mosquitto image if the tool
+# is not installed here.
+mqtt_passwd() {
+  local file=$1 user=$2 pass=$3 create=()
+  local dir; dir=$(cd "$(dirname "$file")" && pwd)
+  [ -e "$file" ] || create=(-c)
+  if [ -e "$file" ] && [ ! -w "$file" ]; then
+    die "$file is not writable by $(id -un): run this script with sudo"
+  fi
+  if command -v mosquitto_passwd >/dev/null 2>&1; then
+    mosquitto_passwd "${create[@]}" -b "$file" "$user" "$pass"
+  elif command -v docker >/dev/null 2>&1; then
+    docker run --rm -v "$dir:/work" "$MOSQUITTO_IMAGE" \
+      mosquitto_passwd "${create[@]}" -b "/work/$(basename "$file")" "$user" "$pass"
+  else
+    die "mosquitto_passwd not found (apt-get install mosquitto) and no docker to run it"
+  fi
+  [ ${#create[@]} -eq 0 ] || chmod 0640 "$file"
+}
