@@ -1,0 +1,438 @@
+"""The delivery loop: outbox -> MQTT, live events first, the backlog paced, acks back to disk.
+
+One thread ("delivery") owns the decisions; the link's paho thread only hands it events through
+a queue (connected, disconnected, acked, command). Per turn of the loop:
+
+1. Commit the outbox (every ``flush_interval_s``, or at once when ``flush_max_events`` are
+   buffered or someone calls :meth:`Delivery.flush`): buffered events are stored and acked ones
+   deleted in one transaction. Only committed events are published.
+2. Publish *live* events, then *backlog* events, while fewer than ``max_inflight`` are
+   unacknowledged.
+3. Publish the retained status: the birth on every (re)connect and on a ``rebirth`` command,
+   an ``update`` every ``status_interval_s``.
+
+Live or backlog, precisely: an event is **live** when the commit that stored it happened while the
+link was connected; it is published at once with ``replayed=false``. Everything else is
+**backlog**: the events found in the outbox at start-up, those committed while disconnected, and
+live events not yet handed to the client when the connection dropped. The backlog is published
+with ``replayed=true`` (same ``event_id`` and ``seq``), strictly in ``seq`` order, at most
+``backlog_rate_per_s`` per second (a token bucket; 0 = unlimited), and only while no live event
+waits.
+
+The ordering trade-off, stated: a live event can overtake older backlog events of the same sensor
+(the fresh temperature is worth more than a day-old one). The hub orders by ``seq`` and never
+moves a sensor's state backwards because of a replayed, older event; within the backlog, and
+within the live stream, ``seq`` order is kept.
+
+Messages handed to paho and not yet acknowledged when the connection drops stay in paho's queue
+and are resent (with the DUP flag) after the reconnect, so they are not published a second time
+from the backlog. A PUBACK with a failure reason code (e.g. not authorised) leaves the event in
+the outbox, counted as ``rejected``; it is retried after the next reconnect or restart.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from edge_agent.backoff import TokenBucket
+from edge_agent.clock import clock_synchronised
+from edge_agent.mqtt_link import (
+    Acked,
+    Command,
+    Connected,
+    Disconnected,
+    LinkEvent,
+    MqttLink,
+    MqttSettings,
+)
+from edge_agent.outbox import Outbox, Stored
+from edge_agent.stamping import new_event_id
+from schemas import DeviceStatus, SensorEvent, encode
+from schemas.errors import ContractError, DeliveryError, ThermopipeError
+
+log = structlog.get_logger(__name__)
+
+StatusProvider = Callable[[], dict[str, Any]]
+_READ_BATCH = 500
+
+
+@dataclass
+class _FlushRequest:
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _StopRequest:
+    deadline: float
+    timeout: float
+
+
+_Control = LinkEvent | _FlushRequest | _StopRequest
+
+
+class Delivery:
+    """Durable, paced, acknowledged delivery of one device's events to the broker."""
+
+    def __init__(self, outbox: Outbox, settings: MqttSettings, site: str, device_id: str,
+                 status_provider: StatusProvider | None = None,
+                 backlog_rate_per_s: float | None = None, *,
+                 clock_synced: Callable[[], bool] = clock_synchronised) -> None:
+        self.outbox = outbox
+        self.settings = settings
+        self.site = site
+        self.device_id = device_id
+        self._status_provider = status_provider or dict
+        self._clock_synced = clock_synced
+        self._flush_interval = outbox.settings.flush_interval_s
+        self._flush_max = outbox.settings.flush_max_events
+        rate = outbox.settings.backlog_rate_per_s if backlog_rate_per_s is None \
+            else backlog_rate_per_s
+        self._bucket = TokenBucket(rate, now=time.monotonic())
+        self._control: queue.SimpleQueue[_Control] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._committed = threading.Condition()
+        self.link = MqttLink(settings, site, device_id, notify=self._notify,
+                             next_session=outbox.next_session, will_payload=self._will_payload)
+        self._log = log.bind(device=device_id, site=site)
+        self._thread: threading.Thread | None = None
+        # delivery-thread state
+        self._live: deque[Stored] = deque()
+        self._live_seqs: set[int] = set()
+        self._inflight: dict[int, tuple[int, bool]] = {}  # mid -> (seq, replayed)
+        self._inflight_seqs: set[int] = set()
+        self._status_mids: dict[int, str] = {}  # mid -> reason
+        self._cursor = -1
+        self._backlog_done = False
+        self._flush_waiters: list[threading.Event] = []
+        self._stop_deadline: float | None = None
+        self._stop_timeout = 0.0
+        self._shutdown_mid: int | None = None
+        self._shutdown_sent = False
+        self._counts: dict[str, int] = dict.fromkeys(
+            ("events_made", "published", "acked", "replayed", "rejected", "commit_errors",
+             "undecodable", "status_published", "rebirths"), 0)
+        self._made_lock = threading.Lock()
+
+    # -- public API ------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.link.connected
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
+        self._thread.start()
+        self.link.start()
+        self._log.info("delivery.started", backlog=self.outbox.depth,
+                       backlog_rate_per_s=self._bucket.rate, client_id=self.link.client_id)
+
+    def submit(self, events: Sequence[SensorEvent]) -> None:
+        """Buffer events for the next group commit; they are durable once committed.
+
+        Does not wait for the disk, except as backpressure: when the buffer holds four commits'
+        worth (the disk is slower than the sensors), it waits for the next commit.
+        """
+        if not events:
+            return
+        topics = self.link.topics
+        staged = self.outbox.append((e, topics.for_event(e)) for e in events)
+        with self._made_lock:
+            self._counts["events_made"] += len(events)
+        if staged >= self._flush_max:
+            self._wake.set()
+        if staged >= 4 * self._flush_max and self._running():
+            with self._committed:
+                self._committed.wait_for(
+                    lambda: self.outbox.staged < 4 * self._flush_max or not self._running(),
+                    timeout=10 * self._flush_interval + 5)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Commit everything submitted so far; returns when it is on disk.
+
+        Raises :class:`DeliveryError` if the commit failed or did not happen in ``timeout``.
+        """
+        if not self._running():
+            self.outbox.commit()
+            return
+        request = _FlushRequest()
+        self._control.put(request)
+        self._wake.set()
+        if not request.done.wait(timeout):
+            raise DeliveryError(f"outbox flush did not complete in {timeout}s")
+        if self.outbox.staged:
+            raise DeliveryError("outbox flush failed; the events are kept and retried")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Publish what is committed live, the retained offline status (reason "shutdown"),
+        disconnect, and flush the outbox. The caller closes the outbox afterwards."""
+        deadline = time.monotonic() + timeout
+        if self._running():
+            self._control.put(_StopRequest(deadline, timeout))
+            self._wake.set()
+            assert self._thread is not None
+            self._thread.join(timeout + 5)
+            if self._thread.is_alive():
+                self._log.error("delivery.stop_timeout", timeout_s=timeout)
+        else:
+            self.link.stop(max(0.5, deadline - time.monotonic()))
+            self._commit()
+        self._thread = None
+        self._log.info("delivery.stopped", pending=self.outbox.depth, **self._counts)
+
+    def counters(self) -> dict[str, float]:
+        out = {k: float(v) for k, v in self._counts.items()}
+        out.update(self.outbox.counters())
+        inflight = len(self._inflight)
+        out.update(
+            connected=1.0 if self.link.connected else 0.0,
+            reconnects=float(self.link.reconnects),
+            connect_failures=float(self.link.connect_failures),
+            session=float(self.link.session),
+            inflight=float(inflight),
+            live_queue=float(len(self._live)),
+            backlog_depth=float(max(0, self.outbox.depth - inflight - len(self._live))),
+        )
+        return out
+
+    # -- the link's events (called on the paho thread: never block) ------------------------------
+    def _notify(self, event: LinkEvent) -> None:
+        self._control.put(event)
+        self._wake.set()
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        next_flush = time.monotonic() + self._flush_interval
+        next_status = float("inf")
+        while True:
+            flush_now = self._drain_control()
+            now = time.monotonic()
+            if flush_now or now >= next_flush or self.outbox.staged >= self._flush_max:
+                self._commit()
+                next_flush = now + self._flush_interval
+            if self.link.connected:
+                if next_status == float("inf"):
+                    next_status = now + self.settings.status_interval_s
+                self._publish_ready(now)
+                if now >= next_status and self._stop_deadline is None:
+                    self._publish_status("update", online=True)
+                    next_status = now + self.settings.status_interval_s
+            else:
+                next_status = float("inf")
+            if self._stop_deadline is not None and self._shutdown_step(now):
+                break
+            self._wake.wait(self._timeout(now, next_flush, next_status))
+            self._wake.clear()
+        self.link.stop(max(0.5, (self._stop_deadline or now) - time.monotonic()))
+        self._commit()
+
+    def _timeout(self, now: float, next_flush: float, next_status: float) -> float:
+        until = min(next_flush, next_status)
+        if self._stop_deadline is not None:
+            until = min(until, now + 0.05)
+        if self.link.connected and not self._backlog_done and not self._live \
+                and len(self._inflight) < self.settings.max_inflight:
+            until = min(until, now + max(0.005, self._bucket.wait_time(now)))
+        return max(0.0, until - now)
+
+    def _drain_control(self) -> bool:
+        flush_now = False
+        while True:
+            try:
+                item = self._control.get_nowait()
+            except queue.Empty:
+                return flush_now
+            if isinstance(item, Acked):
+                self._on_ack(item)
+            elif isinstance(item, Connected):
+                self._on_connected(item)
+            elif isinstance(item, Disconnected):
+                self._on_disconnected(item)
+            elif isinstance(item, Command):
+                self._on_command(item)
+            elif isinstance(item, _FlushRequest):
+                self._flush_waiters.append(item.done)
+                flush_now = True
+            elif isinstance(item, _StopRequest):
+                self._stop_deadline = item.deadline
+                self._stop_timeout = item.timeout
+                flush_now = True
+
+    def _commit(self) -> None:
+        try:
+            rows = self.outbox.commit()
+        except DeliveryError as exc:
+            self._counts["commit_errors"] += 1
+            self._log.error("delivery.commit_failed", error=str(exc))
+            rows = []
+        if rows:
+            if self.link.connected:
+                self._live.extend(rows)
+                self._live_seqs.update(r.seq for r in rows)
+            else:
+                self._backlog_done = False
+        for waiter in self._flush_waiters:
+            waiter.set()
+        self._flush_waiters.clear()
+        with self._committed:
+            self._committed.notify_all()
+
+    # -- publishing --------------------------------------------------------------------------------
+    def _publish_ready(self, now: float) -> None:
+        cap = self.settings.max_inflight
+        while self._live and len(self._inflight) < cap:
+            row = self._live.popleft()
+            self._live_seqs.discard(row.seq)
+            if row.seq not in self._inflight_seqs:
+                self._publish_event(row, replayed=False)
+        if self._live or self._backlog_done or self._stop_deadline is not None:
+            return
+        while len(self._inflight) < cap:
+            n = min(self._bucket.available(now), cap - len(self._inflight), _READ_BATCH)
+            if n <= 0:
+                return
+            rows = self.outbox.read(self._cursor, n)
+            if not rows:
+                self._backlog_done = True
+                return
+            self._cursor = rows[-1].seq
+            sent = 0
+            for row in rows:
+                if row.seq in self._inflight_seqs or row.seq in self._live_seqs:
+                    continue
+                if self._publish_event(row, replayed=True):
+                    sent += 1
+            self._bucket.take(sent, now)
+
+    def _publish_event(self, row: Stored, replayed: bool) -> bool:
+        try:
+            event = row.to_event()
+        except ContractError as exc:
+            # a row that no longer decodes (a damaged card): it can never be delivered
+            self._counts["undecodable"] += 1
+            self._log.error("delivery.undecodable_row", seq=row.seq, event_id=row.event_id,
+                            reason=str(exc))
+            self.outbox.ack([row.seq])
+            return False
+        if replayed:
+            event = event.model_copy(update={"replayed": True})
+        payload = row.payload if self.settings.encoding == "json" and not replayed \
+            else encode(event, self.settings.encoding)
+        try:
+            mid = self.link.publish(row.topic, payload)
+        except DeliveryError as exc:
+            self._log.warning("delivery.publish_failed", seq=row.seq, event_id=row.event_id,
+                              error=str(exc))
+            self._backlog_done = False
+            return False
+        self._inflight[mid] = (row.seq, replayed)
+        self._inflight_seqs.add(row.seq)
+        self._counts["published"] += 1
+        if replayed:
+            self._counts["replayed"] += 1
+        return True
+
+    def _on_ack(self, ack: Acked) -> None:
+        reason = self._status_mids.pop(ack.mid, None)
+        if reason is not None:
+            if not ack.ok:
+                self._log.warning("delivery.status_rejected", reason=ack.reason)
+            return
+        entry = self._inflight.pop(ack.mid, None)
+        if entry is None:
+            return
+        seq, replayed = entry
+        self._inflight_seqs.discard(seq)
+        if ack.ok:
+            self.outbox.ack([seq])
+            self._counts["acked"] += 1
+        else:
+            self._counts["rejected"] += 1
+            self._log.warning("delivery.rejected", seq=seq, replayed=replayed,
+                              reason=ack.reason, kept="in the outbox, retried after reconnect")
+
+    def _on_connected(self, event: Connected) -> None:
+        self._cursor = -1  # the backlog scan starts again from the oldest event
+        self._backlog_done = False
+        self._publish_status("birth", online=True)
+
+    def _on_disconnected(self, event: Disconnected) -> None:
+        # not yet handed to paho: they stay in the outbox and go out as backlog after reconnect
+        self._live.clear()
+        self._live_seqs.clear()
+        self._status_mids.clear()
+
+    def _on_command(self, command: Command) -> None:
+        self._log.info("delivery.command", command=command.name)
+        if command.name == "rebirth":
+            self._counts["rebirths"] += 1
+            self._publish_status("birth", online=True)
+        elif command.name == "identify":
+            self._log.warning("delivery.identify", message="identify requested by an operator")
+        else:
+            self._log.warning("delivery.unknown_command", command=command.name)
+
+    # -- status --------------------------------------------------------------------------------
+    def _status(self, reason: str, online: bool, session: int) -> DeviceStatus:
+        try:
+            extras = dict(self._status_provider())
+        except Exception as exc:  # noqa: BLE001 - a status provider bug must not stop delivery
+            self._log.error("delivery.status_provider_failed", error=repr(exc))
+            extras = {}
+        counters = {str(k): float(v) for k, v in dict(extras.get("counters", {})).items()}
+        counters.update(self.counters())
+        return DeviceStatus(
+            event_id=new_event_id(), site=self.site, device_id=self.device_id,
+            time=datetime.now(UTC), clock_synced=self._clock_synced(), online=online,
+            reason=reason,  # type: ignore[arg-type]
+            session=session, agent_version=str(extras.get("agent_version", "")),
+            firmware=str(extras.get("firmware", "")), sensors=list(extras.get("sensors", [])),
+            counters=counters)
+
+    def _will_payload(self, session: int) -> bytes:
+        return encode(self._status("will", online=False, session=session),
+                      self.settings.encoding)
+
+    def _publish_status(self, reason: str, online: bool) -> int | None:
+        try:
+            status = self._status(reason, online, self.link.session)
+            mid = self.link.publish(self.link.status_topic,
+                                    encode(status, self.settings.encoding), retain=True)
+        except (ThermopipeError, ValueError) as exc:
+            self._log.error("delivery.status_failed", reason=reason, error=str(exc))
+            return None
+        self._status_mids[mid] = reason
+        self._counts["status_published"] += 1
+        self._log.info("delivery.status", reason=reason, online=online,
+                       session=self.link.session)
+        return mid
+
+    def _shutdown_step(self, now: float) -> bool:
+        """Returns True when the loop may end."""
+        assert self._stop_deadline is not None
+        remaining = self._stop_deadline - now
+        if not self.link.connected:
+            return True
+        drained = not self._live and not self._inflight
+        if not self._shutdown_sent and (drained or remaining < 0.5 * self._stop_timeout):
+            self._shutdown_mid = self._publish_status("shutdown", online=False)
+            self._shutdown_sent = True
+            return self._shutdown_mid is None
+        if self._shutdown_sent:
+            return self._shutdown_mid not in self._status_mids or remaining <= 0
+        return remaining <= 0
+
+    def __repr__(self) -> str:
+        return f"Delivery({self.site}/{self.device_id}, connected={self.connected})"

@@ -1,0 +1,410 @@
+"""The agent's MQTT connection: paho-mqtt 2.x, its own reconnect loop, events to the owner.
+
+What it does:
+
+- MQTT 5 by default (``clean_start=False`` plus a session expiry, so the broker keeps the session
+  across a reconnect), MQTT 3.1.1 as an option (``clean_session=False``).
+- TLS from a CA file (hostname checked) with an optional client certificate; username/password,
+  the password being a secret reference (``env:NAME`` / ``file:/path``) that is never logged.
+- A stable client id per device (``thermopipe-<site>-<device>``): two agents with one id would kick
+  each other off in a loop, so a "session taken over" disconnect is logged as an error.
+- A retained *will* on the status topic (``online=false, reason="will"``) set before every
+  connect, carrying the session counter (Sparkplug's bdSeq) that increments on every connect.
+- Reconnects with exponential backoff and full jitter (:func:`edge_agent.backoff.backoff_delay`);
+  every failed attempt is logged with its reason, translated into :class:`ServerError` (bad
+  credentials vs TLS failure vs unreachable), and kept in :attr:`MqttLink.last_error`.
+
+Threads: the link runs paho's network loop on one thread of its own. paho callbacks run there and
+never block: they only hand :data:`LinkEvent` values to ``notify`` (the delivery thread's queue).
+``publish`` may be called from any thread (paho queues the packet and wakes its loop). paho's
+own in-flight limit is switched off (``max_inflight_messages_set(0)``: a non-zero limit makes
+every acknowledgement rescan the queue, see ENVIRONMENT.md); the delivery loop caps in-flight
+messages itself at ``max_inflight``.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from edge_agent.backoff import backoff_delay
+from schemas import Topics, check_identifier
+from schemas.config_loading import resolve_secret
+from schemas.errors import DeliveryError, ServerError, TopicError
+
+log = structlog.get_logger(__name__)
+
+
+class TlsSettings(BaseModel):
+    """``[mqtt.tls]``: verify the broker with ``ca_file`` (system CAs if unset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False  # for a lab broker only: no certificate/hostname check
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TlsSettings:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file is set but cert_file is not")
+        return self
+
+    def context(self) -> ssl.SSLContext:
+        """An SSL context; raises :class:`ServerError` when a file cannot be used."""
+        try:
+            ctx = ssl.create_default_context(
+                cafile=str(self.ca_file) if self.ca_file else None)
+            if self.cert_file is not None:
+                ctx.load_cert_chain(str(self.cert_file),
+                                    str(self.key_file) if self.key_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ServerError(f"TLS configuration unusable (ca_file={self.ca_file}, "
+                              f"cert_file={self.cert_file}): {exc}") from exc
+        if self.insecure_skip_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
+class MqttSettings(BaseModel):
+    """``[mqtt]`` in the agent's TOML config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str | None = None  # None -> "thermopipe-<site>-<device>"
+    username: str | None = None
+    password: SecretStr | None = None  # "env:NAME" or "file:/path", resolved when loaded
+    tls: TlsSettings | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=65535)] = 30
+    topic_root: str = "thermopipe"
+    reconnect_min_s: Annotated[float, Field(gt=0)] = 1.0
+    reconnect_max_s: Annotated[float, Field(gt=0)] = 60.0
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    max_inflight: Annotated[int, Field(ge=1, le=60000)] = 500
+    session_expiry_s: Annotated[int, Field(ge=0)] = 7 * 24 * 3600
+    status_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    encoding: Literal["json", "avro"] = "json"
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _resolve_password(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return resolve_secret(value, "mqtt.password")
+        return value
+
+    @field_validator("topic_root")
+    @classmethod
+    def _check_root(cls, value: str) -> str:
+        Topics(value)
+        return value
+
+    @field_validator("client_id")
+    @classmethod
+    def _check_client_id(cls, value: str | None) -> str | None:
+        if value is not None and not 1 <= len(value.encode()) <= 65535:
+            raise ValueError("client_id must be 1-65535 bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> MqttSettings:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        return self
+
+
+# -- what the link tells its owner ----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Connected:
+    session: int
+    session_present: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    mid: int
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    payload: bytes
+
+
+LinkEvent = Connected | Disconnected | Acked | Command
+
+_CREDENTIAL_CODES = {134, 135, 4, 5}  # v5 bad user name or password / not authorized; v3.1.1 4, 5
+
+
+def connect_error(exc: OSError, host: str, port: int) -> ServerError:
+    """Translate a failed TCP/TLS connect into a :class:`ServerError` with a clear reason."""
+    where = f"{host}:{port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        err = ServerError(f"TLS failure with the broker {where}: certificate not accepted "
+                          f"({exc.verify_message}); check tls.ca_file and the broker's name")
+    elif isinstance(exc, ssl.SSLError):
+        err = ServerError(f"TLS failure with the broker {where}: {exc.reason or exc} (is it a "
+                          "TLS port? are the certificate and key right?)")
+    elif isinstance(exc, ConnectionRefusedError):
+        err = ServerError(f"broker {where} unreachable: connection refused (not running, or "
+                          "wrong port)")
+    elif isinstance(exc, socket.gaierror):
+        err = ServerError(f"broker {where} unreachable: cannot resolve the host name ({exc})")
+    elif isinstance(exc, TimeoutError):
+        err = ServerError(f"broker {where} unreachable: timed out")
+    else:
+        err = ServerError(f"broker {where} unreachable: {exc.strerror or exc}")
+    err.__cause__ = exc
+    return err
+
+
+def connack_error(reason: ReasonCode | int | str, host: str, port: int) -> ServerError:
+    """Translate a refused CONNACK into a :class:`ServerError` that says what to fix."""
+    value = reason.value if isinstance(reason, ReasonCode) else reason
+    if value in _CREDENTIAL_CODES:
+        return ServerError(f"broker {host}:{port} refused the connection: bad credentials "
+                           f"({reason}); check mqtt.username and mqtt.password and the ACL")
+    return ServerError(f"broker {host}:{port} refused the connection: {reason}")
+
+
+class MqttLink:
+    """One device's connection to the broker. ``notify`` receives every :data:`LinkEvent`."""
+
+    def __init__(self, settings: MqttSettings, site: str, device_id: str, *,
+                 notify: Callable[[LinkEvent], None],
+                 next_session: Callable[[], int],
+                 will_payload: Callable[[int], bytes]) -> None:
+        self.settings = settings
+        self.site = check_identifier(site, "site")
+        self.device_id = check_identifier(device_id, "device id")
+        self.topics = Topics(settings.topic_root)
+        self.status_topic = self.topics.status(site, device_id)
+        self.command_filter = self.topics.command_filter(site, device_id)
+        self.client_id = settings.client_id or f"thermopipe-{site}-{device_id}"
+        self._notify = notify
+        self._next_session = next_session
+        self._will_payload = will_payload
+        self._stop = threading.Event()
+        self._up = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._connack_error: ServerError | None = None
+        self.last_error: ServerError | None = None
+        self.session = 0
+        self.connects = 0
+        self.reconnects = 0
+        self.connect_failures = 0
+        self._client = self._make_client()
+        self._log = log.bind(device=device_id, site=site, client_id=self.client_id,
+                             broker=f"{settings.host}:{settings.port}")
+
+    def _make_client(self) -> mqtt.Client:
+        s = self.settings
+        v5 = s.protocol == "5"
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                             clean_session=None if v5 else False)
+        client.max_inflight_messages_set(0)  # unlimited in paho; the delivery loop caps it
+        client.max_queued_messages_set(0)
+        client.connect_timeout = s.connect_timeout_s
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password.get_secret_value()
+                                   if s.password is not None else None)
+        if s.tls is not None:
+            client.tls_set_context(s.tls.context())
+            if s.tls.insecure_skip_verify:
+                client.tls_insecure_set(True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    # -- public ---------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._up.is_set()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
+        self._thread.start()
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> int:
+        """Queue a QoS-1 publish; returns its message id (acked later through ``notify``).
+
+        While the connection is down paho keeps the message and sends it after the reconnect;
+        the delivery loop only publishes while connected, so that queue stays small.
+        """
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise DeliveryError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+        return int(info.mid)
+
+    def wait_connected(self, timeout: float) -> None:
+        """Block until connected; raise the last :class:`ServerError` (or a timeout) if not."""
+        if self._up.wait(timeout):
+            return
+        if self.last_error is not None:
+            raise self.last_error
+        raise ServerError(f"not connected to {self.settings.host}:{self.settings.port} "
+                          f"after {timeout:.0f}s")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Disconnect cleanly (the broker then does not send the will) and end the thread."""
+        self._stop.set()
+        if self._up.is_set():
+            self._client.disconnect()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                self._log.warning("mqtt.stop_timeout", timeout_s=timeout)
+            self._thread = None
+        self._up.clear()
+
+    # -- the connection loop (own thread) --------------------------------------------------------
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            error = self._connect_once()
+            if self._stop.is_set():
+                break
+            if error is None:
+                attempt = 0  # the connection was up: the next failure starts the backoff afresh
+                error = self._connack_error or ServerError("connection lost")
+            self.last_error = error
+            delay = backoff_delay(attempt, self.settings.reconnect_min_s,
+                                  self.settings.reconnect_max_s)
+            self.connect_failures += 1
+            self._log.warning("mqtt.reconnect_wait", attempt=attempt + 1, reason=str(error),
+                              retry_in_s=round(delay, 2))
+            attempt += 1
+            self._stop.wait(delay)
+        self._close_socket()
+
+    def _connect_once(self) -> ServerError | None:
+        """One connect and the connection's lifetime; returns why it failed to connect, or None
+        if it was up and then went down."""
+        s = self.settings
+        self.session = self._next_session()
+        self._connack_error = None
+        self._client.will_set(self.status_topic, self._will_payload(self.session), qos=1,
+                              retain=True)
+        kwargs: dict[str, Any] = {}
+        if s.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = s.session_expiry_s
+            kwargs = {"clean_start": False, "properties": props}
+        try:
+            self._client.connect(s.host, s.port, s.keepalive_s, **kwargs)
+        except OSError as exc:
+            return connect_error(exc, s.host, s.port)
+        sent_at = time.monotonic()
+        was_up = False
+        while True:
+            try:
+                rc = self._client.loop(timeout=0.5)
+            except OSError as exc:  # an ssl or socket error paho let through
+                self._log.warning("mqtt.loop_error", error=str(exc))
+                rc = MQTTErrorCode.MQTT_ERR_CONN_LOST
+            was_up = was_up or self._up.is_set()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+            if self._stop.is_set() and not self._client.is_connected():
+                break
+            if not was_up and self._connack_error is None \
+                    and time.monotonic() - sent_at > s.connect_timeout_s:
+                self._connack_error = ServerError(
+                    f"broker {s.host}:{s.port} sent no CONNACK within {s.connect_timeout_s}s")
+                break
+        self._mark_down(f"loop ended: {mqtt.error_string(rc)}")
+        if was_up:
+            return None
+        return self._connack_error or ServerError(
+            f"broker {s.host}:{s.port}: connection closed before CONNACK "
+            f"({mqtt.error_string(rc)})")
+
+    def _close_socket(self) -> None:
+        sock = self._client.socket()
+        if sock is not None:
+            try:
+                self._client.disconnect()
+                self._client.loop(timeout=0.1)
+            except OSError as exc:
+                self._log.debug("mqtt.close_error", error=str(exc))
+            sock = self._client.socket()
+            if sock is not None:
+                sock.close()
+
+    def _mark_down(self, reason: str) -> None:
+        if self._up.is_set():
+            self._up.clear()
+            self._notify(Disconnected(reason))
+
+    # -- paho callbacks: run on the link thread, never block ------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
+        if reason_code.is_failure:
+            self._connack_error = connack_error(reason_code, self.settings.host,
+                                                self.settings.port)
+            return
+        self.connects += 1
+        if self.connects > 1:
+            self.reconnects += 1
+        self.last_error = None
+        client.subscribe(self.command_filter, qos=1)
+        self._up.set()
+        self._log.info("mqtt.connected", session=self.session,
+                       session_present=bool(flags.session_present),
+                       protocol=self.settings.protocol)
+        self._notify(Connected(self.session, bool(flags.session_present)))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any,
+                       flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
+                       properties: Properties | None) -> None:
+        reason = str(reason_code)
+        if reason_code.value == 142:  # session taken over
+            self._log.error("mqtt.client_id_clash",
+                            reason="another client connected with this client id")
+        elif self._up.is_set() and not self._stop.is_set():
+            self._log.warning("mqtt.disconnected", reason=reason)
+        self._mark_down(reason)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
+        self._notify(Acked(mid, not reason_code.is_failure, str(reason_code)))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any,
+                    message: mqtt.MQTTMessage) -> None:
+        try:
+            topic = self.topics.parse(message.topic)
+        except TopicError as exc:
+            self._log.warning("mqtt.bad_command_topic", topic=message.topic, reason=str(exc))
+            return
+        if topic.kind == "cmd" and topic.command is not None:
+            self._notify(Command(topic.command, bytes(message.payload)))

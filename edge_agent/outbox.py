@@ -1,0 +1,470 @@
+"""The durable outbox: every event is on disk before it is published, and leaves only when acked.
+
+Storage: one SQLite file in WAL mode. Table ``events`` holds the pending events (``seq`` primary
+key, ``event_id`` unique, the drop class, the topic, the JSON of the contract event, when it was
+stored, its size); table ``meta`` holds the counters that must survive restarts (``next_seq``, the
+connect ``session`` counter = Sparkplug's bdSeq, and the drop counters).
+
+Group commit (the SD card is not worn by one fsync per event): :meth:`Outbox.append` only buffers
+in memory; :meth:`Outbox.commit` writes every buffered event, deletes every acknowledged one and
+enforces the bounds in ONE transaction with ``synchronous=FULL`` (one WAL fsync per batch).
+The delivery loop commits every ``flush_interval_s`` or ``flush_max_events``, and publishes an
+event only after the commit that stored it returned, so "on disk before published" holds exactly.
+
+Loss window, stated honestly: events appended after the last commit are only in memory; a power
+cut or ``kill -9`` loses them (at most ``flush_interval_s`` worth; they were never published, and
+the sources simply read the sensors again). Acknowledgements are batched the same way: an event
+acked in the last interval before a crash is published again after the restart, with the same
+``event_id``, and the hub drops it as a duplicate. Nothing committed is ever lost by a crash.
+
+Bounds, enforced at every commit, in this order:
+
+1. age: events older than ``max_age_s`` are dropped, whatever their class. Only events stored
+   while the clock was NTP-synchronised are aged: a Raspberry Pi without RTC jumps its clock forward
+   at NTP sync, which would otherwise make the whole buffer look ancient.
+2. size: the stored bytes (payload + topic + a fixed per-row overhead) stay under ``max_bytes``.
+3. disk: the free space of the outbox's filesystem stays above ``min_free_bytes``; rows are dropped
+   to cover the deficit and their pages are handed back to the filesystem (incremental vacuum).
+
+Drop policy for size and disk: the oldest *summaries* go first, then the oldest *readings*, and
+alarms (threshold state changes, rate alarms, faults) only last. Every drop is counted per class and
+per reason in ``meta`` (so the counts survive restarts), logged as a structured warning, and shown
+in :meth:`Outbox.counters` (and thus in the device status).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas import SensorEvent, decode
+from schemas.errors import DeliveryError
+
+log = structlog.get_logger(__name__)
+
+MiB = 1024 * 1024
+ROW_OVERHEAD = 64  # bytes counted per row for the key, indexes and SQLite record headers
+_CHUNK = 500       # rows per DELETE statement (well under SQLite's parameter limit)
+
+
+class OutboxSettings(BaseModel):
+    """``[outbox]`` in the agent's TOML config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Path("/var/lib/thermopipe/outbox.db")
+    max_bytes: Annotated[int, Field(gt=0)] = 64 * MiB
+    max_age_s: Annotated[float, Field(gt=0)] = 7 * 24 * 3600.0
+    min_free_bytes: Annotated[int, Field(ge=0)] = 200 * MiB
+    flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    flush_max_events: Annotated[int, Field(gt=0)] = 500
+    backlog_rate_per_s: Annotated[float, Field(ge=0)] = 200.0  # 0 = unlimited
+
+
+class DropClass(IntEnum):
+    """Lower classes are dropped first when a bound is hit."""
+
+    SUMMARY = 0
+    READING = 1
+    ALARM = 2  # state changes, rate alarms, faults: dropped last
+
+
+_CLASS_OF_KIND = {"summary": DropClass.SUMMARY, "reading": DropClass.READING,
+                  "state_change": DropClass.ALARM, "rate_alarm": DropClass.ALARM,
+                  "fault": DropClass.ALARM}
+_CLASS_NAME = {DropClass.SUMMARY: "summary", DropClass.READING: "reading",
+               DropClass.ALARM: "alarm"}
+_DROP_REASONS = ("age", "size", "disk")
+_META_KEYS = ("next_seq", "session",
+              *(f"dropped_{name}" for name in _CLASS_NAME.values()),
+              *(f"dropped_by_{reason}" for reason in _DROP_REASONS))
+
+
+def drop_class(kind: str) -> DropClass:
+    return _CLASS_OF_KIND[kind]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One event as the outbox keeps it. ``event`` is set for rows committed in this process."""
+
+    seq: int
+    event_id: str
+    kind: str
+    topic: str
+    payload: bytes  # the contract event as JSON
+    created_at: float
+    event: SensorEvent | None = None
+
+    def to_event(self) -> SensorEvent:
+        if self.event is not None:
+            return self.event
+        message = decode(self.payload)
+        assert message.kind in _CLASS_OF_KIND, message.kind
+        return message  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    reason: str
+    cls: DropClass
+    count: int
+    first_seq: int
+    last_seq: int
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    cls INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    clock_ok INTEGER NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_class ON events (cls, seq);
+CREATE INDEX IF NOT EXISTS events_by_age ON events (clock_ok, created_at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+_Row = tuple[int, str, int, str, str, bytes, float, int, int]
+
+
+def _disk_free(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+class Outbox:
+    """The durable, bounded queue of events waiting for a broker acknowledgement. Thread-safe."""
+
+    def __init__(self, settings: OutboxSettings | None = None, *,
+                 disk_free: Callable[[Path], int] = _disk_free,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings or OutboxSettings()
+        self._disk_free = disk_free
+        self._clock = clock
+        self._stage_lock = threading.Lock()
+        self._db_lock = threading.RLock()
+        self._staged: list[tuple[_Row, SensorEvent]] = []
+        self._acked: set[int] = set()
+        self._closed = False
+        path = self.settings.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = self._open(path)
+        self._meta = self._load_meta()
+        self._rows, self._bytes = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM events").fetchone()
+        max_seq = self._db.execute("SELECT MAX(seq) FROM events").fetchone()[0]
+        self._next_seq = max(self._meta["next_seq"], (max_seq + 1) if max_seq is not None else 0)
+        self.commits = 0
+        log.info("outbox.opened", path=str(path), pending=self._rows, bytes=self._bytes,
+                 next_seq=self._next_seq)
+
+    # -- opening and recovery ----------------------------------------------------------------
+    def _open(self, path: Path) -> sqlite3.Connection:
+        try:
+            return self._connect(path)
+        except sqlite3.DatabaseError as exc:
+            # A file that is not a database (torn by a broken card, overwritten by hand): keep it
+            # for forensics and start afresh, so the agent keeps working and says what happened.
+            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+            log.error("outbox.corrupt", path=str(path), moved_to=str(aside), error=str(exc))
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(path) + suffix)
+                if src.exists():
+                    src.rename(Path(str(aside) + suffix))
+            try:
+                return self._connect(path)
+            except sqlite3.Error as exc2:
+                raise DeliveryError(f"cannot create the outbox {path}: {exc2}") from exc2
+        except (sqlite3.Error, OSError) as exc:
+            raise DeliveryError(f"cannot open the outbox {path}: {exc}") from exc
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        try:
+            # auto_vacuum must be chosen before the first table exists; it lets a disk-pressure
+            # drop hand pages back to the filesystem.
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.DatabaseError(f"journal_mode is {mode}, not wal")
+            db.execute("PRAGMA synchronous = FULL")
+            db.executescript(_SCHEMA)
+            db.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, 0)",
+                           [(k,) for k in _META_KEYS])
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    def _load_meta(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+
+    # -- identity ------------------------------------------------------------------------------
+    def reserve_seq(self) -> int:
+        """The next sequence number of this device; persisted with the next commit.
+
+        An event is published only after a commit that also stored ``next_seq`` past its seq, so a
+        restart never reuses a seq the hub has seen.
+        """
+        with self._stage_lock:
+            seq = self._next_seq
+            self._next_seq += 1
+            return seq
+
+    def next_session(self) -> int:
+        """Increment and persist the connect counter (Sparkplug bdSeq); returns the new value."""
+        with self._db_lock:
+            self._check_open()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'session'")
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise DeliveryError(f"outbox: cannot store the session counter: {exc}") from exc
+            self._meta["session"] += 1
+            return self._meta["session"]
+
+    @property
+    def session(self) -> int:
+        return self._meta["session"]
+
+    # -- writing ---------------------------------------------------------------------------------
+    def append(self, items: Iterable[tuple[SensorEvent, str]]) -> int:
+        """Buffer ``(event, topic)`` pairs for the next commit; returns how many are buffered."""
+        now = self._clock()
+        rows: list[tuple[_Row, SensorEvent]] = []
+        for event, topic in items:
+            payload = event.model_dump_json().encode()
+            size = len(payload) + len(topic) + ROW_OVERHEAD
+            rows.append(((event.seq, event.event_id, int(_CLASS_OF_KIND[event.kind]), event.kind,
+                          topic, payload, now, int(event.clock_synced), size), event))
+        with self._stage_lock:
+            self._staged.extend(rows)
+            return len(self._staged)
+
+    @property
+    def staged(self) -> int:
+        with self._stage_lock:
+            return len(self._staged)
+
+    def ack(self, seqs: Iterable[int]) -> None:
+        """The broker acknowledged these: delete them with the next commit (batched)."""
+        with self._stage_lock:
+            self._acked.update(seqs)
+
+    def commit(self) -> list[Stored]:
+        """One transaction: store the buffered events, delete the acked ones, enforce the bounds.
+
+        Returns the newly stored events (in seq order) that the bounds did not drop at once; only
+        these may be published. Raises :class:`DeliveryError` if the disk write failed, in which
+        case the buffered events and acks are kept for the next attempt.
+        """
+        with self._db_lock:
+            self._check_open()
+            with self._stage_lock:
+                batch, self._staged = self._staged, []
+                acked, self._acked = self._acked, set()
+                next_seq = self._next_seq
+            try:
+                stored, drops = self._commit(batch, acked, next_seq)
+            except sqlite3.Error as exc:
+                self._rollback()
+                self._reload_stats()
+                with self._stage_lock:
+                    self._staged[:0] = batch
+                    self._acked |= acked
+                raise DeliveryError(f"outbox commit failed: {exc}") from exc
+            self.commits += 1
+        for drop in drops:
+            log.warning("outbox.dropped", reason=drop.reason, drop_class=_CLASS_NAME[drop.cls],
+                        count=drop.count, first_seq=drop.first_seq, last_seq=drop.last_seq,
+                        policy="summaries first, then readings, alarms last")
+        return stored
+
+    def _commit(self, batch: list[tuple[_Row, SensorEvent]], acked: set[int],
+                next_seq: int) -> tuple[list[Stored], list[Drop]]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        if batch:
+            db.executemany("INSERT INTO events (seq, event_id, cls, kind, topic, payload, "
+                           "created_at, clock_ok, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [row for row, _ in batch])
+            self._rows += len(batch)
+            self._bytes += sum(row[8] for row, _ in batch)
+        ordered = sorted(acked)
+        for i in range(0, len(ordered), _CHUNK):
+            chunk = ordered[i:i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            sizes = db.execute(f"DELETE FROM events WHERE seq IN ({marks}) RETURNING size",  # noqa: S608
+                               chunk).fetchall()
+            self._rows -= len(sizes)
+            self._bytes -= sum(s for (s,) in sizes)
+        drops, dropped = self._enforce_bounds(sum(row[8] for row, _ in batch))
+        meta = dict(self._meta, next_seq=next_seq)
+        for drop in drops:
+            meta[f"dropped_{_CLASS_NAME[drop.cls]}"] += drop.count
+            meta[f"dropped_by_{drop.reason}"] += drop.count
+        db.executemany("UPDATE meta SET value = ? WHERE key = ?",
+                       [(v, k) for k, v in meta.items() if v != self._meta.get(k)])
+        db.execute("COMMIT")
+        self._meta = meta
+        if any(d.reason == "disk" for d in drops):
+            # hand the freed pages back to the filesystem, and shrink the WAL file
+            db.execute("PRAGMA incremental_vacuum")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        stored = [Stored(row[0], row[1], row[3], row[4], row[5], row[6], event)
+                  for row, event in sorted(batch, key=lambda r: r[0][0])
+                  if row[0] not in dropped]
+        return stored, drops
+
+    # -- bounds ----------------------------------------------------------------------------------
+    def _enforce_bounds(self, incoming_bytes: int) -> tuple[list[Drop], set[int]]:
+        s = self.settings
+        drops: list[Drop] = []
+        dropped: set[int] = set()
+        cutoff = self._clock() - s.max_age_s
+        expired = self._db.execute(
+            "DELETE FROM events WHERE clock_ok = 1 AND created_at < ? RETURNING seq, cls, size",
+            (cutoff,)).fetchall()
+        if expired:
+            self._account(expired, "age", drops, dropped)
+        if self._bytes > s.max_bytes:
+            self._drop_oldest(self._bytes - s.max_bytes, "size", drops, dropped)
+        if s.min_free_bytes:
+            try:
+                free = self._disk_free(s.path.parent)
+            except OSError as exc:
+                log.warning("outbox.disk_usage_failed", path=str(s.path.parent), error=str(exc))
+                free = s.min_free_bytes
+            # the batch may not be on disk yet (it is in the WAL at COMMIT): count it as used
+            deficit = s.min_free_bytes - (free - incoming_bytes)
+            if deficit > 0:
+                self._drop_oldest(min(deficit, self._bytes), "disk", drops, dropped)
+        return drops, dropped
+
+    def _drop_oldest(self, need: int, reason: str, drops: list[Drop], dropped: set[int]) -> None:
+        for cls in DropClass:
+            while need > 0:
+                candidates = self._db.execute(
+                    "SELECT seq, cls, size FROM events WHERE cls = ? ORDER BY seq LIMIT 1000",
+                    (int(cls),)).fetchall()
+                if not candidates:
+                    break
+                take: list[tuple[int, int, int]] = []
+                for row in candidates:
+                    take.append(row)
+                    need -= row[2]
+                    if need <= 0:
+                        break
+                self._db.execute("DELETE FROM events WHERE cls = ? AND seq <= ?",
+                                 (int(cls), take[-1][0]))
+                self._account(take, reason, drops, dropped)
+
+    def _account(self, rows: Sequence[tuple[int, int, int]], reason: str, drops: list[Drop],
+                 dropped: set[int]) -> None:
+        by_class: dict[DropClass, list[int]] = {}
+        for seq, cls, size in rows:
+            by_class.setdefault(DropClass(cls), []).append(seq)
+            self._rows -= 1
+            self._bytes -= size
+            dropped.add(seq)
+        for cls, seqs in by_class.items():
+            drops.append(Drop(reason, cls, len(seqs), min(seqs), max(seqs)))
+
+    # -- reading ---------------------------------------------------------------------------------
+    def read(self, after_seq: int = -1, limit: int = 500) -> list[Stored]:
+        """Committed events with ``seq > after_seq`` in seq order, not counting acked ones."""
+        with self._db_lock:
+            self._check_open()
+            with self._stage_lock:
+                acked = set(self._acked)
+            rows = self._db.execute(
+                "SELECT seq, event_id, kind, topic, payload, created_at FROM events "
+                "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit + len(acked))).fetchall()
+        out = [Stored(seq, eid, kind, topic, bytes(payload), created)
+               for seq, eid, kind, topic, payload, created in rows if seq not in acked]
+        return out[:limit]
+
+    # -- status ----------------------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        return int(self._rows)
+
+    @property
+    def bytes(self) -> int:
+        return int(self._bytes)
+
+    def oldest_age_s(self) -> float:
+        with self._db_lock:
+            self._check_open()
+            row = self._db.execute("SELECT created_at FROM events ORDER BY seq LIMIT 1").fetchone()
+        return max(0.0, self._clock() - row[0]) if row else 0.0
+
+    def counters(self) -> dict[str, float]:
+        meta = self._meta
+        return {
+            "outbox_depth": float(self._rows),
+            "outbox_bytes": float(self._bytes),
+            "outbox_oldest_age_s": round(self.oldest_age_s(), 3),
+            "outbox_staged": float(self.staged),
+            "outbox_commits": float(self.commits),
+            **{f"dropped_{name}": float(meta[f"dropped_{name}"])
+               for name in _CLASS_NAME.values()},
+            **{f"dropped_by_{reason}": float(meta[f"dropped_by_{reason}"])
+               for reason in _DROP_REASONS},
+        }
+
+    # -- closing ---------------------------------------------------------------------------------
+    def close(self, flush: bool = True) -> None:
+        """Commit what is buffered (unless ``flush`` is False, which is how tests model a crash)."""
+        if self._closed:
+            return
+        try:
+            if flush:
+                self.commit()
+        finally:
+            with self._db_lock:
+                self._closed = True
+                self._db.close()
+            log.info("outbox.closed", path=str(self.settings.path), pending=self._rows)
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _reload_stats(self) -> None:
+        try:
+            self._rows, self._bytes = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM events").fetchone()
+        except sqlite3.Error as exc:
+            log.error("outbox.stats_failed", error=str(exc))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DeliveryError("the outbox is closed")
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                log.error("outbox.rollback_failed", error=str(exc))
