@@ -1,0 +1,126 @@
+"""``edge-agent``: run the agent, or check a config file.
+
+    edge-agent run -c /etc/thermopipe/agent.toml [--status-line]
+    edge-agent check-config /etc/thermopipe/agent.toml
+
+A bad config exits 2 with every error and its key path, before anything starts. An unreachable
+broker does not stop the agent: it keeps reading sensors and buffering events in its outbox.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from schemas.errors import ConfigError, ThermopipeError
+
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the agent")
+    run.add_argument("-c", "--config", type=Path, required=True, help="the agent's TOML file")
+    run.add_argument("--status-line", action="store_true",
+                     help="print a one-line status every few seconds (default on a terminal)")
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file", type=Path)
+    return parser
+
+
+def _print_errors(exc: ConfigError) -> None:
+    print(f"{exc.source}: {len(exc.errors)} error(s)", file=sys.stderr)
+    for path, reason in exc.errors:
+        print(f"  {path or '(file)'}: {reason}", file=sys.stderr)
+
+
+def check_config(path: Path) -> int:
+    from edge_agent.config import load
+
+    try:
+        cfg = load(path)
+    except ConfigError as exc:
+        _print_errors(exc)
+        return EXIT_CONFIG
+    sources = ", ".join(f"{s.kind}" + (f" {s.name}" if s.name else "") for s in cfg.sources)
+    print(f"OK {path}")
+    print(f"  device   {cfg.site}/{cfg.device_id}")
+    print(f"  broker   {cfg.mqtt.host}:{cfg.mqtt.port} (MQTT {cfg.mqtt.protocol}, "
+          f"{'TLS' if cfg.mqtt.tls else 'no TLS'}, topic root {cfg.mqtt.topic_root}, "
+          f"{cfg.mqtt.encoding})")
+    print(f"  outbox   {cfg.outbox.path} (max {cfg.outbox.max_bytes // 2**20} MiB)")
+    print(f"  sources  {sources}")
+    for sid, sensor in sorted(cfg.sensors.items()):
+        rules = cfg.rules_for(sid)
+        bands = ", ".join(f"{t.name} {t.direction} {t.value}" for t in rules.thresholds)
+        print(f"  sensor   {sid} ({sensor.unit}{', ' + sensor.name if sensor.name else ''})"
+              f"{': ' + bands if bands else ''}")
+    return 0
+
+
+def run(path: Path, status_line: bool) -> int:
+    from edge_agent import log_setup
+    from edge_agent.config import load
+
+    try:
+        cfg = load(path)
+    except ConfigError as exc:
+        _print_errors(exc)
+        return EXIT_CONFIG
+    log_setup.configure(cfg.log.level, cfg.log.format, site=cfg.site, device_id=cfg.device_id)
+    from edge_agent.agent import Agent
+    from edge_agent.status import status_line as format_status
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, on_signal)
+    try:
+        agent = Agent(cfg)
+    except ConfigError as exc:
+        _print_errors(exc)
+        return EXIT_CONFIG
+    except ThermopipeError as exc:  # e.g. the outbox cannot be opened
+        print(f"edge-agent: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    printer = None
+    if status_line or sys.stdout.isatty():
+        tty = sys.stdout.isatty()
+
+        def print_status() -> None:
+            while not stop.wait(cfg.status_line_interval_s):
+                snap = agent.snapshot()
+                line = format_status(cfg.device_id, agent.delivery.connected,
+                                     len(agent.sensor_infos()), snap)
+                print(("\r\x1b[K" + line) if tty else line, end="" if tty else "\n",
+                      flush=True)
+
+        printer = threading.Thread(target=print_status, name="status-line", daemon=True)
+        printer.start()
+    agent.run(stop)
+    if printer is not None:
+        printer.join(1)
+        if sys.stdout.isatty():
+            print()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.file)
+    return run(args.config, args.status_line)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
