@@ -1,0 +1,211 @@
+"""Ingest with a real Mosquitto: dead letters, dedup across restarts, order and lateness flags,
+health and metrics, and the dead-letter CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from hub.app import Hub
+from hub.consumers.base import Envelope
+from schemas.codec import encode
+from schemas.models import DeadLetter, FaultEvent
+from schemas.registry import AVRO_MAGIC
+from schemas.topics import Topics
+from tests.hub_core.helpers import (
+    BASE_TIME,
+    Publisher,
+    hub_config,
+    influx_count,
+    reading,
+    wait_until,
+    write_toml,
+)
+
+pytestmark = [pytest.mark.servers]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Recorder:
+    """A consumer that keeps what it was given."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.seen: list[Envelope] = []
+        self.lock = threading.Lock()
+
+    def handle(self, batch: Sequence[Envelope]) -> None:
+        with self.lock:
+            self.seen.extend(batch)
+
+    def close(self) -> None:
+        pass
+
+
+class Subscriber:
+    def __init__(self, host: str, port: int, topic: str) -> None:
+        self.messages: list[bytes] = []
+        self.ready = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, *a: c.subscribe(topic, 1)
+        self.client.on_subscribe = lambda *a: self.ready.set()
+        self.client.on_message = lambda c, u, m: self.messages.append(m.payload)
+        self.client.connect(host, port)
+        self.client.loop_start()
+        assert self.ready.wait(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _publish(broker, messages) -> None:
+    pub = Publisher(broker.host, broker.port)
+    try:
+        pub.publish_all(messages)
+    finally:
+        pub.close()
+
+
+def big_fault(seq: int) -> FaultEvent:
+    return FaultEvent(event_id=uuid.uuid4().hex, site="s1", device_id="d1", sensor_id="t1",
+                      seq=seq, time=BASE_TIME, clock_synced=True, fault="read_failed",
+                      active=True, unit="degC", detail="x" * 1500)
+
+
+def test_bad_payloads_go_to_the_dead_letter_store_and_good_ones_flow(
+        tmp_path: Path, mosquitto, influxdb, influx_db_name, topic_root) -> None:
+    topics = Topics(topic_root)
+    storage = {"enabled": True, "mode": "v1", "url": influxdb.url, "database": influx_db_name}
+    config = hub_config(tmp_path, mosquitto, topic_root, storage=storage,
+                        mqtt={"max_payload_bytes": 1024})
+    good = [reading(i) for i in range(1, 41)]
+    fixable = big_fault(100)
+    bad = [
+        (topics.event("s1", "d1", "t1"), b"{not json"),
+        (topics.event("s1", "d1", "t1"), b"{" + b" " * 3000 + b"}"),
+        (topics.event("s1", "d1", "t1"), AVRO_MAGIC + bytes(8) + b"\x02"),
+        (topics.event("s1", "d9", "t1"), encode(reading(7, device="d1"))),  # spoofed
+        (topics.event("s1", "d1", "t1"), encode(fixable)),  # too large for this hub
+    ]
+    messages = [(topics.for_event(e), encode(e, "avro" if i % 2 else "json"))
+                for i, e in enumerate(good)]
+    for i, item in enumerate(bad):  # bad ones in between the good ones
+        messages.insert(i * 8 + 1, item)
+    dlq = Subscriber(mosquitto.host, mosquitto.port, topics.deadletter())
+    try:
+        with Hub(config) as hub:
+            wait_until(hub.ingest.subscribed.is_set, 15, what="subscribed")
+            _publish(mosquitto, messages)
+            wait_until(lambda: hub.runners[0].state.processed >= len(good), 30, what="stored")
+            wait_until(lambda: len(dlq.messages) >= len(bad), 15, what="dead letters published")
+            health = httpx.get(f"http://127.0.0.1:{hub.web.port}/healthz", timeout=10).json()
+            metrics = httpx.get(f"http://127.0.0.1:{hub.web.port}/metrics", timeout=10).text
+    finally:
+        dlq.close()
+    assert influx_count(influxdb, influx_db_name) == len(good)
+    published = [DeadLetter.model_validate_json(m) for m in dlq.messages]
+    assert sorted(d.reason.split()[0] for d in published)  # every one carries a reason
+    assert {d.topic for d in published} == {t for t, _ in bad}
+    assert health["ok"] is True
+    assert health["consumers"]["storage"]["backlog"] == 0
+    assert f"thermopipe_hub_events_in_total {float(len(good) + len(bad))}" in metrics
+    for code in ("invalid", "too_large", "unknown_schema", "spoofed"):
+        assert f'thermopipe_hub_dead_lettered_total{{reason="{code}"}}' in metrics, code
+    assert 'thermopipe_hub_consumer_processed_total{consumer="storage"} 40.0' in metrics
+
+    # the operator's view: list, show, then replay on a hub that accepts larger payloads
+    file = write_toml(tmp_path / "hub.toml", {
+        "hub_id": "testhub", "data_dir": str(config.data_dir),
+        "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "topic_root": topic_root,
+                 "client_id": config.client_id},
+        "storage": storage, "http": {"enabled": False}, "log": {"level": "warning"}})
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hub.cli", "dlq", "-c", str(file), *args],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+
+    listed = cli("list")
+    assert listed.returncode == 0, listed.stderr
+    assert "5 dead letter(s)" in listed.stdout
+    assert "spoofed" in listed.stdout
+    size = f"payload of {len(encode(fixable))} bytes"
+    fixable_id = next(line.split()[0] for line in listed.stdout.splitlines() if size in line)
+    shown = cli("show", fixable_id)
+    assert '"read_failed"' in shown.stdout
+    assert "exceeds the limit of 1024 bytes" in shown.stdout
+
+    bigger = config.model_copy(update={"mqtt": config.mqtt.model_copy(
+        update={"max_payload_bytes": 65536})})
+    with Hub(bigger) as hub:
+        replayed = cli("replay", "--all", "--wait", "30")
+        wait_until(lambda: hub.runners[0].state.processed >= 1, 30, what="replayed one stored")
+    assert "accepted" in replayed.stdout
+    assert "rejected again" in replayed.stdout
+    assert replayed.returncode == 1  # some are still bad
+    assert influx_count(influxdb, influx_db_name, "sensor_event") == len(good) + 1
+    after = cli("list", "--status", "open")
+    assert "4 dead letter(s)" in after.stdout
+
+
+def test_duplicates_across_restarts_late_and_out_of_order_flags(tmp_path: Path, mosquitto,
+                                                                topic_root) -> None:
+    topics = Topics(topic_root)
+    config = hub_config(tmp_path, mosquitto, topic_root, late_after_s=60)
+    first = [reading(i) for i in (1, 2, 5)]
+    recorder = Recorder()
+    with Hub(config, extra_consumers=[recorder]) as hub:
+        wait_until(hub.ingest.subscribed.is_set, 15, what="subscribed")
+        _publish(mosquitto, [(topics.for_event(e), encode(e)) for e in first])
+        wait_until(lambda: len(recorder.seen) == 3, 20, what="first events")
+    # a new hub process on the same data dir: the same events again are duplicates; a late
+    # arrival (seq 3) is accepted, flagged out of order; a replayed one is flagged late
+    late_seq = reading(3)
+    replayed = reading(6, replayed=True)
+    recorder2 = Recorder()
+    with Hub(config, extra_consumers=[recorder2]) as hub:
+        wait_until(hub.ingest.subscribed.is_set, 15, what="subscribed")
+        _publish(mosquitto, [(topics.for_event(e), encode(e))
+                             for e in [*first, late_seq, replayed]])
+        wait_until(lambda: len(recorder2.seen) == 2, 20, what="second events")
+        wait_until(lambda: hub.metrics.duplicates._value.get() == 3, 10, what="dups counted")
+    got = {env.message.seq: env for env in recorder2.seen}
+    assert set(got) == {3, 6}
+    assert got[3].out_of_order is True
+    assert got[6].out_of_order is False
+    assert got[6].late is True
+    # the fixed test time is far in the past: synced and older than late_after_s -> late too
+    assert all(env.late for env in recorder.seen)
+    assert [env.offset for env in recorder.seen] == [1, 2, 3]
+    assert [env.offset for env in recorder2.seen] == [4, 5]
+
+
+def test_status_messages_pass_through_the_journal(tmp_path: Path, mosquitto, topic_root) -> None:
+    from schemas.models import DeviceStatus
+
+    topics = Topics(topic_root)
+    status = DeviceStatus(event_id=uuid.uuid4().hex, site="s1", device_id="d1", time=BASE_TIME,
+                          clock_synced=True, online=True, reason="birth", session=1)
+    recorder = Recorder()
+    with Hub(hub_config(tmp_path, mosquitto, topic_root), extra_consumers=[recorder]) as hub:
+        wait_until(hub.ingest.subscribed.is_set, 15, what="subscribed")
+        pub = Publisher(mosquitto.host, mosquitto.port)
+        try:
+            pub.client.publish(topics.for_status(status), encode(status), qos=1, retain=True)
+            pub.flush()
+        finally:
+            pub.close()
+        wait_until(lambda: recorder.seen, 20, what="status delivered")
+    assert recorder.seen[0].message == status
+    assert json.loads(encode(status))["online"] is True

@@ -1,0 +1,140 @@
+"""Fast tests of the hub's pure decisions, its journal and its config (no servers)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from hub.config import HubConfig, load_hub_config
+from hub.journal import DeadRecord, Journal, Pending
+from hub.validate import OrderTracker, Rejection, check_payload, is_late
+from schemas.codec import encode
+from schemas.registry import AVRO_MAGIC
+from schemas.topics import Topics
+from tests.hub_core.helpers import BASE_TIME, reading
+
+ROOT = Path(__file__).resolve().parents[2]
+T = Topics("tp")
+
+
+def test_good_json_and_avro_payloads_are_accepted() -> None:
+    event = reading(1)
+    for encoding in ("json", "avro"):
+        result = check_payload(T, T.for_event(event), encode(event, encoding), 65536)
+        assert result == event
+
+
+def test_each_bad_payload_gets_its_reason_code() -> None:
+    event = reading(1, device="d1")
+    topic = T.for_event(event)
+    cases = {
+        "too_large": (topic, b"{" + b" " * 5000 + b"}"),
+        "unknown_encoding": (topic, b"hello"),
+        "unknown_schema": (topic, AVRO_MAGIC + b"\x01" * 8 + b"\x00"),
+        "invalid": (topic, b'{"kind": "reading", "value": "hot"}'),
+        "spoofed": (T.event("s1", "d2", "t1"), encode(event)),
+        "topic": ("elsewhere/s1/d1/event/t1", encode(event)),
+    }
+    for code, (topic_, payload) in cases.items():
+        result = check_payload(T, topic_, payload, 4096)
+        assert isinstance(result, Rejection), code
+        assert result.code == code, (code, result)
+        assert result.reason
+    wrong_sensor = check_payload(T, T.event("s1", "d1", "other"), encode(event), 4096)
+    assert isinstance(wrong_sensor, Rejection)
+    assert "sensor" in wrong_sensor.reason
+
+
+def test_order_tracker_flags_late_sequence_numbers() -> None:
+    tracker = OrderTracker({("d1", "t1"): 5})
+    assert tracker.observe("d1", "t1", 4) is True
+    assert tracker.observe("d1", "t1", 6) is False
+    assert tracker.observe("d1", "t1", 6) is True
+    assert tracker.observe("d1", "t2", 1) is False
+    assert tracker.take_changes() == {("d1", "t1"): 6, ("d1", "t2"): 1}
+    assert tracker.take_changes() == {}
+
+
+def test_lateness_rules() -> None:
+    now = BASE_TIME + timedelta(seconds=1000)
+    assert is_late(reading(1, when=now - timedelta(seconds=10)), now, 300) is False
+    assert is_late(reading(1, when=now - timedelta(seconds=400)), now, 300) is True
+    assert is_late(reading(1, when=now, replayed=True), now, 300) is True
+    unsynced = reading(1, when=now - timedelta(days=3)).model_copy(update={"clock_synced": False})
+    assert is_late(unsynced, now, 300) is False
+
+
+def _pending(seq: int) -> Pending:
+    event = reading(seq)
+    return Pending(event, T.for_event(event), encode(event), BASE_TIME, False, False)
+
+
+def test_journal_records_reads_prunes_and_remembers_ids(tmp_path: Path) -> None:
+    path = tmp_path / "hub.sqlite3"
+    journal = Journal(path)
+    try:
+        start = journal.register("c1")
+        assert start == 0
+        batch = [_pending(i) for i in range(1, 6)]
+        dead = DeadRecord("deadletter01", BASE_TIME, "tp/x", "invalid", "bad", b"\x00")
+        envs = journal.record(batch, [(p.message.event_id, 1.0) for p in batch], {("d1", "t1"): 5},
+                              [dead])
+        assert [e.offset for e in envs] == [1, 2, 3, 4, 5]
+        assert journal.read(0, 3) == envs[:3]
+        assert journal.known_ids([batch[0].message.event_id, "nope-nope"]) == {
+            batch[0].message.event_id}
+        journal.commit_cursor("c1", 3)
+        assert journal.prune() == 3
+    finally:
+        journal.close()
+    # reopened: cursor, offsets, ids and sequence marks survive; rows come back decoded
+    journal = Journal(path)
+    try:
+        assert journal.register("c1") == 3
+        rows = journal.read(3, 10)
+        assert [r.offset for r in rows] == [4, 5]
+        assert rows[0].message == batch[3].message
+        assert journal.load_seq_marks() == {("d1", "t1"): 5}
+        assert journal.known_ids([batch[4].message.event_id])
+        more = journal.record([_pending(9)], [], {}, [])
+        assert more[0].offset == 6
+        # a consumer registered later starts at the oldest row still kept
+        assert journal.register("late-comer") == 3
+    finally:
+        journal.close()
+
+
+def test_config_errors_name_their_key_paths(tmp_path: Path, monkeypatch) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('hub_id = "no/slash"\n[mqtt]\nport = 99999\npassword = "inline"\n'
+                   '[storage]\nmode = "v3"\nurl = "ftp://x"\n[nonsense]\na = 1\n')
+    proc = subprocess.run([sys.executable, "-m", "hub.cli", "check-config", str(bad)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+    assert proc.returncode == 2
+    for key in ("hub_id", "mqtt.port", "mqtt.password", "storage.mode", "storage.url",
+                "nonsense"):
+        assert f"  {key}:" in proc.stderr, (key, proc.stderr)
+    good = tmp_path / "good.toml"
+    good.write_text('hub_id = "h1"\n[mqtt]\npassword = "env:HUB_TEST_PW"\n'
+                    '[storage]\nmode = "v1"\n')
+    monkeypatch.setenv("HUB_TEST_PW", "s3cret")
+    config = load_hub_config(good)
+    assert config.mqtt.password is not None
+    assert config.mqtt.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(config)
+    proc = subprocess.run([sys.executable, "-m", "hub.cli", "check-config", str(good)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+                          env={**__import__("os").environ, "HUB_TEST_PW": "x"})
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_worker_configs_get_their_own_dir_client_and_port() -> None:
+    config = HubConfig.model_validate({"hub_id": "h", "data_dir": "/tmp/x",
+                                       "mqtt": {"shared_group": "g"}, "http": {"port": 9000}})
+    w1 = config.for_worker(1)
+    assert w1.data_dir == Path("/tmp/x/worker-1")
+    assert w1.client_id == "thermopipe-hub-h-w1"
+    assert w1.http.port == 9001
+    assert w1.mqtt.shared_group == "g"
