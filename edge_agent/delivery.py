@@ -82,7 +82,7 @@ _Control = LinkEvent | _FlushRequest | _StopRequest
 class Delivery:
     """Durable, paced, acknowledged delivery of one device's events to the broker."""
 
-    def __init__(self, outbox: Outbox, settings: MqttSettings, site: str, device_id: str,
+    def __init__(self, outbox: Outbox, settings: MqttSettings, site: str, device_id: str,  # noqa: PLR0917 - the agreed API
                  status_provider: StatusProvider | None = None,
                  backlog_rate_per_s: float | None = None, *,
                  clock_synced: Callable[[], bool] = clock_synchronised) -> None:
