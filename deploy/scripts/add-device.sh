@@ -15,9 +15,13 @@
 #   --passwd FILE          Mosquitto password file to update
 #   --out DIR              where agent.toml and mqtt-password go
 #   --broker HOST          broker host name the Pi connects to (default: this host's name)
-#   --port PORT            broker port (default 1883; 8883 for the TLS listener)
-#   --password-path PATH   where the password file will live on the Pi
-#                          (default /etc/thermopipe/mqtt-password)
+#   --port PORT            broker port (default 1883, or 8883 with --tls)
+#   --tls                  connect to the TLS listener: keeps [mqtt.tls] (copy the CA to the Pi
+#                          as /etc/thermopipe/ca.pem); without it the [mqtt.tls] table is
+#                          commented out
+#   --password-path PATH   where the agent reads its password on the Pi (default: the systemd
+#                          credential that edge-agent.service loads from
+#                          /etc/thermopipe/mqtt-password)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 deploy=$(dirname "$here")
@@ -27,8 +31,9 @@ deploy=$(dirname "$here")
 passwd_file="$deploy/mosquitto/passwd"
 out=""
 broker=$(hostname -f 2>/dev/null || hostname)
-port=1883
-password_path=/etc/thermopipe/mqtt-password
+port=""
+tls=false
+password_path=/run/credentials/edge-agent.service/mqtt-password
 example="$deploy/agent.example.toml"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -39,6 +44,7 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --broker) broker=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
+    --tls) tls=true; shift ;;
     --password-path) password_path=$2; shift 2 ;;
     -h|--help) usage 0 ;;
     --*) die "unknown option $1 (see --help)" ;;
@@ -53,6 +59,7 @@ check_id "device id" "$device"
 for reserved in "${RESERVED_USERS[@]}"; do
   [ "$device" != "$reserved" ] || die "'$device' is a service account name, not a device id"
 done
+if [ -z "$port" ]; then if $tls; then port=8883; else port=1883; fi; fi
 [[ $port =~ ^[0-9]+$ ]] || die "invalid port '$port'"
 [ -f "$example" ] || die "$example is missing"
 out=${out:-"$deploy/devices/$device"}
@@ -89,6 +96,12 @@ set_key mqtt username "\"$device\""
 set_key mqtt password "\"file:$password_path\""
 set_key mqtt host "\"$broker\""
 set_key mqtt port "$port"
+if ! $tls; then  # plain MQTT: comment out the [mqtt.tls] table
+  awk '/^[[:space:]]*\[/ { in_tls = ($0 ~ /^[[:space:]]*\[mqtt\.tls\]/) }
+       { print (in_tls && $0 !~ /^[[:space:]]*(#|$)/ ? "# " $0 : $0) }' \
+    "$out/agent.toml" >"$out/agent.toml.new"
+  mv "$out/agent.toml.new" "$out/agent.toml"
+fi
 for want in "site = \"$site\"" "device_id = \"$device\"" "username = \"$device\"" \
             "password = \"file:$password_path\""; do
   grep -qF "$want" "$out/agent.toml" ||
