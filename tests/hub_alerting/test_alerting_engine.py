@@ -278,15 +278,13 @@ def test_any_redelivery_interleaving_never_repeats_an_id(
     eng = AlertEngine(config())
     sent: list[Notification] = []
     pos = 0
-    steps = 0
-    for start, length in [*spans, (len(EVENTS), 0)]:
+    for steps, (wanted, length) in enumerate([*spans, (len(EVENTS), 0)], start=1):
         # the dispatcher only redelivers from at most where it is now, then moves forward
-        start = min(start, pos)
+        start = min(wanted, pos)
         end = max(pos, min(len(EVENTS), start + length)) if length else len(EVENTS)
         for e in EVENTS[start:end]:
             sent += eng.process(e, NOW).notifications  # type: ignore[arg-type]
         pos = max(pos, end)
-        steps += 1
         if snapshot_every and steps % snapshot_every == 0:
             eng = AlertEngine(config(), json.loads(json.dumps(eng.snapshot())))
     ids = [n.alert.alert_id for n in sent]
