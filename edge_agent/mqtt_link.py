@@ -49,6 +49,22 @@ from schemas.errors import DeliveryError, ServerError, TopicError
 log = structlog.get_logger(__name__)
 
 
+class _ClosingContext(ssl.SSLContext):
+    """paho leaves the socket of a failed TLS handshake open; remember it so we can close it."""
+
+    last_socket: ssl.SSLSocket | None = None
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        sock = super().wrap_socket(*args, **kwargs)
+        self.last_socket = sock
+        return sock
+
+    def close_failed(self) -> None:
+        sock, self.last_socket = self.last_socket, None
+        if sock is not None:
+            sock.close()
+
+
 class TlsSettings(BaseModel):
     """``[mqtt.tls]``: verify the broker with ``ca_file`` (system CAs if unset)."""
 
@@ -68,8 +84,11 @@ class TlsSettings(BaseModel):
     def context(self) -> ssl.SSLContext:
         """An SSL context; raises :class:`ServerError` when a file cannot be used."""
         try:
-            ctx = ssl.create_default_context(
-                cafile=str(self.ca_file) if self.ca_file else None)
+            ctx = _ClosingContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname checked, cert required
+            if self.ca_file is not None:
+                ctx.load_verify_locations(cafile=str(self.ca_file))
+            else:
+                ctx.load_default_certs()
             if self.cert_file is not None:
                 ctx.load_cert_chain(str(self.cert_file),
                                     str(self.key_file) if self.key_file else None)
@@ -161,10 +180,14 @@ LinkEvent = Connected | Disconnected | Acked | Command
 _CREDENTIAL_CODES = {134, 135, 4, 5}  # v5 bad user name or password / not authorized; v3.1.1 4, 5
 
 
-def connect_error(exc: OSError, host: str, port: int) -> ServerError:
+def connect_error(exc: OSError, host: str, port: int, tls: bool = False) -> ServerError:
     """Translate a failed TCP/TLS connect into a :class:`ServerError` with a clear reason."""
     where = f"{host}:{port}"
-    if isinstance(exc, ssl.SSLCertVerificationError):
+    if tls and isinstance(exc, ConnectionResetError | ssl.SSLEOFError | BrokenPipeError):
+        # TCP was accepted, then the server hung up on our ClientHello
+        err = ServerError(f"TLS failure with the broker {where}: the server closed the "
+                          "connection during the TLS handshake (is it a TLS port?)")
+    elif isinstance(exc, ssl.SSLCertVerificationError):
         err = ServerError(f"TLS failure with the broker {where}: certificate not accepted "
                           f"({exc.verify_message}); check tls.ca_file and the broker's name")
     elif isinstance(exc, ssl.SSLError):
@@ -234,8 +257,10 @@ class MqttLink:
         if s.username is not None:
             client.username_pw_set(s.username, s.password.get_secret_value()
                                    if s.password is not None else None)
+        self._tls_context: ssl.SSLContext | None = None
         if s.tls is not None:
-            client.tls_set_context(s.tls.context())
+            self._tls_context = s.tls.context()
+            client.tls_set_context(self._tls_context)
             if s.tls.insecure_skip_verify:
                 client.tls_insecure_set(True)
         client.on_connect = self._on_connect
@@ -323,7 +348,11 @@ class MqttLink:
         try:
             self._client.connect(s.host, s.port, s.keepalive_s, **kwargs)
         except OSError as exc:
-            return connect_error(exc, s.host, s.port)
+            if isinstance(self._tls_context, _ClosingContext):
+                self._tls_context.close_failed()
+            return connect_error(exc, s.host, s.port, tls=s.tls is not None)
+        if isinstance(self._tls_context, _ClosingContext):
+            self._tls_context.last_socket = None  # paho owns it now
         sent_at = time.monotonic()
         was_up = False
         while True:

@@ -63,7 +63,7 @@ class Recorder:
     def start(self, timeout: float = 10.0) -> Recorder:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"rec-{uuid.uuid4().hex[:8]}",
                              protocol=mqtt.MQTTv5)
-        client.reconnect_delay_set(0.2, 1)
+        client.reconnect_delay_set(1, 2)
         up = threading.Event()
 
         def on_connect(c: mqtt.Client, u: Any, flags: Any, rc: Any, props: Any) -> None:
@@ -74,7 +74,7 @@ class Recorder:
         def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
             parsed: Any
             try:
-                parsed = decode(msg.payload) if msg.payload else None
+                parsed = decode(bytes(msg.payload)) if msg.payload else None
             except Exception as exc:
                 parsed = exc
             with self._cond:
