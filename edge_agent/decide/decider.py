@@ -38,7 +38,12 @@ timestamped before the last tick) is handled, and its drafts stamped, at that ne
 back of more than :data:`CLOCK_STEP_BACK_S` is a clock step (NTP correcting a Raspberry Pi without
 a real-time clock): the open summary window is emitted at once (the one draft that can carry a later
 time than the drafts after it), and every timer restarts at the new time: dwells, the rate window,
-the jump check, the stale clock and the heartbeat.
+the jump check, the stale clock and the heartbeat. A step forward longer than ``stale_after_s``
+makes the sensor stale at the next tick, so it never completes a dwell either.
+
+A source reporting ``fault="stale"`` itself is recorded as ``read_failed`` (with the source's
+detail): ``stale`` belongs to the decider's own clock, so alerting sees one stale episode
+at a time.
 """
 
 from __future__ import annotations
@@ -122,6 +127,8 @@ class SensorDecider:
         if reading.fault is not None or value is None:
             code: FaultCode = reading.fault if reading.fault is not None else "read_failed"
             detail = reading.detail or f"the source reported {code}"
+            if code == "stale":  # see the module docstring: stale is ours
+                code, detail = "read_failed", f"the source reported stale: {detail}"
             self._bad(t, code, detail, value, out)
             return out
         rejection = check_value(value, self.unit, t, self.rules, self._last_good)

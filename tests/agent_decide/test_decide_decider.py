@@ -61,6 +61,22 @@ def test_source_reported_faults_and_missing_values() -> None:
         ("read_failed", True, "the source reported read_failed")]
 
 
+def test_a_source_reported_stale_is_a_read_failure_not_a_second_stale_episode() -> None:
+    d = decider(stale_after_s=10, summary_interval_s=None)
+    out = d.on_reading(reading(0, None, fault="stale", detail="no answer"))
+    out += d.on_tick(T0 + 10)
+    assert [(x.fields["fault"], x.fields["detail"]) for x in out] == [
+        ("read_failed", "the source reported stale: no answer"),
+        ("stale", "no good reading for 10.0 s (stale_after_s = 10.0)")]
+
+
+def test_a_forward_clock_jump_makes_the_sensor_stale_instead_of_completing_a_dwell() -> None:
+    d = decider(thresholds=[HIGH], stale_after_s=30, summary_interval_s=None)
+    feed(d, [(0, 20.0), (1, 31.0)])
+    out = d.on_tick(T0 + 86_400.0)
+    assert [x.kind for x in out] == ["fault"] and d.state == "normal"
+
+
 def test_a_fault_does_not_complete_a_dwell() -> None:
     d = decider(thresholds=[HIGH])  # dwell 10
     feed(d, [(0, 20.0), (1, 31.0), (5, 31.0)])
