@@ -1,0 +1,185 @@
+"""What the dashboard shows, built from envelopes and alerts with no I/O (pure, testable).
+
+Every ``apply`` returns the changes it made (``{"type": "device"|"sensor"|"event"|"alert",
+...}``), which the consumer streams to browsers; ``snapshot`` is the whole state for
+``/api/state``. A redelivered envelope (same event id) changes nothing, and an envelope older than
+what a sensor already shows (lower ``seq``) is listed as an event but never overwrites its value.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import Any
+
+from hub.consumers.base import Envelope
+from schemas.models import (
+    Alert,
+    DeviceStatus,
+    FaultEvent,
+    RateAlarmEvent,
+    ReadingEvent,
+    StateChangeEvent,
+    SummaryEvent,
+)
+
+Change = dict[str, Any]
+SEEN_IDS = 20_000  # redelivery window: far more than one dispatcher batch
+
+
+def _iso(value: Any) -> str:
+    return str(value.isoformat().replace("+00:00", "Z"))
+
+
+class DashboardState:
+    def __init__(self, recent_events: int = 50, recent_alerts: int = 50) -> None:
+        self.version = 0
+        self.devices: dict[str, dict[str, Any]] = {}
+        self.sensors: dict[str, dict[str, Any]] = {}
+        self.events: deque[dict[str, Any]] = deque(maxlen=recent_events)
+        self.alerts: deque[dict[str, Any]] = deque(maxlen=recent_alerts)
+        self.open_alerts: dict[str, dict[str, Any]] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._status_order: dict[str, tuple[int, Any]] = {}
+
+    # -- input ---------------------------------------------------------------------------------
+    def apply(self, env: Envelope) -> list[Change]:
+        msg = env.message
+        if msg.event_id in self._seen:
+            return []
+        self._seen[msg.event_id] = None
+        if len(self._seen) > SEEN_IDS:
+            self._seen.popitem(last=False)
+        changes: list[Change] = []
+        device = self._device(msg.site, msg.device_id)
+        device["last_seen"] = _iso(env.received_at)
+        device["events"] += 1
+        if isinstance(msg, DeviceStatus):
+            self._apply_status(device, msg, changes)
+        else:
+            sensor = self._sensor(msg.site, msg.device_id, msg.sensor_id)
+            if sensor["key"] not in device["sensors"]:
+                device["sensors"].append(sensor["key"])
+            newer = msg.seq > sensor["seq"]
+            if newer:
+                self._apply_sensor(sensor, msg, env)
+                changes.append(self._change("sensor", sensor))
+        changes.insert(0, self._change("device", device))
+        if not isinstance(msg, ReadingEvent | SummaryEvent):
+            item = self._event_item(env)
+            self.events.appendleft(item)
+            changes.append(self._change("event", item))
+        return changes
+
+    def apply_alert(self, alert: Alert) -> list[Change]:
+        item = {**alert.model_dump(mode="json"), "key": alert.alert_id}
+        if any(a["alert_id"] == alert.alert_id for a in self.alerts):
+            return []
+        self.alerts.appendleft(item)
+        if alert.status == "firing" and not alert.late:
+            self.open_alerts[alert.group_key] = item
+        elif alert.status == "resolved":
+            self.open_alerts.pop(alert.group_key, None)
+        return [self._change("alert", item)]
+
+    # -- output --------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {"version": self.version,
+                "devices": sorted(self.devices.values(), key=lambda d: d["key"]),
+                "sensors": sorted(self.sensors.values(), key=lambda s: s["key"]),
+                "events": list(self.events), "alerts": list(self.alerts),
+                "open_alerts": sorted(self.open_alerts.values(), key=lambda a: a["group_key"])}
+
+    # -- internals -----------------------------------------------------------------------------
+    def _change(self, kind: str, data: dict[str, Any]) -> Change:
+        self.version += 1
+        return {"type": kind, "version": self.version, "data": dict(data)}
+
+    def _device(self, site: str, device_id: str) -> dict[str, Any]:
+        key = f"{site}/{device_id}"
+        if key not in self.devices:
+            self.devices[key] = {"key": key, "site": site, "device_id": device_id,
+                                 "online": None, "reason": None, "session": None,
+                                 "firmware": "", "agent_version": "", "counters": {},
+                                 "last_seen": None, "status_time": None, "events": 0,
+                                 "sensors": []}
+        return self.devices[key]
+
+    def _sensor(self, site: str, device_id: str, sensor_id: str) -> dict[str, Any]:
+        key = f"{site}/{device_id}/{sensor_id}"
+        if key not in self.sensors:
+            self.sensors[key] = {"key": key, "site": site, "device_id": device_id,
+                                 "sensor_id": sensor_id, "value": None, "unit": None,
+                                 "state": "unknown", "severity": "info", "value_time": None,
+                                 "last_seen": None, "faults": [], "stale": False,
+                                 "rate_alarm": False, "seq": -1, "summary": None,
+                                 "thresholds": [], "source": None}
+        return self.sensors[key]
+
+    def _apply_status(self, device: dict[str, Any], msg: DeviceStatus,
+                      changes: list[Change]) -> None:
+        order = (msg.session, msg.time)
+        current = self._status_order.get(device["key"])
+        if current is not None and order < current:
+            return  # an older status (out of order) must not flip online/offline
+        self._status_order[device["key"]] = order
+        device.update(online=msg.online, reason=msg.reason, session=msg.session,
+                      status_time=_iso(msg.time))
+        if msg.online:
+            device.update(firmware=msg.firmware, agent_version=msg.agent_version,
+                          counters=dict(msg.counters))
+            for info in msg.sensors:
+                sensor = self._sensor(msg.site, msg.device_id, info.sensor_id)
+                sensor.update(unit=info.unit, source=info.source,
+                              thresholds=[t.model_dump(mode="json") for t in info.thresholds])
+                if sensor["key"] not in device["sensors"]:
+                    device["sensors"].append(sensor["key"])
+                changes.append(self._change("sensor", sensor))
+
+    @staticmethod
+    def _apply_sensor(sensor: dict[str, Any], msg: Any, env: Envelope) -> None:
+        sensor["seq"] = msg.seq
+        sensor["last_seen"] = _iso(env.received_at)
+        sensor["unit"] = msg.unit
+        value = getattr(msg, "value", None)
+        if isinstance(msg, SummaryEvent):
+            value = msg.last
+            sensor["summary"] = {"count": msg.count, "min": msg.min, "max": msg.max,
+                                 "mean": msg.mean, "window_start": _iso(msg.window_start),
+                                 "time": _iso(msg.time)}
+        if value is not None:
+            sensor["value"] = value
+            sensor["value_time"] = _iso(msg.time)
+        if isinstance(msg, StateChangeEvent):
+            sensor["state"] = msg.new_state
+            sensor["severity"] = msg.severity
+        elif isinstance(msg, FaultEvent):
+            faults = set(sensor["faults"])
+            (faults.add if msg.active else faults.discard)(msg.fault)
+            sensor["faults"] = sorted(faults)
+            sensor["stale"] = "stale" in faults
+        elif isinstance(msg, RateAlarmEvent):
+            sensor["rate_alarm"] = msg.active
+
+    @staticmethod
+    def _event_item(env: Envelope) -> dict[str, Any]:
+        msg = env.message
+        item: dict[str, Any] = {
+            "event_id": msg.event_id, "kind": msg.kind, "site": msg.site,
+            "device_id": msg.device_id, "sensor_id": getattr(msg, "sensor_id", None),
+            "time": _iso(msg.time), "received_at": _iso(env.received_at),
+            "late": env.late or bool(getattr(msg, "replayed", False)),
+            "out_of_order": env.out_of_order, "severity": getattr(msg, "severity", "info")}
+        if isinstance(msg, StateChangeEvent):
+            item["text"] = (f"{msg.previous_state} \u2192 {msg.new_state} at "
+                            f"{msg.value:g} {msg.unit}")
+        elif isinstance(msg, FaultEvent):
+            item["text"] = f"fault {msg.fault} {'active' if msg.active else 'recovered'}" + (
+                f": {msg.detail}" if msg.detail else "")
+        elif isinstance(msg, RateAlarmEvent):
+            item["text"] = (f"rate {msg.rate_per_min:g} {msg.unit}/min "
+                            f"{'above' if msg.active else 'back under'} {msg.limit_per_min:g}")
+        elif isinstance(msg, DeviceStatus):
+            item["text"] = (f"{'online' if msg.online else 'offline'} ({msg.reason}, "
+                            f"session {msg.session})")
+            item["severity"] = "info" if msg.online or msg.reason != "will" else "critical"
+        return item

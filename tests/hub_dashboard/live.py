@@ -1,0 +1,41 @@
+"""A real uvicorn serving the dashboard's routes on a free port, in a thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import uvicorn
+from starlette.applications import Starlette
+
+from hub.dashboard.consumer import DashboardConsumer
+from tests.servers import free_port
+
+
+class LiveServer:
+    def __init__(self, dashboard: DashboardConsumer) -> None:
+        self.dashboard = dashboard
+        self.port = free_port()
+        app = Starlette(routes=dashboard.routes())
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="off", timeout_graceful_shutdown=3)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dashboard.close()  # ends the event streams so the server can stop
+        self.server.should_exit = True
+        self.thread.join(15)
