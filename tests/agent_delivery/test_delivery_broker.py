@@ -242,3 +242,27 @@ def test_tls_settings_build_a_verifying_context(tmp_path: Path) -> None:
         TlsSettings(ca_file=tmp_path / "missing.pem").context()
     with pytest.raises(ValueError, match="cert_file"):
         TlsSettings(key_file=key_file)
+
+
+def test_without_a_broker_events_are_kept_and_counted(tmp_path: Path) -> None:
+    outbox = Outbox(OutboxSettings(path=tmp_path / "n.db", min_free_bytes=0,
+                                   flush_interval_s=0.1))
+    settings = MqttSettings(host="127.0.0.1", port=free_port(), topic_root="tp",
+                            reconnect_min_s=0.2, reconnect_max_s=0.5)
+    delivery = Delivery(outbox, settings, "site1", "dev1", provider)
+    stamper = EventStamper("site1", "dev1", outbox)
+    try:
+        delivery.start()
+        events = [stamper.stamp(draft(), True) for _ in range(25)]
+        delivery.submit(events)
+        delivery.flush()
+        c = delivery.counters()
+        assert (c["events_made"], c["outbox_depth"], c["backlog_depth"]) == (25, 25, 25)
+        assert (c["connected"], c["published"]) == (0, 0)
+        assert not delivery.connected
+        assert wait(lambda: delivery.link.connect_failures >= 2, 5)  # it keeps trying
+    finally:
+        delivery.stop(1)
+        outbox.close()
+    with Outbox(OutboxSettings(path=tmp_path / "n.db", min_free_bytes=0)) as again:
+        assert [r.event_id for r in again.read()] == [e.event_id for e in events]
