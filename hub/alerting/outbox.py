@@ -101,6 +101,8 @@ class NotifierWorker:
                     seconds=round(self._clock() - started, 3))
 
     def _failed(self, item: OutboxItem, reason: str, bound: structlog.BoundLogger) -> None:
+        if self._stop.is_set():
+            return  # interrupted by shutdown: the row stays due for the next start
         now = self._clock()
         self._stats.failed(self.name)
         if now - item.created >= self._give_up_after_s:

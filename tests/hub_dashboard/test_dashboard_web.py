@@ -136,3 +136,19 @@ def test_a_slow_browser_gets_a_snapshot_instead_of_a_partial_view() -> None:
             # the resync snapshot carries the latest value, not a gap
             assert snapshots[1]["sensors"][0]["value"] == 49.0
             dash.close()
+
+
+def test_a_browser_that_leaves_is_unsubscribed() -> None:
+    dash = DashboardConsumer()
+    with LiveServer(dash) as server, httpx.Client(timeout=10) as client:
+        with client.stream("GET", f"{server.url}/api/events") as resp:
+            lines = resp.iter_lines()
+            next(lines)
+            assert dash.stats()["clients"] == 1
+        deadline = time.monotonic() + 10
+        feed = Feed()
+        # the server notices a disconnect by itself, or at the latest on its next write
+        while dash.stats()["clients"] and time.monotonic() < deadline:
+            dash.handle([env(feed.reading("t1", 1.0))])
+            time.sleep(0.05)
+        assert dash.stats()["clients"] == 0

@@ -1,0 +1,82 @@
+"""A real headless Chromium opens the dashboard served by a real uvicorn and sees a value change
+live, without a reload. Fails (never skips) under CI=true when Chromium or playwright is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hub.dashboard.config import DashboardConfig
+from hub.dashboard.consumer import DashboardConsumer
+from schemas.models import Alert
+from tests.hub_alerting.helpers import Feed, env
+from tests.hub_dashboard.live import LiveServer
+from tests.servers import in_ci, require_binary
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+SCREENSHOT = Path(os.environ.get("TP_DASHBOARD_SCREENSHOT", "/tmp/thermopipe-dashboard.png"))
+
+
+def _cell_is(sensor: str, text: str) -> str:
+    return (f"() => {{ const e = document.querySelector('[data-sensor=\"{sensor}\"] .num');"
+            f" return e !== null && e.textContent === '{text}'; }}")
+
+
+@pytest.mark.slow
+def test_page_shows_a_value_change_live_without_reload() -> None:
+    chromium = require_binary("chromium", "/usr/bin/chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        if in_ci():
+            pytest.fail(f"CI=true and playwright is not installed: {exc}", pytrace=False)
+        pytest.skip("playwright is not installed (pip install playwright)")
+
+    dash = DashboardConsumer(DashboardConfig(title="Cold room"))
+    f = Feed("pi-4", "shop")
+    g = Feed("pi-5", "shop")
+    dash.handle([env(f.status(True, "birth", sensors=("freezer", "fridge"))),
+                 env(f.reading("freezer", -18.2)), env(f.reading("fridge", 3.9)),
+                 env(g.status(True, "birth", sensors=("ambient",))),
+                 env(g.reading("ambient", 21.4))])
+    with LiveServer(dash) as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{server.url}/")
+            page.wait_for_function("document.querySelector('#conn').textContent === 'live'",
+                                   timeout=15_000)
+            page.wait_for_function(_cell_is("shop/pi-4/freezer", "-18.2"), timeout=10_000)
+            assert page.title() == "Cold room"
+            page.evaluate("window.__sameDocument = 'yes'")
+
+            # a new envelope reaches the consumer: the page changes by itself
+            hot = f.state("freezer", "high", value=-9.5, severity="critical")
+            dash.handle([env(hot)])
+            page.wait_for_function(_cell_is("shop/pi-4/freezer", "-9.5"), timeout=10_000)
+            pill = page.locator('[data-sensor="shop/pi-4/freezer"] .pill').first
+            assert pill.text_content() == "high"
+            assert "critical" in (pill.get_attribute("class") or "")
+            dash.on_alert(Alert(alert_id="c" * 32, group_key="rule=default,freezer",
+                                status="firing", severity="critical", rule="default",
+                                site="shop", device_id="pi-4", sensor_id="freezer",
+                                summary="shop/pi-4/freezer is high (critical): -9.5 degC",
+                                event_id=hot.event_id, event_time=hot.time, time=hot.time))
+            dash.handle([env(g.status(False, "will"))])
+            page.wait_for_function(
+                "document.querySelector('#t-offline').textContent === '1' && "
+                "document.querySelector('#t-alerting').textContent === '1'", timeout=10_000)
+            assert "offline" in (page.locator('[data-device="shop/pi-5"] .badge')
+                                 .text_content() or "")
+            assert page.evaluate("window.__sameDocument") == "yes"  # no reload happened
+            assert errors == []
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
