@@ -121,6 +121,7 @@ class Delivery:
             ("events_made", "published", "acked", "replayed", "rejected", "commit_errors",
              "undecodable", "status_published", "rebirths"), 0)
         self._made_lock = threading.Lock()
+        self._stopped = False
 
     # -- public API ------------------------------------------------------------------------------
     @property
@@ -175,6 +176,9 @@ class Delivery:
     def stop(self, timeout: float = 10.0) -> None:
         """Publish what is committed live, the retained offline status (reason "shutdown"),
         disconnect, and flush the outbox. The caller closes the outbox afterwards."""
+        if self._stopped:
+            return
+        self._stopped = True
         deadline = time.monotonic() + timeout
         if self._running():
             self._control.put(_StopRequest(deadline, timeout))

@@ -55,6 +55,7 @@ log = structlog.get_logger(__name__)
 MiB = 1024 * 1024
 ROW_OVERHEAD = 64  # bytes counted per row for the key, indexes and SQLite record headers
 _CHUNK = 500       # rows per DELETE statement (well under SQLite's parameter limit)
+BOUNDS_IDLE_S = 5.0  # how often an idle outbox still checks its age and free-disk bounds
 
 
 class OutboxSettings(BaseModel):
@@ -170,6 +171,7 @@ class Outbox:
         max_seq = self._db.execute("SELECT MAX(seq) FROM events").fetchone()[0]
         self._next_seq = max(self._meta["next_seq"], (max_seq + 1) if max_seq is not None else 0)
         self.commits = 0
+        self._bounds_checked_at = float("-inf")
         log.info("outbox.opened", path=str(path), pending=self._rows, bytes=self._bytes,
                  next_seq=self._next_seq)
 
@@ -269,8 +271,11 @@ class Outbox:
         with self._stage_lock:
             self._acked.update(seqs)
 
-    def commit(self) -> list[Stored]:
+    def commit(self, force: bool = False) -> list[Stored]:
         """One transaction: store the buffered events, delete the acked ones, enforce the bounds.
+
+        With nothing buffered or acked it is a no-op unless the bounds were last checked more
+        than ``BOUNDS_IDLE_S`` ago (or ``force``), so an idle device does not spin the card.
 
         Returns the newly stored events (in seq order) that the bounds did not drop at once; only
         these may be published. Raises :class:`DeliveryError` if the disk write failed, in which
@@ -282,6 +287,10 @@ class Outbox:
                 batch, self._staged = self._staged, []
                 acked, self._acked = self._acked, set()
                 next_seq = self._next_seq
+            now = time.monotonic()
+            if not (batch or acked or force) and now - self._bounds_checked_at < BOUNDS_IDLE_S:
+                return []  # idle: nothing to write; age and disk are still checked every few s
+            self._bounds_checked_at = now
             try:
                 stored, drops = self._commit(batch, acked, next_seq)
             except sqlite3.Error as exc:

@@ -132,7 +132,7 @@ def test_size_bound_drops_summaries_then_readings_then_alarms(tmp_path: Path) ->
         kinds = ["fault", "summary", "reading", "summary", "state_change", "reading",
                  "rate_alarm", "summary"]
         events = add(ob, kinds)
-        ob.commit()
+        ob.commit(force=True)
         sizes = {r.seq: len(r.payload) for r in ob.read()}
         total = ob.bytes
         # room for everything but the three summaries: exactly the summaries go
@@ -141,7 +141,7 @@ def test_size_bound_drops_summaries_then_readings_then_alarms(tmp_path: Path) ->
             "max_bytes": total - sum(sizes[e.seq] + 64 + len(TOPICS.for_event(e))
                                      for e in summaries)})
         with capture_logs() as logs:
-            ob.commit()
+            ob.commit(force=True)
         left = {r.seq for r in ob.read()}
         assert left == {e.seq for e in events if e.kind != "summary"}
         assert ob.counters()["dropped_summary"] == 3
@@ -151,15 +151,15 @@ def test_size_bound_drops_summaries_then_readings_then_alarms(tmp_path: Path) ->
         assert drops[0]["drop_class"] == "summary" and drops[0]["count"] == 3
         # tighter still: readings go next (oldest first), alarms are kept
         ob.settings = ob.settings.model_copy(update={"max_bytes": ob.bytes - 1})
-        ob.commit()
+        ob.commit(force=True)
         assert [r.kind for r in ob.read()] == ["fault", "state_change", "reading", "rate_alarm"]
         assert ob.counters()["dropped_reading"] == 1
         ob.settings = ob.settings.model_copy(update={"max_bytes": ob.bytes - 1})
-        ob.commit()
+        ob.commit(force=True)
         assert [r.kind for r in ob.read()] == ["fault", "state_change", "rate_alarm"]
         # only alarms left over the bound: the oldest alarm goes
         ob.settings = ob.settings.model_copy(update={"max_bytes": ob.bytes - 1})
-        ob.commit()
+        ob.commit(force=True)
         assert [r.kind for r in ob.read()] == ["state_change", "rate_alarm"]
         assert ob.counters()["dropped_alarm"] == 1
         assert ob.counters()["dropped_reading"] == 2
@@ -171,15 +171,15 @@ def test_age_bound_spares_events_made_before_clock_sync(tmp_path: Path) -> None:
     with Outbox(s, clock=clock) as ob:
         old_synced = add(ob, ["reading", "fault"], synced=True)
         old_unsynced = add(ob, ["reading"], synced=False)
-        ob.commit()
+        ob.commit(force=True)
         clock.now += 1800
         fresh = add(ob, ["summary"])
-        ob.commit()
+        ob.commit(force=True)
         assert ob.depth == 4
         assert ob.oldest_age_s() == pytest.approx(1800)
         clock.now += 1801
         with capture_logs() as logs:
-            ob.commit()
+            ob.commit(force=True)
         left = {r.event_id for r in ob.read()}
         assert left == {e.event_id for e in old_unsynced + fresh}
         c = ob.counters()
@@ -193,17 +193,17 @@ def test_free_disk_watermark_drops_to_cover_the_deficit(tmp_path: Path) -> None:
     s = settings(tmp_path, min_free_bytes=1_000_000)
     with Outbox(s, disk_free=lambda p: free["bytes"]) as ob:
         add(ob, ["summary"] * 5 + ["reading"] * 5 + ["fault"] * 5)
-        ob.commit()
+        ob.commit(force=True)
         assert ob.depth == 15
         per_row = ob.bytes // 15
         # 3 rows' worth short of the watermark: the 3 oldest summaries go, nothing else
         free["bytes"] = 1_000_000 - 3 * per_row + 10
-        ob.commit()
+        ob.commit(force=True)
         assert [r.kind for r in ob.read()].count("summary") == 2
         assert ob.counters()["dropped_by_disk"] == 3
         # a disk that stays full empties the outbox of summaries and readings before alarms
         free["bytes"] = 1_000_000 - 9 * per_row
-        ob.commit()
+        ob.commit(force=True)
         kinds = [r.kind for r in ob.read()]
         assert kinds and set(kinds) == {"fault"}  # alarms are the last to go
         assert ob.counters()["dropped_reading"] == 5
@@ -220,6 +220,19 @@ def test_drop_counters_survive_restarts(tmp_path: Path) -> None:
         c = ob.counters()
         assert (c["dropped_summary"], c["dropped_reading"], c["dropped_alarm"]) == (1, 1, 1)
         assert c["dropped_by_size"] == 3
+
+
+def test_an_idle_commit_writes_nothing_but_bounds_are_still_checked(tmp_path: Path) -> None:
+    clock = Clock()
+    with Outbox(settings(tmp_path, max_age_s=10), clock=clock) as ob:
+        add(ob, ["reading"])
+        ob.commit()
+        commits = ob.commits
+        clock.now += 60
+        ob.commit()  # idle, checked less than BOUNDS_IDLE_S ago: nothing happens
+        assert ob.commits == commits and ob.depth == 1
+        ob.commit(force=True)
+        assert ob.depth == 0 and ob.counters()["dropped_by_age"] == 1
 
 
 def test_new_events_dropped_at_once_are_not_returned_for_publishing(tmp_path: Path) -> None:
