@@ -55,6 +55,7 @@ class FrameHandler:
     device_id: str = ""
     counters: FrameCounters = field(default_factory=FrameCounters)
     _announced: dict[str, SensorSpec] = field(default_factory=dict)
+    _seen: dict[str, None] = field(default_factory=dict)  # ids from R/E frames, in order
     _last_seq: int | None = None
 
     @property
@@ -64,7 +65,10 @@ class FrameHandler:
         return list(merged.values())
 
     def known_ids(self) -> list[str]:
-        return [s.sensor_id for s in self.sensors]
+        """Every sensor announced, configured or heard from (device_lost goes to all)."""
+        ids = dict.fromkeys(s.sensor_id for s in self.sensors)
+        ids.update(self._seen)
+        return list(ids)
 
     def restart_line(self) -> None:
         """After a reopen the seq may start over; a gap across the outage is not a line error."""
@@ -74,6 +78,8 @@ class FrameHandler:
         if isinstance(item, ProtocolError):
             return None  # counted by the decoder; logged by the caller
         self.counters.frames += 1
+        if isinstance(item, FrameReading | SensorError):
+            self._seen.setdefault(item.sensor_id, None)
         if isinstance(item, FrameReading):
             self._seq(item.seq)
             self.counters.readings += 1

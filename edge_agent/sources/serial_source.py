@@ -26,6 +26,7 @@ log = structlog.get_logger("edge_agent.sources.serial")
 
 READ_SIZE = 4096
 IDENTIFY_RETRY_S = 2.0
+RETRY_LOG_EVERY_S = 30.0
 
 
 def open_port(port: str, baudrate: int, timeout: float) -> serial.SerialBase:
@@ -106,6 +107,7 @@ class SerialSource:
     # --- the reader thread -------------------------------------------------------------------
     def _run(self, sink: ReadingSink) -> None:
         backoff = self.reopen_min_s
+        last_warned = -RETRY_LOG_EVERY_S
         while not self._stop.is_set():
             try:
                 port = open_port(self.port, self.baudrate, self.read_timeout_s)
@@ -114,9 +116,12 @@ class SerialSource:
                 if self.opens == 0 and self.open_failures == 1:
                     # Absent from the start: configured sensors are lost until it shows up.
                     self._report_lost(sink, str(exc))
-                if self.open_failures == 1 or backoff >= self.reopen_max_s:
+                now = time.monotonic()
+                if now - last_warned >= RETRY_LOG_EVERY_S:  # not one line per attempt
+                    last_warned = now
                     log.warning("serial port not available; retrying", source=self.name,
-                                error=str(exc), retry_in_s=round(backoff, 2))
+                                error=str(exc), retry_in_s=round(backoff, 2),
+                                failures=self.open_failures)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.reopen_max_s)
                 continue
