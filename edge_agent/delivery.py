@@ -68,6 +68,7 @@ _READ_BATCH = 500
 @dataclass
 class _FlushRequest:
     done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
 
 
 @dataclass
@@ -112,7 +113,7 @@ class Delivery:
         self._status_mids: dict[int, str] = {}  # mid -> reason
         self._cursor = -1
         self._backlog_done = False
-        self._flush_waiters: list[threading.Event] = []
+        self._flush_waiters: list[_FlushRequest] = []
         self._stop_deadline: float | None = None
         self._stop_timeout = 0.0
         self._shutdown_mid: int | None = None
@@ -170,7 +171,7 @@ class Delivery:
         self._wake.set()
         if not request.done.wait(timeout):
             raise DeliveryError(f"outbox flush did not complete in {timeout}s")
-        if self.outbox.staged:
+        if not request.ok:
             raise DeliveryError("outbox flush failed; the events are kept and retried")
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -217,7 +218,19 @@ class Delivery:
     def _running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def healthy(self) -> bool:
+        """False if the delivery thread died (a bug: it is logged as ``delivery.crashed``)."""
+        return self._thread is None or self._thread.is_alive()
+
     def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:
+            self._log.critical("delivery.crashed", exc_info=True)
+            raise
+
+    def _loop(self) -> None:
         next_flush = time.monotonic() + self._flush_interval
         next_status = float("inf")
         while True:
@@ -267,7 +280,7 @@ class Delivery:
             elif isinstance(item, Command):
                 self._on_command(item)
             elif isinstance(item, _FlushRequest):
-                self._flush_waiters.append(item.done)
+                self._flush_waiters.append(item)
                 flush_now = True
             elif isinstance(item, _StopRequest):
                 self._stop_deadline = item.deadline
@@ -275,9 +288,11 @@ class Delivery:
                 flush_now = True
 
     def _commit(self) -> None:
+        ok = True
         try:
             rows = self.outbox.commit()
         except DeliveryError as exc:
+            ok = False
             self._counts["commit_errors"] += 1
             self._log.error("delivery.commit_failed", error=str(exc))
             rows = []
@@ -288,7 +303,8 @@ class Delivery:
             else:
                 self._backlog_done = False
         for waiter in self._flush_waiters:
-            waiter.set()
+            waiter.ok = ok
+            waiter.done.set()
         self._flush_waiters.clear()
         with self._committed:
             self._committed.notify_all()

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from edge_agent.backoff import backoff_delay
 from schemas import Topics, check_identifier
 from schemas.config_loading import resolve_secret
-from schemas.errors import DeliveryError, ServerError, TopicError
+from schemas.errors import DeliveryError, ServerError, ThermopipeError, TopicError
 
 log = structlog.get_logger(__name__)
 
@@ -314,6 +314,13 @@ class MqttLink:
 
     # -- the connection loop (own thread) --------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._reconnect_loop()
+        except Exception:
+            self._log.critical("mqtt.link_crashed", exc_info=True)
+            raise
+
+    def _reconnect_loop(self) -> None:
         attempt = 0
         while not self._stop.is_set():
             error = self._connect_once()
@@ -336,10 +343,18 @@ class MqttLink:
         """One connect and the connection's lifetime; returns why it failed to connect, or None
         if it was up and then went down."""
         s = self.settings
-        self.session = self._next_session()
+        try:
+            self.session = self._next_session()
+        except ThermopipeError as exc:  # the outbox could not store it: still count in memory
+            self._log.error("mqtt.session_not_stored", error=str(exc))
+            self.session += 1
         self._connack_error = None
-        self._client.will_set(self.status_topic, self._will_payload(self.session), qos=1,
-                              retain=True)
+        try:
+            will = self._will_payload(self.session)
+        except (ThermopipeError, ValueError) as exc:
+            self._log.error("mqtt.will_failed", error=str(exc))
+            will = b""
+        self._client.will_set(self.status_topic, will, qos=1, retain=True)
         kwargs: dict[str, Any] = {}
         if s.protocol == "5":
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
