@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -23,7 +23,7 @@ class SyncClient:
     port: int
     username: str | None
     password: str | None
-    protocol: int = mqtt.MQTTv5
+    protocol: MQTTProtocolVersion = mqtt.MQTTv5
     client: mqtt.Client = field(init=False)
     messages: queue.Queue[mqtt.MQTTMessage] = field(default_factory=queue.Queue)
     connack: ReasonCode | int | None = None
@@ -71,7 +71,7 @@ class SyncClient:
         """Connect and return the CONNACK reason code value (0: accepted)."""
         props = None
         if self.protocol == mqtt.MQTTv5:
-            props = Properties(1)  # PacketTypes.CONNECT
+            props = Properties(1)  # type: ignore[no-untyped-call]  # PacketTypes.CONNECT
         self.client.connect(self.host, self.port, keepalive=30, properties=props)
         self.client.loop_start()
         self._wait(lambda: self.connack is not None, timeout, "CONNACK")
@@ -82,8 +82,10 @@ class SyncClient:
                 ) -> int:
         """QoS 1 publish; the PUBACK reason code value (MQTT 3.1.1 always says 0)."""
         info = self.client.publish(topic, payload, qos=1, retain=retain)
-        self._wait(lambda: info.mid in self._acks, timeout, f"PUBACK for {topic}")
-        reason = self._acks.pop(info.mid)
+        mid = info.mid
+        assert mid is not None
+        self._wait(lambda: mid in self._acks, timeout, f"PUBACK for {topic}")
+        reason = self._acks.pop(mid)
         return int(reason.value) if isinstance(reason, ReasonCode) else int(reason or 0)
 
     def subscribe(self, topic: str, timeout: float = 10.0) -> int:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import MQTTProtocolVersion
 
 from tests.deploy.conftest import DeployCopy
 from tests.deploy.mqtt_helpers import NOT_AUTHORIZED, SyncClient
@@ -35,8 +36,8 @@ def connect(broker: tuple[Mosquitto, dict[str, str]]) -> Iterator[Callable[..., 
     server, passwords = broker
     clients: list[SyncClient] = []
 
-    def make(user: str | None, protocol: int = mqtt.MQTTv5, password: str | None = None,
-             refused: bool = False) -> SyncClient:
+    def make(user: str | None, protocol: MQTTProtocolVersion = mqtt.MQTTv5,
+             password: str | None = None, refused: bool = False) -> SyncClient:
         c = SyncClient(server.host, server.port, user,
                        password if password is not None else passwords.get(user or ""),
                        protocol)
@@ -66,7 +67,7 @@ def test_devices_publish_their_own_topics_and_the_hub_reads_them(connect: Callab
 
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311], ids=["mqtt5", "mqtt311"])
 def test_a_device_cannot_publish_as_another(connect: Callable[..., SyncClient],
-                                            protocol: int) -> None:
+                                            protocol: MQTTProtocolVersion) -> None:
     hub = connect("hub")
     assert hub.subscribe("thermopipe/#") < 0x80
     spoofer = connect(DEV_A, protocol)

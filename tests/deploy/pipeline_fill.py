@@ -1,0 +1,363 @@
+"""Fills an InfluxDB 1.x THROUGH THE HUB for the Grafana query tests.
+
+A scripted set of contract messages for two sites, two devices and three sensors (readings,
+summaries, state changes, a fault, a rate alarm, replayed and unsynced-clock readings, statuses
+online and offline, one duplicate and one undecodable payload) is published with paho to a
+private Mosquitto, and a real hub process (``python -m hub.cli run -c ...``, storage mode "v1")
+writes them to the database.
+
+Two measurements the hub does not write yet are filled here as STAND-INS, marked as such:
+
+- ``alert``: the hub's alerting consumer publishes its alerts on ``{root}/_hub/alerts/...``; this
+  module collects them there and stores each with ``hub.storage.points.point_for`` (the layout the
+  hub would use), until the hub stores its own alerts.
+- ``hub_health``: sampled from the hub's own Prometheus ``/metrics`` (tags hub; fields events_in,
+  duplicates, dead_lettered, backlog_<consumer>, lag_s), until the hub writes it itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from hub.storage.points import Point, point_for
+from schemas.codec import decode, encode
+from schemas.models import (
+    Alert,
+    DeviceStatus,
+    FaultEvent,
+    RateAlarmEvent,
+    ReadingEvent,
+    SensorInfo,
+    StateChangeEvent,
+    SummaryEvent,
+    ThresholdInfo,
+)
+from schemas.topics import Topics
+from tests.servers import InfluxDB1, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB, LAB_DEV = "lab", "pi.lab-1"      # a dot and a dash: Grafana's regex escaping matters
+BARN, BARN_DEV = "barn", "pi-barn"
+SENSORS = {(LAB, LAB_DEV): ("tank", "room"), (BARN, BARN_DEV): ("tank",)}
+HUB_ID = "hub-grafana-test"
+
+Message = (ReadingEvent | StateChangeEvent | RateAlarmEvent | FaultEvent | SummaryEvent
+           | DeviceStatus)
+
+
+def _id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Filled:
+    """What went in, so the tests can say what each query must return."""
+
+    db: str
+    base: datetime
+    messages: list[Message]
+    alerts: list[Alert] = field(default_factory=list)
+    health: dict[str, float] = field(default_factory=dict)  # the last hub_health sample
+    hub_log: str = ""
+
+    @property
+    def events(self) -> list[ReadingEvent | StateChangeEvent | RateAlarmEvent | FaultEvent]:
+        return [m for m in self.messages
+                if isinstance(m, ReadingEvent | StateChangeEvent | RateAlarmEvent | FaultEvent)]
+
+    @property
+    def summaries(self) -> list[SummaryEvent]:
+        return [m for m in self.messages if isinstance(m, SummaryEvent)]
+
+    @property
+    def statuses(self) -> list[DeviceStatus]:
+        return [m for m in self.messages if isinstance(m, DeviceStatus)]
+
+    def points(self) -> list[Point]:
+        return [p for m in self.messages if (p := point_for(m)) is not None]
+
+
+def scenario(base: datetime) -> list[Message]:
+    """The messages, in the order a device would send them."""
+    seq: dict[str, int] = {}
+    out: list[Message] = []
+
+    def common(site: str, device: str, sensor: str, minute: float, **kw: Any) -> dict[str, Any]:
+        seq[device] = seq.get(device, 0) + 1
+        return dict(event_id=_id(), site=site, device_id=device, sensor_id=sensor,
+                    seq=seq[device], time=base + timedelta(minutes=minute),
+                    clock_synced=kw.pop("clock_synced", True), replayed=kw.pop("replayed", False),
+                    **kw)
+
+    high = ThresholdInfo(name="high", direction="above", value=30.0, hysteresis=1.0, dwell_s=0.0,
+                         severity="warning")
+    for (site, device), sensors in SENSORS.items():
+        out.append(DeviceStatus(
+            event_id=_id(), site=site, device_id=device, time=base, clock_synced=True,
+            online=True, reason="birth", session=1, agent_version="0.1.0",
+            sensors=[SensorInfo(sensor_id=s, unit="degC", source="simulator",
+                                thresholds=[high]) for s in sensors],
+            counters={"outbox_events": 0.0, "dropped": 0.0}))
+    lab_tank = [20.0, 22.0, 24.0, 26.0, 28.0, 30.5, 32.0, 33.0, 31.0, 29.0, 27.0, 25.0, 24.0,
+                23.0, 22.5]
+    for minute in range(1, 16):
+        v = lab_tank[minute - 1]
+        out.append(ReadingEvent(**common(LAB, LAB_DEV, "tank", minute, value=v, unit="degC")))
+        if minute == 6:
+            out.append(StateChangeEvent(**common(
+                LAB, LAB_DEV, "tank", minute + 0.5, value=v, unit="degC", previous_state="normal",
+                new_state="high", threshold=30.0, severity="warning", dwell_s=0.0)))
+        if minute == 10:
+            out.append(StateChangeEvent(**common(
+                LAB, LAB_DEV, "tank", minute + 0.5, value=v, unit="degC", previous_state="high",
+                new_state="normal", severity="info", dwell_s=0.0)))
+        if minute % 3 == 0:
+            out.append(ReadingEvent(**common(
+                LAB, LAB_DEV, "room", minute + 0.2, value=21.0 + minute / 10, unit="degC",
+                clock_synced=minute != 12)))   # one made before the Pi had NTP time
+        out.append(ReadingEvent(**common(
+            BARN, BARN_DEV, "tank", minute + 0.1, value=4.0 + minute / 4, unit="degC",
+            replayed=minute in (2, 3))))       # two sent from the outbox after an outage
+        if minute == 4:
+            out.append(FaultEvent(**common(
+                BARN, BARN_DEV, "tank", minute + 0.3, fault="power_on_value", active=True,
+                value=85.0, unit="degC", detail="85.0 degC right after power-on")))
+        if minute == 5:
+            out.append(FaultEvent(**common(
+                BARN, BARN_DEV, "tank", minute + 0.3, fault="power_on_value", active=False,
+                unit="degC", detail="recovered")))
+        if minute == 8:
+            out.append(RateAlarmEvent(**common(
+                BARN, BARN_DEV, "tank", minute + 0.4, value=6.0, unit="degC", rate_per_min=2.5,
+                limit_per_min=1.0, active=True)))
+        if minute % 5 == 0:
+            for (site, device), sensors in SENSORS.items():
+                for sensor in sensors:
+                    lo = 20.0 + minute if device == LAB_DEV else 4.0
+                    out.append(SummaryEvent(**common(
+                        site, device, sensor, minute + 0.05, unit="degC",
+                        window_start=base + timedelta(minutes=minute - 5), count=5,
+                        min=lo, max=lo + 3.0, mean=lo + 1.5, last=lo + 2.0)))
+    out.append(DeviceStatus(
+        event_id=_id(), site=LAB, device_id=LAB_DEV, time=base + timedelta(minutes=16),
+        clock_synced=True, online=True, reason="update", session=1,
+        counters={"outbox_events": 3.0, "dropped": 0.0, "read_errors": 1.0}))
+    out.append(DeviceStatus(   # the will: the broker sends it when the barn Pi vanishes
+        event_id=_id(), site=BARN, device_id=BARN_DEV, time=base + timedelta(minutes=17),
+        clock_synced=True, online=False, reason="will", session=1))
+    out.sort(key=lambda m: m.time)
+    return out
+
+
+# --- the pipeline -----------------------------------------------------------------------------
+
+class _Publisher:
+    def __init__(self, host: str, port: int, alert_filter: str) -> None:
+        self.alerts: queue.Queue[bytes] = queue.Queue()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fill-{_id()[:8]}",
+                                  protocol=mqtt.MQTTv5)
+        self.client.on_message = lambda _c, _u, msg: self.alerts.put(bytes(msg.payload))
+        self.client.connect(host, port)
+        self.client.loop_start()
+        # sent before any publish on this connection, so it is in place before any alert
+        self.client.subscribe(alert_filter, qos=1)
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(10)
+        assert info.is_published(), f"not acknowledged: {topic}"
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, log: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; hub log tail:\n{log()[-3000:]}")
+
+
+def _count(influx: InfluxDB1, db: str, measurement: str) -> int:
+    rows = influx.series_rows(f'SELECT count("event_id") FROM "{measurement}"', db)
+    return int(rows[0]["count"]) if rows else 0
+
+
+def _metrics(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    """name -> value, summed over labels; the backlog per consumer as name:consumer."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r"^(thermopipe_hub_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$", line)
+        if not m:
+            continue
+        name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
+        consumer = re.search(r'consumer="([^"]+)"', labels)
+        if name == "thermopipe_hub_consumer_backlog" and consumer:
+            name += ":" + consumer.group(1)
+        out[name] = out.get(name, 0.0) + value
+    return out
+
+
+def alert_line(alert: Alert, n: int) -> str:
+    """STAND-IN: an alert as the hub would store it (``point_for``), plus ``n`` nanoseconds.
+
+    The alerting engine stamps every alert of one batch with the same ``time``, and alerts of one
+    rule for one sensor, severity and status have the same tags: InfluxDB would keep only the last
+    of them. The hub's layout needs such a tie-breaker (like ``seq % 1000`` for events) when it
+    stores alerts; this adds the alert's position.
+    """
+    point = point_for(alert)
+    assert point is not None
+    return Point(point.measurement, point.tags, point.fields, point.time_ns + n).to_line()
+
+
+def hub_health_point(metrics: dict[str, float], at_ns: int) -> tuple[Point, dict[str, float]]:
+    """STAND-IN: the hub_health point the hub should write, from its own /metrics."""
+    fields: dict[str, float] = {
+        "events_in": metrics.get("thermopipe_hub_events_in_total", 0.0),
+        "duplicates": metrics.get("thermopipe_hub_duplicates_dropped_total", 0.0),
+        "dead_lettered": metrics.get("thermopipe_hub_dead_lettered_total", 0.0),
+        "lag_s": 0.0,  # not exported by the hub yet
+    }
+    for key, value in metrics.items():
+        if key.startswith("thermopipe_hub_consumer_backlog:"):
+            fields["backlog_" + key.split(":", 1)[1]] = value
+    return Point("hub_health", {"hub": HUB_ID}, dict(fields), at_ns), fields
+
+
+def fill_through_hub(influx: InfluxDB1, broker_host: str, broker_port: int, workdir: Path,
+                     ) -> Filled:
+    db = f"grafana_{_id()[:10]}"
+    influx.create_database(db)
+    root = f"g{_id()[:10]}"
+    topics = Topics(root)
+    now = datetime.now(UTC).replace(microsecond=0)
+    filled = Filled(db, now - timedelta(minutes=20), [])
+    filled.messages = scenario(filled.base)
+    http_port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "hub.toml"
+    config.write_text(f"""
+hub_id = "{HUB_ID}"
+data_dir = "{workdir / 'data'}"
+late_after_s = 86400.0
+[mqtt]
+host = "{broker_host}"
+port = {broker_port}
+topic_root = "{root}"
+[storage]
+mode = "v1"
+url = "{influx.url}"
+database = "{db}"
+flush_interval_s = 0.1
+[http]
+host = "127.0.0.1"
+port = {http_port}
+[log]
+format = "json"
+[alerting]
+late_after_s = 86400.0
+[alerting.notifiers.mqtt]
+type = "mqtt"
+[[alerting.rules]]
+name = "default"
+match = {{ severity_at_least = "warning" }}
+notifiers = ["mqtt"]
+""")
+    log_path = workdir / "hub.log"
+    hub_url = f"http://127.0.0.1:{http_port}"
+    publisher = _Publisher(broker_host, broker_port, f"{root}/_hub/alerts/#")
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "run", "-c", str(config)],
+                                cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+
+    def log() -> str:
+        return log_path.read_text(errors="replace")
+
+    def connected() -> bool:
+        assert proc.poll() is None, f"the hub exited with {proc.returncode}:\n{log()[-3000:]}"
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(f"{hub_url}/healthz", timeout=1) as resp:
+                return bool(json.loads(resp.read()).get("mqtt_connected"))
+        return False
+
+    try:
+        _wait("the hub to connect", connected, 60, log)
+        first_sample = _metrics(hub_url)
+        first_ns = time.time_ns() - 60_000_000_000  # a minute earlier: another 1m bucket
+        # Births first (retained): once stored, the hub's subscription is surely in place.
+        births = [m for m in filled.messages if isinstance(m, DeviceStatus)][:2]
+        for birth in births:
+            publisher.publish(topics.for_status(birth), encode(birth), retain=True)
+        _wait("the births in InfluxDB", lambda: _count(influx, db, "device_status") == 2, 30, log)
+        duplicate: bytes | None = None
+        for i, m in enumerate(filled.messages):
+            if m in births:
+                continue
+            payload = encode(m, "avro" if i % 2 else "json")  # both encodings
+            if isinstance(m, DeviceStatus):
+                publisher.publish(topics.for_status(m), payload, retain=True)
+            else:
+                publisher.publish(topics.for_event(m), payload)
+                duplicate = duplicate or payload
+                if payload is duplicate:
+                    publisher.publish(topics.for_event(m), payload)  # a QoS 1 redelivery
+        publisher.publish(topics.event(LAB, LAB_DEV, "tank"), b"not a contract message")
+
+        expected = {"sensor_event": len(filled.events), "sensor_summary": len(filled.summaries),
+                    "device_status": len(filled.statuses)}
+        _wait(f"{expected} points in InfluxDB",
+              lambda: all(_count(influx, db, k) == v for k, v in expected.items()), 60, log)
+
+        # STAND-IN until the hub stores its alerts: the ones it published, as it would store them.
+        settle = time.monotonic() + 3.0
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and (time.monotonic() < settle or not filled.alerts):
+            with contextlib.suppress(queue.Empty):
+                alert = decode(publisher.alerts.get(timeout=0.2))
+                assert isinstance(alert, Alert)
+                filled.alerts.append(alert)
+                settle = time.monotonic() + 2.0
+        lines = [alert_line(a, n) for n, a in enumerate(filled.alerts)]
+
+        # STAND-IN until the hub writes hub_health: two samples of its /metrics.
+        _wait("the duplicate and the dead letter counted",
+              lambda: (m := _metrics(hub_url)).get("thermopipe_hub_dead_lettered_total", 0) >= 1
+              and m.get("thermopipe_hub_duplicates_dropped_total", 0) >= 1, 30, log)
+        point, _ = hub_health_point(first_sample, first_ns)
+        lines.append(point.to_line())
+        point, filled.health = hub_health_point(_metrics(hub_url), time.time_ns())
+        lines.append(point.to_line())
+        influx.write(db, "\n".join(lines))
+    finally:
+        publisher.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        filled.hub_log = log()
+    return filled
