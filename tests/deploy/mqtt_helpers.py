@@ -91,6 +91,7 @@ class SyncClient:
     def subscribe(self, topic: str, timeout: float = 10.0) -> int:
         """QoS 1 subscription; the SUBACK reason code value (0x80+ is a refusal)."""
         _rc, mid = self.client.subscribe(topic, qos=1)
+        assert mid is not None
         self._wait(lambda: mid in self._acks, timeout, f"SUBACK for {topic}")
         return int(self._acks.pop(mid)[0].value)
 

@@ -1,0 +1,291 @@
+"""Static checks of deploy/: the compose stack, Grafana's provisioning and dashboards, the
+Mosquitto config, the hub's container config and the systemd units. Docker and Grafana cannot run
+here, so their files are proven by parsing them and checking every reference they make."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.grafana_files import (
+    DASHBOARDS,
+    DEPLOY,
+    PROVISIONING,
+    all_queries,
+    iter_panels,
+    load_dashboards,
+    load_yaml,
+)
+
+COMPOSE = DEPLOY / "compose.yaml"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = load_yaml(COMPOSE)
+    return data
+
+
+def env_example() -> dict[str, str]:
+    out = {}
+    for line in (DEPLOY / ".env.example").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            out[key] = value
+    return out
+
+
+def datasources() -> list[dict[str, Any]]:
+    data = load_yaml(PROVISIONING / "datasources" / "influxdb.yaml")
+    assert data["apiVersion"] == 1
+    result: list[dict[str, Any]] = data["datasources"]
+    return result
+
+
+# --- compose ------------------------------------------------------------------------------------
+
+def test_compose_runs_the_whole_stack_on_pinned_images(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"mosquitto", "influxdb", "grafana", "hub"}
+    for name, svc in services.items():
+        image = svc["image"]
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag and tag != "latest" and re.search(r"\d+\.\d+", tag), (name, image)
+    assert services["hub"]["build"]["dockerfile"] == "deploy/hub/Dockerfile"
+    dockerfile = (DEPLOY / "hub" / "Dockerfile").read_text()
+    base = re.search(r"^FROM (\S+)", dockerfile, re.M)
+    assert base and re.search(r":\d+\.\d+\.\d+", base.group(1)), "pin the hub's base image"
+    assert (DEPLOY / "scripts" / "lib.sh").read_text().count(
+        f'MOSQUITTO_IMAGE="{services["mosquitto"]["image"]}"') == 1
+
+
+def test_every_file_compose_mounts_exists(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        for volume in svc.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in compose["volumes"], f"{name}: undeclared volume {source}"
+
+
+def test_compose_takes_every_secret_from_env_and_env_example_lists_them(
+        compose: dict[str, Any]) -> None:
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", COMPOSE.read_text()))
+    example = env_example()
+    assert used == set(example), "compose variables and .env.example differ"
+    secret_words = ("PASSWORD", "TOKEN")
+    for key, value in example.items():
+        if any(w in key for w in secret_words):
+            assert value == "change-me", f"{key} must not carry a real secret in .env.example"
+    # nothing secret written into compose itself
+    for svc in compose["services"].values():
+        for key, value in (svc.get("environment") or {}).items():
+            if any(w in key for w in secret_words):
+                assert str(value).startswith("${"), key
+
+
+def test_no_secret_or_generated_file_is_committed() -> None:
+    tracked = subprocess.run(["git", "ls-files", "deploy"], capture_output=True, text=True,
+                             cwd=DEPLOY.parent, check=True).stdout.split()
+    for bad in ("deploy/.env", "deploy/mosquitto/passwd"):
+        assert bad not in tracked
+    assert not [t for t in tracked if t.startswith("deploy/devices/")]
+    ignored = (DEPLOY / ".gitignore").read_text().split()
+    assert {".env", "mosquitto/passwd", "devices/"} <= set(ignored)
+
+
+def test_influxdb_first_start_makes_org_bucket_token_and_the_dbrp_mapping(
+        compose: dict[str, Any]) -> None:
+    env = compose["services"]["influxdb"]["environment"]
+    assert env["DOCKER_INFLUXDB_INIT_MODE"] == "setup"
+    for key in ("USERNAME", "PASSWORD", "ORG", "BUCKET", "ADMIN_TOKEN"):
+        assert env[f"DOCKER_INFLUXDB_INIT_{key}"], key
+    mounts = dict(v.split(":")[:2] for v in compose["services"]["influxdb"]["volumes"]
+                  if v.startswith("."))
+    init_dir = next(src for src, dst in mounts.items() if dst == "/docker-entrypoint-initdb.d")
+    scripts = list((DEPLOY / init_dir).glob("*.sh"))
+    assert scripts and all(os.access(s, os.X_OK) for s in scripts)
+    text = "\n".join(s.read_text() for s in scripts)
+    assert "influx v1 dbrp create" in text and "--default" in text
+    assert "DOCKER_INFLUXDB_INIT_BUCKET_ID" in text and "THERMOPIPE_DB" in text
+    # one database name everywhere: the DBRP mapping, Grafana's datasource
+    db = env["THERMOPIPE_DB"]
+    assert [d["jsonData"]["dbName"] for d in datasources()] == [db]
+    # the hub writes to the bucket that set-up made
+    hub = tomllib.loads((DEPLOY / "hub" / "hub.toml").read_text())
+    assert (hub["storage"]["org"], hub["storage"]["bucket"]) == (
+        env["DOCKER_INFLUXDB_INIT_ORG"], env["DOCKER_INFLUXDB_INIT_BUCKET"])
+    assert hub["storage"]["mode"] == "v2" and hub["storage"]["url"] == "http://influxdb:8086"
+
+
+def test_the_hub_config_of_the_stack_is_valid(compose: dict[str, Any],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from hub.config import load_hub_config
+
+    env = compose["services"]["hub"]["environment"]
+    for key in env:
+        monkeypatch.setenv(key, "test-value")
+    config = load_hub_config(DEPLOY / "hub" / "hub.toml")
+    assert config.mqtt.host == "mosquitto" and config.mqtt.username == "hub"
+    assert config.storage.token is not None
+    acl = (DEPLOY / "mosquitto" / "acl").read_text()
+    assert f"user {config.mqtt.username}\n" in acl
+    assert f"topic read {config.mqtt.topic_root}/#" in acl
+    port = str(config.http.port)
+    assert any(p.startswith(f"{port}:") for p in compose["services"]["hub"]["ports"])
+
+
+def test_mosquitto_config_keeps_messages_and_requires_passwords(compose: dict[str, Any]) -> None:
+    conf = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
+    settings = dict(line.split(None, 1) for line in conf.splitlines()
+                    if line.strip() and not line.startswith("#"))
+    assert settings["persistence"] == "true"
+    assert settings["allow_anonymous"] == "false"
+    assert settings["password_file"] == "/mosquitto/config/passwd"
+    assert settings["acl_file"] == "/mosquitto/config/acl"
+    assert int(settings["max_queued_messages"]) >= 100_000  # not the silent 1000 default
+    mount = next(v for v in compose["services"]["mosquitto"]["volumes"]
+                 if v.endswith(":/mosquitto/config"))
+    assert (DEPLOY / mount.split(":")[0] / "acl").is_file()
+    tls = (DEPLOY / "mosquitto" / "conf.d" / "tls.conf.example").read_text()
+    assert "listener 8883" in tls and "certfile" in tls and "keyfile" in tls
+    assert settings["include_dir"] == "/mosquitto/config/conf.d"
+
+
+# --- Grafana ------------------------------------------------------------------------------------
+
+def test_datasource_is_influxql_with_the_token_from_the_environment(
+        compose: dict[str, Any]) -> None:
+    (ds,) = datasources()
+    assert ds["type"] == "influxdb" and ds["jsonData"]["version"] == "InfluxQL"
+    assert ds["jsonData"]["httpHeaderName1"] == "Authorization"
+    assert ds["secureJsonData"]["httpHeaderValue1"] == "Token ${INFLUXDB_TOKEN}"
+    assert "INFLUXDB_TOKEN" in compose["services"]["grafana"]["environment"]
+    assert ds["url"] == "http://influxdb:8086"
+
+
+def test_dashboard_provider_points_at_the_mounted_dashboards(compose: dict[str, Any]) -> None:
+    data = load_yaml(PROVISIONING / "dashboards" / "dashboards.yaml")
+    (provider,) = data["providers"]
+    assert provider["type"] == "file"
+    mounts = dict(v.split(":")[:2] for v in compose["services"]["grafana"]["volumes"]
+                  if v.startswith("."))
+    assert mounts["./grafana/dashboards"] == provider["options"]["path"]
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    env = compose["services"]["grafana"]["environment"]
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(provider["options"]["path"] + "/")
+    assert (DASHBOARDS / Path(home).name).is_file()
+
+
+def test_dashboards_are_well_formed_and_use_the_provisioned_datasource() -> None:
+    boards = load_dashboards()
+    assert len(boards) == len(list(DASHBOARDS.glob("*.json"))) == 3
+    uids = {d["uid"] for d in datasources()}
+    for uid, board in boards.items():
+        assert 36 <= board["schemaVersion"] <= 41, uid
+        variables = {v["name"] for v in board["templating"]["list"]}
+        ids = [p["id"] for p in iter_panels(board)]
+        assert len(ids) == len(set(ids)), f"{uid}: duplicate panel ids"
+        for panel in iter_panels(board):
+            assert panel["datasource"]["uid"] in uids, (uid, panel["title"])
+            assert {"x", "y", "w", "h"} <= set(panel["gridPos"])
+            for target in panel["targets"]:
+                assert target["rawQuery"] is True and target["datasource"]["uid"] in uids
+        for query in (q for q in all_queries() if q.dashboard == uid):
+            assert query.datasource_uid in uids, query.key
+            used = set(re.findall(r"\$(\w+)", query.text)) - {"timeFilter", "__interval",
+                                                             "__interval_ms"}
+            assert used <= variables, f"{query.key} uses undefined variables {used - variables}"
+            if "GROUP BY time(" in query.text:
+                assert "GROUP BY time($__interval)" in query.text, query.key
+
+
+BOUNDLESS = {  # tables that show the latest known state, however old: no $timeFilter on purpose
+    "thermopipe-temperatures:panel:Current band per sensor:A",
+    "thermopipe-devices:panel:Devices online:A",
+    "thermopipe-devices:panel:Last seen:A",
+    "thermopipe-devices:panel:Device counters:A",
+}
+
+
+def test_time_series_queries_are_bounded_by_the_dashboard_time_range() -> None:
+    for query in all_queries():
+        if query.kind == "variable":
+            assert query.text.startswith("SHOW TAG VALUES"), query.key
+        elif query.key in BOUNDLESS:
+            assert "$timeFilter" not in query.text
+        else:
+            assert "$timeFilter" in query.text, query.key
+
+
+# --- scripts and units --------------------------------------------------------------------------
+
+SCRIPTS = sorted(DEPLOY.rglob("*.sh"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[str(s.relative_to(DEPLOY)) for s in SCRIPTS])
+def test_shell_scripts_parse_and_pass_shellcheck(script: Path) -> None:
+    subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
+    if script.name != "lib.sh":
+        assert os.access(script, os.X_OK), f"{script} is not executable"
+        assert "set -euo pipefail" in script.read_text()
+    shellcheck = subprocess.run(["which", "shellcheck"], capture_output=True, check=False)
+    if shellcheck.returncode != 0:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    result = subprocess.run(["shellcheck", "-x", str(script)], capture_output=True, text=True,
+                            cwd=script.parent, check=False, timeout=60)
+    assert result.returncode == 0, result.stdout
+
+
+def unit(path: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    section = ""
+    for line in path.read_text().splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            out.setdefault(f"{section}.{key}", []).append(value)
+    return out
+
+
+@pytest.mark.parametrize("name", ["hub.service", "hub@.service"])
+def test_hub_units_run_unprivileged_hardened_and_restart(name: str) -> None:
+    u = unit(DEPLOY / "systemd" / name)
+    assert u["Service.User"] == ["thermopipe-hub"]
+    assert u["Service.Restart"] == ["on-failure"]
+    assert u["Service.RestartPreventExitStatus"] == ["2"]  # hub's config-error exit code
+    assert "hub run -c /etc/thermopipe/hub" in u["Service.ExecStart"][0]
+    assert "check-config" in u["Service.ExecStartPre"][0]
+    for key in ("NoNewPrivileges", "ProtectSystem", "PrivateTmp", "ProtectHome"):
+        assert u[f"Service.{key}"][0] in ("yes", "strict"), key
+    assert u["Service.CapabilityBoundingSet"] == [""]
+    assert u["Install.WantedBy"] == ["multi-user.target"]
+    assert {c.split(":")[0] for c in u["Service.LoadCredential"]} == {"mqtt-password",
+                                                                      "influxdb-token"}
+
+
+def test_pi_install_dry_run_shows_every_step() -> None:
+    """On this Debian 12 machine the platform checks pass; --dry-run shows what it would do."""
+    result = subprocess.run(["bash", str(DEPLOY / "pi" / "install.sh"), "--dry-run"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for expected in ("useradd --system", "--groups dialout", "-m venv /opt/thermopipe/venv",
+                     "/opt/thermopipe/venv/bin/pip install --quiet --upgrade",
+                     "deploy/agent.example.toml /etc/thermopipe/agent.toml",
+                     "deploy/systemd/edge-agent.service /etc/systemd/system/edge-agent.service",
+                     "systemctl enable edge-agent.service", "dtoverlay=w1-gpio",
+                     "/boot/firmware/config.txt", "ls /sys/bus/w1/devices/28-*"):
+        assert expected in out, expected
+    bad = subprocess.run(["bash", str(DEPLOY / "pi" / "install.sh"), "--config", "/nonexistent"],
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert bad.returncode != 0 and "/nonexistent does not exist" in bad.stderr

@@ -1,0 +1,82 @@
+"""deploy/scripts for real, in a scratch copy of deploy/: setup-server.sh makes the secrets and
+the hub's MQTT user once; add-device.sh refuses bad ids and writes an agent config that the edge
+agent's own loader accepts, with the password in a 0600 file and never in the config."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+
+import pytest
+
+from tests.deploy.conftest import DeployCopy
+
+
+def test_setup_server_makes_secrets_once(deploy_copy: DeployCopy) -> None:
+    env_file = deploy_copy.root / ".env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    env = deploy_copy.env()
+    secrets = {k: v for k, v in env.items() if "PASSWORD" in k or "TOKEN" in k}
+    assert secrets and all(len(v) >= 24 and v != "change-me" for v in secrets.values())
+    assert len(set(secrets.values())) == len(secrets)
+    passwd = (deploy_copy.root / "mosquitto" / "passwd").read_text()
+    assert passwd.startswith("hub:$7$")  # a PBKDF2-SHA512 hash, not the password
+    assert env["HUB_MQTT_PASSWORD"] not in passwd
+    again = deploy_copy.run("scripts/setup-server.sh")
+    assert "keeping the existing" in again.stdout
+    assert deploy_copy.env() == env  # never overwrites a secret
+    assert (deploy_copy.root / "mosquitto" / "passwd").read_text() == passwd
+
+
+def test_add_device_writes_a_config_the_agent_accepts(deploy_copy: DeployCopy) -> None:
+    from edge_agent.config import load
+
+    config_path, password = deploy_copy.add_device("lab", "pi.lab-1")
+    secret = config_path.parent / "mqtt-password"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    text = config_path.read_text()
+    assert password not in text
+    config = load(config_path)
+    assert (config.site, config.device_id) == ("lab", "pi.lab-1")
+    assert config.mqtt.username == "pi.lab-1" and config.mqtt.host == "127.0.0.1"
+    assert config.mqtt.port == 1883 and config.mqtt.tls is None  # plain: [mqtt.tls] commented
+    assert config.mqtt.password is not None
+    assert config.mqtt.password.get_secret_value() == password
+    assert "# [mqtt.tls]" in text  # the example's comments and the rest are kept
+    passwd = (deploy_copy.root / "mosquitto" / "passwd").read_text()
+    assert any(line.startswith("pi.lab-1:$7$") for line in passwd.splitlines())
+
+
+def test_add_device_defaults_to_the_systemd_credential_and_can_use_tls(
+        deploy_copy: DeployCopy) -> None:
+    deploy_copy.run("scripts/add-device.sh", "--tls", "--broker", "hub.example.lan", "barn",
+                    "pi-barn")
+    text = (deploy_copy.root / "devices" / "pi-barn" / "agent.toml").read_text()
+    assert 'password = "file:/run/credentials/edge-agent.service/mqtt-password"' in text
+    assert "\nport = 8883\n" in text and "\n[mqtt.tls]\n" in text
+    assert 'host = "hub.example.lan"' in text
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    (["lab"], "usage"),
+    (["lab", "pi/01"], "invalid device id"),
+    (["lab", "+"], "invalid device id"),
+    (["my site", "pi-01"], "invalid site"),
+    (["lab", "_hub"], "invalid device id"),
+    (["lab", "hub"], "service account"),
+    (["--port", "x", "lab", "pi-01"], "invalid port"),
+    (["--bogus", "lab", "pi-01"], "unknown option"),
+])
+def test_add_device_refuses_bad_input(deploy_copy: DeployCopy, args: list[str],
+                                      reason: str) -> None:
+    result = deploy_copy.run("scripts/add-device.sh", *args, check=False)
+    assert result.returncode != 0
+    assert reason in result.stderr
+    passwd = (deploy_copy.root / "mosquitto" / "passwd").read_text()
+    assert [line.split(":")[0] for line in passwd.splitlines()] == ["hub"]
+
+
+def test_add_device_help(deploy_copy: DeployCopy) -> None:
+    out = subprocess.run(["bash", str(deploy_copy.root / "scripts" / "add-device.sh"), "--help"],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    assert "add-device.sh [options] SITE DEVICE" in out and "--tls" in out
