@@ -145,8 +145,8 @@ Done. Next:
         cat /sys/bus/w1/devices/28-*/w1_slave      # "crc=.. YES" and t=21375 means 21.375 degC
     and put their ids under [sensors."28-..."] in /etc/thermopipe/agent.toml.
   * USB serial boards: use the stable path, ls -l /dev/serial/by-id/
-  * Check and watch:
-        sudo /opt/thermopipe/venv/bin/edge-agent check-config /etc/thermopipe/agent.toml
+  * After editing the config (the unit checks it before starting; errors name the key path):
+        sudo systemctl restart edge-agent
         systemctl status edge-agent
         journalctl -u edge-agent -f
 NEXT
