@@ -118,7 +118,7 @@ def test_hung_webhook_times_out_and_does_not_delay_email_or_log(
     smtp = SmtpReceiver(tmp_path)
     hung = WebhookReceiver(behaviour=lambda n, key: "hang")
     cfg = make_config(
-        hook={"type": "webhook", "url": hung.url, "timeout_s": 1.5, "max_retries": 0},
+        hook={"type": "webhook", "url": hung.url, "timeout_s": 4, "max_retries": 0},
         mail={"type": "email", "host": "127.0.0.1", "port": smtp.port, "starttls": True,
               "ca_file": str(smtp.ca_file), "username": "hub", "password": "env:TP_SMTP_PASSWORD",
               "from": "hub@example.org", "to": ["oncall@example.org"]})
@@ -128,10 +128,11 @@ def test_hung_webhook_times_out_and_does_not_delay_email_or_log(
         t0 = time.monotonic()
         consumer.handle([env(f.state("t1", "very_high", severity="critical", value=41.0))])
         handled = time.monotonic() - t0
-        assert handled < 1.0, f"handle() waited on a receiver: {handled:.2f}s"
+        assert handled < 2.0, f"handle() waited on a receiver: {handled:.2f}s"
         msgs = smtp.wait_messages(1, timeout=10)
         mail_after = time.monotonic() - t0
-        assert len(msgs) == 1 and mail_after < 5, mail_after
+        # in series behind the hung webhook it could not arrive before the 4 s timeout
+        assert len(msgs) == 1 and mail_after < 3.5, mail_after
         deadline = time.monotonic() + 10
         while consumer.stats().get("alerts_sent", {}).get("log") != 1:
             assert time.monotonic() < deadline
