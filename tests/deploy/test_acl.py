@@ -143,3 +143,39 @@ def test_rotating_a_password_with_add_device(deploy_copy: DeployCopy,
             assert (c.connect() == 0) is accepted
         finally:
             c.close()
+
+
+def test_the_optional_tls_listener(deploy_copy: DeployCopy,
+                                   deploy_broker: Callable[[], Mosquitto]) -> None:
+    """conf.d/tls.conf.example, enabled as the README says, serves MQTT over TLS with the same
+    passwords and ACL."""
+    import ssl
+
+    import trustme
+
+    from tests.servers import free_port
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    mosq = deploy_copy.root / "mosquitto"
+    certs = mosq / "certs"
+    certs.mkdir()
+    ca.cert_pem.write_to_path(str(certs / "ca.crt"))
+    cert.cert_chain_pems[0].write_to_path(str(certs / "server.crt"))
+    cert.private_key_pem.write_to_path(str(certs / "server.key"))
+    port = free_port()
+    example = (mosq / "conf.d" / "tls.conf.example").read_text()
+    (mosq / "conf.d" / "tls.conf").write_text(
+        example.replace("listener 8883", f"listener {port} 127.0.0.1")
+        .replace("/mosquitto/config", str(mosq)))
+    _cfg, password = deploy_copy.add_device(SITE_A, DEV_A)
+    deploy_broker()
+    client = SyncClient("127.0.0.1", port, DEV_A, password)
+    client.client.tls_set(ca_certs=str(certs / "ca.crt"), cert_reqs=ssl.CERT_REQUIRED)
+    try:
+        assert client.connect() == 0
+        # 0x10: accepted, no subscriber yet
+        assert client.publish(f"thermopipe/{SITE_A}/{DEV_A}/event/tank", b"{}") in (0, 0x10)
+        assert client.publish(f"thermopipe/{SITE_B}/{DEV_B}/event/tank", b"{}") == NOT_AUTHORIZED
+    finally:
+        client.close()
