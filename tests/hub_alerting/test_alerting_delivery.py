@@ -308,3 +308,36 @@ def test_state_dir_is_required(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="mqtt notifier"):
         AlertingConsumer(make_config(bus={"type": "mqtt"}), state_dir=tmp_path)
     assert json.dumps(AlertingConsumer.__init__.__doc__) is not None
+
+
+def test_repeat_and_silence_expiry_through_the_consumer(webhook: WebhookReceiver,
+                                                         tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = [datetime(2026, 11, 26, 12, 0, tzinfo=UTC)]
+    cfg = AlertingConfig.model_validate({
+        "notifiers": {"hook": {"type": "webhook", "url": webhook.url}},
+        "rules": [{"name": "all", "notifiers": ["hook"], "repeat_interval_s": 600}],
+        "silences": [{"match": {"device": "quiet"},
+                      "until": (now[0] + timedelta(minutes=5)).isoformat()}],
+        "tick_interval_s": 3600})
+    consumer = AlertingConsumer(cfg, state_dir=tmp_path, clock=lambda: now[0])
+    try:
+        consumer.handle([env(Feed().fault("t1", "disconnected", True)),
+                         env(Feed("quiet").fault("t1", "disconnected", True))])
+        assert [r.body["device_id"] for r in webhook.wait_acked(1)] == ["d1"]
+        assert consumer.stats()["silenced"] == 1
+        now[0] += timedelta(minutes=6)   # the silence is over: "quiet" is notified now
+        consumer.tick()
+        assert sorted(r.body["device_id"] for r in webhook.wait_acked(2)) == ["d1", "quiet"]
+        now[0] += timedelta(minutes=5)   # 11 min after d1's page: its repeat is due
+        consumer.tick()
+        acked = webhook.wait_acked(3)
+        assert [r.body["device_id"] for r in acked][2] == "d1"
+        assert len({r.key for r in acked}) == 3
+        consumer.tick()                   # nothing more is due
+        assert consumer.wait_delivered(10)
+        time.sleep(0.2)
+        assert len(webhook.requests) == 3
+    finally:
+        consumer.close()
