@@ -22,6 +22,9 @@ measurement        tags                                fields
 change,
 the fault code of a fault, ``rate`` for a rate alarm and ``value`` for a reading.
 
+Alerts carry no sequence number: their last three nanosecond digits come from a hash of the
+alert id instead, for the same reason.
+
 Time: the event's own time (replayed and late events keep it), in nanoseconds, as
 ``time_us * 1000 + seq % 1000``. The contract carries microseconds; adding the sequence number's
 last three digits as nanoseconds means two events of one device can never share a timestamp in
@@ -30,6 +33,7 @@ one series (InfluxDB would otherwise overwrite one with the other).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -141,7 +145,10 @@ def _alert(alert: Alert) -> Point:
     fields: dict[str, FieldValue] = {"alert_id": alert.alert_id, "summary": alert.summary,
                                      "late": alert.late, "event_id": alert.event_id,
                                      "firing": int(alert.status == "firing")}
-    return Point("alert", tags, fields, time_ns(alert.time))
+    # alerts have no seq: a stable tie-breaker from the alert id keeps alerts decided in the same
+    # microsecond (one batch) from overwriting each other in one series
+    tie = int.from_bytes(hashlib.blake2b(alert.alert_id.encode(), digest_size=4).digest()) % 1000
+    return Point("alert", tags, fields, time_ns(alert.time) + tie)
 
 
 def _esc_key(value: str) -> str:
