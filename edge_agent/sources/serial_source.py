@@ -157,7 +157,11 @@ class SerialSource:
                         and time.monotonic() - asked >= IDENTIFY_RETRY_S):
                     port.write(encode(Identify()))
                     asked = time.monotonic()
-                data = port.read(READ_SIZE)
+                # Ask only for what is already there (at least 1 byte, waiting up to the
+                # timeout): pyserial's read(n) keeps collecting until n bytes or the timeout,
+                # and when the port fails meanwhile (unplug: EIO) it raises and throws away
+                # what it had collected, i.e. the last frames before every unplug.
+                data = port.read(min(port.in_waiting, READ_SIZE) or 1)
                 if not data:
                     continue
                 now = self._clock()

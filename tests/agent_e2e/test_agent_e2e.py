@@ -235,9 +235,10 @@ def _summaries_complete(sub: Subscriber, want: dict[str, int]) -> bool:
             got[e.sensor_id] += e.count
     _last_got.clear()
     _last_got.update(got)
-    # KNOWN GAP (see the report): runs sometimes count one good reading fewer per sensor than
-    # the script holds; the cause is not found yet, so one reading per sensor is tolerated here.
-    return all(want[s] - 1 <= got[s] <= want[s] for s in want)
+    # Exact: the last round of readings before firmware-sim closes its pty used to be lost
+    # (pyserial's read(4096) threw away the bytes it held when the port failed); see
+    # tests/agent_sources/test_serial_last_bytes.py.
+    return got == want
 
 
 _last_got: dict[str, int] = {}
@@ -246,7 +247,7 @@ _last_got: dict[str, int] = {}
 def _check_summaries(events: list[Any], want: dict[str, int]) -> None:
     for sid in (S1, S2):
         windows = [e for e in unique(events) if e.kind == "summary" and e.sensor_id == sid]
-        assert want[sid] - 1 <= sum(w.count for w in windows) <= want[sid]
+        assert sum(w.count for w in windows) == want[sid], sid
         for before, after in itertools.pairwise(windows):
             assert after.window_start == before.time, "summary windows must be contiguous"
 
@@ -262,7 +263,10 @@ def test_scripted_scenario_gives_exactly_the_expected_events(
     try:
         wait_until(lambda: _summaries_complete(rig.sub, want_counts), 30, "every summary")
     except AssertionError:
-        raise AssertionError(f"summaries: want {want_counts}, got {_last_got}; received "
+        status = rig.sub.statuses()
+        counters = status[-1].counters if status else {}
+        raise AssertionError(f"summaries: want {want_counts}, got {_last_got}; the agent's "
+                             f"last status counters {counters}; received "
                              f"{[(e.kind, e.sensor_id[-4:]) for e in rig.sub.events()]}"
                              ) from None
     expected = expected_keys(text, rules_model())
@@ -285,6 +289,10 @@ def test_scripted_scenario_gives_exactly_the_expected_events(
     assert last.counters["bad_checksum"] == 2
     assert last.counters["cut_lines"] == 1
     assert last.counters["dropped_readings_queue"] == 0
+    # every frame of the script was read off the line: none lost at the start or the end
+    script = scenario_readings(text, SPEED)
+    assert last.counters["source_readings"] == sum(1 for r in script if r.fault is None)
+    assert last.counters["sensor_errors"] == sum(1 for r in script if r.fault is not None)
     assert {s.sensor_id for s in last.sensors} == {S1, S2}
     assert "sim-1.0.0 (e2e-board)" in last.firmware
 

@@ -1,0 +1,59 @@
+"""Regression: frames that arrive just before the device goes away must still be delivered.
+
+pyserial's ``read(n)`` with a timeout keeps collecting until it has ``n`` bytes or the timeout
+ends; when the port fails meanwhile (EIO: the device was unplugged, or firmware-sim closed its
+pty at the end of a scenario) it raises, and every byte it had already taken from the kernel is
+thrown away. The reader used to ask for 4096 bytes at a time, so the last frames before an
+unplug were lost whenever the unplug came within one read timeout of them: the end-to-end test
+saw summaries one reading short per sensor (the last round of readings). The pty here is drained
+(the kernel buffer is empty) before it is closed, exactly as firmware-sim closes it, and the read
+timeout is long, so the old reader loses the frame every time.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_agent.sources.serial_source import SerialSource
+from firmware_sim.protocol import Reading as FrameReading
+from firmware_sim.protocol import encode
+from firmware_sim.pty_transport import PtyTransport
+from tests.agent_sources.helpers import Collect
+
+pytestmark = pytest.mark.timeout(60)
+SID = "28-0000075a1b2c"
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_frames_sent_right_before_an_unplug_are_delivered(tmp_path: Path, frames: int) -> None:
+    link = tmp_path / "ttyTHERMO"
+    sink = Collect()
+    with PtyTransport(link) as pty:
+        # a read timeout far longer than the test: the old reader held the bytes that long
+        source = SerialSource(str(link), read_timeout_s=30.0, reopen_min_s=0.05,
+                              reopen_max_s=0.2, identify=False)
+        source.start(sink)
+        try:
+            deadline = time.monotonic() + 10
+            while not source.connected and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert source.connected
+            for seq in range(frames):
+                pty.send(encode(FrameReading(SID, 20.0 + seq, seq, 1000 * seq)))
+            pty.unplug()  # waits until the reader took every byte, then closes the pty
+            deadline = time.monotonic() + 10
+            while source.counters()["device_lost"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert source.counters()["device_lost"] == 1
+            # device_lost goes to every sensor heard: none at all if the frames were lost
+            assert sink.wait_for(lambda rs: any(r.fault == "device_lost" for r in rs), 5), (
+                f"the frames before the unplug never arrived: {sink.readings}")
+        finally:
+            source.stop()
+    got = [(r.sensor_id, r.value, r.fault) for r in sink.readings]
+    assert got[:frames] == [(SID, 20.0 + seq, None) for seq in range(frames)]
+    assert got[frames:] == [(SID, None, "device_lost")]
+    assert source.counters()["readings"] == frames
