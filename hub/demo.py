@@ -1,0 +1,523 @@
+"""The whole pipeline on one machine, from one command, with nothing to install.
+
+    simulated firmware on a real pseudo-terminal ──> edge-agent ─┐
+    in-process simulated sensors ────────────────> edge-agent ─┼─> MQTT broker ─> hub ─> store
+                                                                 │   (embedded)       ├─> alerts
+                                                                 │                    └─> dashboard
+The broker is embedded (amqtt, MQTT 3.1.1) unless ``--broker mosquitto`` (a private Mosquitto
+from the PATH, MQTT 5) or ``--broker mqtt://HOST:PORT`` (yours) is given; the store is an SQLite
+file unless ``--influx-url`` names an InfluxDB. Every program runs as its own process with the
+same configs a real installation uses (written to the state directory, where their logs go too);
+this process supervises them, prints alerts as the hub publishes them, and keeps one status line.
+
+Run ``scripts/demo`` (or ``python -m hub.demo --help``). Ctrl-C stops everything cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PORT_TAKEN = 0, 1, 2, 3
+
+
+class DemoError(Exception):
+    """A problem the person running the demo can fix; printed without a traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- options -----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hub demo", description="Run simulated sensors -> edge agents -> MQTT -> hub -> "
+        "store, alerts and the live dashboard on this machine.")
+    p.add_argument("--broker", default="embedded",
+                   help="'embedded' (amqtt in this process, default), 'mosquitto' (a private "
+                        "Mosquitto from the PATH) or mqtt://HOST:PORT (an existing broker)")
+    p.add_argument("--mqtt-port", type=int, default=18830,
+                   help="port of the embedded or private broker (default 18830)")
+    p.add_argument("--http-port", type=int, default=8080,
+                   help="port of the hub's dashboard (default 8080)")
+    p.add_argument("--host", default="127.0.0.1", help="address the dashboard listens on")
+    p.add_argument("--influx-url", default=None,
+                   help="store in this InfluxDB instead of the embedded SQLite store")
+    p.add_argument("--influx-mode", choices=["v1", "v2"], default="v1",
+                   help="v1: InfluxDB 1.x /write; v2: the v2 write API (token from $INFLUX_TOKEN)")
+    p.add_argument("--influx-db", default="thermopipe", help="database (v1) or bucket (v2)")
+    p.add_argument("--speed", type=float, default=60.0,
+                   help="simulated minutes per real second x60 (default 60: an hour a minute)")
+    p.add_argument("--state-dir", type=Path, default=Path(".thermopipe-demo"),
+                   help="configs, logs, outboxes and the store (default ./.thermopipe-demo)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the previous run's state (outboxes, journal, store) instead of "
+                        "starting fresh")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop by itself after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--no-status", action="store_true", help="no live status line")
+    return p
+
+
+# --- small helpers -----------------------------------------------------------------------------
+
+def check_port_free(host: str, port: int, what: str, flag: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise DemoError(f"port {port} on {host} for the {what} is taken ({exc.strerror}); "
+                            f"stop what uses it or choose another with {flag}",
+                            EXIT_PORT_TAKEN) from None
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int]:
+    if not url.startswith("mqtt://"):
+        raise DemoError(f"--broker {url!r}: expected embedded, mosquitto or mqtt://HOST:PORT",
+                        EXIT_USAGE)
+    hostport = url[len("mqtt://"):].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise DemoError(f"--broker {url!r}: expected mqtt://HOST:PORT", EXIT_USAGE)
+    return host, int(port)
+
+
+def toml_value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str) else str(value).lower() \
+        if isinstance(value, bool) else str(value)
+
+
+def http_json(url: str, timeout: float = 1.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own hub
+        return json.loads(resp.read())
+
+
+# --- the programs ------------------------------------------------------------------------------
+
+@dataclass
+class Program:
+    name: str
+    argv: list[str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def tail(self, lines: int = 15) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class Demo:
+    SITE = "demo"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.dir: Path = args.state_dir.resolve()
+        self.programs: list[Program] = []
+        self.broker: Any = None
+        self.mqtt_host = "127.0.0.1"
+        self.mqtt_port = args.mqtt_port
+        self.protocol = "5"
+        self.alerts: list[str] = []
+        self.status: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._watch: Any = None
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        a = self.args
+        check_port_free(a.host, a.http_port, "dashboard", "--http-port")
+        if a.broker in ("embedded", "mosquitto"):
+            check_port_free("127.0.0.1", a.mqtt_port, "MQTT broker", "--mqtt-port")
+        else:
+            self.mqtt_host, self.mqtt_port = parse_mqtt_url(a.broker)
+        if self.dir.exists() and not a.keep:
+            shutil.rmtree(self.dir)
+        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+
+    def start_broker(self) -> None:
+        kind = self.args.broker
+        if kind == "embedded":
+            from hub.embedded_broker import EmbeddedBroker
+
+            self.broker = EmbeddedBroker("127.0.0.1", self.mqtt_port)
+            self.broker.start()
+            self.protocol = "3.1.1"  # amqtt speaks 3.1.1
+            self.say(f"MQTT broker: embedded (amqtt) on mqtt://127.0.0.1:{self.mqtt_port}")
+        elif kind == "mosquitto":
+            binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
+                                                   if os.path.exists("/usr/sbin/mosquitto")
+                                                   else None)
+            if binary is None:
+                raise DemoError("--broker mosquitto: no mosquitto on the PATH "
+                                "(apt-get install mosquitto)", EXIT_USAGE)
+            data = self.dir / "mosquitto"
+            data.mkdir(exist_ok=True)
+            conf = data / "mosquitto.conf"
+            user = "user root\n" if os.geteuid() == 0 else ""
+            conf.write_text(f"{user}listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\n"
+                            f"persistence true\npersistence_location {data}/\n"
+                            "log_dest stdout\n")
+            prog = Program("mosquitto", [binary, "-c", str(conf)],
+                           self.dir / "logs" / "mosquitto.log")
+            self.launch(prog)
+            self.wait_port(self.mqtt_port, prog)
+            self.say(f"MQTT broker: private Mosquitto on mqtt://127.0.0.1:{self.mqtt_port}")
+        else:
+            self.say(f"MQTT broker: {kind}")
+
+    def write_configs(self) -> dict[str, Path]:
+        a = self.args
+        outdir = self.dir
+        store = ""
+        if a.influx_url:
+            token = "\ntoken = \"env:INFLUX_TOKEN\"" if a.influx_mode == "v2" else ""
+            target = (f'database = {toml_value(a.influx_db)}' if a.influx_mode == "v1"
+                      else f'bucket = {toml_value(a.influx_db)}')
+            store = (f'[storage]\nmode = "{a.influx_mode}"\nurl = {toml_value(a.influx_url)}\n'
+                     f"{target}{token}\n")
+        else:
+            db = toml_value(str(outdir / "store.sqlite3"))
+            store = f'[storage]\nmode = "sqlite"\npath = {db}\n'
+        hub = f"""hub_id = "demo-hub"
+data_dir = {toml_value(str(outdir / "hub"))}
+late_after_s = 600
+
+[mqtt]
+host = {toml_value(self.mqtt_host)}
+port = {self.mqtt_port}
+protocol = "{self.protocol}"
+
+{store}
+[http]
+host = {toml_value(a.host)}
+port = {a.http_port}
+
+[log]
+level = "info"
+format = "json"
+
+[alerting]
+[[alerting.rules]]
+name = "temperature"
+match = {{ severity_at_least = "warning" }}
+notifiers = ["console", "mqtt"]
+
+[alerting.notifiers.console]
+type = "log"
+
+[alerting.notifiers.mqtt]
+type = "mqtt"
+"""
+        paths = {"hub": outdir / "hub.toml"}
+        paths["hub"].write_text(hub)
+        common_mqtt = f"""[mqtt]
+host = {toml_value(self.mqtt_host)}
+port = {self.mqtt_port}
+protocol = "{self.protocol}"
+status_interval_s = 5.0
+"""
+        link = outdir / "ttyDEMO-greenhouse"
+        greenhouse = f"""site = "{self.SITE}"
+device_id = "pi-greenhouse"
+tick_s = 0.5
+
+{common_mqtt}
+[outbox]
+path = {toml_value(str(outdir / "agent-greenhouse" / "outbox.db"))}
+flush_interval_s = 0.2
+
+[log]
+format = "json"
+
+[[sources]]
+kind = "serial"
+name = "greenhouse-board"
+port = {toml_value(str(link))}
+
+[defaults]
+deadband = 0.5
+summary_interval_s = 600.0
+stale_after_s = 900.0
+
+[sensors."28-0000075a1b2c"]
+name = "greenhouse air"
+[sensors."28-0000075a1b2c".rules]
+deadband = 0.5
+summary_interval_s = 600.0
+stale_after_s = 900.0
+thresholds = [
+  {{ name = "cold", below = 15.0, hysteresis = 0.5, dwell_s = 300 }},
+  {{ name = "hot", above = 26.0, hysteresis = 0.5, dwell_s = 300 }},
+  {{ name = "too_hot", above = 27.5, hysteresis = 0.5, dwell_s = 120, severity = "critical" }},
+]
+"""
+        freezer = f"""site = "{self.SITE}"
+device_id = "pi-freezer"
+tick_s = 0.5
+
+{common_mqtt}
+[outbox]
+path = {toml_value(str(outdir / "agent-freezer" / "outbox.db"))}
+flush_interval_s = 0.2
+
+[log]
+format = "json"
+
+[[sources]]
+kind = "simulator"
+name = "freezer-sim"
+scenario = "freezer_failing"
+speed = {a.speed}
+loop = true
+
+[defaults]
+deadband = 0.5
+summary_interval_s = 900.0
+stale_after_s = 600.0
+
+[sensors."28-0000056c3d4e"]
+name = "freezer compartment"
+[sensors."28-0000056c3d4e".rules]
+deadband = 0.5
+summary_interval_s = 900.0
+stale_after_s = 600.0
+thresholds = [
+  {{ name = "warm", above = -15.0, hysteresis = 1.0, dwell_s = 300 }},
+  {{ name = "thawing", above = -5.0, hysteresis = 1.0, dwell_s = 120, severity = "critical" }},
+]
+"""
+        paths["agent-greenhouse"] = outdir / "agent-greenhouse.toml"
+        paths["agent-greenhouse"].write_text(greenhouse)
+        paths["agent-freezer"] = outdir / "agent-freezer.toml"
+        paths["agent-freezer"].write_text(freezer)
+        paths["link"] = link
+        return paths
+
+    def check_configs(self, paths: dict[str, Path]) -> None:
+        from schemas.errors import ConfigError
+
+        try:
+            from edge_agent.config import load as load_agent
+            from hub.config import load_hub_config
+
+            load_hub_config(paths["hub"])
+            load_agent(paths["agent-greenhouse"])
+            load_agent(paths["agent-freezer"])
+        except ConfigError as exc:
+            raise DemoError(f"a generated config is invalid:\n{exc}") from None
+
+    def start_programs(self, paths: dict[str, Path]) -> None:
+        py = sys.executable
+        logs = self.dir / "logs"
+        hub = Program("hub", [py, "-m", "hub.cli", "run", "-c", str(paths["hub"])],
+                      logs / "hub.log")
+        self.launch(hub)
+        self.wait_port(self.args.http_port, hub, host=self.args.host, timeout=30)
+        firmware = Program("firmware-sim", [
+            py, "-m", "firmware_sim.cli", "serve", "--scenario", "greenhouse_day", "--pty",
+            "--link", str(paths["link"]), "--speed", str(self.args.speed), "--loop"],
+            logs / "firmware-sim.log")
+        self.launch(firmware)
+        deadline = time.monotonic() + 15
+        while not paths["link"].exists():
+            if firmware.exited() is not None or time.monotonic() > deadline:
+                raise DemoError(f"firmware-sim did not create its serial port:\n{firmware.tail()}")
+            time.sleep(0.05)
+        self.say(f"simulated serial device: {paths['link']} -> {os.path.realpath(paths['link'])}")
+        for name in ("agent-greenhouse", "agent-freezer"):
+            self.launch(Program(name, [py, "-m", "edge_agent", "run", "-c", str(paths[name])],
+                                logs / f"{name}.log"))
+
+    def launch(self, program: Program) -> None:
+        program.start()
+        self.programs.append(program)
+
+    def wait_port(self, port: int, program: Program, host: str = "127.0.0.1",
+                  timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if program.exited() is not None:
+                raise DemoError(f"{program.name} exited with {program.exited()}:\n{program.tail()}")
+            with contextlib.suppress(OSError), socket.create_connection(
+                    (host if host != "0.0.0.0" else "127.0.0.1", port), 0.2):
+                return
+            time.sleep(0.05)
+        raise DemoError(f"{program.name} did not listen on port {port} within {timeout:.0f} s:\n"
+                        f"{program.tail()}")
+
+    # -- watching -------------------------------------------------------------------------------
+    def watch_mqtt(self) -> None:
+        """Subscribe to device status and hub alerts, to show them in the terminal."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        from schemas import Alert, DeviceStatus, decode
+        from schemas.errors import DecodeError
+
+        def on_connect(client: mqtt.Client, *_a: Any) -> None:
+            client.subscribe([("thermopipe/+/+/status", 1), ("thermopipe/_hub/alerts/#", 1)])
+
+        def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+            try:
+                message = decode(bytes(msg.payload))
+            except DecodeError:
+                return
+            with self._lock:
+                if isinstance(message, DeviceStatus):
+                    self.status[message.device_id] = {
+                        "online": message.online, "sensors": len(message.sensors),
+                        "counters": dict(message.counters)}
+                elif isinstance(message, Alert):
+                    late = " (late)" if message.late else ""
+                    self.alerts.append(
+                        f"ALERT {message.status}{late} {message.severity}: {message.summary} "
+                        f"[{message.device_id}/{message.sensor_id or '-'}]")
+
+        protocol = mqtt.MQTTv311 if self.protocol == "3.1.1" else mqtt.MQTTv5
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"demo-watch-{os.getpid()}",
+                             protocol=protocol)
+        client.on_connect = on_connect
+        client.on_message = on_message
+        client.connect_async(self.mqtt_host, self.mqtt_port)
+        client.loop_start()
+        self._watch = client
+
+    def status_line(self) -> str:
+        with self._lock:
+            status = dict(self.status)
+        online = sum(1 for s in status.values() if s["online"])
+        sensors = sum(s["sensors"] for s in status.values())
+        events = sum(int(s["counters"].get("events_made", 0)) for s in status.values())
+        outbox = sum(int(s["counters"].get("outbox_depth", 0)) for s in status.values())
+        backlog = "?"
+        with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
+            health = http_json(f"http://127.0.0.1:{self.args.http_port}/healthz")
+            backlog = str(sum(int(c.get("backlog", 0))
+                              for c in health.get("consumers", {}).values()))
+        return (f"devices online {online}/2 | sensors {sensors} | events {events} | "
+                f"alerts {len(self.alerts)} | agent outbox {outbox} | hub backlog {backlog}")
+
+    # -- running --------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        print(text, flush=True)  # noqa: T201 - the demo talks to a person
+
+    def run(self) -> int:
+        stop = threading.Event()
+
+        def on_signal(_sig: int, _frame: FrameType | None) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        self.prepare()
+        try:
+            self.start_broker()
+            paths = self.write_configs()
+            self.check_configs(paths)
+            self.start_programs(paths)
+            self.watch_mqtt()
+            url = f"http://{self.args.host if self.args.host != '0.0.0.0' else '127.0.0.1'}:" \
+                  f"{self.args.http_port}/"
+            self.say(f"\ndashboard: {url}\nlogs and configs: {self.dir}\n"
+                     "press Ctrl-C to stop\n")
+            return self.supervise(stop)
+        finally:
+            self.shutdown()
+
+    def supervise(self, stop: threading.Event) -> int:
+        started = time.monotonic()
+        shown = 0
+        tty = sys.stdout.isatty() and not self.args.no_status
+        last_plain = 0.0
+        while not stop.wait(1.0):
+            for program in self.programs:
+                code = program.exited()
+                if code is not None:
+                    self.say(f"\n{program.name} exited with {code}; its last lines:\n"
+                             f"{program.tail()}")
+                    return EXIT_FAILED
+            with self._lock:
+                new = self.alerts[shown:]
+                shown = len(self.alerts)
+            line = self.status_line()
+            if tty:
+                sys.stdout.write("\r\033[K")
+            for alert in new:
+                self.say(alert)
+            if tty:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            elif not self.args.no_status and time.monotonic() - last_plain >= 5:
+                self.say(line)
+                last_plain = time.monotonic()
+            if self.args.duration and time.monotonic() - started >= self.args.duration:
+                break
+        if tty:
+            sys.stdout.write("\n")
+        self.say(f"final: {self.status_line()}")
+        return EXIT_OK
+
+    def shutdown(self) -> None:
+        # agents first (they publish their offline status), then the firmware, then the hub
+        order = sorted(self.programs, key=lambda p: (not p.name.startswith("agent"),
+                                                     p.name == "hub", p.name == "mosquitto"))
+        for program in order:
+            program.stop()
+        if self._watch is not None:
+            self._watch.loop_stop()
+            self._watch.disconnect()
+        if self.broker is not None:
+            self.broker.stop()
+        if self.programs:
+            self.say("stopped.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return Demo(args).run()
+    except DemoError as exc:
+        print(f"hub demo: {exc}", file=sys.stderr, flush=True)  # noqa: T201
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
