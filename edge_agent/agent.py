@@ -292,6 +292,9 @@ class Agent:
         rest = self._drain(self._queue.qsize() + BATCH)
         if rest:
             self._handle(rest)
+        # the open summary windows, cut short now: their readings are not lost with the process
+        now = self._clock()
+        self._submit([d for dec in list(self._deciders.values()) for d in dec.on_stop(now)])
         self.delivery.stop()  # flushes the outbox, publishes the shutdown status
         self.outbox.close()
         log.info("agent stopped", **{k: v for k, v in self.agent_counters().items()

@@ -17,6 +17,9 @@ What each call does, in this order (so the drafts of one call are in time order)
      (:mod:`.smoothing`) goes to the bands (``state_change``), the rate (``rate_alarm``) and the
      reporter (``reading``), in that order.
 
+``on_stop(now)``
+  Summary windows due by ``now`` are emitted, then the open one, cut short at ``now``.
+
 ``on_tick(now)``
   1. Summary windows that ended at or before ``now`` are emitted.
   2. ``stale`` fault when no good reading came for ``stale_after_s``.
@@ -147,6 +150,15 @@ class SensorDecider:
             change = self._bands.expire(t)
             if change is not None:
                 out.append(self._state_draft(t, change, self._bands_value))
+        return out
+
+    def on_stop(self, now: float) -> list[Draft]:
+        """The agent stops: windows due by ``now`` are emitted, then the open one cut short at
+        ``now`` (its good readings would otherwise be lost with the process)."""
+        out: list[Draft] = []
+        t = self._advance(float(now), out)
+        if self._summary is not None:
+            out.extend(self._summary_draft(s) for s in self._summary.flush(t))
         return out
 
     # -- steps ---------------------------------------------------------------------------------

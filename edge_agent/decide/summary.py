@@ -13,6 +13,10 @@ carries the window end as its time.
   since (``window_start`` = end of the open window, time = start of the window containing now).
 - :meth:`SummaryWindows.restart` (the clock stepped back) emits the open window at once and opens
   the window containing the new time.
+- :meth:`SummaryWindows.flush` (the agent stops) emits the open window cut short at the stop time,
+  so the good readings in it are not lost with the process. After a restart within the same
+  aligned window, the next window's ``window_start`` is earlier than that cut: the time ranges
+  overlap, the readings counted never do.
 """
 
 from __future__ import annotations
@@ -71,6 +75,18 @@ class SummaryWindows:
         if self.start is None:
             self.start = self._align(t)
         self._values.append(value)
+
+    def flush(self, now: float) -> list[Summary]:
+        """Stopping: close the windows due by ``now``, then emit the open one as ``[start, now)``
+        if it holds readings or has a length; no window stays open."""
+        if self.start is None:
+            return []
+        out = self.close_due(now)
+        assert self.start is not None
+        if self._values or now > self.start:
+            out.append(self._take(max(now, self.start)))
+        self.start = None
+        return out
 
     def restart(self, t: float) -> list[Summary]:
         """The clock stepped back to ``t``: emit the open window, open the one containing ``t``."""

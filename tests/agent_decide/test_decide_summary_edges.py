@@ -74,3 +74,31 @@ def test_many_readings_and_ticks_interleaved_count_every_good_reading() -> None:
         n += 1
     out += close_all(d, t + 2.0)
     assert sum(c for _, _, c in summaries(out)) == n
+
+
+# -- stopping: the open window is emitted, cut short ----------------------------------------
+
+def test_on_stop_emits_the_open_window_cut_short_with_its_readings() -> None:
+    d = decider(summary_interval_s=60.0)
+    out: list[Draft] = []
+    for t in (1.0, 61.0, 70.0, 80.0):
+        out += d.on_reading(reading(t, 20.0))
+    out += d.on_stop(T0 + 85.0)
+    assert summaries(out) == [(0.0, 60.0, 1), (60.0, 85.0, 3)]
+    assert d.on_stop(T0 + 90.0) == []  # nothing stays open
+
+
+def test_on_stop_closes_due_windows_first_and_makes_no_empty_zero_length_window() -> None:
+    d = decider(summary_interval_s=10.0)
+    out = d.on_reading(reading(5.0, 20.0))
+    out += d.on_stop(T0 + 20.0)  # exactly on a boundary: [10, 20) is due, [20, 20) is nothing
+    assert summaries(out) == [(0.0, 10.0, 1), (10.0, 20.0, 0)]
+
+
+def test_on_stop_counts_a_reading_stamped_before_the_last_tick() -> None:
+    d = decider(summary_interval_s=10.0)
+    out = d.on_reading(reading(2.0, 20.0))
+    out += d.on_tick(T0 + 4.0)
+    out += d.on_reading(reading(3.9, 21.0))
+    out += d.on_stop(T0 + 3.95)  # the stop clock is older than the tick: the newest time rules
+    assert summaries(out) == [(0.0, 4.0, 2)]

@@ -43,6 +43,10 @@ def test_frames_sent_right_before_an_unplug_are_delivered(tmp_path: Path, frames
             assert source.connected
             for seq in range(frames):
                 pty.send(encode(FrameReading(SID, 20.0 + seq, seq, 1000 * seq)))
+            # A pty moves written bytes to the reading side asynchronously (the kernel's flip
+            # buffer), so an unplug at once could lose them in the kernel, before any reader.
+            # Give that a moment; the old reader then held them for read_timeout_s (30 s).
+            time.sleep(0.3)
             pty.unplug()  # waits until the reader took every byte, then closes the pty
             deadline = time.monotonic() + 10
             while source.counters()["device_lost"] < 1 and time.monotonic() < deadline:
