@@ -290,11 +290,11 @@ class MetricsWatch:
                 with self._lock:
                     self.last[proc.pid] = sample
 
-    def total(self, prefix: str) -> float:
-        """Sum over processes of every sample whose name starts with ``prefix``."""
+    def total(self, name: str) -> float:
+        """Sum over processes (and labels) of the samples of metric ``name``."""
         with self._lock:
             return sum(v for sample in self.last.values() for k, v in sample.items()
-                       if k.startswith(prefix))
+                       if k == name or k.startswith(name + "{"))
 
     def close(self) -> None:
         self._stop.set()
@@ -409,32 +409,60 @@ def received_keys(events: Iterable[Any]) -> list[Key]:
     return [key_of_event(e) for e in events if e.kind in ALERT_KINDS]
 
 
+AlertKey = tuple[str, str, str]  # (rule, status, causing event id): what one alert is about
+
+
+def alert_key(body: dict[str, Any]) -> AlertKey:
+    """The key of an alert as a notifier received it (the contract's ``Alert`` as JSON)."""
+    return (str(body["rule"]), str(body["status"]), str(body["event_id"]))
+
+
 @dataclass
 class AlertExpectation:
-    alert_ids: list[str] = field(default_factory=list)
-    described: dict[str, str] = field(default_factory=dict)  # alert id -> "firing: summary"
+    keys: dict[AlertKey, str] = field(default_factory=dict)  # key -> "status: summary"
+    offline: set[AlertKey] = field(default_factory=set)      # the device-offline ones
 
 
 def expected_alerts(messages: Iterable[Any], config: AlertingConfig,
                     notifier: str) -> AlertExpectation:
-    """The alerts ``notifier`` must receive: the pure alert engine run over the agent's events
-    and statuses, each condition's messages in the device's order (seq; session and time for
-    statuses), as the hub sees them when nothing reaches it out of order."""
-    relevant = [m for m in messages
-                if isinstance(m, StateChangeEvent | FaultEvent | RateAlarmEvent | DeviceStatus)]
+    """The alerts ``notifier`` must receive for the agent's events and statuses.
 
-    def order(m: Any) -> tuple[int, int, float]:
-        if isinstance(m, DeviceStatus):
-            return (1, m.session, m.time.timestamp())
-        return (0, m.seq, 0.0)
+    Sensor conditions: the pure alert engine, fed each condition's events in the device's seq
+    order (as the hub sees them when nothing reaches it out of order).
 
-    engine = AlertEngine(config)
+    Device offline: what the messages mean, not the engine's order key. A will is published by
+    the broker when the connection of its session dies, so it comes after everything else of
+    that session (its ``time`` is when that session connected: the agent sets the will before
+    connecting); it fires, and the next birth (a later session) resolves it.
+    """
     out = AlertExpectation()
-    for i, m in enumerate(sorted(relevant, key=order)):
-        env = Envelope(offset=i, message=m, topic="", received_at=m.time, late=False,
+    sensor_msgs = sorted((m for m in messages
+                          if isinstance(m, StateChangeEvent | FaultEvent | RateAlarmEvent)),
+                         key=lambda m: m.seq)
+    engine = AlertEngine(config)
+    for i, event in enumerate(sensor_msgs):
+        env = Envelope(offset=i, message=event, topic="", received_at=event.time, late=False,
                        out_of_order=False)
         for n in engine.process(env, datetime.now(UTC)).notifications:
             if notifier in n.notifiers:
-                out.alert_ids.append(n.alert.alert_id)
-                out.described[n.alert.alert_id] = f"{n.alert.status}: {n.alert.summary}"
+                out.keys[(n.alert.rule, n.alert.status, n.alert.event_id)] = (
+                    f"{n.alert.status}: {n.alert.summary}")
+    statuses = sorted((m for m in messages if isinstance(m, DeviceStatus)),
+                      key=lambda m: (m.session, not m.online and m.reason == "will", m.time))
+    offline = False
+    for st in statuses:
+        is_will = not st.online and st.reason == "will"
+        if is_will == offline or not (is_will or st.online):
+            continue  # still offline / still online / a clean shutdown
+        offline = is_will
+        status = "firing" if is_will else "resolved"
+        for rule in config.rules:
+            if notifier in rule.notifiers and rule.match.matches(
+                    site=st.site, device=st.device_id, sensor=None, kind="status",
+                    severity=config.offline_severity):
+                key = (rule.name, status, st.event_id)
+                out.keys[key] = (f"{status}: device {st.device_id} " + (
+                    f"went offline (will of session {st.session})" if is_will
+                    else f"back online (session {st.session})"))
+                out.offline.add(key)
     return out
