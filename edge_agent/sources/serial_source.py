@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import serial
 import structlog
+from serial.urlhandler import protocol_socket
 
 from edge_agent.decide.types import Reading
 from edge_agent.sources.base import ReadingSink, SensorSpec
@@ -37,6 +38,28 @@ def open_port(port: str, baudrate: int, timeout: float) -> serial.SerialBase:
         return serial.Serial(port, baudrate=baudrate, timeout=timeout)
     except (serial.SerialException, OSError, ValueError) as exc:
         raise SourceError(f"cannot open {port}: {exc}") from exc
+
+
+def read_available(port: serial.SerialBase) -> bytes:
+    """What the port has now, waiting up to its timeout for the first byte only.
+
+    Never ``port.read(4096)``: pyserial's ``read(n)`` keeps collecting until it has n bytes or
+    the timeout ends, and when the port fails meanwhile (an unplug: EIO or EOF) it raises and
+    throws away every byte it had collected, i.e. the last frames before each unplug.
+    """
+    data: bytes = port.read(min(port.in_waiting, READ_SIZE) or 1)
+    if data and isinstance(port, protocol_socket.Serial):
+        # socket:// says only 0 or 1 for in_waiting: take the rest without waiting (timeout 0
+        # costs nothing there), and keep what we have if the peer closed right after it
+        timeout = port.timeout
+        port.timeout = 0
+        try:
+            data += port.read(READ_SIZE)
+        except serial.SerialException:
+            pass  # the next read raises it again, after these bytes are handled
+        finally:
+            port.timeout = timeout
+    return data
 
 
 class SerialSource:
@@ -157,11 +180,7 @@ class SerialSource:
                         and time.monotonic() - asked >= IDENTIFY_RETRY_S):
                     port.write(encode(Identify()))
                     asked = time.monotonic()
-                # Ask only for what is already there (at least 1 byte, waiting up to the
-                # timeout): pyserial's read(n) keeps collecting until n bytes or the timeout,
-                # and when the port fails meanwhile (unplug: EIO) it raises and throws away
-                # what it had collected, i.e. the last frames before every unplug.
-                data = port.read(min(port.in_waiting, READ_SIZE) or 1)
+                data = read_available(port)
                 if not data:
                     continue
                 now = self._clock()

@@ -21,6 +21,7 @@ from edge_agent.sources.serial_source import SerialSource
 from firmware_sim.protocol import Reading as FrameReading
 from firmware_sim.protocol import encode
 from firmware_sim.pty_transport import PtyTransport
+from firmware_sim.tcp_transport import TcpTransport
 from tests.agent_sources.helpers import Collect
 
 pytestmark = pytest.mark.timeout(60)
@@ -61,3 +62,28 @@ def test_frames_sent_right_before_an_unplug_are_delivered(tmp_path: Path, frames
     assert got[:frames] == [(SID, 20.0 + seq, None) for seq in range(frames)]
     assert got[frames:] == [(SID, None, "device_lost")]
     assert source.counters()["readings"] == frames
+
+
+def test_socket_url_frames_sent_right_before_the_peer_closes_are_delivered() -> None:
+    # pyserial's socket:// read(n) has the same shape: bytes collected, then "socket
+    # disconnected" raised and the bytes thrown away
+    sink = Collect()
+    with TcpTransport("127.0.0.1", 0) as tcp:
+        source = SerialSource(tcp.url, read_timeout_s=30.0, reopen_min_s=0.05,
+                              reopen_max_s=0.2, identify=False)
+        source.start(sink)
+        try:
+            assert tcp.connected.wait(10)
+            for seq in range(3):
+                tcp.send(encode(FrameReading(SID, 20.0 + seq, seq, 1000 * seq)))
+            time.sleep(0.3)  # as above: the bytes reach the reader's socket, nothing more
+            tcp.close()  # FIN after the data
+            deadline = time.monotonic() + 10
+            while source.counters()["device_lost"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert sink.wait_for(lambda rs: any(r.fault == "device_lost" for r in rs), 5), (
+                f"the frames before the close never arrived: {sink.readings}")
+        finally:
+            source.stop()
+    got = [(r.sensor_id, r.value, r.fault) for r in sink.readings]
+    assert got == [(SID, 20.0 + seq, None) for seq in range(3)] + [(SID, None, "device_lost")]
