@@ -54,7 +54,13 @@ class Hub:
     def _build_consumers(self) -> list[Consumer]:
         cfg = self.config
         consumers: list[Consumer] = []
-        if cfg.storage.enabled:
+        if cfg.storage.enabled and cfg.storage.mode == "sqlite":
+            from hub.storage.sqlite_store import SqliteStoreConsumer
+
+            consumers.append(SqliteStoreConsumer(
+                cfg.storage.path or cfg.data_dir / "store.sqlite3",
+                batch_size=cfg.storage.batch_size, flush_interval_s=cfg.storage.flush_interval_s))
+        elif cfg.storage.enabled:
             from hub.storage.consumer import StorageConsumer
 
             rejected = Counter("thermopipe_hub_storage_rejected",

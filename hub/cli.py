@@ -208,10 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--wait", type=float, default=10.0,
                         help="seconds to wait for the running hub to replay them")
     dlq.set_defaults(func=cmd_dlq)
+    # listed for --help; the arguments are parsed by hub.demo's own parser
+    sub.add_parser("demo", help="run the whole pipeline on this machine (see: hub demo --help)",
+                   add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        from hub.demo import main as demo_main
+
+        return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "run" and args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from hub.dashboard.config import DashboardConfig  # the [dashboard] section, owned by the consumer
 from schemas.codec import DEFAULT_MAX_PAYLOAD
 from schemas.config_loading import load_config, resolve_secret
 from schemas.ids import check_identifier
@@ -66,7 +67,9 @@ class TlsConfig(_Section):
 class MqttConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
-    protocol: Literal[5] = 5  # MQTT 5: session expiry and shared subscriptions need it
+    #: "5" (default; session expiry and shared subscriptions need it) or "3.1.1" (brokers
+    #: without MQTT 5, e.g. the demo's embedded one: the session then never expires)
+    protocol: Literal["5", "3.1.1"] = "5"
     client_id: str | None = None  # default: "thermopipe-hub-{hub_id}"
     username: str | None = None
     password: SecretStr | None = None
@@ -88,16 +91,31 @@ class MqttConfig(_Section):
             check_identifier(level, "topic root level")
         return value
 
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol(cls, value: Any) -> Any:
+        return str(value) if value in (5, 5.0) else value
+
     @field_validator("shared_group")
     @classmethod
     def _group(cls, value: str | None) -> str | None:
         return None if value is None else check_identifier(value, "shared group")
 
+    @model_validator(mode="after")
+    def _shared_needs_v5(self) -> MqttConfig:
+        if self.shared_group and self.protocol != "5":
+            raise ValueError("shared_group needs protocol = \"5\" (shared subscriptions are "
+                             "MQTT 5)")
+        return self
+
 
 class StorageConfig(_Section):
     enabled: bool = True
-    mode: Literal["v2", "v1"] = "v2"
+    #: v2: influxdb-client's v2 write API; v1: InfluxDB 1.x /write; sqlite: the embedded store
+    #: (one SQLite file, for the demo and for trying the hub with nothing installed)
+    mode: Literal["v2", "v1", "sqlite"] = "v2"
     url: str = "http://127.0.0.1:8086"
+    path: Path | None = None        # sqlite: the file (default: <data_dir>/store.sqlite3)
     token: SecretStr | None = None  # v2
     org: str = "thermopipe"         # v2
     bucket: str = "thermopipe"      # v2
@@ -120,10 +138,6 @@ class StorageConfig(_Section):
         return value.rstrip("/")
 
 
-class DashboardConfig(_Section):
-    # Typed by the dashboard consumer's owner; the hub only reads ``enabled``.
-    model_config = ConfigDict(extra="allow", frozen=True)
-    enabled: bool = False
 
 
 class HttpConfig(_Section):

@@ -63,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--influx-mode", choices=["v1", "v2"], default="v1",
                    help="v1: InfluxDB 1.x /write; v2: the v2 write API (token from $INFLUX_TOKEN)")
     p.add_argument("--influx-db", default="thermopipe", help="database (v1) or bucket (v2)")
-    p.add_argument("--speed", type=float, default=60.0,
-                   help="simulated minutes per real second x60 (default 60: an hour a minute)")
+    p.add_argument("--speed", type=float, default=240.0,
+                   help="how much faster than real time the simulated sensors run (default 240: "
+                        "the freezer starts failing after about 30 s, a greenhouse day takes 6 "
+                        "minutes)")
     p.add_argument("--state-dir", type=Path, default=Path(".thermopipe-demo"),
                    help="configs, logs, outboxes and the store (default ./.thermopipe-demo)")
     p.add_argument("--keep", action="store_true",
@@ -512,11 +514,16 @@ thresholds = [
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from schemas.errors import ThermopipeError
+
     try:
         return Demo(args).run()
     except DemoError as exc:
         print(f"hub demo: {exc}", file=sys.stderr, flush=True)  # noqa: T201
         return exc.code
+    except ThermopipeError as exc:
+        print(f"hub demo: {exc}", file=sys.stderr, flush=True)  # noqa: T201
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -81,8 +81,12 @@ class Ingest:
     # ---- MQTT --------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         cfg = self.config.mqtt
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
+        if cfg.protocol == "3.1.1":  # a persistent session is clean_session=False there
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
+                                 protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True)
+        else:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
+                                 protocol=mqtt.MQTTv5, manual_ack=True)
         if cfg.username:
             client.username_pw_set(
                 cfg.username, cfg.password.get_secret_value() if cfg.password else None)
@@ -141,11 +145,14 @@ class Ingest:
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.config.mqtt
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = cfg.session_expiry_s
-        props.ReceiveMaximum = cfg.receive_maximum
-        self._client.connect_async(cfg.host, cfg.port, cfg.keepalive_s, clean_start=False,
-                                   properties=props)
+        if cfg.protocol == "3.1.1":
+            self._client.connect_async(cfg.host, cfg.port, cfg.keepalive_s)
+        else:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = cfg.session_expiry_s
+            props.ReceiveMaximum = cfg.receive_maximum
+            self._client.connect_async(cfg.host, cfg.port, cfg.keepalive_s, clean_start=False,
+                                       properties=props)
         self._client.loop_start()
         self._thread.start()
 
