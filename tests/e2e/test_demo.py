@@ -142,7 +142,8 @@ def test_demo_refuses_a_taken_port_with_a_clear_message(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "hub.cli", "demo", "--http-port", str(port),
-             "--state-dir", str(tmp_path / "s")], capture_output=True, text=True, timeout=60)
+             "--state-dir", str(tmp_path / "s")], check=False, capture_output=True, text=True,
+            timeout=60)
     assert result.returncode == 3, result
     assert f"port {port}" in result.stderr and "is taken" in result.stderr
     assert "--http-port" in result.stderr
@@ -153,6 +154,6 @@ def test_demo_rejects_a_bad_broker_option(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "hub.cli", "demo", "--broker", "amqp://nowhere",
          "--http-port", str(free_port()), "--state-dir", str(tmp_path / "s")],
-        capture_output=True, text=True, timeout=60)
+        check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result
     assert "expected embedded, mosquitto or mqtt://HOST:PORT" in result.stderr
