@@ -156,7 +156,9 @@ def signal_for(env: Envelope, offline_severity: Severity) -> Signal | None:
                 else f"{sensor} rate of change back under {msg.limit_per_min:g} {msg.unit}/min")
         return Signal("rate", msg.kind, msg.active, msg.severity, (msg.seq,), text)
     if isinstance(msg, DeviceStatus):
-        order = (msg.session, _micros(msg.time))
+        # A will is made when its session connects, so its time is older than the birth of
+        # that same session: within a session, going offline always ranks after online.
+        order = (msg.session, 0 if msg.online else 1, _micros(msg.time))
         if not msg.online and msg.reason == "will":
             return Signal("offline", msg.kind, True, offline_severity, order,
                           f"device {where} went offline (connection lost, session "

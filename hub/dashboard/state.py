@@ -39,7 +39,7 @@ class DashboardState:
         self.alerts: deque[dict[str, Any]] = deque(maxlen=recent_alerts)
         self.open_alerts: dict[str, dict[str, Any]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._status_order: dict[str, tuple[int, Any]] = {}
+        self._status_order: dict[str, tuple[int, int, Any]] = {}
 
     # -- input ---------------------------------------------------------------------------------
     def apply(self, env: Envelope) -> list[Change]:
@@ -117,7 +117,9 @@ class DashboardState:
 
     def _apply_status(self, device: dict[str, Any], msg: DeviceStatus,
                       changes: list[Change]) -> None:
-        order = (msg.session, msg.time)
+        # a will carries the time its session connected: within one session, offline ranks
+        # after online, whatever the times say
+        order = (msg.session, 0 if msg.online else 1, msg.time)
         current = self._status_order.get(device["key"])
         if current is not None and order < current:
             return  # an older status (out of order) must not flip online/offline

@@ -318,3 +318,19 @@ def test_property_reference_run_matches_expectations() -> None:
         ("firing", "d2", False),     # stale fault
         ("resolved", "d1", False),   # late group resolved, to log only
     ]
+
+
+def test_a_will_is_newer_than_the_birth_of_its_own_session_whatever_its_time() -> None:
+    # The agent sets its will when the session connects, so the will's time is *older* than the
+    # birth of that same session; the device's death must still fire, live, and the next
+    # session's birth must resolve it (regression: the will was ranked out of order).
+    f = Feed()
+    will_made_at = f.time
+    birth = f.status(True, "birth", session=3)
+    will = f.status(False, "will", session=3).model_copy(update={"time": will_made_at})
+    eng = AlertEngine(config())
+    assert run(eng, env(birth)) == []
+    off = run(eng, env(will))
+    assert [(n.alert.status, n.alert.late) for n in off] == [("firing", False)]
+    back = run(eng, env(f.status(True, "birth", session=4)))
+    assert {n.alert.status for n in back} == {"resolved"}

@@ -76,3 +76,15 @@ def test_alerts_listed_once_and_open_alerts_tracked() -> None:
     snap = st.snapshot()
     assert snap["open_alerts"] == [] and [a["status"] for a in snap["alerts"]] == [
         "resolved", "firing"]
+
+
+def test_a_will_older_than_its_sessions_birth_still_marks_the_device_offline() -> None:
+    f = Feed("pi-9", "lab")
+    will_made_at = f.time
+    state = DashboardState()
+    state.apply(env(f.status(True, "birth", session=2)))
+    will = f.status(False, "will", session=2).model_copy(update={"time": will_made_at})
+    state.apply(env(will))
+    assert state.snapshot()["devices"][0]["online"] is False
+    state.apply(env(f.status(True, "birth", session=3)))
+    assert state.snapshot()["devices"][0]["online"] is True
