@@ -13,6 +13,7 @@ them again to the persistent session; a crash after it gives duplicates that the
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -101,7 +102,21 @@ class Ingest:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_connect_fail = self._on_connect_fail
         return client
+
+    def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
+        # paho calls this inside its ``except OSError`` around the connect (refused, TLS
+        # handshake, DNS): the exception is the reason, and paho logs nothing itself.
+        exc = sys.exc_info()[1]
+        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown reason"
+        first = self.last_error != f"cannot connect: {reason}"
+        self.last_error = f"cannot connect: {reason}"
+        self.metrics.connected.set(0)
+        cfg = self.config.mqtt
+        # once per distinct reason: paho retries every few seconds
+        (log.error if first else log.debug)("mqtt_connect_failed", host=cfg.host,
+                                            port=cfg.port, reason=reason)
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any,
                     _props: Any) -> None:

@@ -1,0 +1,292 @@
+"""Sustained hub throughput against the bare paho drain rate, on this machine.
+
+    python bench/hub_bench.py [--events 50000] [--workers 2]
+
+Starts a private Mosquitto and a private InfluxDB 1.x, then for each contender preloads the same
+N events (JSON readings of 16 devices x 2 sensors) into its persistent MQTT session while it is
+offline, and measures how fast it drains them:
+
+1. bare: a paho subscriber that only counts QoS-1 messages (auto-acknowledged);
+2. hub: one ``hub run`` process, every consumer on (storage to InfluxDB 1.x, alerting, and the
+   dashboard when installed), counted in InfluxDB at the end;
+3. hub --workers W: W processes on one MQTT 5 shared subscription.
+
+The hub's time runs from its first received event to the moment storage has handled N (scraped
+from /metrics every 50 ms); nothing lost or duplicated is checked by counting the points and the
+distinct event ids in InfluxDB. Resident memory is the largest VmRSS seen per hub process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+from paho.mqtt.packettypes import PacketTypes  # noqa: E402
+from paho.mqtt.properties import Properties  # noqa: E402
+
+from schemas.codec import encode  # noqa: E402
+from schemas.models import ReadingEvent  # noqa: E402
+from schemas.topics import Topics  # noqa: E402
+from tests.servers import InfluxDB1, Mosquitto, free_port, start_server  # noqa: E402
+
+ROOT_TOPIC = "bench"
+
+
+def make_messages(n: int) -> list[tuple[str, bytes]]:
+    topics = Topics(ROOT_TOPIC)
+    base = datetime.now(UTC) - timedelta(hours=1)
+    out = []
+    for i in range(n):
+        event = ReadingEvent(event_id=uuid.uuid4().hex, site="bench", device_id=f"d{i % 16}",
+                             sensor_id=f"t{(i // 16) % 2}", seq=i + 1,
+                             time=base + timedelta(microseconds=i * 50), clock_synced=True,
+                             value=20.0 + (i % 100) / 10, unit="degC")
+        out.append((topics.for_event(event), encode(event)))
+    return out
+
+
+def _connect(client_id: str, host: str, port: int, **callbacks) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    for name, fn in callbacks.items():
+        setattr(client, name, fn)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    client.connect(host, port, clean_start=False, properties=props)
+    return client
+
+
+def create_session(broker: Mosquitto, client_id: str, filters: list[str]) -> None:
+    """Make a persistent session with its subscriptions, then leave it offline."""
+    done = threading.Event()
+    client = _connect(client_id, broker.host, broker.port,
+                      on_connect=lambda c, *a: c.subscribe([(f, 1) for f in filters]),
+                      on_subscribe=lambda *a: done.set())
+    client.loop_start()
+    if not done.wait(10):
+        raise RuntimeError(f"could not subscribe {client_id}")
+    client.disconnect()
+    client.loop_stop()
+
+
+def publish(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:6]}",
+                         protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(0)
+    client.max_queued_messages_set(0)
+    sem = threading.BoundedSemaphore(2000)
+    client.on_publish = lambda *a: sem.release()
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    for topic, payload in messages:
+        sem.acquire()
+        client.publish(topic, payload, qos=1)
+    for _ in range(2000):
+        sem.acquire()
+    client.disconnect()
+    client.loop_stop()
+
+
+def bare_drain(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> float:
+    client_id = "bench-bare"
+    create_session(broker, client_id, Topics(ROOT_TOPIC).hub_filters())
+    publish(broker, messages)
+    n = len(messages)
+    count = 0
+    first = last = 0.0
+    done = threading.Event()
+
+    def on_message(_c, _u, _m) -> None:
+        nonlocal count, first, last
+        count += 1
+        if count == 1:
+            first = time.perf_counter()
+        if count == n:
+            last = time.perf_counter()
+            done.set()
+
+    client = _connect(client_id, broker.host, broker.port, on_message=on_message)
+    client.loop_start()
+    if not done.wait(300):
+        raise RuntimeError(f"bare subscriber got {count} of {n}")
+    client.disconnect()
+    client.loop_stop()
+    return n / (last - first)
+
+
+def _scrape(port: int) -> dict[str, float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for name, key in (("thermopipe_hub_events_in_total", "in"),
+                      ('thermopipe_hub_consumer_processed_total{consumer="storage"}', "stored")):
+        m = re.search(re.escape(name) + r" ([0-9.e+]+)", text)
+        if m:
+            out[key] = float(m.group(1))
+    return out
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    m = re.search(r"VmRSS:\s+(\d+) kB", text)
+    return int(m.group(1)) if m else 0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def hub_drain(broker: Mosquitto, influx: InfluxDB1, messages: list[tuple[str, bytes]],
+              workers: int, workdir: Path, *, profile: str | None = None) -> dict[str, float]:
+    n = len(messages)
+    db = f"bench_w{workers}_{uuid.uuid4().hex[:6]}"
+    influx.create_database(db)
+    group = f"g{workers}" if workers > 1 else ""
+    data_dir = workdir / f"hub-w{workers}"
+    http_port = free_port()
+    client_id = f"bench-hub-w{workers}"
+    config = workdir / f"hub-w{workers}.toml"
+    config.write_text(f"""hub_id = "bench{workers}"
+data_dir = "{data_dir}"
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+topic_root = "{ROOT_TOPIC}"
+client_id = "{client_id}"
+{f'shared_group = "{group}"' if group else ""}
+[storage]
+enabled = true
+mode = "v1"
+url = "{influx.url}"
+database = "{db}"
+batch_size = 5000
+[alerting]
+state_dir = "{data_dir}/alerting"
+[dashboard]
+enabled = true
+[http]
+port = {http_port}
+[log]
+level = "warning"
+""")
+    topics = Topics(ROOT_TOPIC)
+    ports = [http_port + i for i in range(workers)]
+    if workers == 1:
+        create_session(broker, client_id, topics.hub_filters())
+    else:
+        for i in range(workers):
+            create_session(broker, f"{client_id}-w{i}", topics.hub_filters(group))
+    publish(broker, messages)
+    cmd = [sys.executable, "-m", "hub.cli", "run", "-c", str(config)]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    log = (workdir / f"hub-w{workers}.log").open("wb")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    spy = None
+    if profile:  # py-spy's collapsed stacks of the hub process, for the first seconds
+        spy = subprocess.Popen(["py-spy", "record", "--format", "raw", "-r", "100", "-d", "20",
+                                "--nonblocking", "--pid", str(proc.pid), "-o", profile],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = last = 0.0
+    rss: dict[int, int] = {}
+    per_worker: list[float] = []
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the hub exited with {proc.returncode}: see {log.name}")
+            samples = [_scrape(p) for p in ports]
+            now = time.perf_counter()
+            got_in = sum(s.get("in", 0) for s in samples)
+            stored = sum(s.get("stored", 0) for s in samples)
+            if got_in > 0 and not first:
+                first = now
+            for pid in [proc.pid, *_children(proc.pid)]:
+                rss[pid] = max(rss.get(pid, 0), _rss_kb(pid))
+            if stored >= n:
+                last = now
+                per_worker = [s.get("in", 0) for s in samples]
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the hub did not store every event in 600 s")
+    finally:
+        if spy is not None:
+            spy.wait(60)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        log.close()
+    count = influx.series_rows('SELECT COUNT("seq") FROM "sensor_event"', db)[0]["count"]
+    distinct = influx.series_rows('SELECT COUNT(DISTINCT("event_id")) FROM "sensor_event"',
+                                  db)[0]["count"]
+    hub_pids = [p for p in rss if workers == 1 or p != proc.pid]
+    return {"rate": n / (last - first), "stored": count, "distinct": distinct,
+            "rss_mb": max(rss[p] for p in hub_pids) / 1024, "split": per_worker}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--profile", help="record the one-process hub with py-spy to this file")
+    parser.add_argument("--skip-workers", action="store_true")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="hub-bench-"))
+    broker = start_server(Mosquitto, workdir / "mosquitto")
+    influx = start_server(InfluxDB1, workdir / "influxdb")
+    try:
+        print(f"preparing {args.events} events...", flush=True)
+        messages = make_messages(args.events)
+        bare = bare_drain(broker, messages)
+        print(f"bare paho drain:          {bare:9.0f} events/s", flush=True)
+        one = hub_drain(broker, influx, messages, 1, workdir, profile=args.profile)
+        print(f"hub (1 process):          {one['rate']:9.0f} events/s  "
+              f"ratio {one['rate'] / bare:.2f}x  stored {one['stored']} "
+              f"(distinct {one['distinct']})  RSS {one['rss_mb']:.0f} MB", flush=True)
+        if args.skip_workers:
+            return 0
+        many = hub_drain(broker, influx, messages, args.workers, workdir)
+        print(f"hub --workers {args.workers}:          {many['rate']:9.0f} events/s  "
+              f"ratio {many['rate'] / bare:.2f}x  stored {many['stored']} "
+              f"(distinct {many['distinct']})  RSS {many['rss_mb']:.0f} MB/worker  "
+              f"split {[int(x) for x in many['split']]}", flush=True)
+        ok = all(r["stored"] == args.events == r["distinct"] for r in (one, many))
+        print(f"nothing lost or duplicated: {ok}")
+        return 0 if ok else 1
+    finally:
+        broker.stop()
+        influx.stop()
+        if not os.environ.get("HUB_BENCH_KEEP"):
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"kept {workdir}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
