@@ -370,6 +370,7 @@ def test_chaos_every_event_stored_once_every_alert_delivered_once(chaos: Chaos) 
 
     # (d): every alert expected was delivered, each Idempotency-Key acknowledged once
     statuses: dict[str, DeviceStatus] = {s.event_id: s for s in run.sub.statuses()}
+    run.counts["statuses"] = [f"{s.session}:{s.reason}" for s in statuses.values()]
     want = expected_alerts([*delivered, *statuses.values()], run.alerting, "hook")
 
     def got() -> dict[AlertKey, list[dict[str, Any]]]:
