@@ -21,6 +21,11 @@ from hub.metrics import HubMetrics
 
 log = structlog.get_logger("hub.dispatch")
 
+#: The cursor is written at most this often while a consumer is busy (and always when it goes
+#: idle or stops): every cursor write takes SQLite's write lock from the ingest thread. A crash
+#: then redelivers at most this much more, which idempotent consumers absorb.
+CURSOR_COMMIT_EVERY_S = 0.5
+
 
 @dataclass
 class ConsumerState:
@@ -49,6 +54,8 @@ class ConsumerRunner:
         self.retry_max_s = retry_max_s
         self.state = ConsumerState(consumer.name)
         self._stop = threading.Event()
+        self._committed = 0
+        self._committed_at = 0.0
         self._processed = metrics.processed.labels(consumer.name)
         self._retries = metrics.retries.labels(consumer.name)
         self._lag = metrics.lag.labels(consumer.name)
@@ -60,7 +67,7 @@ class ConsumerRunner:
         return self.journal.backlog(self.state.cursor)
 
     def start(self) -> None:
-        self.state.cursor = self.journal.register(self.consumer.name)
+        self.state.cursor = self._committed = self.journal.register(self.consumer.name)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> bool:
@@ -75,6 +82,8 @@ class ConsumerRunner:
 
     def _next_batch(self) -> list[Envelope]:
         cursor = self.state.cursor
+        if self.journal.last_offset <= cursor:
+            self._commit_cursor()  # idle: make the position durable now
         if not self.journal.wait_for(cursor, 1.0):
             return []
         batch = self.journal.read(cursor, self.batch_size)
@@ -88,7 +97,22 @@ class ConsumerRunner:
                 batch = self.journal.read(cursor, self.batch_size)
         return batch
 
+    def _commit_cursor(self, force: bool = True) -> None:
+        now = time.monotonic()
+        if self._committed == self.state.cursor or (
+                not force and now - self._committed_at < CURSOR_COMMIT_EVERY_S):
+            return
+        self.journal.commit_cursor(self.consumer.name, self.state.cursor)
+        self._committed = self.state.cursor
+        self._committed_at = now
+
     def _run(self) -> None:
+        try:
+            self._deliver()
+        finally:
+            self._commit_cursor()
+
+    def _deliver(self) -> None:
         delay = self.retry_initial_s
         name = self.consumer.name
         state = self.state
@@ -114,8 +138,8 @@ class ConsumerRunner:
                 continue
             state.busy_since = None
             last = batch[-1]
-            self.journal.commit_cursor(name, last.offset)
             state.cursor = last.offset
+            self._commit_cursor(force=False)
             state.processed += len(batch)
             if state.consecutive_failures:
                 log.info("consumer_recovered", consumer=name, after=state.consecutive_failures)

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from schemas.codec import decode
 from schemas.errors import ContractError
 from schemas.models import DeviceStatus, SensorEvent
-from schemas.topics import Topics, check_topic_matches
+from schemas.topics import DeviceTopic, Topics, check_topic_matches
 
 Accepted = SensorEvent | DeviceStatus
 
@@ -42,11 +43,17 @@ _CODES = {"PayloadTooLarge": "too_large", "UnknownEncoding": "unknown_encoding",
           "TopicError": "topic", "DecodeError": "undecodable", "InvalidIdentifier": "topic"}
 
 
+@lru_cache(maxsize=65_536)
+def _parse_topic(topics: Topics, topic: str) -> DeviceTopic:
+    # a hub sees the same few thousand topics over and over; failures are not cached
+    return topics.parse(topic)
+
+
 def check_payload(topics: Topics, topic: str, payload: bytes, max_size: int,
                   ) -> Accepted | Rejection:
     """Decode and validate one payload against its topic: the contract message, or why not."""
     try:
-        parsed = topics.parse(topic)
+        parsed = _parse_topic(topics, topic)
         message = decode(payload, max_size=max_size)
         if not isinstance(message, SensorEvent | DeviceStatus):
             return Rejection("wrong_kind",

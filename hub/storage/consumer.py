@@ -28,7 +28,7 @@ import structlog
 
 from hub.config import StorageConfig
 from hub.consumers.base import Envelope
-from hub.storage.points import point_for
+from hub.storage.lines import line_for
 from schemas.errors import DeliveryError
 
 log = structlog.get_logger("hub.storage")
@@ -59,9 +59,9 @@ class StorageConsumer:
     def handle(self, batch: Sequence[Envelope]) -> None:
         lines = []
         for env in batch:
-            point = point_for(env.message)
-            if point is not None:
-                lines.append(point.to_line())
+            line = line_for(env.message)
+            if line is not None:
+                lines.append(line)
         size = self.batch_size
         with self._lock:
             for start in range(0, len(lines), size):

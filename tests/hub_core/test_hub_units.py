@@ -138,3 +138,17 @@ def test_worker_configs_get_their_own_dir_client_and_port() -> None:
     assert w1.client_id == "thermopipe-hub-h-w1"
     assert w1.http.port == 9001
     assert w1.mqtt.shared_group == "g"
+
+
+def test_fast_reading_lines_equal_the_documented_points() -> None:
+    from hub.storage.lines import line_for
+    from hub.storage.points import point_for
+    from tests.hub_core.helpers import state_change
+
+    cases = [reading(7, value=-3.25), reading(1001, site="a.b-c", device="d_1", sensor="T.1",
+                                                  replayed=True), state_change(5, "high", "normal")]
+    cases.append(reading(3).model_copy(update={"clock_synced": False, "value": 1e-7}))
+    for message in cases:
+        point = point_for(message)
+        assert point is not None
+        assert line_for(message) == point.to_line()
