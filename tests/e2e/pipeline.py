@@ -313,7 +313,11 @@ def stored_events(influx: InfluxDB1, db: str, device: str | None = None) -> list
     """Every sensor event and summary stored (the agent's seq-numbered events), by seq."""
     rows = (stored_rows(influx, db, "sensor_event", device)
             + stored_rows(influx, db, "sensor_summary", device))
-    return sorted(rows, key=lambda r: (r["device"], r["seq"]))
+    # InfluxDB stores each field apart: a query that races a write can see a point without its
+    # seq yet. Such a row is left out here; if it stayed so, its seq would be missing for good
+    # and the callers' "every seq stored" checks fail.
+    return sorted((r for r in rows if r.get("seq") is not None),
+                  key=lambda r: (r["device"], r["seq"]))
 
 
 def outbox_state(path: Path) -> dict[str, int]:

@@ -44,7 +44,6 @@ from edge_agent.decide import Reading, SensorRules
 from schemas.models import DeviceStatus
 from tests.agent_e2e.e2e_helpers import AgentProc, Sim, Subscriber, unique, wait_until
 from tests.e2e.pipeline import (
-    AlertExpectation,
     AlertKey,
     HubProc,
     Key,
@@ -413,26 +412,8 @@ def test_chaos_every_event_stored_once_every_alert_delivered_once(chaos: Chaos) 
               if r["online"] == 1]
     assert len({r["session"] for r in births}) >= 3, run.report()  # start, broker, SIGKILL
     assert any(s.reason == "will" for s in statuses.values()), "the SIGKILL left a will"
-    if missing and _known_will_order_bug(want, missing, unexpected, received):
-        pytest.xfail(WILL_ORDER_BUG + f" Missing: {sorted(missing.values())}; {run.report()}")
     assert not missing and not unexpected, (
         f"offline alerts: missing {missing}, unexpected {unexpected}; {run.report()}")
     offline_firings = [b for k in want.offline if k[1] == "firing" for b in received[k]]
     assert offline_firings and not any(b["late"] for b in offline_firings), offline_firings
 
-
-WILL_ORDER_BUG = (
-    "KNOWN BUG (hub/alerting/engine.py, reported to the lead): the order key of a status is "
-    "(session, time), but a will's time is when its session connected (the agent sets the will "
-    "before connecting), so the engine ranks the will below the birth of its own session: a "
-    "device's death is handled as out of order (a late firing, never resolved).")
-
-
-def _known_will_order_bug(want: AlertExpectation, missing: dict[AlertKey, str],
-                          unexpected: dict[AlertKey, list[str]],
-                          received: dict[AlertKey, list[dict[str, Any]]]) -> bool:
-    """True only for that bug's exact signature: the offline resolutions are all that is
-    missing, nothing unexpected came, and every offline firing came flagged late."""
-    firings = [b for k in want.offline if k[1] == "firing" for b in received.get(k, [])]
-    return (set(missing) <= {k for k in want.offline if k[1] == "resolved"}
-            and not unexpected and bool(firings) and all(b["late"] for b in firings))

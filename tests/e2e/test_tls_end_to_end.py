@@ -186,9 +186,6 @@ def _wait_outbox_grows(agent: AgentProc, by: int = 10) -> None:
     wait_until(lambda: _pending(agent) > first + by, 30, f"{_device(agent)}'s outbox to grow")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "hub/ingest.py: paho's connect_async + loop_start swallow a failed TLS handshake (no "
-    "on_connect_fail, no logger): the hub logs nothing and /healthz mqtt_last_error stays ''"))
 def test_hub_with_a_wrong_ca_says_why_it_cannot_connect(
         mosquitto_factory: Any, topic_root: str, tmp_path: Path, procs: list[Any]) -> None:
     password = secrets.token_urlsafe(16)
@@ -210,4 +207,5 @@ def test_hub_with_a_wrong_ca_says_why_it_cannot_connect(
         return "certificate" in hub.log_text().lower() or "certificate" in str(
             health.get("mqtt_last_error", "")).lower()
 
-    wait_until(said_why, 20, "the hub to name the certificate problem")
+    wait_until(said_why, 30, "the hub to name the certificate problem")
+    assert hub.running  # it keeps retrying
