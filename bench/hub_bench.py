@@ -163,7 +163,8 @@ def _children(pid: int) -> list[int]:
 
 
 def hub_drain(broker: Mosquitto, influx: InfluxDB1, messages: list[tuple[str, bytes]],
-              workers: int, workdir: Path, *, profile: str | None = None) -> dict[str, float]:
+              workers: int, workdir: Path, *, profile: str | None = None,
+              storage_only: bool = False) -> dict[str, float]:
     n = len(messages)
     db = f"bench_w{workers}_{uuid.uuid4().hex[:6]}"
     influx.create_database(db)
@@ -187,9 +188,10 @@ url = "{influx.url}"
 database = "{db}"
 batch_size = 5000
 [alerting]
+enabled = {"false" if storage_only else "true"}
 state_dir = "{data_dir}/alerting"
 [dashboard]
-enabled = true
+enabled = {"false" if storage_only else "true"}
 [http]
 port = {http_port}
 [log]
@@ -256,6 +258,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--profile", help="record the one-process hub with py-spy to this file")
     parser.add_argument("--skip-workers", action="store_true")
+    parser.add_argument("--storage-only", action="store_true",
+                        help="alerting and dashboard off (to see what they cost)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="hub-bench-"))
     broker = start_server(Mosquitto, workdir / "mosquitto")
@@ -265,13 +269,15 @@ def main() -> int:
         messages = make_messages(args.events)
         bare = bare_drain(broker, messages)
         print(f"bare paho drain:          {bare:9.0f} events/s", flush=True)
-        one = hub_drain(broker, influx, messages, 1, workdir, profile=args.profile)
+        one = hub_drain(broker, influx, messages, 1, workdir, profile=args.profile,
+                        storage_only=args.storage_only)
         print(f"hub (1 process):          {one['rate']:9.0f} events/s  "
               f"ratio {one['rate'] / bare:.2f}x  stored {one['stored']} "
               f"(distinct {one['distinct']})  RSS {one['rss_mb']:.0f} MB", flush=True)
         if args.skip_workers:
             return 0
-        many = hub_drain(broker, influx, messages, args.workers, workdir)
+        many = hub_drain(broker, influx, messages, args.workers, workdir,
+                         storage_only=args.storage_only)
         print(f"hub --workers {args.workers}:          {many['rate']:9.0f} events/s  "
               f"ratio {many['rate'] / bare:.2f}x  stored {many['stored']} "
               f"(distinct {many['distinct']})  RSS {many['rss_mb']:.0f} MB/worker  "

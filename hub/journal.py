@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE INDEX IF NOT EXISTS dead_letters_status ON dead_letters(status);
 """
 
-TAIL_CAPACITY = 8_000  # decoded envelopes kept for consumers that keep up (memory)
+TAIL_CAPACITY = 6_000  # decoded envelopes kept for consumers that keep up (memory)
 
 
 class JournalError(ThermopipeError):
@@ -67,7 +67,8 @@ def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-        conn.execute("PRAGMA cache_size=-16000")  # 16 MB: the dedup index stays in memory
+        if synchronous == "full":  # the ingest writer: keep more of the dedup index in memory
+            conn.execute("PRAGMA cache_size=-8000")
         conn.executescript(SCHEMA)
     except sqlite3.Error as exc:
         raise JournalError(f"cannot open the hub database {path}: {exc}") from exc
@@ -204,7 +205,7 @@ class Journal:
             with self._cond:
                 self._last = envelopes[-1].offset
                 self._tail.extend(envelopes)
-                if len(self._tail) > 2 * TAIL_CAPACITY:
+                if len(self._tail) > TAIL_CAPACITY + 2000:
                     del self._tail[:len(self._tail) - TAIL_CAPACITY]
                 self._cond.notify_all()
         return envelopes
