@@ -250,88 +250,59 @@ type = "mqtt"
 """
         paths = {"hub": outdir / "hub.toml"}
         paths["hub"].write_text(hub)
-        common_mqtt = f"""[mqtt]
-host = {toml_value(self.mqtt_host)}
-port = {self.mqtt_port}
-protocol = "{self.protocol}"
-status_interval_s = 5.0
-"""
         link = outdir / "ttyDEMO-greenhouse"
-        greenhouse = f"""site = "{self.SITE}"
-device_id = "pi-greenhouse"
-tick_s = 0.5
-
-{common_mqtt}
-[outbox]
-path = {toml_value(str(outdir / "agent-greenhouse" / "outbox.db"))}
-flush_interval_s = 0.2
-
-[log]
-format = "json"
-
-[[sources]]
-kind = "serial"
+        # Rules in real seconds: the sensors run `speed` times faster than real time, so dwell
+        # times and summary windows are short enough to see things happen within a minute.
+        greenhouse = self.agent_toml("pi-greenhouse", f"""kind = "serial"
 name = "greenhouse-board"
-port = {toml_value(str(link))}
-
-[defaults]
-deadband = 0.5
-summary_interval_s = 600.0
-stale_after_s = 900.0
-
-[sensors."28-0000075a1b2c"]
-name = "greenhouse air"
-[sensors."28-0000075a1b2c".rules]
-deadband = 0.5
-summary_interval_s = 600.0
-stale_after_s = 900.0
-thresholds = [
-  {{ name = "cold", below = 15.0, hysteresis = 0.5, dwell_s = 300 }},
-  {{ name = "hot", above = 26.0, hysteresis = 0.5, dwell_s = 300 }},
-  {{ name = "too_hot", above = 27.5, hysteresis = 0.5, dwell_s = 120, severity = "critical" }},
-]
-"""
-        freezer = f"""site = "{self.SITE}"
-device_id = "pi-freezer"
-tick_s = 0.5
-
-{common_mqtt}
-[outbox]
-path = {toml_value(str(outdir / "agent-freezer" / "outbox.db"))}
-flush_interval_s = 0.2
-
-[log]
-format = "json"
-
-[[sources]]
-kind = "simulator"
+port = {toml_value(str(link))}""", {"28-0000075a1b2c": ("greenhouse air", """
+  { name = "cold", below = 15.0, hysteresis = 0.5, dwell_s = 10 },
+  { name = "hot", above = 26.0, hysteresis = 0.5, dwell_s = 10 },
+  { name = "too_hot", above = 27.5, hysteresis = 0.5, dwell_s = 5, severity = "critical" },""")})
+        freezer = self.agent_toml("pi-freezer", f"""kind = "simulator"
 name = "freezer-sim"
 scenario = "freezer_failing"
 speed = {a.speed}
-loop = true
-
-[defaults]
-deadband = 0.5
-summary_interval_s = 900.0
-stale_after_s = 600.0
-
-[sensors."28-0000056c3d4e"]
-name = "freezer compartment"
-[sensors."28-0000056c3d4e".rules]
-deadband = 0.5
-summary_interval_s = 900.0
-stale_after_s = 600.0
-thresholds = [
-  {{ name = "warm", above = -15.0, hysteresis = 1.0, dwell_s = 300 }},
-  {{ name = "thawing", above = -5.0, hysteresis = 1.0, dwell_s = 120, severity = "critical" }},
-]
-"""
+loop = true""", {"28-0000056c3d4e": ("freezer compartment", """
+  { name = "warm", above = -15.0, hysteresis = 1.0, dwell_s = 10 },
+  { name = "thawing", above = -5.0, hysteresis = 1.0, dwell_s = 5, severity = "critical" },""")})
         paths["agent-greenhouse"] = outdir / "agent-greenhouse.toml"
         paths["agent-greenhouse"].write_text(greenhouse)
         paths["agent-freezer"] = outdir / "agent-freezer.toml"
         paths["agent-freezer"].write_text(freezer)
         paths["link"] = link
         return paths
+
+    def agent_toml(self, device_id: str, source: str,
+                   sensors: dict[str, tuple[str, str]]) -> str:
+        """One agent's TOML: its source, and per sensor a name and its thresholds."""
+        rules = "deadband = 0.5\nsummary_interval_s = 30.0\nstale_after_s = 60.0\n"
+        text = f"""site = "{self.SITE}"
+device_id = "{device_id}"
+tick_s = 0.5
+
+[mqtt]
+host = {toml_value(self.mqtt_host)}
+port = {self.mqtt_port}
+protocol = "{self.protocol}"
+status_interval_s = 5.0
+
+[outbox]
+path = {toml_value(str(self.dir / device_id / "outbox.db"))}
+flush_interval_s = 0.2
+
+[log]
+format = "json"
+
+[[sources]]
+{source}
+
+[defaults]
+{rules}"""
+        for sensor_id, (name, thresholds) in sensors.items():
+            text += (f'\n[sensors."{sensor_id}"]\nname = {toml_value(name)}\n'
+                     f'[sensors."{sensor_id}".rules]\n{rules}thresholds = [{thresholds}\n]\n')
+        return text
 
     def check_configs(self, paths: dict[str, Path]) -> None:
         from schemas.errors import ConfigError

@@ -307,3 +307,22 @@ def start_server(cls: type[ServerProcess], tmp: Path, **kwargs: Any) -> ServerPr
     server = cls(name=name, workdir=tmp, port=free_port(), binary=binary, **kwargs)  # type: ignore[call-arg]
     server.start()
     return server
+
+
+# --- headless browser -------------------------------------------------------------------------
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def require_browser() -> tuple[Any, str]:
+    """Playwright's ``sync_playwright`` and Debian's chromium; skip on a laptop, fail in CI."""
+    chromium = require_binary("chromium", "/usr/bin/chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        if in_ci():
+            pytest.fail(f"CI=true and playwright is not installed: {exc}", pytrace=False)
+        pytest.skip("playwright is not installed (pip install playwright)")
+    return sync_playwright, chromium

@@ -20,11 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port, in_ci, require_binary
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+from tests.servers import CHROMIUM_ARGS, free_port, require_browser
 
 
 class DemoProcess:
@@ -91,13 +87,7 @@ def _sensor_values_js() -> str:
 
 @pytest.mark.slow
 def test_demo_dashboard_shows_simulated_sensors_updating_live(demo: DemoProcess) -> None:
-    chromium = require_binary("chromium", "/usr/bin/chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:  # pragma: no cover - depends on the machine
-        if in_ci():
-            pytest.fail(f"CI=true and playwright is not installed: {exc}", pytrace=False)
-        pytest.skip("playwright is not installed (pip install playwright)")
+    sync_playwright, chromium = require_browser()
 
     url = demo.wait_for_line("dashboard: ", 90).split("dashboard: ", 1)[1].strip()
     assert url == f"http://127.0.0.1:{demo.http_port}/"

@@ -14,11 +14,8 @@ from hub.dashboard.consumer import DashboardConsumer
 from schemas.models import Alert
 from tests.hub_alerting.helpers import Feed, env
 from tests.hub_dashboard.live import LiveServer
-from tests.servers import in_ci, require_binary
+from tests.servers import CHROMIUM_ARGS, require_browser
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 SCREENSHOT = Path(os.environ.get("TP_DASHBOARD_SCREENSHOT", "/tmp/thermopipe-dashboard.png"))
 
 
@@ -29,13 +26,7 @@ def _cell_is(sensor: str, text: str) -> str:
 
 @pytest.mark.slow
 def test_page_shows_a_value_change_live_without_reload() -> None:
-    chromium = require_binary("chromium", "/usr/bin/chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:  # pragma: no cover - depends on the machine
-        if in_ci():
-            pytest.fail(f"CI=true and playwright is not installed: {exc}", pytrace=False)
-        pytest.skip("playwright is not installed (pip install playwright)")
+    sync_playwright, chromium = require_browser()
 
     dash = DashboardConsumer(DashboardConfig(title="Cold room"))
     f = Feed("pi-4", "shop")
