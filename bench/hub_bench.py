@@ -261,6 +261,8 @@ def main() -> int:
     parser.add_argument("--storage-only", action="store_true",
                         help="alerting and dashboard off (to see what they cost)")
     args = parser.parse_args()
+    # SIGTERM (e.g. from `timeout`) unwinds through the finally blocks: no server left behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="hub-bench-"))
     broker = start_server(Mosquitto, workdir / "mosquitto")
     influx = start_server(InfluxDB1, workdir / "influxdb")

@@ -105,7 +105,9 @@ class Hub:
                 "failing": s.consecutive_failures > 0, "last_error": s.last_error,
                 "busy_s": round(now - s.busy_since, 1) if s.busy_since else 0.0}
         connected = self.ingest.connected.is_set()
-        return {"ok": connected, "hub_id": self.config.hub_id, "mqtt_connected": connected,
+        return {"ok": connected and not self.ingest.failed,
+                "ingest_failed": self.ingest.failed, "hub_id": self.config.hub_id,
+                "mqtt_connected": connected,
                 "mqtt_last_error": self.ingest.last_error,
                 "journal_last_offset": self.journal.last_offset, "consumers": consumers}
 

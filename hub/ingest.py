@@ -28,7 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from hub.config import HubConfig
-from hub.journal import DeadRecord, Journal, Pending, ReplayOutcome
+from hub.journal import DeadRecord, Journal, JournalError, Pending, ReplayOutcome
 from hub.metrics import HubMetrics
 from hub.validate import OrderTracker, Rejection, check_payload, is_late
 from schemas.models import DeviceStatus
@@ -75,6 +75,7 @@ class Ingest:
         self.last_error = ""
         self._client = self._make_client()
         self._thread = threading.Thread(target=self._run, name="hub-ingest", daemon=True)
+        self.failed = ""  # set when the journal cannot be written: /healthz turns 503
         self._last_replay_check = 0.0
         self._last_prune = time.monotonic()
         self._last_prune_seen = 0.0
@@ -209,10 +210,17 @@ class Ingest:
                 self._last_replay_check = now
                 batch.extend(Inbound(topic, bytes(payload), time.time(), replay_row=row_id)
                              for row_id, topic, payload in self.journal.pending_replays())
-            if batch:
-                self.metrics.ingest_queue.set(self._queue.qsize())
-                self.process(batch)
-            self._housekeeping(now)
+            try:
+                if batch:
+                    self.metrics.ingest_queue.set(self._queue.qsize())
+                    self.process(batch)
+                self._housekeeping(now)
+            except JournalError as exc:
+                # Nothing of this batch was acknowledged: the broker keeps it. Stop taking more.
+                self.failed = self.last_error = f"journal: {exc}"
+                log.critical("journal_write_failed", error=str(exc))
+                self._stop.set()
+                return
         # drain what paho already handed us, so it is recorded and acked before we disconnect
         rest: list[Inbound] = []
         while True:
