@@ -10,6 +10,7 @@ Lateness (documented for operators and the alerting consumer):
   or when its clock was synchronised and the event time is more than ``late_after_s`` before the
   hub received it. Events made before the device clock was synchronised are not judged by age:
   their time may be wrong in either direction, and a live event must not be muted as late.
+  A will (``status``, ``online: false``, ``reason: will``) is never late by age: see ``is_will``.
 - ``out_of_order`` is true when the event's ``seq`` is not above the highest ``seq`` already
   accepted for the same device and sensor (``seq`` is per device and strictly increasing across
   agent restarts). Such events are stored with their own time; consumers that keep a current
@@ -69,9 +70,23 @@ def check_payload(topics: Topics, topic: str, payload: bytes, max_size: int,
     return message
 
 
+def is_will(message: Accepted) -> bool:
+    """The broker's announcement that the device's connection died (its MQTT will).
+
+    Its ``time`` is when that session *connected* (the agent sets the will before connecting),
+    not when the device was lost: the broker publishes it the moment the connection dies, so it
+    is live news whenever it arrives, however old its time. Only a replayed event is late, and
+    the agent cannot replay its own will. Judging it by age would mute the death of any device
+    that had been up longer than ``late_after_s`` (late alerts are not paged).
+    """
+    return isinstance(message, DeviceStatus) and not message.online and message.reason == "will"
+
+
 def is_late(message: Accepted, received_at: datetime, late_after_s: float) -> bool:
     if isinstance(message, SensorEvent) and message.replayed:
         return True
+    if is_will(message):
+        return False  # judged by when the broker delivered it: see is_will
     return message.clock_synced and (received_at - message.time).total_seconds() > late_after_s
 
 

@@ -6,6 +6,7 @@ rule that sends every warning or critical alert to it. Example::
     [alerting]
     late_after_s = 300
     repeat_interval_s = 14400
+    offline_for_s = 60          # a device must stay offline this long before it pages
 
     [alerting.notifiers.ops-hook]
     type = "webhook"
@@ -35,6 +36,11 @@ rule that sends every warning or critical alert to it. Example::
 Match fields are shell globs (``fnmatch``); an absent field matches anything. ``kind`` is the
 kind of the event that caused the alert: ``state_change``, ``fault``, ``rate_alarm`` or ``status``
 (a device that went offline).
+
+Device offline: a will (the broker's "connection lost") makes the offline condition pending for
+``offline_for_s``. A birth of a newer session received within that time cancels it silently
+(counted as ``offline_flaps_suppressed``, logged at info); otherwise it fires once the time has
+passed, and the next birth resolves it. A resolved notification goes only where a firing went.
 """
 
 from __future__ import annotations
@@ -210,9 +216,15 @@ class AlertingConfig(_Section):
     repeat_interval_s: float = Field(4 * 3600.0, gt=0)
     #: severity of the alert raised when a device's will says it went offline
     offline_severity: Severity = "critical"
+    #: a device's will fires the offline alert only if no birth of a newer session arrives within
+    #: this many seconds (the ``for:`` of Alertmanager and Home Assistant): a broker restart, which
+    #: publishes every client's will while the agents reconnect at once, pages nobody. Runs from
+    #: when the hub received the will; 0 fires at once.
+    offline_for_s: float = Field(60.0, ge=0, le=86400)
     #: durable alert state and outbox; None: the hub passes ``<data_dir>/alerting``
     state_dir: Path | None = None
-    #: how often to check repeat intervals and expired silences
+    #: how often to check repeat intervals and expired silences (a pending offline alert is
+    #: checked at its own deadline, whatever this is)
     tick_interval_s: float = Field(10.0, gt=0)
     #: an undeliverable notification is retried with backoff, then given up (counted, logged)
     give_up_after_s: float = Field(24 * 3600.0, gt=0)

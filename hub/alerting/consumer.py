@@ -5,6 +5,10 @@ rows in one SQLite transaction and returns: it never waits on a receiver. Each n
 own worker thread and outbox (see ``outbox.py``), so a hung webhook never delays e-mail or the
 log, and never the dispatcher. Restart-safe: the state (open alerts, last-sent times) and the
 sent ids survive a SIGKILL, and a redelivered batch decides nothing new.
+
+Timed work (repeats, expired silences, device-offline conditions whose ``offline_for_s`` grace
+ran out) runs on the consumer's own ticker thread, every ``tick_interval_s`` and also at the
+engine's next offline deadline, so an offline alert fires on time without any new event.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from schemas.models import Alert
 
 log = structlog.get_logger("hub.alerting")
 SENT_RETENTION_S = 14 * 24 * 3600.0
+#: the ticker never spins faster than this, even when a deadline has passed (a failing commit)
+MIN_TICK_WAIT_S = 0.2
 
 AlertListener = Callable[[Alert], None]
 
@@ -64,6 +70,7 @@ class AlertingConsumer:
                                  clock=lambda: self._clock().timestamp())
             for name, n in notifiers.items()}
         self._stop = threading.Event()
+        self._tick_wake = threading.Event()  # a new offline deadline: re-plan the next tick
         self._ticker = threading.Thread(target=self._tick_loop, name="alert-ticker", daemon=True)
         self._started = False
         if start:
@@ -83,6 +90,7 @@ class AlertingConsumer:
 
     def close(self) -> None:
         self._stop.set()
+        self._tick_wake.set()
         if self._started:
             self._ticker.join(5)
             for worker in self.workers.values():
@@ -104,9 +112,12 @@ class AlertingConsumer:
             for env in batch:
                 outcome.merge(self.engine.process(env, now))
             self._commit(outcome, now)
+            if self.engine.pending:
+                self._tick_wake.set()
 
     def tick(self, now: datetime | None = None) -> None:
-        """Repeat still-firing groups and release groups whose silence ended."""
+        """Fire offline conditions whose grace ran out, repeat still-firing groups, release
+        groups whose silence ended."""
         with self._lock:
             now = now or self._clock()
             outcome = self.engine.tick(now)
@@ -136,6 +147,11 @@ class AlertingConsumer:
                      event_id=alert.event_id, notifiers=list(notification.notifiers))
             woken.update(notification.notifiers)
             self._tell_listeners(alert)
+        for flap in outcome.flaps:
+            log.info("offline flap suppressed: the device was back within offline_for_s",
+                     site=flap.site, device=flap.device_id, session=flap.session,
+                     event_id=flap.will_event_id, back_event_id=flap.back_event_id,
+                     offline_s=flap.offline_s, offline_for_s=self.config.offline_for_s)
         for alert in outcome.silenced:
             log.info("alert silenced", alert_id=alert.alert_id, rule=alert.rule,
                      site=alert.site, device=alert.device_id, sensor=alert.sensor_id,
@@ -149,6 +165,7 @@ class AlertingConsumer:
         self.stats_counters.count("deduplicated", outcome.deduplicated)
         self.stats_counters.count("redelivered", outcome.redelivered)
         self.stats_counters.count("out_of_order", outcome.out_of_order)
+        self.stats_counters.count("offline_flaps_suppressed", len(outcome.flaps))
 
     def _tell_listeners(self, alert: Alert) -> None:
         for listener in self._listeners:
@@ -158,22 +175,43 @@ class AlertingConsumer:
                 log.exception("alert listener failed", listener=repr(listener),
                               alert_id=alert.alert_id)
 
+    def _next_tick_in(self) -> float:
+        wait = self.config.tick_interval_s
+        with self._lock:
+            due = self.engine.next_due()
+        if due is not None:
+            wait = min(wait, due - self._clock().timestamp())
+        return max(wait, MIN_TICK_WAIT_S)
+
     def _tick_loop(self) -> None:
         last_prune = 0.0
-        while not self._stop.wait(self.config.tick_interval_s):
+        next_at = time.monotonic() + self._next_tick_in()
+        while True:
+            woken = self._tick_wake.wait(max(next_at - time.monotonic(), 0.0))
+            self._tick_wake.clear()
+            if self._stop.is_set():
+                return
+            if woken and time.monotonic() < next_at:
+                # a new offline deadline may come sooner; never later (events arriving all
+                # the time must not postpone the repeats)
+                next_at = min(next_at, time.monotonic() + self._next_tick_in())
+                continue
             try:
                 self.tick()
                 if time.monotonic() - last_prune > 3600:
                     last_prune = time.monotonic()
                     self.store.prune_sent(self._clock().timestamp() - SENT_RETENTION_S)
+                next_at = time.monotonic() + self._next_tick_in()
             except Exception:  # keep ticking: the next tick retries the same work
                 log.exception("alert tick failed")
+                next_at = time.monotonic() + max(self._next_tick_in(), 1.0)
 
     # -- observability -------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         out = self.stats_counters.snapshot()
         out["pending"] = self.store.pending()
         out["open_groups"] = len(self.engine.groups)
+        out["offline_pending"] = len(self.engine.pending)
         return out
 
     def open_alerts(self) -> list[dict[str, Any]]:

@@ -18,6 +18,18 @@ Every notification's ``alert_id`` is derived from the group key, the status and 
 id (plus a repeat counter for timed repeats), so re-processing a redelivered batch from the same
 state makes the same ids, and the consumer's outbox drops the ones already recorded.
 
+Device offline waits ``offline_for_s`` (Alertmanager's and Home Assistant's ``for:``): a will
+makes the offline condition *pending*, not firing. A birth of a newer session that the hub
+received within ``offline_for_s`` of the will cancels it silently (a flap: a broker restart
+publishes every client's will, and the agents are back seconds later), counted in
+``Outcome.flaps``. Otherwise ``tick(now)`` fires it once ``now`` reaches the will's received time
+plus ``offline_for_s`` (or, if the birth is processed first but arrived after that, the birth
+fires it and resolves it). Pending conditions are part of the snapshot, and every deadline is
+derived from the envelopes' received times: a restart in the grace neither loses nor repeats the
+alert, and its ``alert_id`` is the one an immediate firing would have had. ``offline_for_s = 0``
+fires at once. A will always shows people its received time (its own ``time`` is when its
+session connected: see ``hub.validate.is_will``).
+
 Routing, explicitly: a *live* firing goes to all the rule's notifiers; a *late* firing (the cause
 was replayed by the agent or older than ``late_after_s`` when received, or is out of order) goes
 only to notifiers with ``deliver_late`` (log and MQTT by default; webhook and e-mail not), flagged
@@ -37,6 +49,7 @@ from typing import Any, Literal
 
 from hub.alerting.config import SEVERITY_RANK, AlertingConfig, Rule, Silence
 from hub.consumers.base import Envelope
+from hub.validate import is_will
 from schemas.models import (
     Alert,
     DeviceStatus,
@@ -48,7 +61,9 @@ from schemas.models import (
 
 #: how many recent event ids each condition remembers to recognise a redelivered envelope
 RECENT_IDS = 32
-STATE_VERSION = 1
+#: 2 added ``pending`` (offline conditions in their grace); a version-1 state loads as none pending
+STATE_VERSION = 2
+OFFLINE = "offline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +79,36 @@ class Signal:
 
 
 @dataclass(frozen=True, slots=True)
+class Cause:
+    """The event an alert is about, as shown to people."""
+
+    site: str
+    device_id: str
+    sensor_id: str | None
+    event_id: str
+    #: when it happened: the event's time; for a will, when the hub received it (see is_will)
+    event_time: datetime
+
+    @classmethod
+    def of(cls, env: Envelope) -> Cause:
+        msg = env.message
+        return cls(msg.site, msg.device_id, getattr(msg, "sensor_id", None), msg.event_id,
+                   env.received_at if is_will(msg) else msg.time)
+
+
+@dataclass(frozen=True, slots=True)
+class FlapSuppressed:
+    """A device-offline condition cancelled inside its grace: the device came back in time."""
+
+    site: str
+    device_id: str
+    session: int                 # of the will
+    will_event_id: str
+    back_event_id: str | None    # the birth; None: it came before the will (out of order)
+    offline_s: float | None      # received-time gap; None: the birth came before the will
+
+
+@dataclass(frozen=True, slots=True)
 class Notification:
     alert: Alert
     notifiers: tuple[str, ...]
@@ -76,11 +121,13 @@ class Outcome:
     deduplicated: int = 0   # a firing for a group already firing, inside its repeat interval
     redelivered: int = 0    # an envelope this engine already processed
     out_of_order: int = 0   # older than the last envelope of its condition: state unchanged
+    flaps: list[FlapSuppressed] = field(default_factory=list)  # offline cancelled in its grace
     changed: bool = False   # the durable state changed
 
     def merge(self, other: Outcome) -> None:
         self.notifications += other.notifications
         self.silenced += other.silenced
+        self.flaps += other.flaps
         self.deduplicated += other.deduplicated
         self.redelivered += other.redelivered
         self.out_of_order += other.out_of_order
@@ -112,6 +159,23 @@ class GroupState:
     last_sent: float | None = None  # epoch seconds
     unsent: bool = False            # a firing held back by a silence
     repeats: int = 0
+
+
+@dataclass
+class PendingOffline:
+    """A will waiting out ``offline_for_s`` before it fires (JSON-serialisable)."""
+
+    site: str
+    device_id: str
+    session: int
+    event_id: str
+    event_time: str        # ISO, UTC: when the hub received the will
+    received: float        # the same, epoch seconds: the grace runs from here
+    kind: str
+    severity: Severity
+    order: list[int]
+    summary: str
+    late: bool
 
 
 def alert_id(*parts: str) -> str:
@@ -159,18 +223,23 @@ def signal_for(env: Envelope, offline_severity: Severity) -> Signal | None:
         # A will is made when its session connects, so its time is older than the birth of
         # that same session: within a session, going offline always ranks after online.
         order = (msg.session, 0 if msg.online else 1, _micros(msg.time))
-        if not msg.online and msg.reason == "will":
-            return Signal("offline", msg.kind, True, offline_severity, order,
-                          f"device {where} went offline (connection lost, session "
-                          f"{msg.session})")
+        if is_will(msg):
+            lost = env.received_at.astimezone(UTC)
+            return Signal(OFFLINE, msg.kind, True, offline_severity, order,
+                          f"device {where} went offline at {lost:%Y-%m-%d %H:%M:%S} UTC "
+                          f"(connection lost, session {msg.session})")
         if msg.online:
-            return Signal("offline", msg.kind, False, offline_severity, order,
+            return Signal(OFFLINE, msg.kind, False, offline_severity, order,
                           f"device {where} is back online (session {msg.session})")
     return None  # readings, summaries, clean shutdowns
 
 
 def is_late(env: Envelope, late_after_s: float) -> bool:
     msg = env.message
+    if is_will(msg):
+        # live whenever the broker delivers it (hub.validate.is_will); this also overrides a
+        # late flag that a hub before that fix journaled for it
+        return False
     if env.late or getattr(msg, "replayed", False):
         return True
     # a clock that was not synchronised says nothing trustworthy about age
@@ -186,6 +255,8 @@ class AlertEngine:
         self._rules = {rule.name: rule for rule in config.rules}
         self.conditions: dict[str, ConditionState] = {}
         self.groups: dict[str, GroupState] = {}
+        #: offline conditions inside their ``offline_for_s`` grace, by condition key
+        self.pending: dict[str, PendingOffline] = {}
         if snapshot:
             self._load(snapshot)
 
@@ -193,14 +264,21 @@ class AlertEngine:
     def snapshot(self) -> dict[str, Any]:
         return {"version": STATE_VERSION,
                 "conditions": {k: asdict(v) for k, v in self.conditions.items()},
-                "groups": {k: asdict(v) for k, v in self.groups.items()}}
+                "groups": {k: asdict(v) for k, v in self.groups.items()},
+                "pending": {k: asdict(v) for k, v in self.pending.items()}}
 
     def _load(self, data: dict[str, Any]) -> None:
-        if data.get("version") != STATE_VERSION:
+        if data.get("version") not in (1, STATE_VERSION):
             raise ValueError(f"alert state version {data.get('version')!r} is not "
                              f"{STATE_VERSION}")
         self.conditions = {k: ConditionState(**v) for k, v in data["conditions"].items()}
         self.groups = {k: GroupState(**v) for k, v in data["groups"].items()}
+        self.pending = {k: PendingOffline(**v) for k, v in data.get("pending", {}).items()}
+
+    def next_due(self) -> float | None:
+        """When (epoch seconds) the earliest pending offline condition is due, if any."""
+        grace = self.config.offline_for_s
+        return min((p.received + grace for p in self.pending.values()), default=None)
 
     # -- decisions -----------------------------------------------------------------------------
     def process(self, env: Envelope, now: datetime) -> Outcome:
@@ -209,8 +287,8 @@ class AlertEngine:
         if signal is None:
             return out
         msg = env.message
-        sensor_id = getattr(msg, "sensor_id", None)
-        ckey = condition_key(msg.site, msg.device_id, sensor_id, signal.condition)
+        cause = Cause.of(env)
+        ckey = condition_key(msg.site, msg.device_id, cause.sensor_id, signal.condition)
         cond = self.conditions.get(ckey)
         if cond is not None and msg.event_id in cond.recent:
             out.redelivered += 1
@@ -222,12 +300,20 @@ class AlertEngine:
             # still worth reporting, as late, to the notifiers that take late alerts.
             out.out_of_order += 1
             self._remember(cond, msg.event_id)
+            if signal.active and signal.condition == OFFLINE and self._graced():
+                # With a grace, an old will never notifies: either a newer session's birth came
+                # in before it (the device was back within any grace: a flap), or a newer will
+                # already stands for the outage.
+                if not cond.active:
+                    assert isinstance(msg, DeviceStatus)
+                    out.flaps.append(FlapSuppressed(msg.site, msg.device_id, msg.session,
+                                                    msg.event_id, None, None))
+                return out
             if signal.active:
-                for rule in self._matching(signal, env):
-                    key = self._group_key(rule, msg.site, msg.device_id, sensor_id,
-                                          signal.condition)
+                for rule in self._matching(signal, cause):
+                    key = self._group_key(rule, cause, signal.condition)
                     alert = self._alert(key, "firing", severity=signal.severity,
-                                        rule=rule.name, env=env, summary=signal.summary,
+                                        rule=rule.name, cause=cause, summary=signal.summary,
                                         late=True, now=now,
                                         id_parts=(key, "firing", msg.event_id))
                     self._route(out, alert, self._late_notifiers(rule.notifiers),
@@ -239,16 +325,27 @@ class AlertEngine:
         cond.order = list(signal.order)
         cond.active = signal.active
         self._remember(cond, msg.event_id)
+        if signal.condition == OFFLINE and self._offline(out, env, signal, ckey=ckey, late=late,
+                                                         now=now):
+            return out
         if signal.active:
-            self._fire(out, env, signal, ckey=ckey, late=late, now=now)
+            self._fire(out, cause, signal, ckey=ckey, late=late, now=now)
         else:
-            self._resolve(out, env, signal, ckey=ckey, late=late, now=now)
+            self._resolve(out, cause, signal, ckey=ckey, late=late, now=now)
         return out
 
     def tick(self, now: datetime) -> Outcome:
-        """Timed work: repeat still-firing groups, notify groups whose silence expired."""
+        """Timed work: fire offline conditions whose grace ran out, repeat still-firing groups,
+        notify groups whose silence expired."""
         out = Outcome()
         epoch = now.timestamp()
+        grace = self.config.offline_for_s
+        for ckey, pending in sorted(self.pending.items(),
+                                    key=lambda item: (item[1].received, item[0])):
+            if pending.received + grace <= epoch:
+                del self.pending[ckey]
+                out.changed = True
+                self._fire_pending(out, ckey, pending, now)
         for group in list(self.groups.values()):
             rule = self._rules.get(group.rule)
             if rule is None or self._silence_for(group, now) is not None:
@@ -277,22 +374,67 @@ class AlertEngine:
         return out
 
     # -- internals -----------------------------------------------------------------------------
-    def _fire(self, out: Outcome, env: Envelope, signal: Signal, *, ckey: str, late: bool,
-              now: datetime) -> None:
+    def _graced(self) -> bool:
+        return bool(self.config.offline_for_s > 0)
+
+    def _offline(self, out: Outcome, env: Envelope, signal: Signal, *, ckey: str, late: bool,
+                 now: datetime) -> bool:
+        """The ``offline_for_s`` grace of a will or birth (already recorded in its condition).
+        True when handled here; False: fire or resolve at once, as any condition."""
         msg = env.message
-        sensor_id = getattr(msg, "sensor_id", None)
-        for rule in self._matching(signal, env):
-            key = self._group_key(rule, msg.site, msg.device_id, sensor_id, signal.condition)
+        assert isinstance(msg, DeviceStatus)
+        pending = self.pending.get(ckey)
+        if signal.active:
+            if not self._graced() or any(ckey in g.members for g in self.groups.values()):
+                return False  # no grace, or already firing: dedupe/escalate as usual
+            if pending is None:  # still offline since an earlier will: its grace runs on
+                cause = Cause.of(env)
+                self.pending[ckey] = PendingOffline(
+                    site=cause.site, device_id=cause.device_id, session=msg.session,
+                    event_id=cause.event_id, event_time=cause.event_time.isoformat(),
+                    received=env.received_at.timestamp(), kind=signal.kind,
+                    severity=signal.severity, order=list(signal.order),
+                    summary=signal.summary, late=late)
+            return True
+        if pending is None:
+            return False
+        del self.pending[ckey]
+        gap = env.received_at.timestamp() - pending.received
+        if gap <= self.config.offline_for_s:
+            out.flaps.append(FlapSuppressed(msg.site, msg.device_id, pending.session,
+                                            pending.event_id, msg.event_id, round(gap, 3)))
+            return True
+        # the grace ran out before this birth arrived, but no tick fired it in between (a
+        # backlog, or a hub restart): it was a real outage, so fire it, then resolve it
+        self._fire_pending(out, ckey, pending, now)
+        return False
+
+    def _fire_pending(self, out: Outcome, ckey: str, pending: PendingOffline,
+                      now: datetime) -> None:
+        grace = self.config.offline_for_s
+        summary = (f"{pending.summary}; not back within {grace:g} s" if grace > 0
+                   else pending.summary)
+        signal = Signal(OFFLINE, pending.kind, True, pending.severity, tuple(pending.order),
+                        summary)
+        cause = Cause(pending.site, pending.device_id, None, pending.event_id,
+                      datetime.fromisoformat(pending.event_time))
+        self._fire(out, cause, signal, ckey=ckey, late=pending.late, now=now)
+
+    def _fire(self, out: Outcome, cause: Cause, signal: Signal, *, ckey: str, late: bool,
+              now: datetime) -> None:
+        for rule in self._matching(signal, cause):
+            key = self._group_key(rule, cause, signal.condition)
             group = self.groups.get(key)
-            ids = (key, "firing", msg.event_id)
+            ids = (key, "firing", cause.event_id)
             if group is None:
                 group = self.groups[key] = GroupState(
-                    key=key, rule=rule.name, site=msg.site, device_id=msg.device_id,
-                    sensor_id=sensor_id, kind=signal.kind, severity=signal.severity,
-                    members={ckey: signal.severity}, cause_event_id=msg.event_id,
-                    cause_event_time=msg.time.isoformat(), summary=signal.summary, late=late)
-                self._send_firing(out, rule, group, env=env, signal=signal, late=late, now=now,
-                                   ids=ids)
+                    key=key, rule=rule.name, site=cause.site, device_id=cause.device_id,
+                    sensor_id=cause.sensor_id, kind=signal.kind, severity=signal.severity,
+                    members={ckey: signal.severity}, cause_event_id=cause.event_id,
+                    cause_event_time=cause.event_time.isoformat(), summary=signal.summary,
+                    late=late)
+                self._send_firing(out, rule, group, cause=cause, signal=signal, late=late,
+                                  now=now, ids=ids)
                 continue
             escalated = SEVERITY_RANK[signal.severity] > SEVERITY_RANK[group.severity]
             group.members[ckey] = signal.severity
@@ -305,20 +447,21 @@ class AlertEngine:
             if escalated or repeat_due or (not late and not full):
                 group.severity = max(group.severity, signal.severity, key=SEVERITY_RANK.__getitem__)
                 group.kind = signal.kind
-                group.cause_event_id = msg.event_id
-                group.cause_event_time = msg.time.isoformat()
+                group.cause_event_id = cause.event_id
+                group.cause_event_time = cause.event_time.isoformat()
                 group.summary = signal.summary
                 group.late = late and group.late
-                group.device_id, group.sensor_id = msg.device_id, sensor_id
-                self._send_firing(out, rule, group, env=env, signal=signal, late=late, now=now,
-                                   ids=ids)
+                group.device_id, group.sensor_id = cause.device_id, cause.sensor_id
+                self._send_firing(out, rule, group, cause=cause, signal=signal, late=late,
+                                  now=now, ids=ids)
             else:
                 out.deduplicated += 1
 
-    def _send_firing(self, out: Outcome, rule: Rule, group: GroupState, *, env: Envelope,
+    def _send_firing(self, out: Outcome, rule: Rule, group: GroupState, *, cause: Cause,
                      signal: Signal, late: bool, now: datetime, ids: tuple[str, ...]) -> None:
         alert = self._alert(group.key, "firing", severity=group.severity, rule=rule.name,
-                            env=env, summary=signal.summary, late=late, now=now, id_parts=ids)
+                            cause=cause, summary=signal.summary, late=late, now=now,
+                            id_parts=ids)
         names = self._audience_for(rule, late)
         if self._route(out, alert, names, signal=signal, now=now):
             group.audience = sorted(set(group.audience) | set(names))
@@ -327,9 +470,8 @@ class AlertEngine:
         else:
             group.unsent = True
 
-    def _resolve(self, out: Outcome, env: Envelope, signal: Signal, *, ckey: str, late: bool,
+    def _resolve(self, out: Outcome, cause: Cause, signal: Signal, *, ckey: str, late: bool,
                  now: datetime) -> None:
-        msg = env.message
         for key, group in list(self.groups.items()):
             if ckey not in group.members:
                 continue
@@ -342,11 +484,12 @@ class AlertEngine:
             names = [n for n in group.audience if n in self.config.notifiers]
             if not names:
                 continue  # never notified (silenced, or late with no late notifier)
-            alert = Alert(alert_id=alert_id(key, "resolved", msg.event_id), group_key=key,
+            alert = Alert(alert_id=alert_id(key, "resolved", cause.event_id), group_key=key,
                           status="resolved", severity=group.severity, rule=group.rule,
                           site=group.site, device_id=group.device_id,
                           sensor_id=group.sensor_id, summary=signal.summary,
-                          event_id=msg.event_id, event_time=msg.time, late=late, time=now)
+                          event_id=cause.event_id, event_time=cause.event_time, late=late,
+                          time=now)
             out.notifications.append(Notification(alert, tuple(names)))
 
     def _route(self, out: Outcome, alert: Alert, names: list[str], *, signal: Signal,
@@ -361,12 +504,11 @@ class AlertEngine:
             out.notifications.append(Notification(alert, tuple(names)))
         return True
 
-    def _matching(self, signal: Signal, env: Envelope) -> list[Rule]:
-        msg = env.message
-        sensor_id = getattr(msg, "sensor_id", None)
+    def _matching(self, signal: Signal, cause: Cause) -> list[Rule]:
         return [rule for rule in self.config.rules
-                if rule.match.matches(site=msg.site, device=msg.device_id, sensor=sensor_id,
-                                      kind=signal.kind, severity=signal.severity)]
+                if rule.match.matches(site=cause.site, device=cause.device_id,
+                                      sensor=cause.sensor_id, kind=signal.kind,
+                                      severity=signal.severity)]
 
     def _audience_for(self, rule: Rule, late: bool) -> list[str]:
         return self._late_notifiers(rule.notifiers) if late else list(rule.notifiers)
@@ -388,24 +530,22 @@ class AlertEngine:
         return None
 
     @staticmethod
-    def _group_key(rule: Rule, site: str, device: str, sensor: str | None,
-                   condition: str) -> str:
-        values = {"site": site, "device": device, "sensor": sensor or "-",
-                  "condition": condition}
+    def _group_key(rule: Rule, cause: Cause, condition: str) -> str:
+        values = {"site": cause.site, "device": cause.device_id,
+                  "sensor": cause.sensor_id or "-", "condition": condition}
         parts = [f"rule={rule.name}"] + [f"{name}={values[name]}" for name in rule.group_by
                                          if name != "rule"]
         return ",".join(parts)
 
     @staticmethod
     def _alert(key: str, status: Literal["firing", "resolved"], *, severity: Severity,
-               rule: str, env: Envelope, summary: str, late: bool, now: datetime,
+               rule: str, cause: Cause, summary: str, late: bool, now: datetime,
                id_parts: tuple[str, ...]) -> Alert:
-        msg = env.message
         return Alert(alert_id=alert_id(*id_parts), group_key=key, status=status,
-                     severity=severity, rule=rule, site=msg.site,
-                     device_id=msg.device_id, sensor_id=getattr(msg, "sensor_id", None),
-                     summary=summary, event_id=msg.event_id, event_time=msg.time, late=late,
-                     time=now.astimezone(UTC))
+                     severity=severity, rule=rule, site=cause.site,
+                     device_id=cause.device_id, sensor_id=cause.sensor_id,
+                     summary=summary, event_id=cause.event_id, event_time=cause.event_time,
+                     late=late, time=now.astimezone(UTC))
 
     @staticmethod
     def _remember(cond: ConditionState, event_id: str) -> None:

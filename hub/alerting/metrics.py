@@ -15,6 +15,8 @@ ALERTS_FAILED = Counter("thermopipe_alerts_failed",
 ALERTS_GIVEN_UP = Counter("thermopipe_alerts_given_up",
                           "Alert notifications given up (rejected or too old)", ["notifier"])
 ALERTS_SILENCED = Counter("thermopipe_alerts_silenced", "Firing alerts held back by a silence")
+ALERTS_FLAPS = Counter("thermopipe_alerts_offline_flaps_suppressed",
+                       "Device-offline conditions cancelled: back within offline_for_s")
 ALERTS_DECIDED = Counter("thermopipe_alerts_decided", "Alerts decided, by status and lateness",
                          ["status", "late"])
 
@@ -49,6 +51,8 @@ class AlertingStats:
             self._add(what, n)
             if what == "silenced":
                 ALERTS_SILENCED.inc(n)
+            elif what == "offline_flaps_suppressed":
+                ALERTS_FLAPS.inc(n)
 
     def snapshot(self) -> dict[str, Any]:
         """{'alerts_sent': {'webhook': 3}, 'silenced': 1, ...}: flat and nested by notifier."""

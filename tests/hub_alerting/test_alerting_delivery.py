@@ -35,6 +35,7 @@ def make_config(**notifiers: dict[str, Any]) -> AlertingConfig:
         "rules": [{"name": "all", "match": {"severity_at_least": "warning"},
                    "notifiers": list(notifiers)}],
         "tick_interval_s": 3600,
+        "offline_for_s": 0,  # the grace is tested in test_alerting_offline_grace.py
     })
 
 
