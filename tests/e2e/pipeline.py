@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
@@ -35,7 +36,7 @@ from hub.alerting.config import AlertingConfig
 from hub.alerting.engine import AlertEngine
 from hub.consumers.base import Envelope
 from schemas.models import DeviceStatus, FaultEvent, RateAlarmEvent, StateChangeEvent
-from tests.agent_e2e.e2e_helpers import FAULTS, key_of_draft, key_of_event
+from tests.agent_e2e.e2e_helpers import FAULTS, Subscriber, key_of_draft, key_of_event
 from tests.servers import InfluxDB1
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,9 +117,11 @@ backlog_rate_per_s = {backlog_rate_per_s}
 
 def hub_toml(*, data_dir: Path, mqtt: MqttAccess, topic_root: str, influx_url: str,
              database: str, http_port: int, webhook_url: str | None = None,
-             hub_id: str = "e2e", log_level: str = "info") -> str:
+             hub_id: str = "e2e", log_level: str = "info",
+             offline_for_s: float | None = None) -> str:
     """A hub config (hub/config.py): v1 storage, HTTP metrics on ``http_port``, and (with a
-    ``webhook_url``) alerting to that webhook only, one group per condition, late alerts too."""
+    ``webhook_url``) alerting to that webhook only, one group per condition, late alerts too,
+    with the device-offline grace ``offline_for_s`` (None: the hub's default)."""
     password = f'password = "file:{mqtt.password_file}"\n' if mqtt.password_file else ""
     username = f'username = "{mqtt.username}"\n' if mqtt.username else ""
     text = f"""
@@ -155,9 +158,10 @@ retry_max_s = 1.0
 """
     if webhook_url is None:
         return text + "\n[alerting]\nenabled = false\n"
+    grace = "" if offline_for_s is None else f"offline_for_s = {offline_for_s}\n"
     return text + f"""
 [alerting]
-repeat_interval_s = 86400
+{grace}repeat_interval_s = 86400
 tick_interval_s = 1.0
 retry_max_backoff_s = 1.0
 
@@ -301,6 +305,22 @@ class MetricsWatch:
         self._thread.join(5)
 
 
+class TimedSubscriber(Subscriber):
+    """The e2e subscriber (persistent session), also noting when each event id first arrived
+    (wall clock): a second, independent witness of when the broker delivered each will and
+    birth, for the offline grace's expectations."""
+
+    def __init__(self, host: str, port: int, root: str) -> None:
+        self.arrived: dict[str, float] = {}
+        super().__init__(host, port, root)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        now = time.time()
+        super()._on_message(client, userdata, msg)
+        with self._lock:
+            self.arrived.setdefault(self.messages[-1][1].event_id, now)
+
+
 # -- what was stored ------------------------------------------------------------------------------
 
 def stored_rows(influx: InfluxDB1, db: str, measurement: str,
@@ -425,10 +445,15 @@ def alert_key(body: dict[str, Any]) -> AlertKey:
 class AlertExpectation:
     keys: dict[AlertKey, str] = field(default_factory=dict)  # key -> "status: summary"
     offline: set[AlertKey] = field(default_factory=set)      # the device-offline ones
+    #: wills followed by the next birth within ``offline_for_s``: no alert (event id -> gap s)
+    flaps: dict[str, float] = field(default_factory=dict)
+    #: every will with the seconds until the next birth arrived (None: none came)
+    gaps: dict[str, float | None] = field(default_factory=dict)
 
 
-def expected_alerts(messages: Iterable[Any], config: AlertingConfig,
-                    notifier: str) -> AlertExpectation:
+def expected_alerts(messages: Iterable[Any], config: AlertingConfig, notifier: str,
+                    arrived: dict[str, float] | None = None,
+                    margin_s: float = 1.5) -> AlertExpectation:
     """The alerts ``notifier`` must receive for the agent's events and statuses.
 
     Sensor conditions: the pure alert engine, fed each condition's events in the device's seq
@@ -437,7 +462,12 @@ def expected_alerts(messages: Iterable[Any], config: AlertingConfig,
     Device offline: what the messages mean, not the engine's order key. A will is published by
     the broker when the connection of its session dies, so it comes after everything else of
     that session (its ``time`` is when that session connected: the agent sets the will before
-    connecting); it fires, and the next birth (a later session) resolves it.
+    connecting); it fires, and the next birth (a later session) resolves it. With a grace
+    (``config.offline_for_s``), a will whose next birth arrived within the grace is a flap: no
+    firing, no resolution. When they arrived is taken from ``arrived`` (event id -> wall-clock
+    seconds, e.g. ``TimedSubscriber.arrived``), an independent witness of the hub's received
+    times; so a gap within ``margin_s`` of the grace is too close to call and fails the
+    expectation (the scenario must keep clear of it).
     """
     out = AlertExpectation()
     sensor_msgs = sorted((m for m in messages
@@ -453,11 +483,26 @@ def expected_alerts(messages: Iterable[Any], config: AlertingConfig,
                     f"{n.alert.status}: {n.alert.summary}")
     statuses = sorted((m for m in messages if isinstance(m, DeviceStatus)),
                       key=lambda m: (m.session, not m.online and m.reason == "will", m.time))
+    grace = config.offline_for_s
+    births = [st for st in statuses if st.online]
     offline = False
     for st in statuses:
         is_will = not st.online and st.reason == "will"
         if is_will == offline or not (is_will or st.online):
             continue  # still offline / still online / a clean shutdown
+        if is_will and grace > 0:
+            back = next((b for b in births if b.session > st.session), None)
+            if arrived is None:
+                raise ValueError("offline_for_s > 0: the arrival times are needed")
+            gap = None if back is None else arrived[back.event_id] - arrived[st.event_id]
+            out.gaps[st.event_id] = None if gap is None else round(gap, 2)
+            if gap is not None and abs(gap - grace) < margin_s:
+                raise AssertionError(
+                    f"the will of session {st.session} was followed by a birth {gap:.2f} s "
+                    f"later: too close to offline_for_s = {grace:g} to say what the hub saw")
+            if gap is not None and gap < grace:
+                out.flaps[st.event_id] = round(gap, 2)
+                continue  # cancelled in its grace: nothing fires, nothing resolves
         offline = is_will
         status = "firing" if is_will else "resolved"
         for rule in config.rules:

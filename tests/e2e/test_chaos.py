@@ -14,7 +14,12 @@ is stopped for a while, and the serial device is unplugged (scripted in the scen
 (d) the webhook received every alert expected, each ``Idempotency-Key`` acknowledged exactly
     once, and the hub's alert store has nothing pending or given up. Expected: what the pure
     alert engine decides from the agent's sensor events, and for the device-offline condition
-    one firing per will and one resolution at the next birth (``pipeline.expected_alerts``).
+    (hub configured with ``offline_for_s`` = 8 s) nothing for the wills Mosquitto publishes when
+    it stops (it delivers them as it shuts down; the agent's birth follows about 4.5 s later,
+    within the grace: a flap, which the hub must log as suppressed), one firing and one
+    resolution at the next birth for the SIGKILLed agent's will (it stays away 12 s)
+    (``pipeline.expected_alerts``, from an independent subscriber's arrival times; a gap too
+    close to the grace to call fails the test).
 
 What (c) cannot require, and why. Readings the firmware sent while no agent process ran are gone
 (the serial buffer dies with the process, and pyserial flushes the input when the port is opened,
@@ -35,6 +40,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +48,14 @@ import pytest
 
 from edge_agent.decide import Reading, SensorRules
 from schemas.models import DeviceStatus
-from tests.agent_e2e.e2e_helpers import AgentProc, Sim, Subscriber, unique, wait_until
+from tests.agent_e2e.e2e_helpers import AgentProc, Sim, unique, wait_until
 from tests.e2e.pipeline import (
     AlertKey,
     HubProc,
     Key,
     MetricsWatch,
     MqttAccess,
+    TimedSubscriber,
     agent_toml,
     alert_key,
     alert_store_rows,
@@ -85,9 +92,15 @@ def sc(real_s: float) -> str:
 BROKER_DOWN, BROKER_UP = 9.0, 13.0        # S1 steady in "high" from 7 to 20
 RECEIVER_FAILS = 18.0                     # 503 until the hub is killed
 HUB_KILL, HUB_RESTART = 27.0, 29.0        # S1 "critical", S2 normal, from 23 to 38
-AGENT_KILL, AGENT_RESTART = 46.0, 48.0    # S1 "high", S2 "cold", from 41 to 56
-INFLUX_DOWN, INFLUX_UP = 62.0, 70.0       # both normal from 59 to 78
-UNPLUG, REPLUG, END = 74.0, 76.0, 86.0
+# The hub's offline grace (alerting.offline_for_s): the wills Mosquitto publishes when it stops
+# are followed by the agent's birth within it (the 4 s outage plus the reconnect: suppressed),
+# while the SIGKILLed agent stays away well past it (its will pages).
+OFFLINE_FOR_S = 8.0
+AGENT_KILL = 46.0                         # S1 "high", S2 "cold", from 41 to CALM_END
+AGENT_RESTART = AGENT_KILL + OFFLINE_FOR_S + 4.0
+CALM_END = AGENT_RESTART + 5.0            # room for the restarted agent's first decisions
+INFLUX_DOWN, INFLUX_UP = CALM_END + 6, CALM_END + 14    # both normal from CALM_END + 3 ...
+UNPLUG, REPLUG, END = CALM_END + 18, CALM_END + 20, CALM_END + 30  # ... to CALM_END + 22
 
 SCENARIO = f"""
 name = "chaos"
@@ -103,17 +116,17 @@ profile = {{ kind = "piecewise", points = [
   {{ at = 0, value = 20.0 }}, {{ at = "{sc(4)}", value = 20.0 }},
   {{ at = "{sc(7)}", value = 27.0 }}, {{ at = "{sc(20)}", value = 27.0 }},
   {{ at = "{sc(23)}", value = 29.5 }}, {{ at = "{sc(38)}", value = 29.5 }},
-  {{ at = "{sc(41)}", value = 26.5 }}, {{ at = "{sc(56)}", value = 26.5 }},
-  {{ at = "{sc(59)}", value = 20.0 }}, {{ at = "{sc(78)}", value = 20.0 }},
-  {{ at = "{sc(81)}", value = 26.5 }}] }}
+  {{ at = "{sc(41)}", value = 26.5 }}, {{ at = "{sc(CALM_END)}", value = 26.5 }},
+  {{ at = "{sc(CALM_END + 3)}", value = 20.0 }}, {{ at = "{sc(CALM_END + 22)}", value = 20.0 }},
+  {{ at = "{sc(CALM_END + 25)}", value = 26.5 }}] }}
 
 [[sensors]]
 id = "{S2}"
 noise = 0.1
 profile = {{ kind = "piecewise", points = [
   {{ at = 0, value = 5.0 }}, {{ at = "{sc(38)}", value = 5.0 }},
-  {{ at = "{sc(41)}", value = 1.0 }}, {{ at = "{sc(56)}", value = 1.0 }},
-  {{ at = "{sc(59)}", value = 5.0 }}] }}
+  {{ at = "{sc(41)}", value = 1.0 }}, {{ at = "{sc(CALM_END)}", value = 1.0 }},
+  {{ at = "{sc(CALM_END + 3)}", value = 5.0 }}] }}
 
 [[faults]]
 kind = "stall"            # the agent opens the pty during it (pyserial flushes on open)
@@ -182,10 +195,10 @@ class Chaos:
         hub_cfg.write_text(hub_toml(data_dir=self.hub_data, mqtt=mqtt, topic_root=root,
                                     influx_url=influx.url, database="chaos",
                                     http_port=http_port, webhook_url=self.receiver.url,
-                                    hub_id="chaos"))
+                                    hub_id="chaos", offline_for_s=OFFLINE_FOR_S))
         self.hub = HubProc(hub_cfg, tmp / "hub.log", http_port)
         self.alerting = alerting_config_of(hub_cfg)
-        self.sub = Subscriber(broker.host, broker.port, root)
+        self.sub = TimedSubscriber(broker.host, broker.port, root)
         self.watch = MetricsWatch([self.hub])
         self.sim: Sim | None = None
         self.t0 = 0.0       # monotonic time firmware-sim started
@@ -370,7 +383,10 @@ def test_chaos_every_event_stored_once_every_alert_delivered_once(chaos: Chaos) 
     # (d): every alert expected was delivered, each Idempotency-Key acknowledged once
     statuses: dict[str, DeviceStatus] = {s.event_id: s for s in run.sub.statuses()}
     run.counts["statuses"] = [f"{s.session}:{s.reason}" for s in statuses.values()]
-    want = expected_alerts([*delivered, *statuses.values()], run.alerting, "hook")
+    assert run.alerting.offline_for_s == OFFLINE_FOR_S
+    want = expected_alerts([*delivered, *statuses.values()], run.alerting, "hook",
+                           arrived=run.sub.arrived)
+    run.counts["will_to_birth_s"] = list(want.gaps.values())
 
     def got() -> dict[AlertKey, list[dict[str, Any]]]:
         out: dict[AlertKey, list[dict[str, Any]]] = {}
@@ -396,6 +412,8 @@ def test_chaos_every_event_stored_once_every_alert_delivered_once(chaos: Chaos) 
         webhook_503s=sum(1 for r in run.receiver.requests if r.status == 503),
         restarts={"broker": 1, "hub_sigkill": 1, "agent_sigkill": 1, "influxdb": 1,
                   "unplug": 1})
+    suppressed = run.hub.log_text().count('"offline flap suppressed')
+    run.counts["offline_flaps"] = f"{len(want.flaps)} expected, {suppressed} logged by the hub"
     print("\n" + run.report())
     assert not twice_keys, f"Idempotency-Keys acknowledged twice: {twice_keys}; {run.report()}"
     missing = {k: v for k, v in want.keys.items() if k not in received}
@@ -416,4 +434,10 @@ def test_chaos_every_event_stored_once_every_alert_delivered_once(chaos: Chaos) 
         f"offline alerts: missing {missing}, unexpected {unexpected}; {run.report()}")
     offline_firings = [b for k in want.offline if k[1] == "firing" for b in received[k]]
     assert offline_firings and not any(b["late"] for b in offline_firings), offline_firings
+    # ... sent once the grace had passed since the hub received the will (its event_time)
+    waited = [(datetime.fromisoformat(b["time"]) - datetime.fromisoformat(b["event_time"]))
+              .total_seconds() for b in offline_firings]
+    assert all(OFFLINE_FOR_S <= w < OFFLINE_FOR_S + 10 for w in waited), waited
+    # the broker restart's wills were flaps, and the hub says it suppressed each of them
+    assert want.flaps and suppressed == len(want.flaps), run.report()
 
