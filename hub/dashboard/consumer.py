@@ -68,11 +68,8 @@ class DashboardConsumer:
 
     # -- Consumer ------------------------------------------------------------------------------
     def handle(self, batch: Sequence[Envelope]) -> None:
-        with self._lock:
-            changes: list[Change] = []
-            for env in batch:
-                changes += self.state.apply(env)
-            self._broadcast(changes)
+        with self._lock:  # one change set per batch, whatever its size
+            self._broadcast(self.state.apply_batch(batch))
 
     def on_alert(self, alert: Alert) -> None:
         """Show an alert; wire it with ``AlertingConsumer.add_listener(dashboard.on_alert)``."""

@@ -1,7 +1,8 @@
 """What the dashboard shows, built from envelopes and alerts with no I/O (pure, testable).
 
-Every ``apply`` returns the changes it made (``{"type": "device"|"sensor"|"event"|"alert",
-...}``), which the consumer streams to browsers; ``snapshot`` is the whole state for
+Every ``apply``/``apply_batch`` returns the changes it made (``{"type":
+"device"|"sensor"|"event"|"alert", ...}``; one per device and sensor per batch, with its final
+values), which the consumer streams to browsers; ``snapshot`` is the whole state for
 ``/api/state``. A redelivered envelope (same event id) changes nothing, and an envelope older than
 what a sensor already shows (lower ``seq``) is listed as an event but never overwrites its value.
 """
@@ -9,6 +10,8 @@ what a sensor already shows (lower ``seq``) is listed as an event but never over
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from hub.consumers.base import Envelope
@@ -40,35 +43,98 @@ class DashboardState:
         self.open_alerts: dict[str, dict[str, Any]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._status_order: dict[str, tuple[int, int, Any]] = {}
+        # the same dicts as devices / sensors, keyed by id tuples: no key string per event
+        self._devices_by_id: dict[tuple[str, str], dict[str, Any]] = {}
+        self._sensors_by_id: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     # -- input ---------------------------------------------------------------------------------
     def apply(self, env: Envelope) -> list[Change]:
+        return self.apply_batch((env,))
+
+    def apply_batch(self, batch: Iterable[Envelope]) -> list[Change]:
+        """Apply a batch; return ONE change per device and sensor it touched (their final
+        values: a browser only ever shows the latest), then the listed events in order.
+
+        Readings, nearly all the traffic, take a fast path: only the newest reading per sensor
+        and the last arrival per device are remembered while the batch runs, and turned into
+        display values once at the end, so the work per batch is bounded by the number of
+        devices and sensors, not of events."""
+        seen = self._seen
+        devices = self._devices_by_id
+        sensors = self._sensors_by_id
+        touched_devices: dict[str, dict[str, Any]] = {}
+        touched_sensors: dict[str, dict[str, Any]] = {}
+        events: list[dict[str, Any]] = []
+        # latest arrival per device, newest reading per sensor (keyed by the dicts' "key")
+        arrivals: dict[str, datetime] = {}
+        newest: dict[str, tuple[Any, Envelope]] = {}
+        for env in batch:
+            msg = env.message
+            event_id = msg.event_id
+            if event_id in seen:
+                continue
+            seen[event_id] = None
+            if len(seen) > SEEN_IDS:
+                seen.popitem(last=False)
+            if type(msg) is ReadingEvent:
+                device = devices.get((msg.site, msg.device_id))
+                if device is None:
+                    device = self._device(msg.site, msg.device_id)
+                sensor = sensors.get((msg.site, msg.device_id, msg.sensor_id))
+                if sensor is None:  # a known sensor is already listed on its device
+                    sensor = self._sensor(msg.site, msg.device_id, msg.sensor_id)
+                    if sensor["key"] not in device["sensors"]:
+                        device["sensors"].append(sensor["key"])
+                dkey = device["key"]
+                device["events"] += 1
+                arrivals[dkey] = env.received_at
+                touched_devices[dkey] = device
+                skey = sensor["key"]
+                if msg.seq > sensor["seq"]:
+                    sensor["seq"] = msg.seq
+                    newest[skey] = (sensor, env)
+                    touched_sensors[skey] = sensor
+                continue
+            # anything else: settle the pending readings first, so it sees (and may change)
+            # the values as they are at this point of the batch
+            self._settle(arrivals, newest)
+            self._apply_one(env, touched_devices, touched_sensors, events)
+        self._settle(arrivals, newest)
+        changes = [self._change("device", d) for d in touched_devices.values()]
+        changes += [self._change("sensor", s) for s in touched_sensors.values()]
+        changes += [self._change("event", item) for item in events]
+        return changes
+
+    def _settle(self, arrivals: dict[str, datetime],
+                newest: dict[str, tuple[Any, Envelope]]) -> None:
+        for dkey, received_at in arrivals.items():
+            self.devices[dkey]["last_seen"] = _iso(received_at)
+        for sensor, env in newest.values():
+            self._apply_sensor(sensor, env.message, env)
+        arrivals.clear()
+        newest.clear()
+
+    def _apply_one(self, env: Envelope, touched_devices: dict[str, dict[str, Any]],
+                   touched_sensors: dict[str, dict[str, Any]],
+                   events: list[dict[str, Any]]) -> None:
         msg = env.message
-        if msg.event_id in self._seen:
-            return []
-        self._seen[msg.event_id] = None
-        if len(self._seen) > SEEN_IDS:
-            self._seen.popitem(last=False)
-        changes: list[Change] = []
         device = self._device(msg.site, msg.device_id)
         device["last_seen"] = _iso(env.received_at)
         device["events"] += 1
+        touched_devices[device["key"]] = device
         if isinstance(msg, DeviceStatus):
-            self._apply_status(device, msg, changes)
+            self._apply_status(device, msg, touched_sensors)
         else:
             sensor = self._sensor(msg.site, msg.device_id, msg.sensor_id)
             if sensor["key"] not in device["sensors"]:
                 device["sensors"].append(sensor["key"])
-            newer = msg.seq > sensor["seq"]
-            if newer:
+            if msg.seq > sensor["seq"]:
                 self._apply_sensor(sensor, msg, env)
-                changes.append(self._change("sensor", sensor))
-        changes.insert(0, self._change("device", device))
+                touched_sensors[sensor["key"]] = sensor
         if not isinstance(msg, ReadingEvent | SummaryEvent):
             item = self._event_item(env)
             self.events.appendleft(item)
-            changes.append(self._change("event", item))
-        return changes
+            events.append(item)
 
     def apply_alert(self, alert: Alert) -> list[Change]:
         item = {**alert.model_dump(mode="json"), "key": alert.alert_id}
@@ -95,6 +161,9 @@ class DashboardState:
         return {"type": kind, "version": self.version, "data": dict(data)}
 
     def _device(self, site: str, device_id: str) -> dict[str, Any]:
+        known = self._devices_by_id.get((site, device_id))
+        if known is not None:
+            return known
         key = f"{site}/{device_id}"
         if key not in self.devices:
             self.devices[key] = {"key": key, "site": site, "device_id": device_id,
@@ -102,9 +171,13 @@ class DashboardState:
                                  "firmware": "", "agent_version": "", "counters": {},
                                  "last_seen": None, "status_time": None, "events": 0,
                                  "sensors": []}
+        self._devices_by_id[(site, device_id)] = self.devices[key]
         return self.devices[key]
 
     def _sensor(self, site: str, device_id: str, sensor_id: str) -> dict[str, Any]:
+        known = self._sensors_by_id.get((site, device_id, sensor_id))
+        if known is not None:
+            return known
         key = f"{site}/{device_id}/{sensor_id}"
         if key not in self.sensors:
             self.sensors[key] = {"key": key, "site": site, "device_id": device_id,
@@ -113,10 +186,11 @@ class DashboardState:
                                  "last_seen": None, "faults": [], "stale": False,
                                  "rate_alarm": False, "seq": -1, "summary": None,
                                  "thresholds": [], "source": None}
+        self._sensors_by_id[(site, device_id, sensor_id)] = self.sensors[key]
         return self.sensors[key]
 
     def _apply_status(self, device: dict[str, Any], msg: DeviceStatus,
-                      changes: list[Change]) -> None:
+                      touched_sensors: dict[str, dict[str, Any]]) -> None:
         # a will carries the time its session connected: within one session, offline ranks
         # after online, whatever the times say
         order = (msg.session, 0 if msg.online else 1, msg.time)
@@ -135,7 +209,7 @@ class DashboardState:
                               thresholds=[t.model_dump(mode="json") for t in info.thresholds])
                 if sensor["key"] not in device["sensors"]:
                     device["sensors"].append(sensor["key"])
-                changes.append(self._change("sensor", sensor))
+                touched_sensors[sensor["key"]] = sensor
 
     @staticmethod
     def _apply_sensor(sensor: dict[str, Any], msg: Any, env: Envelope) -> None:
