@@ -1,4 +1,10 @@
-"""Building and running one hub from its config: journal, ingest, consumers, dispatch, web."""
+"""Building and running one hub from its config: journal, ingest, consumers, dispatch, web.
+
+With storage enabled (any mode), the hub also stores its own records through the journal
+(``LocalRecord``, taken by the storage consumer only): every alert the alerting consumer decides
+(its listener appends the alert's point before the decision is acted on further) and a
+``hub_health`` point every ``[storage] health_interval_s`` (``hub/storage/health.py``).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +24,10 @@ from hub.dispatch import ConsumerRunner
 from hub.ingest import Ingest
 from hub.journal import Journal
 from hub.metrics import HubMetrics
+from hub.storage.health import HealthRecorder
+from hub.storage.points import Point, health_point, point_for
 from hub.web import WebServer, make_app
+from schemas.models import Alert
 
 log = structlog.get_logger("hub")
 
@@ -48,6 +57,11 @@ class Hub:
                                        retry_initial_s=d.retry_initial_s,
                                        retry_max_s=d.retry_max_s) for c in self.consumers]
         self.metrics.watch_backlog(lambda: {r.consumer.name: r.backlog for r in self.runners})
+        self.metrics.watch_lag(self.lag_s)
+        self.health_recorder: HealthRecorder | None = None
+        if config.storage.enabled:
+            self.health_recorder = HealthRecorder(config.storage.health_interval_s,
+                                                  self.health_point, self._record_point)
         self.web: WebServer | None = None
         self._stopped = threading.Event()
 
@@ -74,6 +88,8 @@ class Hub:
                                           topic_root=cfg.mqtt.topic_root, state_dir=state_dir)
             if alerting is not None:
                 consumers.append(alerting)
+                if cfg.storage.enabled:  # every decided alert is stored, through the journal
+                    alerting.add_listener(self._store_alert)  # type: ignore[attr-defined]
         else:
             alerting = None
         if cfg.dashboard.enabled:
@@ -86,6 +102,29 @@ class Hub:
                 if alerting is not None and callable(on_alert):
                     alerting.add_listener(on_alert)  # type: ignore[attr-defined]
         return consumers
+
+    # ---- the hub's own records, stored through the journal ---------------------------------
+    def _store_alert(self, alert: Alert) -> None:
+        """Alerting listener: the alert's point, durably in the journal before we return."""
+        point = point_for(alert)
+        assert point is not None  # every Alert has a point
+        self.journal.append_local([(alert.alert_id, point)])
+
+    def _record_point(self, point: Point) -> None:
+        self.journal.append_local([(f"{point.measurement}:{self.config.hub_id}:{point.time_ns}",
+                                    point)])
+
+    def lag_s(self) -> float:
+        """Age of the oldest journal entry some consumer has not handled; 0 when all are idle."""
+        cursor = min((r.state.cursor for r in self.runners), default=self.journal.last_offset)
+        since = self.journal.received_after(cursor)
+        return 0.0 if since is None else max(0.0, time.time() - since.timestamp())
+
+    def health_point(self) -> Point:
+        """This process's ``hub_health`` point now (layout: ``hub/storage/points.py``)."""
+        return health_point(self.config.hub_id, time.time_ns(), **self.metrics.totals(),
+                            backlogs={r.consumer.name: r.backlog for r in self.runners},
+                            lag_s=self.lag_s())
 
     def routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = []
@@ -119,6 +158,8 @@ class Hub:
             self.web = WebServer(app, self.config.http.host, self.config.http.port)
             self.web.start()
         self.ingest.start()
+        if self.health_recorder is not None:
+            self.health_recorder.start()
         log.info("hub_started", hub_id=self.config.hub_id, data_dir=str(self.config.data_dir),
                  consumers=[c.name for c in self.consumers],
                  shared_group=self.config.mqtt.shared_group)
@@ -129,6 +170,8 @@ class Hub:
             return
         self._stopped.set()
         self.ingest.stop()
+        if self.health_recorder is not None:
+            self.health_recorder.stop()
         for runner in self.runners:
             runner.stop()
         for consumer in self.consumers:

@@ -127,6 +127,8 @@ class StorageConfig(_Section):
     batch_size: int = Field(5000, ge=1, le=100_000)
     flush_interval_s: float = Field(0.2, gt=0, le=60)
     timeout_s: float = Field(10.0, gt=0, le=300)
+    #: every this often the hub stores its own health (measurement hub_health, any mode)
+    health_interval_s: float = Field(10.0, gt=0, le=3600)
 
     _secrets = field_validator("token", "password", mode="before")(_secret)
 

@@ -5,6 +5,9 @@ hangs stalls only its own thread (its backlog grows and shows in ``/metrics`` an
 The cursor moves, durably, only after ``handle`` returned, so a restart hands over again at most
 the batch that was in progress (consumers are idempotent). Threads wake on the journal's
 condition when new rows are committed: no polling.
+
+The hub's own records (``LocalRecord``: alerts, health points) reach only consumers with
+``accepts_local = True``; the others' cursors move past them without a call.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from hub.consumers.base import Consumer, Envelope
+from hub.consumers.base import Consumer, Envelope, JournalEntry
 from hub.journal import Journal
 from hub.metrics import HubMetrics
 
@@ -52,6 +55,7 @@ class ConsumerRunner:
         self.max_wait_s = float(getattr(consumer, "max_wait_s", max_wait_s))
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
+        self.accepts_local = bool(getattr(consumer, "accepts_local", False))
         self.state = ConsumerState(consumer.name)
         self._stop = threading.Event()
         self._committed = 0
@@ -80,7 +84,7 @@ class ConsumerRunner:
             return False
         return True
 
-    def _next_batch(self) -> list[Envelope]:
+    def _next_batch(self) -> list[JournalEntry]:
         cursor = self.state.cursor
         if self.journal.last_offset <= cursor:
             self._commit_cursor()  # idle: make the position durable now
@@ -120,9 +124,12 @@ class ConsumerRunner:
             batch = self._next_batch()
             if not batch:
                 continue
+            events = [e for e in batch if type(e) is Envelope]
+            deliver: list[JournalEntry] | list[Envelope] = batch if self.accepts_local else events
             state.busy_since = time.monotonic()
             try:
-                self.consumer.handle(batch)
+                if deliver:
+                    self.consumer.handle(deliver)  # type: ignore[arg-type]  # accepts_local
             except Exception as exc:  # noqa: BLE001 - any consumer failure: log, count, retry
                 state.busy_since = None
                 state.retries += 1
@@ -137,14 +144,15 @@ class ConsumerRunner:
                 delay = min(delay * 2, self.retry_max_s)
                 continue
             state.busy_since = None
-            last = batch[-1]
-            state.cursor = last.offset
+            state.cursor = batch[-1].offset
             self._commit_cursor(force=False)
-            state.processed += len(batch)
             if state.consecutive_failures:
                 log.info("consumer_recovered", consumer=name, after=state.consecutive_failures)
             state.consecutive_failures = 0
             delay = self.retry_initial_s
-            self._processed.inc(len(batch))
-            if not last.late:
-                self._lag.observe(max(0.0, time.time() - last.message.time.timestamp()))
+            if events:  # processed and lag count contract events, not the hub's own records
+                state.processed += len(events)
+                self._processed.inc(len(events))
+                last = events[-1]
+                if not last.late:
+                    self._lag.observe(max(0.0, time.time() - last.message.time.timestamp()))

@@ -73,6 +73,7 @@ class Ingest:
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.last_error = ""
+        self._refused = False  # the broker refused our last CONNECT (until one is accepted)
         self._client = self._make_client()
         self._thread = threading.Thread(target=self._run, name="hub-ingest", daemon=True)
         self.failed = ""  # set when the journal cannot be written: /healthz turns 503
@@ -111,6 +112,7 @@ class Ingest:
         # handshake, DNS): the exception is the reason, and paho logs nothing itself.
         exc = sys.exc_info()[1]
         reason = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown reason"
+        self._refused = False  # a newer reason: the broker cannot be reached at all
         first = self.last_error != f"cannot connect: {reason}"
         self.last_error = f"cannot connect: {reason}"
         self.metrics.connected.set(0)
@@ -122,9 +124,13 @@ class Ingest:
     def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any,
                     _props: Any) -> None:
         if reason.is_failure:
-            self.last_error = f"broker refused the connection: {reason}"
-            log.error("mqtt_refused", reason=str(reason))
+            error = f"broker refused the connection: {reason}"
+            first = self.last_error != error  # once per distinct reason: paho retries
+            self._refused = True
+            self.last_error = error
+            (log.error if first else log.debug)("mqtt_refused", reason=str(reason))
             return
+        self._refused = False
         self._generation += 1
         self.connected.set()
         self.metrics.connected.set(1)
@@ -145,7 +151,11 @@ class Ingest:
         self.connected.clear()
         self.subscribed.clear()
         self.metrics.connected.set(0)
-        if not self._stop.is_set():
+        if self._refused:
+            # paho closes a refused connection itself and reports that as a disconnect
+            # ("Protocol error"); the refusal (bad password, not authorized) is the reason to show
+            log.debug("mqtt_disconnected_after_refusal", reason=str(reason))
+        elif not self._stop.is_set():
             self.last_error = f"disconnected: {reason}"
             log.warning("mqtt_disconnected", reason=str(reason))
 

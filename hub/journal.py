@@ -1,7 +1,7 @@
 """The hub's durable record: journal, consumer cursors, dedup ids, sequence marks, dead letters.
 
-One SQLite file (``data_dir/hub.sqlite3``) in WAL mode. The ingest thread is the only writer of
-the journal: it records a whole batch of MQTT messages (accepted events, the ids that make later
+One SQLite file (``data_dir/hub.sqlite3``) in WAL mode. The ingest thread writes the events: it
+records a whole batch of MQTT messages (accepted events, the ids that make later
 copies duplicates, the highest ``seq`` per sensor, dead letters) in ONE transaction and only then
 acknowledges the batch to the broker. With ``synchronous=FULL`` (the default) the commit is on
 disk before the broker forgets the messages, so neither a crash nor a power cut loses an
@@ -13,6 +13,12 @@ losing the last cursor move on power loss only redelivers a batch, and consumers
 Rows every registered consumer has passed are pruned. Recent envelopes are also kept decoded in
 memory (``tail``) so consumers that keep up never decode a payload again.
 
+The hub's own records (its alerts, its ``hub_health`` points: ``LocalRecord``) are appended to the
+same journal by ``append_local`` from other threads (the alerting consumer, the health timer), so
+they get the journal's durability, order and per-consumer retry; a write lock keeps every write
+transaction and offset assignment in one order. Only consumers that accept local records (storage)
+receive them.
+
 Dedup ids are kept ``dedup_retention_days`` (default 7) and at most ``dedup_max_ids`` (default 5
 million, about 250 MB): an event replayed after that is stored again (storage writes are
 idempotent, so the point is overwritten with the same values).
@@ -20,6 +26,7 @@ idempotent, so the point is overwritten with the same values).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -28,7 +35,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hub.consumers.base import Envelope
+from hub.consumers.base import Envelope, JournalEntry, LocalRecord
+from hub.storage.points import Point
 from hub.validate import Accepted
 from schemas.codec import decode
 from schemas.errors import ThermopipeError
@@ -54,6 +62,7 @@ CREATE INDEX IF NOT EXISTS dead_letters_status ON dead_letters(status);
 """
 
 TAIL_CAPACITY = 6_000  # decoded envelopes kept for consumers that keep up (memory)
+LOCAL_KIND = "_local_point"  # the journal ``kind`` of a LocalRecord (no event kind starts with _)
 
 
 class JournalError(ThermopipeError):
@@ -115,6 +124,17 @@ def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+def _point_payload(point: Point) -> bytes:
+    return json.dumps({"m": point.measurement, "t": point.tags, "f": point.fields,
+                       "ns": point.time_ns}, separators=(",", ":")).encode()
+
+
+def _point_from(payload: bytes) -> Point:
+    # JSON keeps the field types the line protocol needs: true/false, 5 (int), 5.0 (float), "s"
+    data = json.loads(payload)
+    return Point(data["m"], data["t"], data["f"], data["ns"])
+
+
 class Journal:
     """The durable, ordered log of accepted events, with a cursor per consumer."""
 
@@ -126,6 +146,7 @@ class Journal:
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one write transaction at a time on self._conn
         self._cond = threading.Condition(self._lock)
         self._closed = False
         self.dedup_retention_s = dedup_retention_s
@@ -134,18 +155,20 @@ class Journal:
         meta = self._conn.execute("SELECT value FROM meta WHERE key='last_offset'").fetchone()
         # last_offset survives pruning, so offsets never repeat even with an empty journal
         self._last = max(row[0] or 0, meta[0] if meta else 0)
-        self._tail: list[Envelope] = []
+        self._tail: list[JournalEntry] = []
         self._consumers: set[str] = set()
 
     # ---- writing (the ingest thread) ---------------------------------------------------------
     def known_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` were already recorded (duplicates)."""
         found: set[str] = set()
-        for start in range(0, len(ids), 900):
-            chunk = ids[start:start + 900]
-            marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self._conn.execute(
-                f"SELECT event_id FROM seen WHERE event_id IN ({marks})", chunk))  # noqa: S608
+        with self._write_lock:  # the connection is shared with append_local's transactions
+            for start in range(0, len(ids), 900):
+                chunk = ids[start:start + 900]
+                marks = ",".join("?" * len(chunk))
+                found.update(r[0] for r in self._conn.execute(
+                    f"SELECT event_id FROM seen WHERE event_id IN ({marks})",  # noqa: S608
+                    chunk))
         return found
 
     def load_seq_marks(self) -> dict[tuple[str, str], int]:
@@ -156,6 +179,12 @@ class Journal:
                seq_marks: dict[tuple[str, str], int], dead: Sequence[DeadRecord],
                replays: Sequence[ReplayOutcome] = ()) -> list[Envelope]:
         """Commit one ingest batch atomically; return the new envelopes with their offsets."""
+        with self._write_lock:
+            return self._record(pending, seen_ids, seq_marks, dead, replays)
+
+    def _record(self, pending: Sequence[Pending], seen_ids: Iterable[tuple[str, float]],
+                seq_marks: dict[tuple[str, str], int], dead: Sequence[DeadRecord],
+                replays: Sequence[ReplayOutcome]) -> list[Envelope]:
         first = self._last + 1
         rows = []
         envelopes = []
@@ -201,23 +230,62 @@ class Journal:
                 raise
         except sqlite3.Error as exc:
             raise JournalError(f"cannot record an ingest batch in {self.path}: {exc}") from exc
-        if envelopes:
+        self._publish(envelopes)
+        return envelopes
+
+    def append_local(self, points: Sequence[tuple[str, Point]]) -> list[LocalRecord]:
+        """Durably append the hub's own points, ``(record id, point)`` each (any thread).
+
+        Returns after the commit (``synchronous`` as configured), so a point handed over here
+        survives a crash; the storage consumer writes it like an event (retried, in order)."""
+        if not points:
+            return []
+        with self._write_lock:
+            now = time.time()
+            first = self._last + 1
+            rows = [(first + i, record_id, LOCAL_KIND, "", _point_payload(point), now, 0, 0)
+                    for i, (record_id, point) in enumerate(points)]
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?,?,?)", rows)
+                    conn.execute("INSERT INTO meta VALUES ('last_offset', ?) ON CONFLICT(key) "
+                                 "DO UPDATE SET value=excluded.value", (rows[-1][0],))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise JournalError(f"cannot append to {self.path}: {exc}") from exc
+            records = [LocalRecord(first + i, point, _dt(now))
+                       for i, (_, point) in enumerate(points)]
+            self._publish(records)
+            return records
+
+    def _publish(self, entries: Sequence[JournalEntry]) -> None:
+        """Make committed entries visible to the consumers (called under the write lock)."""
+        if entries:
             with self._cond:
-                self._last = envelopes[-1].offset
-                self._tail.extend(envelopes)
+                self._last = entries[-1].offset
+                self._tail.extend(entries)
                 if len(self._tail) > TAIL_CAPACITY + 2000:
                     del self._tail[:len(self._tail) - TAIL_CAPACITY]
                 self._cond.notify_all()
-        return envelopes
 
     def pending_replays(self, limit: int = 200) -> list[tuple[int, str, bytes]]:
         """Dead letters an operator asked to replay: (row id, topic, payload)."""
-        return list(self._conn.execute(
-            "SELECT id, topic, payload FROM dead_letters WHERE status='replay_requested' "
-            "ORDER BY id LIMIT ?", (limit,)))
+        with self._write_lock:
+            return list(self._conn.execute(
+                "SELECT id, topic, payload FROM dead_letters WHERE status='replay_requested' "
+                "ORDER BY id LIMIT ?", (limit,)))
 
     def prune(self) -> int:
         """Drop journal rows every registered consumer has passed; return how many."""
+        with self._write_lock:
+            return self._prune()
+
+    def _prune(self) -> int:
         with self._lock:
             consumers = sorted(self._consumers)
             last = self._last
@@ -234,12 +302,13 @@ class Journal:
     def prune_seen(self, now: float | None = None) -> None:
         """Forget dedup ids past their retention or beyond the maximum count (oldest first)."""
         now = time.time() if now is None else now
-        self._conn.execute("DELETE FROM seen WHERE at < ?", (now - self.dedup_retention_s,))
-        count = self._conn.execute("SELECT COUNT(*) FROM seen").fetchone()[0]
-        if count > self.dedup_max_ids:
-            self._conn.execute(
-                "DELETE FROM seen WHERE event_id IN (SELECT event_id FROM seen ORDER BY at "
-                "LIMIT ?)", (count - self.dedup_max_ids,))
+        with self._write_lock:
+            self._conn.execute("DELETE FROM seen WHERE at < ?", (now - self.dedup_retention_s,))
+            count = self._conn.execute("SELECT COUNT(*) FROM seen").fetchone()[0]
+            if count > self.dedup_max_ids:
+                self._conn.execute(
+                    "DELETE FROM seen WHERE event_id IN (SELECT event_id FROM seen ORDER BY at "
+                    "LIMIT ?)", (count - self.dedup_max_ids,))
 
     # ---- reading (the dispatcher threads) ----------------------------------------------------
     @property
@@ -274,8 +343,8 @@ class Journal:
             return self._cond.wait_for(lambda: self._last > after or self._closed, timeout) \
                 and not self._closed
 
-    def read(self, after: int, limit: int) -> list[Envelope]:
-        """Up to ``limit`` envelopes with offsets above ``after``, in order."""
+    def read(self, after: int, limit: int) -> list[JournalEntry]:
+        """Up to ``limit`` entries with offsets above ``after``, in order."""
         with self._lock:
             if self._tail and self._tail[0].offset <= after + 1:
                 start = after + 1 - self._tail[0].offset
@@ -291,12 +360,15 @@ class Journal:
                 self._readers.append(conn)
         return conn
 
-    def _read_db(self, after: int, limit: int) -> list[Envelope]:
+    def _read_db(self, after: int, limit: int) -> list[JournalEntry]:
         rows = self._reader().execute(
-            "SELECT offset, topic, payload, received_at, late, out_of_order FROM journal "
+            "SELECT offset, kind, topic, payload, received_at, late, out_of_order FROM journal "
             "WHERE offset > ? ORDER BY offset LIMIT ?", (after, limit)).fetchall()
-        out = []
-        for offset, topic, payload, received_at, late, ooo in rows:
+        out: list[JournalEntry] = []
+        for offset, kind, topic, payload, received_at, late, ooo in rows:
+            if kind == LOCAL_KIND:
+                out.append(LocalRecord(offset, _point_from(payload), _dt(received_at)))
+                continue
             message = decode(payload, max_size=len(payload) + 1)  # validated when it came in
             assert isinstance(message, SensorEvent | DeviceStatus)
             out.append(Envelope(offset, message, topic, _dt(received_at), bool(late), bool(ooo)))
@@ -304,6 +376,18 @@ class Journal:
 
     def backlog(self, cursor: int) -> int:
         return max(0, self._last - cursor)
+
+    def received_after(self, offset: int) -> datetime | None:
+        """When the first entry above ``offset`` was recorded (None: there is none)."""
+        with self._lock:
+            if offset >= self._last:
+                return None
+            if self._tail and self._tail[0].offset <= offset + 1:
+                return self._tail[offset + 1 - self._tail[0].offset].received_at
+        row = self._reader().execute(
+            "SELECT received_at FROM journal WHERE offset > ? ORDER BY offset LIMIT 1",
+            (offset,)).fetchone()
+        return None if row is None else _dt(row[0])
 
     def close(self) -> None:
         with self._cond:

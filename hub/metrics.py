@@ -10,6 +10,9 @@ thermopipe_hub_consumer_retries_total{consumer}     failed batches retried
 thermopipe_hub_consumer_backlog{consumer}           journal rows the consumer has not handled
 thermopipe_hub_end_to_end_lag_seconds{consumer}     event time -> handled, live events only
                                                     (sampled: the newest event of each batch)
+thermopipe_hub_journal_lag_seconds                  age of the oldest journal entry some consumer
+                                                    has not handled yet; 0 when all are idle
+                                                    (the ``lag_s`` of the hub_health points)
 thermopipe_hub_mqtt_connected                       1 while connected to the broker
 thermopipe_hub_ingest_queue                         received, not yet recorded
 """
@@ -36,6 +39,22 @@ class _Backlog(Collector):
         for name, value in sorted(self._source().items()):
             family.add_metric([name], value)
         yield family
+
+
+class _Lag(Collector):
+    def __init__(self, source: Callable[[], float]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        yield GaugeMetricFamily("thermopipe_hub_journal_lag_seconds",
+                                "Age of the oldest journal entry not yet handled by every "
+                                "consumer (0 when all are idle)", value=self._source())
+
+
+def _total(counter: Counter) -> int:
+    """A counter's value summed over its labels."""
+    return int(sum(sample.value for family in counter.collect() for sample in family.samples
+                   if sample.name.endswith("_total")))
 
 
 class HubMetrics:
@@ -70,3 +89,11 @@ class HubMetrics:
 
     def watch_backlog(self, source: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_Backlog(source))
+
+    def watch_lag(self, source: Callable[[], float]) -> None:
+        self.registry.register(_Lag(source))
+
+    def totals(self) -> dict[str, int]:
+        """The ingest counters since this process started (for the hub_health points)."""
+        return {"events_in": _total(self.events_in), "duplicates": _total(self.duplicates),
+                "dead_lettered": _total(self.dead_lettered)}

@@ -5,6 +5,11 @@ consumer's own durable cursor. ``handle`` returning normally advances the cursor
 raising (``DeliveryError`` for expected outages, anything else for bugs) makes the dispatcher retry
 the same batch later with backoff, without blocking the other consumers. After a hub crash a batch
 may be handed over again, so ``handle`` must be idempotent (keyed by ``event_id`` or ``offset``).
+
+The journal also holds records the hub makes itself (``LocalRecord``: its alerts and its
+``hub_health`` points, each a ready point to store). Only a consumer whose class says
+``accepts_local = True`` (storage) gets them in its batches; every other consumer never sees
+them (the alerting consumer never sees its own alerts), and its cursor simply moves past them.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from hub.storage.points import Point
 from schemas.models import DeviceStatus, SensorEvent
 
 
@@ -27,12 +33,28 @@ class Envelope:
     out_of_order: bool                   # seq below the last seen for this device and sensor
 
 
+@dataclass(frozen=True, slots=True)
+class LocalRecord:
+    """A point the hub made itself (an alert it decided, its own health), for storage only."""
+
+    offset: int
+    point: Point
+    received_at: datetime  # when the hub recorded it (UTC)
+
+
+#: What the journal hands out: events from MQTT, and the hub's own records.
+JournalEntry = Envelope | LocalRecord
+
+
 @runtime_checkable
 class Consumer(Protocol):
     name: str
 
     def handle(self, batch: Sequence[Envelope]) -> None:
-        """Process a batch; raise to have the same batch retried later."""
+        """Process a batch; raise to have the same batch retried later.
+
+        A consumer with ``accepts_local = True`` gets ``LocalRecord`` items in the batch too
+        (declare ``handle(self, batch: Sequence[JournalEntry])``)."""
 
     def close(self) -> None:
         """Release resources; called once on shutdown."""

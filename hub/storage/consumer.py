@@ -27,7 +27,7 @@ from typing import Any
 import structlog
 
 from hub.config import StorageConfig
-from hub.consumers.base import Envelope
+from hub.consumers.base import JournalEntry, LocalRecord
 from hub.storage.lines import line_for
 from schemas.errors import DeliveryError
 
@@ -36,6 +36,7 @@ log = structlog.get_logger("hub.storage")
 
 class StorageConsumer:
     name = "storage"
+    accepts_local = True  # the hub's own alerts and hub_health points (LocalRecord)
 
     def __init__(self, config: StorageConfig, rejected_counter: Any | None = None) -> None:
         self.config = config
@@ -56,10 +57,11 @@ class StorageConsumer:
                                           enable_gzip=config.gzip, retries=False)
             self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
 
-    def handle(self, batch: Sequence[Envelope]) -> None:
+    def handle(self, batch: Sequence[JournalEntry]) -> None:
         lines = []
-        for env in batch:
-            line = line_for(env.message)
+        for entry in batch:
+            line = (entry.point.to_line() if isinstance(entry, LocalRecord)
+                    else line_for(entry.message))
             if line is not None:
                 lines.append(line)
         size = self.batch_size

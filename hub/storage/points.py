@@ -16,11 +16,27 @@ measurement        tags                                fields
                                                        one ``c_<name>`` field per device counter
 ``alert``          site, device, sensor, rule,         alert_id, summary, late, event_id, firing
                    severity, status
+``hub_health``     hub                                 events_in, duplicates, dead_lettered (ints,
+                                                       counted since the process started),
+                                                       ``backlog_<consumer>`` (int, one per
+                                                       consumer), lag_s (float)
 =================  ==================================  =============================================
 
 ``kind`` is reading | state_change | rate_alarm | fault; ``state`` is the new band of a state
 change,
 the fault code of a fault, ``rate`` for a rate alarm and ``value`` for a reading.
+
+Alerts and health points are the hub's own records: the hub appends them to its journal as
+``LocalRecord``s (``hub/journal.py``), and only the storage consumer takes them, so they are written
+like events: durably, in order, retried while the database is down. An ``alert`` point is a
+function of the alert alone (decided firing or resolved, late too), so writing it again after a
+crash overwrites it with itself. ``hub_health`` is one point per hub process (tag ``hub`` = the
+``hub_id``, ``<hub_id>-w<i>`` for ``--workers``) every ``[storage] health_interval_s`` (default
+10 s), stamped with the wall clock when it was taken: ``events_in`` MQTT messages received,
+``duplicates`` dropped, ``dead_lettered`` (all since the process started: use
+``non_negative_derivative`` for rates), ``backlog_<consumer>`` journal rows the consumer has not
+handled, ``lag_s`` the age of the oldest journal entry some consumer has not handled yet (0 when
+every consumer is idle).
 
 Alerts carry no sequence number: their last three nanosecond digits come from a hash of the
 alert id instead, for the same reason.
@@ -149,6 +165,17 @@ def _alert(alert: Alert) -> Point:
     # microsecond (one batch) from overwriting each other in one series
     tie = int.from_bytes(hashlib.blake2b(alert.alert_id.encode(), digest_size=4).digest()) % 1000
     return Point("alert", tags, fields, time_ns(alert.time) + tie)
+
+
+def health_point(hub_id: str, at_ns: int, *, events_in: int, duplicates: int,
+                 dead_lettered: int, backlogs: dict[str, int], lag_s: float) -> Point:
+    """The ``hub_health`` point of one hub process at ``at_ns`` (see the table above)."""
+    fields: dict[str, FieldValue] = {"events_in": int(events_in), "duplicates": int(duplicates),
+                                     "dead_lettered": int(dead_lettered)}
+    for consumer, backlog in sorted(backlogs.items()):
+        fields[f"backlog_{consumer}"] = int(backlog)
+    fields["lag_s"] = float(lag_s)  # always a float: InfluxDB fixes a field's type per shard
+    return Point("hub_health", {"hub": hub_id}, fields, at_ns)
 
 
 def _esc_key(value: str) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from hub.consumers.base import Envelope
+from hub.consumers.base import JournalEntry, LocalRecord
 from hub.storage.points import point_for
 from schemas.errors import DeliveryError
 
@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS points (
 
 class SqliteStoreConsumer:
     name = "storage"
+    accepts_local = True  # the hub's own alerts and hub_health points (LocalRecord)
 
     def __init__(self, path: Path, batch_size: int = 1000, flush_interval_s: float = 0.2) -> None:
         self.path = Path(path)
@@ -55,10 +56,10 @@ class SqliteStoreConsumer:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
-    def handle(self, batch: Sequence[Envelope]) -> None:
+    def handle(self, batch: Sequence[JournalEntry]) -> None:
         rows = []
-        for envelope in batch:
-            point = point_for(envelope.message)
+        for entry in batch:
+            point = entry.point if isinstance(entry, LocalRecord) else point_for(entry.message)
             if point is None:
                 continue
             rows.append((point.measurement, json.dumps(point.tags, sort_keys=True),

@@ -6,13 +6,10 @@ online and offline, one duplicate and one undecodable payload) is published with
 private Mosquitto, and a real hub process (``python -m hub.cli run -c ...``, storage mode "v1")
 writes them to the database.
 
-Two measurements the hub does not write yet are filled here as STAND-INS, marked as such:
-
-- ``alert``: the hub's alerting consumer publishes its alerts on ``{root}/_hub/alerts/...``; this
-  module collects them there and stores each with ``hub.storage.points.point_for`` (the layout the
-  hub would use), until the hub stores its own alerts.
-- ``hub_health``: sampled from the hub's own Prometheus ``/metrics`` (tags hub; fields events_in,
-  duplicates, dead_lettered, backlog_<consumer>, lag_s), until the hub writes it itself.
+Every measurement the dashboards read is written by the hub itself: the events, and its own
+``alert`` points (every alert its alerting consumer decides) and ``hub_health`` points (every
+``[storage] health_interval_s``, short here). The alerts the hub also publishes with its MQTT
+notifier on ``{root}/_hub/alerts/...`` are collected as the independent record of what it decided.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
-import re
 import signal
 import subprocess
 import sys
@@ -57,6 +53,7 @@ LAB, LAB_DEV = "lab", "pi.lab-1"      # a dot and a dash: Grafana's regex escapi
 BARN, BARN_DEV = "barn", "pi-barn"
 SENSORS = {(LAB, LAB_DEV): ("tank", "room"), (BARN, BARN_DEV): ("tank",)}
 HUB_ID = "hub-grafana-test"
+HEALTH_INTERVAL_S = 0.5
 
 Message = (ReadingEvent | StateChangeEvent | RateAlarmEvent | FaultEvent | SummaryEvent
            | DeviceStatus)
@@ -74,7 +71,7 @@ class Filled:
     base: datetime
     messages: list[Message]
     alerts: list[Alert] = field(default_factory=list)
-    health: dict[str, float] = field(default_factory=dict)  # the last hub_health sample
+    health: dict[str, Any] = field(default_factory=dict)  # the last stored hub_health point
     hub_log: str = ""
 
     @property
@@ -203,48 +200,15 @@ def _count(influx: InfluxDB1, db: str, measurement: str) -> int:
     return int(rows[0]["count"]) if rows else 0
 
 
-def _metrics(url: str) -> dict[str, float]:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    """name -> value, summed over labels; the backlog per consumer as name:consumer."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        m = re.match(r"^(thermopipe_hub_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$", line)
-        if not m:
-            continue
-        name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
-        consumer = re.search(r'consumer="([^"]+)"', labels)
-        if name == "thermopipe_hub_consumer_backlog" and consumer:
-            name += ":" + consumer.group(1)
-        out[name] = out.get(name, 0.0) + value
-    return out
+def _idle_health_seconds(influx: InfluxDB1, db: str) -> set[int]:
+    rows = influx.series_rows('SELECT "events_in" FROM "hub_health" WHERE "events_in" = 0', db)
+    return {int(r["time"]) // 1_000_000_000 for r in rows}
 
 
-def alert_line(alert: Alert, n: int) -> str:
-    """STAND-IN: an alert as the hub would store it (``point_for``), plus ``n`` nanoseconds.
-
-    The alerting engine stamps every alert of one batch with the same ``time``, and alerts of one
-    rule for one sensor, severity and status have the same tags: InfluxDB would keep only the last
-    of them. The hub's layout needs such a tie-breaker (like ``seq % 1000`` for events) when it
-    stores alerts; this adds the alert's position.
-    """
-    point = point_for(alert)
-    assert point is not None
-    return Point(point.measurement, point.tags, point.fields, point.time_ns + n).to_line()
-
-
-def hub_health_point(metrics: dict[str, float], at_ns: int) -> tuple[Point, dict[str, float]]:
-    """STAND-IN: the hub_health point the hub should write, from its own /metrics."""
-    fields: dict[str, float] = {
-        "events_in": metrics.get("thermopipe_hub_events_in_total", 0.0),
-        "duplicates": metrics.get("thermopipe_hub_duplicates_dropped_total", 0.0),
-        "dead_lettered": metrics.get("thermopipe_hub_dead_lettered_total", 0.0),
-        "lag_s": 0.0,  # not exported by the hub yet
-    }
-    for key, value in metrics.items():
-        if key.startswith("thermopipe_hub_consumer_backlog:"):
-            fields["backlog_" + key.split(":", 1)[1]] = value
-    return Point("hub_health", {"hub": HUB_ID}, dict(fields), at_ns), fields
+def _last_health(influx: InfluxDB1, db: str) -> dict[str, Any]:
+    rows = influx.series_rows(
+        f'SELECT * FROM "hub_health" WHERE "hub" = \'{HUB_ID}\' ORDER BY time DESC LIMIT 1', db)
+    return rows[0] if rows else {}
 
 
 def fill_through_hub(influx: InfluxDB1, broker_host: str, broker_port: int, workdir: Path,
@@ -272,6 +236,7 @@ mode = "v1"
 url = "{influx.url}"
 database = "{db}"
 flush_interval_s = 0.1
+health_interval_s = {HEALTH_INTERVAL_S}
 [http]
 host = "127.0.0.1"
 port = {http_port}
@@ -305,14 +270,17 @@ notifiers = ["mqtt"]
 
     try:
         _wait("the hub to connect", connected, 60, log)
-        first_sample = _metrics(hub_url)
-        first_ns = time.time_ns() - 60_000_000_000  # a minute earlier: another 1m bucket
+        # Health points before any traffic, in two distinct seconds: the dashboards' rates
+        # (a derivative per 1 s bucket in the tests) then start from an all-zero bucket.
+        _wait("hub_health points of two seconds before any traffic",
+              lambda: len(_idle_health_seconds(influx, db)) >= 2, 30, log)
         # Births first (retained): once stored, the hub's subscription is surely in place.
         births = [m for m in filled.messages if isinstance(m, DeviceStatus)][:2]
         for birth in births:
             publisher.publish(topics.for_status(birth), encode(birth), retain=True)
         _wait("the births in InfluxDB", lambda: _count(influx, db, "device_status") == 2, 30, log)
         duplicate: bytes | None = None
+        received = len(births)  # MQTT messages the hub gets: events_in
         for i, m in enumerate(filled.messages):
             if m in births:
                 continue
@@ -324,14 +292,17 @@ notifiers = ["mqtt"]
                 duplicate = duplicate or payload
                 if payload is duplicate:
                     publisher.publish(topics.for_event(m), payload)  # a QoS 1 redelivery
+                    received += 1
+            received += 1
         publisher.publish(topics.event(LAB, LAB_DEV, "tank"), b"not a contract message")
+        received += 1
 
         expected = {"sensor_event": len(filled.events), "sensor_summary": len(filled.summaries),
                     "device_status": len(filled.statuses)}
         _wait(f"{expected} points in InfluxDB",
               lambda: all(_count(influx, db, k) == v for k, v in expected.items()), 60, log)
 
-        # STAND-IN until the hub stores its alerts: the ones it published, as it would store them.
+        # The alerts the hub published (its MQTT notifier), until none came for 2 s.
         settle = time.monotonic() + 3.0
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline and (time.monotonic() < settle or not filled.alerts):
@@ -340,17 +311,15 @@ notifiers = ["mqtt"]
                 assert isinstance(alert, Alert)
                 filled.alerts.append(alert)
                 settle = time.monotonic() + 2.0
-        lines = [alert_line(a, n) for n, a in enumerate(filled.alerts)]
+        _wait(f"the hub's {len(filled.alerts)} alerts in InfluxDB",
+              lambda: _count(influx, db, "alert") >= len(filled.alerts), 30, log)
 
-        # STAND-IN until the hub writes hub_health: two samples of its /metrics.
-        _wait("the duplicate and the dead letter counted",
-              lambda: (m := _metrics(hub_url)).get("thermopipe_hub_dead_lettered_total", 0) >= 1
-              and m.get("thermopipe_hub_duplicates_dropped_total", 0) >= 1, 30, log)
-        point, _ = hub_health_point(first_sample, first_ns)
-        lines.append(point.to_line())
-        point, filled.health = hub_health_point(_metrics(hub_url), time.time_ns())
-        lines.append(point.to_line())
-        influx.write(db, "\n".join(lines))
+        # The hub's own health: everything it received counted, nothing left to handle.
+        want = {"events_in": received, "duplicates": 1, "dead_lettered": 1}
+        _wait(f"a hub_health point with {want} and no backlog",
+              lambda: (h := _last_health(influx, db))
+              and all(h.get(k) == v for k, v in want.items())
+              and all(v == 0 for k, v in h.items() if k.startswith("backlog_")), 30, log)
     finally:
         publisher.close()
         proc.send_signal(signal.SIGTERM)
@@ -360,4 +329,5 @@ notifiers = ["mqtt"]
             proc.kill()
             proc.wait(10)
         filled.hub_log = log()
+    filled.health = _last_health(influx, db)
     return filled

@@ -1,0 +1,55 @@
+"""The hub's own health, stored: a ``hub_health`` point every ``[storage] health_interval_s``.
+
+A timer thread takes a sample (``Hub.health_point``) and appends it to the hub journal as a local
+record; the storage consumer writes it like any event, so a database outage delays health points
+instead of losing them, and ingest never waits on the database for them (an append is one small
+SQLite commit). The layout is in ``hub/storage/points.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import structlog
+
+from hub.storage.points import Point
+from schemas.errors import ThermopipeError
+
+log = structlog.get_logger("hub.storage.health")
+
+
+class HealthRecorder:
+    """Calls ``record(sample())`` every ``interval_s`` on its own thread until stopped."""
+
+    def __init__(self, interval_s: float, sample: Callable[[], Point],
+                 record: Callable[[Point], object]) -> None:
+        self.interval_s = interval_s
+        self.recorded = 0
+        self._sample = sample
+        self._record = record
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hub-health", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        next_at = time.monotonic() + self.interval_s
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at += self.interval_s
+            if next_at < time.monotonic():  # stalled (suspended laptop): no burst to catch up
+                next_at = time.monotonic() + self.interval_s
+            try:
+                self._record(self._sample())
+                self.recorded += 1
+            except ThermopipeError as exc:  # journal unwritable: ingest reports it too; retry
+                log.error("hub_health_not_recorded", error=str(exc))
+            except Exception:  # a bug here must not end the health points for good
+                log.exception("hub_health_sample_failed")
