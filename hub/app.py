@@ -2,7 +2,7 @@
 
 With storage enabled (any mode), the hub also stores its own records through the journal
 (``LocalRecord``, taken by the storage consumer only): every alert the alerting consumer decides
-(its listener appends the alert's point before the decision is acted on further) and a
+(a listener appends the alert's point, committed before the listener returns) and a
 ``hub_health`` point every ``[storage] health_interval_s`` (``hub/storage/health.py``).
 """
 

@@ -317,7 +317,7 @@ notifiers = ["mqtt"]
         # The hub's own health: everything it received counted, nothing left to handle.
         want = {"events_in": received, "duplicates": 1, "dead_lettered": 1}
         _wait(f"a hub_health point with {want} and no backlog",
-              lambda: (h := _last_health(influx, db))
+              lambda: bool(h := _last_health(influx, db))
               and all(h.get(k) == v for k, v in want.items())
               and all(v == 0 for k, v in h.items() if k.startswith("backlog_")), 30, log)
     finally:
