@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import subprocess
 import threading
 import time
@@ -313,3 +315,46 @@ def test_a_refused_connect_shows_its_reason_in_healthz(tmp_path: Path, mosquitto
         while time.monotonic() < until:
             assert any(r in reason() for r in refused), reason()
             time.sleep(0.1)
+
+
+@pytest.mark.servers
+def test_the_embedded_sqlite_store_gets_the_alerts_and_health_points_too(
+        tmp_path: Path, mosquitto, topic_root) -> None:
+    store = tmp_path / "store.sqlite3"
+    config = hub_config(tmp_path, mosquitto, topic_root, storage={
+        "enabled": True, "mode": "sqlite", "path": str(store), "health_interval_s": 0.2})
+    decided: list[Alert] = []
+    with Hub(config) as hub:
+        _alerting(hub).add_listener(decided.append)
+        wait_until(hub.ingest.subscribed.is_set, 15, what="hub subscribed")
+        pub = Publisher(mosquitto.host, mosquitto.port)
+        try:
+            pub.publish_all(messages_for(Topics(topic_root), _alert_events()))
+        finally:
+            pub.close()
+        sqlite_store = hub.consumers[0]
+
+        def latest_health() -> tuple[dict[str, Any], dict[str, Any]] | None:
+            db = sqlite3.connect(store)
+            try:
+                row = db.execute("SELECT tags, fields FROM points WHERE measurement = "
+                                 "'hub_health' ORDER BY time_ns DESC LIMIT 1").fetchone()
+            finally:
+                db.close()
+            return None if row is None else (json.loads(row[0]), json.loads(row[1]))
+        wait_until(lambda: sqlite_store.count("alert") == 4  # type: ignore[attr-defined]
+                   and (h := latest_health()) is not None and h[1]["events_in"] == 4,
+                   30, what="alerts and a health point counting the events, in the store")
+        tags, fields = latest_health()  # type: ignore[misc]
+        names = {c.name for c in hub.consumers}
+    db = sqlite3.connect(store)
+    try:
+        ids = sorted(json.loads(f)["alert_id"] for (f,) in db.execute(
+            "SELECT fields FROM points WHERE measurement = 'alert'"))
+    finally:
+        db.close()
+    assert ids == sorted(a.alert_id for a in decided)
+    assert tags == {"hub": "testhub"}
+    assert (fields["duplicates"], fields["dead_lettered"]) == (0, 0)
+    assert {k for k in fields if k.startswith("backlog_")} == {f"backlog_{n}" for n in names}
+    assert {"storage", "alerting"} <= names
