@@ -1,6 +1,6 @@
 """Sustained hub throughput against the bare paho drain rate, on this machine.
 
-    python bench/hub_bench.py [--events 50000] [--workers 2]
+    python bench/hub_bench.py [--events 50000] [--workers 2] [--repeat 3] [--storage-only]
 
 Starts a private Mosquitto and a private InfluxDB 1.x, then for each contender preloads the same
 N events (JSON readings of 16 devices x 2 sensors) into its persistent MQTT session while it is
@@ -11,9 +11,10 @@ offline, and measures how fast it drains them:
    dashboard when installed), counted in InfluxDB at the end;
 3. hub --workers W: W processes on one MQTT 5 shared subscription.
 
-The hub's time runs from its first received event to the moment storage has handled N (scraped
-from /metrics every 200 ms); nothing lost or duplicated is checked by counting the points and the
-distinct event ids in InfluxDB. Resident memory is the largest VmRSS seen per hub process.
+The hub's time runs from its first received event to the moment EVERY consumer (storage,
+alerting, dashboard) has handled N (scraped from /metrics every 200 ms); nothing lost or
+duplicated is checked by counting the points and the distinct event ids in InfluxDB.
+Resident memory is the largest VmRSS seen per hub process.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -103,8 +105,8 @@ def publish(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> None:
     client.loop_stop()
 
 
-def bare_drain(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> float:
-    client_id = "bench-bare"
+def bare_drain(broker: Mosquitto, messages: list[tuple[str, bytes]], tag: str = "") -> float:
+    client_id = f"bench-bare{tag}"
     create_session(broker, client_id, Topics(ROOT_TOPIC).hub_filters())
     publish(broker, messages)
     n = len(messages)
@@ -131,17 +133,20 @@ def bare_drain(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> float:
 
 
 def _scrape(port: int) -> dict[str, float]:
+    """Events in, and events handled per consumer (``consumer:NAME``), from /metrics."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
             text = resp.read().decode()
     except OSError:
         return {}
     out: dict[str, float] = {}
-    for name, key in (("thermopipe_hub_events_in_total", "in"),
-                      ('thermopipe_hub_consumer_processed_total{consumer="storage"}', "stored")):
-        m = re.search(re.escape(name) + r" ([0-9.e+]+)", text)
-        if m:
-            out[key] = float(m.group(1))
+    m = re.search(r"^thermopipe_hub_events_in_total ([0-9.e+]+)", text, re.M)
+    if m:
+        out["in"] = float(m.group(1))
+    for name, value in re.findall(
+            r'^thermopipe_hub_consumer_processed_total\{consumer="([^"]+)"\} ([0-9.e+]+)',
+            text, re.M):
+        out[f"consumer:{name}"] = float(value)
     return out
 
 
@@ -164,15 +169,17 @@ def _children(pid: int) -> list[int]:
 
 def hub_drain(broker: Mosquitto, influx: InfluxDB1, messages: list[tuple[str, bytes]],
               workers: int, workdir: Path, *, profile: str | None = None,
-              storage_only: bool = False) -> dict[str, float]:
+              storage_only: bool = False, switch_interval: float = 0.0,
+              tag: str = "") -> dict[str, Any]:
     n = len(messages)
     db = f"bench_w{workers}_{uuid.uuid4().hex[:6]}"
     influx.create_database(db)
     group = f"g{workers}" if workers > 1 else ""
-    data_dir = workdir / f"hub-w{workers}"
+    # a fresh journal and session per round: the same event ids would otherwise be duplicates
+    data_dir = workdir / f"hub-w{workers}{tag}"
     http_port = free_port()
-    client_id = f"bench-hub-w{workers}"
-    config = workdir / f"hub-w{workers}.toml"
+    client_id = f"bench-hub-w{workers}{tag}"
+    config = workdir / f"hub-w{workers}{tag}.toml"
     config.write_text(f"""hub_id = "bench{workers}"
 data_dir = "{data_dir}"
 [mqtt]
@@ -206,9 +213,12 @@ level = "warning"
             create_session(broker, f"{client_id}-w{i}", topics.hub_filters(group))
     publish(broker, messages)
     cmd = [sys.executable, "-m", "hub.cli", "run", "-c", str(config)]
+    if switch_interval:  # experiment: the GIL hand-over interval of the hub process(es)
+        cmd[1:3] = ["-c", f"import runpy, sys; sys.setswitchinterval({switch_interval}); "
+                    "runpy.run_module('hub.cli', run_name='__main__', alter_sys=True)"]
     if workers > 1:
         cmd += ["--workers", str(workers)]
-    log = (workdir / f"hub-w{workers}.log").open("wb")
+    log = (workdir / f"hub-w{workers}{tag}.log").open("wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     spy = None
     if profile:  # py-spy's collapsed stacks of the hub process, for the first seconds
@@ -216,6 +226,7 @@ level = "warning"
                                 "--nonblocking", "--pid", str(proc.pid), "-o", profile],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = last = 0.0
+    expected = 1 if storage_only else 3  # storage, alerting, dashboard
     rss: dict[int, int] = {}
     per_worker: list[float] = []
     try:
@@ -226,12 +237,18 @@ level = "warning"
             samples = [_scrape(p) for p in ports]
             now = time.perf_counter()
             got_in = sum(s.get("in", 0) for s in samples)
-            stored = sum(s.get("stored", 0) for s in samples)
+            # every consumer (storage, alerting, dashboard) must have handled all N events
+            handled: dict[str, float] = {}
+            for s in samples:
+                for key, value in s.items():
+                    if key.startswith("consumer:"):
+                        handled[key] = handled.get(key, 0) + value
             if got_in > 0 and not first:
                 first = now
             for pid in [proc.pid, *_children(proc.pid)]:
                 rss[pid] = max(rss.get(pid, 0), _rss_kb(pid))
-            if stored >= n:
+            if handled.get("consumer:storage", 0) >= n and len(handled) >= expected and \
+                    min(handled.values()) >= n:
                 last = now
                 per_worker = [s.get("in", 0) for s in samples]
                 break
@@ -258,6 +275,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--profile", help="record the one-process hub with py-spy to this file")
     parser.add_argument("--skip-workers", action="store_true")
+    parser.add_argument("--switch-interval", type=float, default=0.0,
+                        help="run the one-process hub with sys.setswitchinterval(S) (experiment)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds (each with its own bare baseline); prints the ranges")
     parser.add_argument("--storage-only", action="store_true",
                         help="alerting and dashboard off (to see what they cost)")
     args = parser.parse_args()
@@ -269,22 +290,41 @@ def main() -> int:
     try:
         print(f"preparing {args.events} events...", flush=True)
         messages = make_messages(args.events)
-        bare = bare_drain(broker, messages)
-        print(f"bare paho drain:          {bare:9.0f} events/s", flush=True)
-        one = hub_drain(broker, influx, messages, 1, workdir, profile=args.profile,
-                        storage_only=args.storage_only)
-        print(f"hub (1 process):          {one['rate']:9.0f} events/s  "
-              f"ratio {one['rate'] / bare:.2f}x  stored {one['stored']} "
-              f"(distinct {one['distinct']})  RSS {one['rss_mb']:.0f} MB", flush=True)
-        if args.skip_workers:
-            return 0
-        many = hub_drain(broker, influx, messages, args.workers, workdir,
-                         storage_only=args.storage_only)
-        print(f"hub --workers {args.workers}:          {many['rate']:9.0f} events/s  "
-              f"ratio {many['rate'] / bare:.2f}x  stored {many['stored']} "
-              f"(distinct {many['distinct']})  RSS {many['rss_mb']:.0f} MB/worker  "
-              f"split {[int(x) for x in many['split']]}", flush=True)
-        ok = all(r["stored"] == args.events == r["distinct"] for r in (one, many))
+        ratios: dict[str, list[float]] = {"1": [], "w": []}
+        rss: dict[str, list[float]] = {"1": [], "w": []}
+        ok = True
+        for round_no in range(1, args.repeat + 1):
+            if args.repeat > 1:
+                print(f"-- round {round_no} of {args.repeat}", flush=True)
+            tag = f"-r{round_no}"
+            bare = bare_drain(broker, messages, tag)
+            print(f"bare paho drain:          {bare:9.0f} events/s", flush=True)
+            one = hub_drain(broker, influx, messages, 1, workdir, profile=args.profile,
+                            storage_only=args.storage_only,
+                            switch_interval=args.switch_interval, tag=tag)
+            print(f"hub (1 process):          {one['rate']:9.0f} events/s  "
+                  f"ratio {one['rate'] / bare:.2f}x  stored {one['stored']} "
+                  f"(distinct {one['distinct']})  RSS {one['rss_mb']:.0f} MB", flush=True)
+            ratios["1"].append(one["rate"] / bare)
+            rss["1"].append(one["rss_mb"])
+            runs = [one]
+            if not args.skip_workers:
+                many = hub_drain(broker, influx, messages, args.workers, workdir,
+                                 storage_only=args.storage_only,
+                                 switch_interval=args.switch_interval, tag=tag)
+                print(f"hub --workers {args.workers}:          {many['rate']:9.0f} events/s  "
+                      f"ratio {many['rate'] / bare:.2f}x  stored {many['stored']} "
+                      f"(distinct {many['distinct']})  RSS {many['rss_mb']:.0f} MB/worker  "
+                      f"split {[int(x) for x in many['split']]}", flush=True)
+                ratios["w"].append(many["rate"] / bare)
+                rss["w"].append(many["rss_mb"])
+                runs.append(many)
+            ok = ok and all(r["stored"] == args.events == r["distinct"] for r in runs)
+        if args.repeat > 1:
+            for key, label in (("1", "1 process"), ("w", f"--workers {args.workers}")):
+                if ratios[key]:
+                    print(f"{label}: ratio {min(ratios[key]):.2f}-{max(ratios[key]):.2f}x  "
+                          f"RSS {min(rss[key]):.0f}-{max(rss[key]):.0f} MB")
         print(f"nothing lost or duplicated: {ok}")
         return 0 if ok else 1
     finally:
