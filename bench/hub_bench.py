@@ -174,7 +174,7 @@ def hub_drain(broker: Mosquitto, influx: InfluxDB1, messages: list[tuple[str, by
     n = len(messages)
     db = f"bench_w{workers}_{uuid.uuid4().hex[:6]}"
     influx.create_database(db)
-    group = f"g{workers}" if workers > 1 else ""
+    group = f"g{workers}{tag}" if workers > 1 else ""  # per round: no offline member left
     # a fresh journal and session per round: the same event ids would otherwise be duplicates
     data_dir = workdir / f"hub-w{workers}{tag}"
     http_port = free_port()
