@@ -101,6 +101,8 @@ class Hub:
                 on_alert = getattr(dashboard, "on_alert", None)
                 if alerting is not None and callable(on_alert):
                     alerting.add_listener(on_alert)  # type: ignore[attr-defined]
+        if alerting is not None:  # listeners wired: hand over what a crash kept from them
+            alerting.replay_to_listeners()  # type: ignore[attr-defined]
         return consumers
 
     # ---- the hub's own records, stored through the journal ---------------------------------

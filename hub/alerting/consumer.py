@@ -9,6 +9,12 @@ sent ids survive a SIGKILL, and a redelivered batch decides nothing new.
 Timed work (repeats, expired silences, device-offline conditions whose ``offline_for_s`` grace
 ran out) runs on the consumer's own ticker thread, every ``tick_interval_s`` and also at the
 engine's next offline deadline, so an offline alert fires on time without any new event.
+
+Listeners get each decided alert at least once: the decision's transaction also records the
+alert as not yet handed over; once every listener returned, the alert is marked done inside the
+next commit (or at ``close``), so this costs no extra commit per event. After a crash, the
+owner calls ``replay_to_listeners`` once its listeners are wired, and the alerts still recorded
+are handed over again (the stored alert point is idempotent).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
 from hub.alerting.config import AlertingConfig
 from hub.alerting.engine import AlertEngine, Outcome
@@ -29,7 +36,7 @@ from hub.alerting.notifiers.base import build_notifiers
 from hub.alerting.outbox import NotifierWorker
 from hub.alerting.store import AlertStore
 from hub.consumers.base import Envelope
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, DeliveryError
 from schemas.models import Alert
 
 log = structlog.get_logger("hub.alerting")
@@ -59,6 +66,7 @@ class AlertingConsumer:
         self._clock = clock
         self._lock = threading.Lock()  # handle() and tick() both change the engine
         self._listeners: list[AlertListener] = []
+        self._listeners_done: list[str] = []  # alert ids to forget in the next commit
         self.stats_counters = AlertingStats()
         self.store = AlertStore(Path(directory))
         self.engine = AlertEngine(config, self.store.load_snapshot())
@@ -95,12 +103,44 @@ class AlertingConsumer:
             self._ticker.join(5)
             for worker in self.workers.values():
                 worker.stop(timeout=10)
+        with self._lock:
+            try:
+                self.store.mark_listeners_done(self._listeners_done)
+            except DeliveryError as exc:  # only costs a redelivery to the listeners next start
+                log.warning("cannot record alerts handed to listeners", error=str(exc),
+                            count=len(self._listeners_done))
+            self._listeners_done = []
         self.store.close()
 
     def add_listener(self, listener: AlertListener) -> None:
         """Called (from the consumer's thread) with each alert once it is decided and queued,
         e.g. ``DashboardConsumer.on_alert``. A failing listener is logged, never fatal."""
         self._listeners.append(listener)
+
+    def replay_to_listeners(self) -> int:
+        """Hand every decided alert that did not reach all listeners before the last stop
+        (a crash, a failing listener) to the listeners again; call once, after the last
+        ``add_listener``. Returns how many alerts were handed over."""
+        with self._lock:
+            pending = self.store.listener_pending()
+            if not pending:
+                return 0
+            log.info("handing undelivered alerts to the listeners again", count=len(pending))
+            for alert_id, payload in pending:
+                try:
+                    alert = Alert.model_validate_json(payload)
+                except ValidationError as exc:  # never saved so; keep it, and say so
+                    log.error("unreadable saved alert: not handed to the listeners",
+                              alert_id=alert_id, error=str(exc))
+                    continue
+                if self._tell_listeners(alert):
+                    self._listeners_done.append(alert_id)
+            try:
+                self.store.mark_listeners_done(self._listeners_done)
+                self._listeners_done = []
+            except DeliveryError as exc:  # kept in memory: the next commit forgets them
+                log.warning("cannot record alerts handed to listeners", error=str(exc))
+            return len(pending)
 
     # -- Consumer ------------------------------------------------------------------------------
     def handle(self, batch: Sequence[Envelope]) -> None:
@@ -127,10 +167,14 @@ class AlertingConsumer:
         if not outcome.changed:
             self._count(outcome)
             return
-        items = [(n.alert.alert_id, name, n.alert.model_dump_json())
-                 for n in outcome.notifications for name in n.notifiers if name in self.workers]
+        payloads = [(n.alert.alert_id, n.alert.model_dump_json()) for n in outcome.notifications]
+        items = [(alert_id, name, payload)
+                 for (alert_id, payload), n in zip(payloads, outcome.notifications, strict=True)
+                 for name in n.notifiers if name in self.workers]
         try:
-            self.store.commit(self.engine.snapshot(), items, now.timestamp())
+            self.store.commit(self.engine.snapshot(), items, now.timestamp(), decided=payloads,
+                              listeners_done=self._listeners_done)
+            self._listeners_done = []
         except Exception:
             # the engine moved on in memory but nothing was saved: go back to the saved state,
             # so the redelivered batch decides the same again
@@ -146,7 +190,8 @@ class AlertingConsumer:
                      site=alert.site, device=alert.device_id, sensor=alert.sensor_id,
                      event_id=alert.event_id, notifiers=list(notification.notifiers))
             woken.update(notification.notifiers)
-            self._tell_listeners(alert)
+            if self._tell_listeners(alert):
+                self._listeners_done.append(alert.alert_id)
         for flap in outcome.flaps:
             log.info("offline flap suppressed: the device was back within offline_for_s",
                      site=flap.site, device=flap.device_id, session=flap.session,
@@ -167,13 +212,18 @@ class AlertingConsumer:
         self.stats_counters.count("out_of_order", outcome.out_of_order)
         self.stats_counters.count("offline_flaps_suppressed", len(outcome.flaps))
 
-    def _tell_listeners(self, alert: Alert) -> None:
+    def _tell_listeners(self, alert: Alert) -> bool:
+        """True when every listener took the alert; otherwise it is handed over again at the
+        next ``replay_to_listeners``."""
+        ok = True
         for listener in self._listeners:
             try:
                 listener(alert)
             except Exception:  # a display problem must never stop alerting
-                log.exception("alert listener failed", listener=repr(listener),
-                              alert_id=alert.alert_id)
+                ok = False
+                log.exception("alert listener failed; handed over again at the next start",
+                              listener=repr(listener), alert_id=alert.alert_id)
+        return ok
 
     def _next_tick_in(self) -> float:
         wait = self.config.tick_interval_s

@@ -7,6 +7,11 @@ same ids). A row moves from ``outbox`` to ``sent`` only after its notifier succe
 ``(alert_id, notifier)`` is already in ``sent`` is never queued again. The only window for a
 duplicate is a crash between a successful send and that move; the webhook's
 ``Idempotency-Key`` header lets a receiver close it.
+
+Listeners (the hub's stored alert point, the dashboard) are at-least-once the same way: each
+decided alert gets a ``listener_pending`` row in the decision's own transaction; the consumer
+deletes it, lazily inside a later commit, once every listener returned. Rows still there at the
+next start are handed to the listeners again (``AlertingConsumer.replay_to_listeners``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,9 @@ CREATE TABLE IF NOT EXISTS sent (alert_id TEXT NOT NULL, notifier TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS given_up (alert_id TEXT NOT NULL, notifier TEXT NOT NULL,
                                      payload TEXT NOT NULL, reason TEXT NOT NULL,
                                      at REAL NOT NULL, PRIMARY KEY (alert_id, notifier));
+CREATE TABLE IF NOT EXISTS listener_pending (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                                             alert_id TEXT NOT NULL UNIQUE,
+                                             payload TEXT NOT NULL);
 """
 
 
@@ -70,13 +79,22 @@ class AlertStore:
         return json.loads(row[0]) if row else None
 
     def commit(self, snapshot: dict[str, Any] | None,
-               items: list[tuple[str, str, str]], now: float) -> int:
+               items: list[tuple[str, str, str]], now: float, *,
+               decided: Sequence[tuple[str, str]] = (),
+               listeners_done: Sequence[str] = ()) -> int:
         """Save the snapshot (if given) and queue ``(alert_id, notifier, payload)`` rows not
-        already queued or sent, atomically. Returns how many rows were newly queued."""
+        already queued or sent, atomically. In the same transaction: forget the
+        ``listeners_done`` alert ids, then record each ``(alert_id, payload)`` of ``decided`` as
+        not yet handed to the listeners. Returns how many outbox rows were newly queued."""
         queued = 0
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                # done first: an id re-decided in this very commit is told again, so it stays
+                self._db.executemany("DELETE FROM listener_pending WHERE alert_id = ?",
+                                     [(alert_id,) for alert_id in listeners_done])
+                self._db.executemany("INSERT OR IGNORE INTO listener_pending (alert_id, payload) "
+                                     "VALUES (?, ?)", decided)
                 if snapshot is not None:
                     self._db.execute(
                         "INSERT INTO engine_state (id, snapshot) VALUES (1, ?) "
@@ -95,6 +113,29 @@ class AlertStore:
                     self._db.execute("ROLLBACK")
                 raise DeliveryError(f"cannot save the alert state: {exc}") from exc
         return queued
+
+    def listener_pending(self) -> list[tuple[str, str]]:
+        """``(alert_id, payload)`` of decided alerts not yet handed to every listener, oldest
+        first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT alert_id, payload FROM listener_pending ORDER BY seq").fetchall()
+        return [(str(alert_id), str(payload)) for alert_id, payload in rows]
+
+    def mark_listeners_done(self, alert_ids: Sequence[str]) -> None:
+        """Forget these ids outside a decision (at start after a replay, at close)."""
+        if not alert_ids:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")  # one commit for all of them
+                self._db.executemany("DELETE FROM listener_pending WHERE alert_id = ?",
+                                     [(alert_id,) for alert_id in alert_ids])
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise DeliveryError(f"cannot save the alert state: {exc}") from exc
 
     def due(self, notifier: str, now: float, limit: int = 50) -> list[OutboxItem]:
         with self._lock:
