@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -53,3 +54,13 @@ _UNITS: dict[str, Unit] = {"C": "degC", "degC": "degC", "F": "degF", "degF": "de
 def unit_from_device(unit: str) -> Unit | None:
     """The contract unit for a unit a device announces (``C`` -> ``degC``), None if unknown."""
     return _UNITS.get(unit)
+
+
+def start_source_thread(name: str, run: Callable[[ReadingSink], None], sink: ReadingSink,
+                        current: threading.Thread | None) -> threading.Thread:
+    """Start a source's reading thread (every source reads in a thread of its own)."""
+    if current is not None:
+        raise RuntimeError("already started")
+    thread = threading.Thread(target=run, args=(sink,), daemon=True, name=f"source {name}")
+    thread.start()
+    return thread

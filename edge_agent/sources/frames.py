@@ -17,6 +17,7 @@ from firmware_sim.protocol import (
     Ack,
     ErrorCode,
     Frame,
+    FrameDecoder,
     Hello,
     Nak,
     ProtocolError,
@@ -32,6 +33,12 @@ _FAULTS: dict[ErrorCode, FaultCode] = {
     ErrorCode.READ_FAILED: "read_failed",
     ErrorCode.CRC: "crc_error",
 }
+
+
+def decoder_counters(d: FrameDecoder) -> dict[str, float]:
+    """The stream decoder's counters, as every serial-protocol source reports them."""
+    return {"frames": d.frames, "bad_checksum": d.bad_checksum, "malformed": d.malformed,
+            "cut_lines": d.cut_lines, "too_long": d.too_long, "garbage_bytes": d.garbage_bytes}
 
 
 @dataclass

@@ -24,7 +24,7 @@ from pathlib import Path
 import structlog
 
 from edge_agent.decide.types import Reading
-from edge_agent.sources.base import ReadingSink, SensorSpec
+from edge_agent.sources.base import ReadingSink, SensorSpec, start_source_thread
 from schemas.errors import SourceError
 
 log = structlog.get_logger("edge_agent.sources.onewire")
@@ -88,11 +88,7 @@ class OneWireSource:
             return dict(self._counts)
 
     def start(self, sink: ReadingSink) -> None:
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        self._thread = threading.Thread(target=self._run, args=(sink,), daemon=True,
-                                        name=f"source {self.name}")
-        self._thread.start()
+        self._thread = start_source_thread(self.name, self._run, sink, self._thread)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

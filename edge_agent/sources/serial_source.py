@@ -18,8 +18,8 @@ import structlog
 from serial.urlhandler import protocol_socket
 
 from edge_agent.decide.types import Reading
-from edge_agent.sources.base import ReadingSink, SensorSpec
-from edge_agent.sources.frames import FrameHandler
+from edge_agent.sources.base import ReadingSink, SensorSpec, start_source_thread
+from edge_agent.sources.frames import FrameHandler, decoder_counters
 from firmware_sim.protocol import FrameDecoder, Identify, ProtocolError, encode
 from schemas.errors import SourceError
 
@@ -100,10 +100,9 @@ class SerialSource:
         return self._handler.firmware
 
     def counters(self) -> dict[str, float]:
-        d, c = self._decoder, self._handler.counters
+        c = self._handler.counters
         return {
-            "frames": d.frames, "bad_checksum": d.bad_checksum, "malformed": d.malformed,
-            "cut_lines": d.cut_lines, "too_long": d.too_long, "garbage_bytes": d.garbage_bytes,
+            **decoder_counters(self._decoder),
             "readings": c.readings, "sensor_errors": c.sensor_errors, "seq_gaps": c.seq_gaps,
             "hellos": c.hellos, "reconnects": max(0, self.opens - 1),
             "device_lost": self.device_lost, "open_failures": self.open_failures,
@@ -111,11 +110,7 @@ class SerialSource:
         }
 
     def start(self, sink: ReadingSink) -> None:
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        self._thread = threading.Thread(target=self._run, args=(sink,), daemon=True,
-                                        name=f"source {self.name}")
-        self._thread.start()
+        self._thread = start_source_thread(self.name, self._run, sink, self._thread)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -15,8 +15,8 @@ from pathlib import Path
 import structlog
 
 from edge_agent.decide.types import Reading
-from edge_agent.sources.base import ReadingSink, SensorSpec
-from edge_agent.sources.frames import FrameHandler
+from edge_agent.sources.base import ReadingSink, SensorSpec, start_source_thread
+from edge_agent.sources.frames import FrameHandler, decoder_counters
 from firmware_sim import scenario as scenarios
 from firmware_sim.inprocess import SimulatedSensors
 from firmware_sim.protocol import ProtocolError
@@ -60,18 +60,11 @@ class SimulatorSource:
                                  "dropped": self.dropped, "runs": self.runs}
         sim = self._sim
         if sim is not None:
-            d = sim.decoder
-            out.update(frames=d.frames, bad_checksum=d.bad_checksum, malformed=d.malformed,
-                       cut_lines=d.cut_lines, too_long=d.too_long,
-                       garbage_bytes=d.garbage_bytes)
+            out.update(decoder_counters(sim.decoder))
         return out
 
     def start(self, sink: ReadingSink) -> None:
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        self._thread = threading.Thread(target=self._run, args=(sink,), daemon=True,
-                                        name=f"source {self.name}")
-        self._thread.start()
+        self._thread = start_source_thread(self.name, self._run, sink, self._thread)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
