@@ -65,6 +65,18 @@ def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+def wait_for_http(url: str, status: int, name: str, timeout: float = 20.0) -> None:
+    """Wait until ``url`` answers ``status`` (a server can listen before it serves)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, urllib.error.URLError):
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == status:
+                    return
+        time.sleep(0.1)
+    raise TimeoutError(f"{name} did not answer {url} within {timeout:.0f} s")
+
+
 @dataclass
 class ServerProcess:
     """A server binary with a fixed port and data dir, restartable in place."""
@@ -206,14 +218,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
 
     def ready(self) -> None:
         super().ready()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, urllib.error.URLError):
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as resp:
-                    if resp.status == 204:
-                        return
-            time.sleep(0.1)
-        raise TimeoutError("influxd did not answer /ping")
+        wait_for_http(f"{self.url}/ping", 204, "influxd")
 
     def query(self, q: str, db: str | None = None, epoch: str | None = "ns") -> dict[str, Any]:
         params = {"q": q}
@@ -273,14 +278,7 @@ class VictoriaMetrics(ServerProcess):
 
     def ready(self) -> None:
         super().ready()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, urllib.error.URLError):
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            time.sleep(0.1)
-        raise TimeoutError("victoria-metrics did not answer /health")
+        wait_for_http(f"{self.url}/health", 200, "victoria-metrics")
 
     def flush(self) -> None:
         """Make just-written samples searchable (VictoriaMetrics buffers for about a second)."""
