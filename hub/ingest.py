@@ -30,6 +30,7 @@ from paho.mqtt.properties import Properties
 from hub.config import HubConfig
 from hub.journal import DeadRecord, Journal, JournalError, Pending, ReplayOutcome
 from hub.metrics import HubMetrics
+from hub.mqtt_client import BufferedClient
 from hub.validate import OrderTracker, Rejection, check_payload, is_late
 from schemas.models import DeviceStatus
 from schemas.topics import Topics
@@ -43,7 +44,7 @@ PRUNE_SEEN_EVERY_S = 600.0
 log = structlog.get_logger("hub.ingest")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per message, and a frozen __init__ costs 3x
 class Inbound:
     """One MQTT message as received (or a dead letter being replayed: ``replay_row``)."""
 
@@ -82,14 +83,14 @@ class Ingest:
         self._last_prune_seen = 0.0
 
     # ---- MQTT --------------------------------------------------------------------------------
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> BufferedClient:
         cfg = self.config.mqtt
         if cfg.protocol == "3.1.1":  # a persistent session is clean_session=False there
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
-                                 protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True)
+            client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
+                                    protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True)
         else:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
-                                 protocol=mqtt.MQTTv5, manual_ack=True)
+            client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
+                                    protocol=mqtt.MQTTv5, manual_ack=True)
         if cfg.username:
             client.username_pw_set(
                 cfg.username, cfg.password.get_secret_value() if cfg.password else None)
@@ -302,13 +303,12 @@ class Ingest:
                      reason=outcome.reason)
 
     def _ack(self, batch: list[Inbound]) -> None:
+        # A message from an earlier connection is redelivered by the broker on this one; its
+        # copy will be dropped as a duplicate and acknowledged then. The subscription is QoS 1,
+        # so a message is QoS 0 (nothing to ack) or 1: one write acknowledges the whole batch.
         generation = self._generation
-        ack = self._client.ack
-        for item in batch:
-            # A message from an earlier connection is redelivered by the broker on this one;
-            # its copy will be dropped as a duplicate and acknowledged then.
-            if item.qos and item.generation == generation:
-                ack(item.mid, item.qos)
+        self._client.ack_many([item.mid for item in batch
+                               if item.qos and item.generation == generation])
 
     def _count(self, live: int, pending: list[Pending], duplicates: int,
                dead: list[DeadRecord]) -> None:

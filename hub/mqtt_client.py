@@ -1,0 +1,181 @@
+"""paho's client with a read buffer and batched acknowledgements: the hub's receive path.
+
+Stock paho 2.x reads every packet with three or more ``recv`` calls (one byte of command, one per
+byte of length, then the body), runs ``select`` once per packet, and writes every PUBACK with its
+own wake-up of the network thread and its own ``send``. At the hub's message rates that is most
+of the cost of receiving (measured in bench/README.md: a bare stock subscriber drains about half
+as fast as the same subscriber with this read path). Here:
+
+- the socket is wrapped in ``BufferedSocket``, which reads up to 64 KiB per ``recv`` and hands
+  paho its small reads from that buffer; ``pending()`` tells paho's loop that buffered bytes are
+  waiting (paho asks every socket-like object that, as it does for TLS), so nothing waits on a
+  ``select`` for bytes already read;
+- ``loop_read`` parses up to ``PACKETS_PER_READ`` packets per call instead of one;
+- a PUBLISH without MQTT 5 properties (what Mosquitto and EMQX forward from the agents) is
+  decoded by ``_handle_publish`` here: stock paho builds and clears an MQTT 5 ``Properties``
+  object, a ``threading.Condition`` for an ``MQTTMessageInfo`` and a topic-filter match for every
+  message, which together cost more than everything else the hub does with it. Any other packet
+  (properties present, QoS 2, callbacks added with ``message_callback_add``) takes paho's own path;
+  a test decodes random packets both ways and compares them;
+- ``ack_many`` queues the PUBACKs of a whole batch as one write.
+
+Only paho's hooks for a socket-like transport and packet handling are used; ``HOOKS`` lists them
+and a test checks that the installed paho still has them. MQTT semantics are unchanged: the same
+packets, the same order, the same acknowledgements. What differs from stock paho on the fast path:
+``message.properties`` is None when the PUBLISH carried no properties, ``message.info`` is None
+(it is for outgoing messages), and paho logs no per-message debug line.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.exception import MalformedPacket
+
+READ_SIZE = 65536
+PACKETS_PER_READ = 1000  # then paho's loop gets a turn (writes, keepalive) before reading on
+HOOKS = ("_create_socket", "_packet_read", "_loop_rc_handle", "_packet_queue", "_handle_publish",
+         "_in_packet", "_in_callback_mutex", "_manual_ack", "_protocol", "_transport")
+_PUBACK = struct.Struct("!BBH")  # same bytes for MQTT 3.1.1 and 5 (reason 0 may be omitted)
+
+
+class BufferedSocket:
+    """A socket-like object for paho that reads in large chunks and serves small reads."""
+
+    __slots__ = ("_buf", "_pos", "_sock")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, size: int) -> bytes:
+        buf: bytes = self._buf
+        pos = self._pos
+        if pos >= len(buf):
+            # raises BlockingIOError / ssl.SSLWantReadError as the socket would: paho handles them
+            buf = self._sock.recv(max(size, READ_SIZE))
+            if not buf:
+                return b""  # the connection was closed
+            self._buf, pos = buf, 0
+        end = pos + size
+        self._pos = end
+        return buf[pos:end]
+
+    def pending(self) -> int:
+        """Bytes readable without touching the socket (ours, else a TLS socket's own)."""
+        left = len(self._buf) - self._pos
+        if left > 0:
+            return left
+        inner = getattr(self._sock, "pending", None)
+        return int(inner()) if inner is not None else 0
+
+    def send(self, data: bytes | bytearray) -> int:
+        return int(self._sock.send(data))
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def fileno(self) -> int:
+        return int(self._sock.fileno())
+
+    def setblocking(self, flag: bool) -> None:
+        self._sock.setblocking(flag)
+
+
+class BufferedClient(mqtt.Client):
+    """``paho.mqtt.client.Client`` with the buffered read path, lean PUBLISH decoding and
+    ``ack_many``."""
+
+    _filtered_callbacks = False  # message_callback_add used: paho matches topics itself
+
+    def message_callback_add(self, sub: str, callback: Any) -> None:
+        self._filtered_callbacks = True
+        super().message_callback_add(sub, callback)
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        header = self._in_packet["command"]
+        qos = (header & 0x06) >> 1
+        if qos == 2 or self._filtered_callbacks:
+            return super()._handle_publish()
+        message = decode_plain_publish(header, self._in_packet["packet"],
+                                       self._protocol == mqtt.MQTTv5)
+        if message is None:  # it has properties: paho decodes those
+            return super()._handle_publish()
+        on_message = self.on_message
+        if on_message is not None:
+            with self._in_callback_mutex:
+                try:
+                    on_message(self, self._userdata, message)
+                except Exception as err:
+                    self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                    if not self.suppress_exceptions:
+                        raise
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(message.mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _create_socket(self) -> Any:
+        sock = super()._create_socket()
+        if self._transport == "websockets":  # paho's own wrapper frames the stream itself
+            return sock
+        return BufferedSocket(sock)
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        for _ in range(PACKETS_PER_READ):
+            if self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                break  # the socket is empty (and so is our buffer)
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def ack_many(self, mids: Iterable[int]) -> None:
+        """Acknowledge QoS-1 messages (manual ack) with one queued write for all of them."""
+        packet = b"".join([_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids])
+        if packet:
+            self._packet_queue(mqtt.PUBACK, packet, 0, 0)
+
+
+def decode_plain_publish(header: int, packet: bytes | bytearray,
+                         mqtt5: bool) -> mqtt.MQTTMessage | None:
+    """Decode a QoS 0/1 PUBLISH body without MQTT 5 properties (None if it has some).
+
+    Raises paho's ``MalformedPacket`` where paho's own decoder would."""
+    try:
+        topic_len = (packet[0] << 8) | packet[1]
+        pos = 2 + topic_len
+        if pos > len(packet):
+            raise MalformedPacket("topic longer than the packet")
+        topic = bytes(packet[2:pos])
+        qos = (header & 0x06) >> 1
+        mid = 0
+        if qos:
+            mid = (packet[pos] << 8) | packet[pos + 1]
+            pos += 2
+        if mqtt5:
+            if packet[pos] != 0:  # a property length other than zero
+                return None
+            pos += 1
+        elif not topic:
+            raise MalformedPacket("topic can't be empty in MQTTv3")
+    except IndexError as exc:
+        raise MalformedPacket(str(exc)) from exc
+    message = mqtt.MQTTMessage.__new__(mqtt.MQTTMessage)
+    message._topic = topic
+    message.mid = mid
+    message.qos = qos
+    message.dup = bool(header & 0x08)
+    message.retain = bool(header & 0x01)
+    message.payload = bytes(packet[pos:])
+    message.properties = None
+    message.info = None  # type: ignore[assignment]  # only outgoing messages have one
+    message.state = mqtt.mqtt_ms_invalid
+    message.timestamp = mqtt.time_func()
+    return message
