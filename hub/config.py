@@ -80,7 +80,7 @@ class MqttConfig(_Section):
     keepalive_s: int = Field(30, ge=5)
     max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD, ge=256)
     # Unacknowledged messages the broker may have in flight to us: bounds the in-memory queue.
-    receive_maximum: int = Field(4000, ge=10, le=65535)
+    receive_maximum: int = Field(2000, ge=10, le=65535)
 
     _password = field_validator("password", mode="before")(_secret)
 
@@ -124,7 +124,7 @@ class StorageConfig(_Section):
     username: str | None = None     # v1 basic auth
     password: SecretStr | None = None
     gzip: bool = False
-    batch_size: int = Field(5000, ge=1, le=100_000)
+    batch_size: int = Field(2000, ge=1, le=100_000)
     flush_interval_s: float = Field(0.2, gt=0, le=60)
     timeout_s: float = Field(10.0, gt=0, le=300)
     #: every this often the hub stores its own health (measurement hub_health, any mode)

@@ -145,6 +145,7 @@ class ConsumerRunner:
                 continue
             state.busy_since = None
             state.cursor = batch[-1].offset
+            self.journal.mark_handled(name, state.cursor)
             self._commit_cursor(force=False)
             if state.consecutive_failures:
                 log.info("consumer_recovered", consumer=name, after=state.consecutive_failures)

@@ -1,7 +1,10 @@
 """MQTT ingest: receive, validate, dedup, record durably, and only then acknowledge.
 
-paho's network thread only appends each message to a queue (``on_message`` never blocks: the
-broker sends at most ``receive_maximum`` unacknowledged messages, which bounds the queue). The
+paho's network thread only appends each message to a queue. The broker should send at most
+``receive_maximum`` unacknowledged messages, but not every broker holds to it for a resumed
+session (Mosquitto 2.0 with ``max_inflight_messages 0`` sends the whole backlog at once), so the
+hub bounds the queue itself: at ``QUEUE_MAX`` messages ``on_message`` waits until the ingest
+thread has taken a batch, paho stops reading the socket, and TCP holds the rest back. The
 ingest thread takes batches (up to ``BATCH_MAX`` messages or ``BATCH_WAIT_S``), validates each
 (``hub.validate``), drops duplicates by event id, flags late and out-of-order events, records the
 batch in one SQLite transaction (``Journal.record``) and then acknowledges every message of the
@@ -36,6 +39,7 @@ from schemas.models import DeviceStatus
 from schemas.topics import Topics
 
 BATCH_MAX = 1000
+QUEUE_MAX = 2 * BATCH_MAX  # messages received and not yet taken by the ingest thread (memory)
 BATCH_WAIT_S = 0.05
 REPLAY_CHECK_S = 1.0
 PRUNE_EVERY_S = 2.0
@@ -70,6 +74,7 @@ class Ingest:
         self.tracker = OrderTracker(journal.load_seq_marks())
         self._queue: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._room = threading.Event()  # set by the ingest thread each time it takes a batch
         self._generation = 0
         self.connected = threading.Event()
         self.subscribed = threading.Event()
@@ -161,8 +166,14 @@ class Ingest:
             log.warning("mqtt_disconnected", reason=str(reason))
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put(Inbound(msg.topic, bytes(msg.payload), time.time(), msg.mid, msg.qos,
-                                self._generation))
+        q = self._queue
+        q.put(Inbound(msg.topic, bytes(msg.payload), time.time(), msg.mid, msg.qos,
+                      self._generation))
+        if q.qsize() >= QUEUE_MAX:
+            # back-pressure: paho's thread waits here, so it reads no more from the socket
+            self._room.clear()
+            while q.qsize() >= QUEUE_MAX and not self._stop.is_set():
+                self._room.wait(0.5)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
         """Best-effort publish on the hub's connection (dead letters, alerts)."""
@@ -211,6 +222,7 @@ class Ingest:
                     batch.append(self._queue.get(timeout=remaining))
                 except queue.Empty:
                     break
+        self._room.set()
         return batch
 
     def _run(self) -> None:

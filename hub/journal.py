@@ -11,7 +11,9 @@ power loss, and the broker will not resend them) and is offered for slow SD card
 Consumers read from their own cursor. Cursor writes use a connection at ``synchronous=NORMAL``:
 losing the last cursor move on power loss only redelivers a batch, and consumers are idempotent.
 Rows every registered consumer has passed are pruned. Recent envelopes are also kept decoded in
-memory (``tail``) so consumers that keep up never decode a payload again.
+memory (``tail``) so consumers that keep up never decode a payload again: the tail holds what
+the slowest consumer has not handled yet (``mark_handled``), at most ``TAIL_CAPACITY`` entries
+(memory); a consumer further behind reads and decodes from the file.
 
 The hub's own records (its alerts, its ``hub_health`` points: ``LocalRecord``) are appended to the
 same journal by ``append_local`` from other threads (the alerting consumer, the health timer), so
@@ -61,7 +63,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE INDEX IF NOT EXISTS dead_letters_status ON dead_letters(status);
 """
 
-TAIL_CAPACITY = 6_000  # decoded envelopes kept for consumers that keep up (memory)
+TAIL_CAPACITY = 6_000  # decoded envelopes kept at most for consumers that lag (memory)
+TAIL_SLACK = 1_000  # trimmed by whole slices, not one entry at a time
 LOCAL_KIND = "_local_point"  # the journal ``kind`` of a LocalRecord (no event kind starts with _)
 
 
@@ -76,8 +79,8 @@ def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-        if synchronous == "full":  # the ingest writer: keep more of the dedup index in memory
-            conn.execute("PRAGMA cache_size=-8000")
+        if synchronous == "full":  # the ingest writer: a little more of the dedup index cached
+            conn.execute("PRAGMA cache_size=-4000")
         conn.executescript(SCHEMA)
     except sqlite3.Error as exc:
         raise JournalError(f"cannot open the hub database {path}: {exc}") from exc
@@ -157,6 +160,7 @@ class Journal:
         self._last = max(row[0] or 0, meta[0] if meta else 0)
         self._tail: list[JournalEntry] = []
         self._consumers: set[str] = set()
+        self._handled: dict[str, int] = {}  # consumer -> offset it has handled up to
 
     # ---- writing (the ingest thread) ---------------------------------------------------------
     def known_ids(self, ids: Sequence[str]) -> set[str]:
@@ -269,9 +273,27 @@ class Journal:
             with self._cond:
                 self._last = entries[-1].offset
                 self._tail.extend(entries)
-                if len(self._tail) > TAIL_CAPACITY + 2000:
-                    del self._tail[:len(self._tail) - TAIL_CAPACITY]
+                self._trim_tail()
                 self._cond.notify_all()
+
+    def _trim_tail(self) -> None:
+        """Drop what every consumer has handled, and beyond the capacity (under self._lock)."""
+        tail = self._tail
+        if not tail:
+            return
+        drop = 0
+        if self._handled:
+            drop = min(self._handled.values()) - tail[0].offset + 1
+        if len(tail) - drop > TAIL_CAPACITY + TAIL_SLACK:
+            drop = len(tail) - TAIL_CAPACITY
+        if drop > 0:
+            del tail[:drop]
+
+    def mark_handled(self, name: str, offset: int) -> None:
+        """Consumer ``name`` is done with everything up to ``offset`` (frees the tail)."""
+        with self._lock:
+            self._handled[name] = offset
+            self._trim_tail()
 
     def pending_replays(self, limit: int = 200) -> list[tuple[int, str, bytes]]:
         """Dead letters an operator asked to replay: (row id, topic, payload)."""
@@ -323,11 +345,13 @@ class Journal:
             row = self._cursor_conn.execute(
                 "SELECT offset FROM cursors WHERE name=?", (name,)).fetchone()
             if row is not None:
-                return int(row[0])
-            low = self._cursor_conn.execute("SELECT MIN(offset) FROM journal").fetchone()[0]
-            start = (low - 1) if low is not None else self._last
-            self._cursor_conn.execute("INSERT INTO cursors VALUES (?, ?)", (name, start))
-            return int(start)
+                start = int(row[0])
+            else:
+                low = self._cursor_conn.execute("SELECT MIN(offset) FROM journal").fetchone()[0]
+                start = int(low - 1) if low is not None else self._last
+                self._cursor_conn.execute("INSERT INTO cursors VALUES (?, ?)", (name, start))
+            self._handled[name] = start
+            return start
 
     def commit_cursor(self, name: str, offset: int) -> None:
         with self._lock:

@@ -106,6 +106,35 @@ def test_journal_records_reads_prunes_and_remembers_ids(tmp_path: Path) -> None:
         journal.close()
 
 
+def test_the_decoded_tail_holds_only_what_the_slowest_consumer_has_not_handled(
+        tmp_path: Path, monkeypatch) -> None:
+    import hub.journal as journal_module
+
+    monkeypatch.setattr(journal_module, "TAIL_CAPACITY", 10)
+    monkeypatch.setattr(journal_module, "TAIL_SLACK", 5)
+    journal = Journal(tmp_path / "hub.sqlite3")
+    try:
+        journal.register("fast")
+        journal.register("slow")
+        envs = journal.record([_pending(i) for i in range(1, 9)], [], {}, [])
+        assert len(journal._tail) == 8
+        journal.mark_handled("fast", 8)
+        assert len(journal._tail) == 8  # "slow" has handled nothing yet
+        journal.mark_handled("slow", 5)
+        assert [e.offset for e in journal._tail] == [6, 7, 8]
+        assert journal.read(5, 10) == envs[5:]  # served from memory
+        journal.mark_handled("slow", 8)
+        assert journal._tail == []
+        # a consumer far behind: the tail stops at its capacity, the file serves the rest
+        more = journal.record([_pending(i) for i in range(9, 29)], [], {}, [])
+        journal.mark_handled("fast", 28)
+        assert len(journal._tail) <= 15
+        assert [e.offset for e in journal.read(8, 100)] == [e.offset for e in more]
+        assert journal.read(8, 100)[0].message == more[0].message  # decoded from the file
+    finally:
+        journal.close()
+
+
 def test_config_errors_name_their_key_paths(tmp_path: Path, monkeypatch) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('hub_id = "no/slash"\n[mqtt]\nport = 99999\npassword = "inline"\n'
