@@ -209,3 +209,35 @@ def test_status_messages_pass_through_the_journal(tmp_path: Path, mosquitto, top
         wait_until(lambda: recorder.seen, 20, what="status delivered")
     assert recorder.seen[0].message == status
     assert json.loads(encode(status))["online"] is True
+
+
+def test_a_stalled_journal_holds_the_broker_back_instead_of_filling_memory(
+        tmp_path: Path, mosquitto, topic_root) -> None:
+    from hub.ingest import QUEUE_MAX
+    from tests.hub_core.helpers import messages_for, readings
+
+    recorder = Recorder()
+    # a receive maximum the broker would let through in full: only the hub's own bound is left
+    config = hub_config(tmp_path, mosquitto, topic_root, mqtt={"receive_maximum": 65535})
+    with Hub(config, extra_consumers=[recorder]) as hub:
+        wait_until(hub.ingest.subscribed.is_set, 15, what="subscribed")
+        journal = hub.ingest.journal
+        original = journal.record
+        go_on = threading.Event()
+
+        def stalled_record(*args, **kwargs):  # a disk that stops answering for a while
+            go_on.wait(60)
+            return original(*args, **kwargs)
+
+        journal.record = stalled_record  # type: ignore[method-assign]
+        events = readings(3 * QUEUE_MAX)
+        _publish(mosquitto, messages_for(Topics(topic_root), events))
+        deepest = 0
+        for _ in range(30):  # 3 s: paho would have read every message by then without the bound
+            deepest = max(deepest, hub.ingest._queue.qsize())
+            threading.Event().wait(0.1)
+        assert deepest == QUEUE_MAX  # full, and no further: the rest waits at the broker
+        go_on.set()
+        wait_until(lambda: len(recorder.seen) >= len(events), 60, what="every event")
+        threading.Event().wait(0.5)
+    assert sorted(e.message.seq for e in recorder.seen) == [e.seq for e in events]
