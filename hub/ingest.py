@@ -304,7 +304,8 @@ class Ingest:
             ooo = (not isinstance(message, DeviceStatus)
                    and self.tracker.observe(message.device_id, message.sensor_id, message.seq))
             pending.append(Pending(message, item.topic, item.payload, received,
-                                   is_late(message, received, late_after), ooo))
+                                   is_late(message, received, late_after), ooo,
+                                   item.received_at))
         self.journal.record(pending, seen, self.tracker.take_changes(), dead, replays)
         self._ack(batch)
         self._count(live, pending, duplicates, dead)
