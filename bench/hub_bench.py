@@ -91,6 +91,19 @@ def create_session(broker: Mosquitto, client_id: str, filters: list[str]) -> Non
     client.loop_stop()
 
 
+def drop_session(broker: Mosquitto, client_id: str) -> None:
+    """End a drained contender's session: left subscribed, it would queue every later round's
+    messages in the broker (which then saves them to disk every second and slows all rounds)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    client.connect(broker.host, broker.port, clean_start=True, properties=props)
+    client.loop_start()
+    time.sleep(0.2)
+    client.disconnect()
+    client.loop_stop()
+
+
 def publish(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> None:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:6]}",
                          protocol=mqtt.MQTTv5)
@@ -134,6 +147,7 @@ def bare_drain(broker: Mosquitto, messages: list[tuple[str, bytes]], tag: str = 
         raise RuntimeError(f"bare subscriber got {count} of {n}")
     client.disconnect()
     client.loop_stop()
+    drop_session(broker, client_id)
     return n / (last - first)
 
 
@@ -270,6 +284,9 @@ level = "warning"
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
         log.close()
+        for session in ([client_id] if workers == 1 else
+                        [f"{client_id}-w{i}" for i in range(workers)]):
+            drop_session(broker, session)
     count = influx.series_rows('SELECT COUNT("seq") FROM "sensor_event"', db)[0]["count"]
     distinct = influx.series_rows('SELECT COUNT(DISTINCT("event_id")) FROM "sensor_event"',
                                   db)[0]["count"]
