@@ -74,6 +74,13 @@ def test_socket_url_frames_sent_right_before_the_peer_closes_are_delivered() -> 
         source.start(sink)
         try:
             assert tcp.connected.wait(10)
+            # pyserial's socket:// open() flushes what already arrived (reset_input_buffer), as
+            # a serial port's open does: send only once the open has returned, or a loaded
+            # machine drops the frames in the flush (seen in CI)
+            deadline = time.monotonic() + 10
+            while not source.connected and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert source.connected
             for seq in range(3):
                 tcp.send(encode(FrameReading(SID, 20.0 + seq, seq, 1000 * seq)))
             time.sleep(0.3)  # as above: the bytes reach the reader's socket, nothing more
@@ -87,3 +94,37 @@ def test_socket_url_frames_sent_right_before_the_peer_closes_are_delivered() -> 
             source.stop()
     got = [(r.sensor_id, r.value, r.fault) for r in sink.readings]
     assert got == [(SID, 20.0 + seq, None) for seq in range(3)] + [(SID, None, "device_lost")]
+
+
+def test_socket_bytes_that_arrive_together_with_the_close_are_all_read() -> None:
+    # The reader busy elsewhere (a loaded machine): frames and the peer's FIN are both queued
+    # before the next read. pyserial's socket read(n) would collect the frames, see the EOF in
+    # the same call, raise, and drop them; read_available must return every byte first.
+    import socket
+
+    import serial
+
+    from edge_agent.sources.serial_source import open_port, read_available
+
+    server = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = open_port(f"socket://127.0.0.1:{server.getsockname()[1]}", 115200, 5.0)
+        peer, _ = server.accept()
+        frames = b"".join(encode(FrameReading(SID, 20.0 + seq, seq, 1000 * seq))
+                          for seq in range(3))
+        peer.sendall(frames)
+        peer.close()
+        time.sleep(0.2)  # both the bytes and the FIN are in the reader's socket now
+        got = b""
+        closed = False
+        for _ in range(len(frames) + 1):  # at least one byte per call until the close
+            try:
+                got += read_available(port)
+            except serial.SerialException:
+                closed = True
+                break
+        assert closed
+        assert got == frames
+        port.close()
+    finally:
+        server.close()
