@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="print a one-line status every few seconds (default on a terminal)")
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", type=Path)
+    check.add_argument("--no-secrets", action="store_true",
+                       help="do not read env:/file: secrets, only check their form (a file "
+                            "checked on another machine than the device)")
     return parser
 
 
@@ -41,11 +44,16 @@ def _print_errors(exc: ConfigError) -> None:
         print(f"  {path or '(file)'}: {reason}", file=sys.stderr)
 
 
-def check_config(path: Path) -> int:
-    from edge_agent.config import load
+def check_config(path: Path, no_secrets: bool = False) -> int:
+    from contextlib import nullcontext
 
+    from edge_agent.config import load
+    from schemas.config_loading import secrets_unresolved
+
+    skipped: list[str] = []
     try:
-        cfg = load(path)
+        with secrets_unresolved() if no_secrets else nullcontext(skipped) as skipped:
+            cfg = load(path)
     except ConfigError as exc:
         _print_errors(exc)
         return EXIT_CONFIG
@@ -62,6 +70,8 @@ def check_config(path: Path) -> int:
         bands = ", ".join(f"{t.name} {t.direction} {t.value}" for t in rules.thresholds)
         print(f"  sensor   {sid} ({sensor.unit}{', ' + sensor.name if sensor.name else ''})"
               f"{': ' + bands if bands else ''}")
+    for reference in skipped:
+        print(f"  secret   {reference} (not read: --no-secrets)")
     return 0
 
 
@@ -118,7 +128,7 @@ def run(path: Path, status_line: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
-        return check_config(args.file)
+        return check_config(args.file, args.no_secrets)
     return run(args.config, args.status_line)
 
 

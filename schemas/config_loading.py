@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +22,23 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from schemas.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+
+# ``check-config --no-secrets``: secret references are checked for their form only and listed
+_unresolved: ContextVar[list[str] | None] = ContextVar("unresolved_secrets", default=None)
+
+
+@contextmanager
+def secrets_unresolved() -> Iterator[list[str]]:
+    """Validate without reading secrets (a workstation checking a file meant for a device).
+
+    Inside, ``resolve_secret`` still rejects inline values and malformed references, but does not
+    read the variable or file; it appends the reference to the list this yields instead."""
+    seen: list[str] = []
+    token = _unresolved.set(seen)
+    try:
+        yield seen
+    finally:
+        _unresolved.reset(token)
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:
@@ -73,6 +93,12 @@ def resolve_secret(reference: str | None, what: str = "secret") -> SecretStr | N
     """
     if reference is None or reference == "":
         return None
+    unresolved = _unresolved.get()
+    if unresolved is not None and (
+            (reference.startswith("env:") and len(reference) > 4)
+            or (reference.startswith("file:") and len(reference) > 5)):
+        unresolved.append(reference)
+        return SecretStr("")
     if reference.startswith("env:"):
         name = reference[4:]
         value = os.environ.get(name)

@@ -28,6 +28,23 @@ def _example(tmp_path: Path) -> Path:
     return path
 
 
+def test_no_secrets_checks_the_shipped_file_as_is_on_a_machine_without_its_secrets(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the shipped file reads a systemd credential that exists only inside the unit
+    assert main(["check-config", str(EXAMPLE)]) == 2
+    assert CREDENTIAL in capsys.readouterr().err
+    assert main(["check-config", "--no-secrets", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    assert f"secret   file:{CREDENTIAL} (not read: --no-secrets)" in out
+    # the form is still checked: an inline password is refused with or without the flag
+    inline = tmp_path / "inline.toml"
+    inline.write_text(EXAMPLE.read_text().replace(f"file:{CREDENTIAL}", "hunter2"))
+    assert main(["check-config", "--no-secrets", str(inline)]) == 2
+    err = capsys.readouterr().err
+    assert "mqtt.password" in err
+    assert "inline" in err
+
+
 def test_the_example_config_is_valid_and_uses_every_source_kind(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _example(tmp_path)

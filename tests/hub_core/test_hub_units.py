@@ -159,6 +159,27 @@ def test_config_errors_name_their_key_paths(tmp_path: Path, monkeypatch) -> None
     assert proc.returncode == 0, proc.stderr
 
 
+def test_check_config_no_secrets_validates_the_shipped_hub_file_without_its_secrets() -> None:
+    import os
+
+    shipped = ROOT / "deploy" / "hub" / "hub.toml"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HUB_MQTT_PASSWORD", "INFLUXDB_TOKEN")}
+
+    def check(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hub.cli", "check-config", *extra,
+                               str(shipped)], capture_output=True, text=True, cwd=ROOT,
+                              timeout=60, check=False, env=env)
+
+    missing = check()
+    assert missing.returncode == 2
+    assert "HUB_MQTT_PASSWORD is not set" in missing.stderr
+    unread = check("--no-secrets")
+    assert unread.returncode == 0, unread.stderr
+    assert "secret env:HUB_MQTT_PASSWORD: not read (--no-secrets)" in unread.stdout
+    assert "secret env:INFLUXDB_TOKEN: not read (--no-secrets)" in unread.stdout
+
+
 def test_worker_configs_get_their_own_dir_client_and_port() -> None:
     config = HubConfig.model_validate({"hub_id": "h", "data_dir": "/tmp/x",
                                        "mqtt": {"shared_group": "g"}, "http": {"port": 9000}})
