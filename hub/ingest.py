@@ -44,6 +44,8 @@ BATCH_WAIT_S = 0.05
 REPLAY_CHECK_S = 1.0
 PRUNE_EVERY_S = 2.0
 PRUNE_SEEN_EVERY_S = 600.0
+FLAP_WINDOW_S = 10.0  # a connection dropped sooner than this after CONNACK counts as a flap
+FLAP_COUNT = 3  # flaps in a row: report a client id clash, slow down reconnecting
 
 log = structlog.get_logger("hub.ingest")
 
@@ -80,6 +82,8 @@ class Ingest:
         self.subscribed = threading.Event()
         self.last_error = ""
         self._refused = False  # the broker refused our last CONNECT (until one is accepted)
+        self._connected_at = 0.0
+        self._flaps = 0  # connections in a row that dropped within FLAP_WINDOW_S
         self._client = self._make_client()
         self._thread = threading.Thread(target=self._run, name="hub-ingest", daemon=True)
         self.failed = ""  # set when the journal cannot be written: /healthz turns 503
@@ -138,6 +142,7 @@ class Ingest:
             return
         self._refused = False
         self._generation += 1
+        self._connected_at = time.monotonic()
         self.connected.set()
         self.metrics.connected.set(1)
         log.info("mqtt_connected", session_present=bool(flags.session_present),
@@ -162,8 +167,33 @@ class Ingest:
             # ("Protocol error"); the refusal (bad password, not authorized) is the reason to show
             log.debug("mqtt_disconnected_after_refusal", reason=str(reason))
         elif not self._stop.is_set():
+            self._judge_flapping(reason)
+
+    def _judge_flapping(self, reason: Any) -> None:
+        """Two clients with one client id throw each other off in a loop (a reconnect storm
+        that also splits one session between them). MQTT 5 says so with "Session taken over"
+        (142), but Mosquitto 2.0 just closes the connection; so a connection that keeps dropping
+        right after it was accepted is reported as a likely clash, and reconnecting slows down
+        (paho's backoff restarts at its minimum after every accepted connection)."""
+        lasted = time.monotonic() - self._connected_at
+        self._flaps = self._flaps + 1 if lasted < FLAP_WINDOW_S else 0
+        taken_over = getattr(reason, "value", None) == 142
+        if not taken_over and self._flaps < FLAP_COUNT:
+            if self._flaps == 0:
+                self._client.reconnect_delay_set(1, 30)
             self.last_error = f"disconnected: {reason}"
             log.warning("mqtt_disconnected", reason=str(reason))
+            return
+        self.last_error = (f"session taken over: another client is connecting with client id "
+                           f"{self.config.client_id!r} (two hubs or workers with one client_id?)"
+                           if taken_over else
+                           f"connection dropped {self._flaps} times in a row within "
+                           f"{FLAP_WINDOW_S:.0f} s of connecting ({reason}): another client "
+                           f"with client id {self.config.client_id!r}?")
+        delay = min(2 ** max(self._flaps, 1), 60)
+        self._client.reconnect_delay_set(delay, 120)
+        log.error("mqtt_client_id_clash", client_id=self.config.client_id, reason=str(reason),
+                  flaps=self._flaps, reconnect_in_s=delay)
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         q = self._queue

@@ -241,3 +241,29 @@ def test_a_stalled_journal_holds_the_broker_back_instead_of_filling_memory(
         wait_until(lambda: len(recorder.seen) >= len(events), 60, what="every event")
         threading.Event().wait(0.5)
     assert sorted(e.message.seq for e in recorder.seen) == [e.seq for e in events]
+
+
+def test_a_second_client_with_the_hubs_client_id_is_reported_as_a_clash(
+        tmp_path: Path, mosquitto, topic_root) -> None:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    config = hub_config(tmp_path, mosquitto, topic_root)
+    with Hub(config) as hub:
+        wait_until(hub.ingest.subscribed.is_set, 15, what="subscribed")
+        intruder = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=config.client_id,
+                               protocol=mqtt.MQTTv5)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        intruder.connect(mosquitto.host, mosquitto.port, clean_start=False, properties=props)
+        intruder.loop_start()
+        try:
+            # Mosquitto 2.0 closes the older connection without "Session taken over", and both
+            # clients reconnect: the hub notices the flapping and says what it likely is
+            wait_until(lambda: config.client_id in hub.ingest.last_error, 30,
+                       what="the clash reported")
+            assert "another client" in hub.ingest.last_error
+        finally:
+            intruder.disconnect()
+            intruder.loop_stop()
+        wait_until(hub.ingest.subscribed.is_set, 30, what="the hub back on its session")
