@@ -7,7 +7,9 @@ What it does:
 - TLS from a CA file (hostname checked) with an optional client certificate; username/password,
   the password being a secret reference (``env:NAME`` / ``file:/path``) that is never logged.
 - A stable client id per device (``thermopipe-<site>-<device>``): two agents with one id would kick
-  each other off in a loop, so a "session taken over" disconnect is logged as an error.
+  each other off in a loop, so a "session taken over" disconnect is logged as an error, and so
+  are connections that keep dropping right after they are accepted (Mosquitto 2.0 gives no
+  reason); those do not restart the backoff, so the pair does not become a reconnect storm.
 - A retained *will* on the status topic (``online=false, reason="will"``) set before every
   connect, carrying the session counter (Sparkplug's bdSeq) that increments on every connect.
 - Reconnects with exponential backoff and full jitter (:func:`edge_agent.backoff.backoff_delay`);
@@ -177,6 +179,8 @@ class Command:
 
 LinkEvent = Connected | Disconnected | Acked | Command
 
+FLAP_WINDOW_S = 10.0  # a connection dropped sooner than this after CONNACK counts as a flap
+FLAP_COUNT = 3  # flaps in a row: report a client id clash
 _CREDENTIAL_CODES = {134, 135, 4, 5}  # v5 bad user name or password / not authorized; v3.1.1 4, 5
 
 
@@ -239,6 +243,7 @@ class MqttLink:
         self.last_error: ServerError | None = None
         self.session = 0
         self.connects = 0
+        self._up_at = 0.0  # when the last CONNACK accepted us (monotonic)
         self.reconnects = 0
         self.connect_failures = 0
         self._client = self._make_client()
@@ -321,14 +326,26 @@ class MqttLink:
             raise
 
     def _reconnect_loop(self) -> None:
-        attempt = 0
+        attempt = flaps = 0
         while not self._stop.is_set():
             error = self._connect_once()
             if self._stop.is_set():
                 break
             if error is None:
-                attempt = 0  # the connection was up: the next failure starts the backoff afresh
+                # The connection was up. A lasting one restarts the backoff; one dropped right
+                # after it was accepted does not: two agents with one client id throw each
+                # other off (Mosquitto 2.0 without "Session taken over"), and restarting the
+                # backoff each time would make that a reconnect storm.
+                if time.monotonic() - self._up_at >= FLAP_WINDOW_S:
+                    attempt = flaps = 0
+                else:
+                    flaps += 1
                 error = self._connack_error or ServerError("connection lost")
+                if flaps >= FLAP_COUNT and self._connack_error is None:
+                    error = ServerError(f"connection dropped {flaps} times in a row right "
+                                        f"after it was accepted: another client with client "
+                                        f"id {self.client_id!r}?")
+                    self._log.error("mqtt.client_id_clash", flaps=flaps, reason=str(error))
             self.last_error = error
             delay = backoff_delay(attempt, self.settings.reconnect_min_s,
                                   self.settings.reconnect_max_s)
@@ -418,6 +435,7 @@ class MqttLink:
                                                 self.settings.port)
             return
         self.connects += 1
+        self._up_at = time.monotonic()
         if self.connects > 1:
             self.reconnects += 1
         self.last_error = None

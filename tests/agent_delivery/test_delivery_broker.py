@@ -266,3 +266,30 @@ def test_without_a_broker_events_are_kept_and_counted(tmp_path: Path) -> None:
         outbox.close()
     with Outbox(OutboxSettings(path=tmp_path / "n.db", min_free_bytes=0)) as again:
         assert [r.event_id for r in again.read()] == [e.event_id for e in events]
+
+
+def test_two_clients_with_one_client_id_are_reported_not_left_to_storm(
+        mosquitto: Mosquitto) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    link = _link(mosquitto.port)
+    link.start()
+    link.wait_connected(10)
+    # a second device configured with the same id (a cloned SD card): Mosquitto 2.0 closes the
+    # older connection without a reason, and both reconnect
+    twin = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=link.client_id,
+                       protocol=mqtt.MQTTv5)
+    twin.connect(mosquitto.host, mosquitto.port)
+    twin.loop_start()
+    try:
+        deadline = time.monotonic() + 30
+        while "another client with client id" not in str(link.last_error):
+            assert time.monotonic() < deadline, f"no clash reported: {link.last_error}"
+            time.sleep(0.1)
+        assert link.client_id in str(link.last_error)
+    finally:
+        twin.disconnect()
+        twin.loop_stop()
+    link.wait_connected(15)  # the twin gone: back by itself
+    link.stop()
