@@ -13,7 +13,7 @@ argument: tests pass any clock values they like.
 
 from __future__ import annotations
 
-from firmware_sim.device import Emission, Kind, SimulatedDevice
+from firmware_sim.device import Kind, SimulatedDevice
 from firmware_sim.protocol import Frame, FrameDecoder, HostFrame, ProtocolError, encode
 from firmware_sim.scenario import Scenario
 
@@ -28,7 +28,6 @@ class SimulatedSensors:
         self.start = start  # the clock value at scenario time 0
         self.decoder = FrameDecoder()
         self.plugged = True
-        self.emissions: list[Emission] = []  # everything emitted so far, for inspection
 
     def scenario_ms(self, now: float) -> int:
         return int((now - self.start) * self.speed * 1000)
@@ -37,7 +36,6 @@ class SimulatedSensors:
         """Decoded output due by clock value ``now`` (seconds, same clock as ``start``)."""
         out: list[Frame | ProtocolError] = []
         for e in self.device.step_until(self.scenario_ms(now)):
-            self.emissions.append(e)
             if e.kind is Kind.UNPLUG:
                 self.plugged = False
                 self.decoder.reset()  # a reopened port starts clean
