@@ -238,6 +238,17 @@ def main() -> int:
             worst = max(worst, e - p)
             flag = "  <-- GROWS" if e - p > args.max_growth_mib else ""
             print(f"{name:<10} {p:8.1f} {e:8.1f} {e - p:+8.1f} {peak:8.1f}{flag}")
+        # the shape over time: a filling cache levels off, a leak keeps climbing
+        step = 60.0 if args.duration >= 240 else 30.0
+        edges = [t * step for t in range(int(now // step) + 1)]
+        print(f"\nVmRSS MiB, median per {step:.0f} s ({', '.join(f'{e:.0f}' for e in edges)} s):")
+        for name in ["hub", *sorted(n for n in series if n != "hub")][:3]:
+            ser = series.get(name)
+            if ser is None:
+                continue
+            meds = [statistics.median(v) if (v := ser.window(lo, lo + step)) else float("nan")
+                    for lo in edges]
+            print(f"{name:<10} " + " ".join(f"{m:5.1f}" for m in meds))
         s, c = storage_lag(final_metrics)
         print(f"\nlag event time -> stored in InfluxDB (hub storage consumer, live events, "
               f"{int(c)} observed): mean {1000 * s / c if c else float('nan'):.0f} ms, "
