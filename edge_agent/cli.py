@@ -45,14 +45,11 @@ def _print_errors(exc: ConfigError) -> None:
 
 
 def check_config(path: Path, no_secrets: bool = False) -> int:
-    from contextlib import nullcontext
-
     from edge_agent.config import load
     from schemas.config_loading import secrets_unresolved
 
-    skipped: list[str] = []
     try:
-        with secrets_unresolved() if no_secrets else nullcontext(skipped) as skipped:
+        with secrets_unresolved(no_secrets) as skipped:
             cfg = load(path)
     except ConfigError as exc:
         _print_errors(exc)

@@ -44,12 +44,9 @@ def _config_or_exit(path: str):  # type: ignore[no-untyped-def]
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from contextlib import nullcontext
-
     from schemas.config_loading import secrets_unresolved
 
-    skipped: list[str] = []
-    with secrets_unresolved() if args.no_secrets else nullcontext(skipped) as skipped:
+    with secrets_unresolved(args.no_secrets) as skipped:
         config = _config_or_exit(args.file)
     storage = f"on ({config.storage.mode})" if config.storage.enabled else "off"
     print(f"{args.file}: OK (hub_id={config.hub_id}, broker={config.mqtt.host}:"

@@ -32,7 +32,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -200,42 +201,31 @@ class Journal:
                          int(p.late), int(p.out_of_order)))
             envelopes.append(Envelope(offset, p.message, p.topic, p.received_at, p.late,
                                       p.out_of_order))
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if rows:
-                    conn.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?,?,?)", rows)
-                    conn.execute("INSERT INTO meta VALUES ('last_offset', ?) ON CONFLICT(key) "
-                                 "DO UPDATE SET value=excluded.value", (rows[-1][0],))
-                conn.executemany("INSERT OR IGNORE INTO seen VALUES (?,?)", seen_ids)
-                if seq_marks:
-                    conn.executemany(
-                        "INSERT INTO seq_high VALUES (?,?,?) ON CONFLICT(device, sensor) "
-                        "DO UPDATE SET seq=MAX(seq, excluded.seq)",
-                        [(d, s, q) for (d, s), q in seq_marks.items()])
-                if dead:
-                    now = time.time()
-                    conn.executemany(
-                        "INSERT INTO dead_letters (dead_letter_id, received_at, topic, "
-                        "reason_code, reason, payload, updated_at) VALUES (?,?,?,?,?,?,?)",
-                        [(d.dead_letter_id, _ts(d.received_at), d.topic, d.reason_code, d.reason,
-                          d.payload, now) for d in dead])
-                if replays:
-                    now = time.time()
-                    conn.executemany(
-                        "UPDATE dead_letters SET status=?, reason_code=?, reason=?, outcome=?, "
-                        "updated_at=? WHERE id=?",
-                        [("replayed" if r.accepted else "open",
-                          r.reason_code, r.reason,
-                          "accepted on replay" if r.accepted else "rejected again on replay",
-                          now, r.row_id) for r in replays])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise JournalError(f"cannot record an ingest batch in {self.path}: {exc}") from exc
+        with self._transaction("record an ingest batch in"):
+            conn = self._conn
+            self._append_rows(rows)
+            conn.executemany("INSERT OR IGNORE INTO seen VALUES (?,?)", seen_ids)
+            if seq_marks:
+                conn.executemany(
+                    "INSERT INTO seq_high VALUES (?,?,?) ON CONFLICT(device, sensor) "
+                    "DO UPDATE SET seq=MAX(seq, excluded.seq)",
+                    [(d, s, q) for (d, s), q in seq_marks.items()])
+            if dead:
+                now = time.time()
+                conn.executemany(
+                    "INSERT INTO dead_letters (dead_letter_id, received_at, topic, "
+                    "reason_code, reason, payload, updated_at) VALUES (?,?,?,?,?,?,?)",
+                    [(d.dead_letter_id, _ts(d.received_at), d.topic, d.reason_code, d.reason,
+                      d.payload, now) for d in dead])
+            if replays:
+                now = time.time()
+                conn.executemany(
+                    "UPDATE dead_letters SET status=?, reason_code=?, reason=?, outcome=?, "
+                    "updated_at=? WHERE id=?",
+                    [("replayed" if r.accepted else "open",
+                      r.reason_code, r.reason,
+                      "accepted on replay" if r.accepted else "rejected again on replay",
+                      now, r.row_id) for r in replays])
         self._publish(envelopes)
         return envelopes
 
@@ -251,23 +241,35 @@ class Journal:
             first = self._last + 1
             rows = [(first + i, record_id, LOCAL_KIND, "", _point_payload(point), now, 0, 0)
                     for i, (record_id, point) in enumerate(points)]
-            conn = self._conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?,?,?)", rows)
-                    conn.execute("INSERT INTO meta VALUES ('last_offset', ?) ON CONFLICT(key) "
-                                 "DO UPDATE SET value=excluded.value", (rows[-1][0],))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise JournalError(f"cannot append to {self.path}: {exc}") from exc
+            with self._transaction("append to"):
+                self._append_rows(rows)
             records = [LocalRecord(first + i, point, _dt(now))
                        for i, (_, point) in enumerate(points)]
             self._publish(records)
             return records
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[None]:
+        """One write transaction on the ingest connection (callers hold the write lock);
+        any SQLite failure rolls it back and becomes a JournalError naming ``what``."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot {what} {self.path}: {exc}") from exc
+
+    def _append_rows(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Journal rows, and the last offset (kept apart: pruning may empty the journal)."""
+        if rows:
+            self._conn.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?,?,?)", rows)
+            self._conn.execute("INSERT INTO meta VALUES ('last_offset', ?) ON CONFLICT(key) "
+                               "DO UPDATE SET value=excluded.value", (rows[-1][0],))
 
     def _publish(self, entries: Sequence[JournalEntry]) -> None:
         """Make committed entries visible to the consumers (called under the write lock)."""

@@ -28,13 +28,14 @@ _unresolved: ContextVar[list[str] | None] = ContextVar("unresolved_secrets", def
 
 
 @contextmanager
-def secrets_unresolved() -> Iterator[list[str]]:
+def secrets_unresolved(enabled: bool = True) -> Iterator[list[str]]:
     """Validate without reading secrets (a workstation checking a file meant for a device).
 
     Inside, ``resolve_secret`` still rejects inline values and malformed references, but does not
-    read the variable or file; it appends the reference to the list this yields instead."""
+    read the variable or file; it appends the reference to the list this yields instead. With
+    ``enabled`` False secrets are read as usual (and the list stays empty)."""
     seen: list[str] = []
-    token = _unresolved.set(seen)
+    token = _unresolved.set(seen if enabled else None)
     try:
         yield seen
     finally:

@@ -196,6 +196,16 @@ def test_health_points_in_influxdb_1x_count_backlog_and_lag(tmp_path: Path, mosq
     assert len(gate.got) == 20 and all(type(e) is Envelope for e in gate.got)
 
 
+def _publish_alert_events(hub: Hub, mosquitto: Any, topic_root: str) -> None:
+    """Once the hub is subscribed, publish the events that make its four alerts."""
+    wait_until(hub.ingest.subscribed.is_set, 15, what="hub subscribed")
+    pub = Publisher(mosquitto.host, mosquitto.port)
+    try:
+        pub.publish_all(messages_for(Topics(topic_root), _alert_events()))
+    finally:
+        pub.close()
+
+
 def _alert_events() -> list[StateChangeEvent]:
     return [state_change(1, "high", "normal", sensor="t1"), state_change(2, "high", "normal",
             sensor="t2"), state_change(3, "normal", "high", sensor="t1"),
@@ -239,12 +249,7 @@ def test_alerts_are_stored_exactly_once_even_when_batches_are_redelivered(
             isinstance(e, LocalRecord) and e.point.measurement == "alert" for e in b))
         alerting_failed = _fail_once_after_work(_alerting(hub), lambda b: any(
             isinstance(e.message, StateChangeEvent) for e in b))
-        wait_until(hub.ingest.subscribed.is_set, 15, what="hub subscribed")
-        pub = Publisher(mosquitto.host, mosquitto.port)
-        try:
-            pub.publish_all(messages_for(Topics(topic_root), _alert_events()))
-        finally:
-            pub.close()
+        _publish_alert_events(hub, mosquitto, topic_root)
         wait_until(lambda: len(_stored_alert_ids(influxdb, influx_db_name)) >= 4, 30,
                    what="four alerts stored")
         wait_until(lambda: all(r.backlog == 0 for r in hub.runners), 30, what="all handled")
@@ -265,12 +270,7 @@ def test_alerts_and_health_decided_while_influxdb_is_unreachable_are_stored_afte
     decided: list[Alert] = []
     with Hub(config) as hub:
         _alerting(hub).add_listener(decided.append)
-        wait_until(hub.ingest.subscribed.is_set, 15, what="hub subscribed")
-        pub = Publisher(mosquitto.host, mosquitto.port)
-        try:
-            pub.publish_all(messages_for(Topics(topic_root), _alert_events()))
-        finally:
-            pub.close()
+        _publish_alert_events(hub, mosquitto, topic_root)
         wait_until(lambda: len(decided) == 4, 30, what="four alerts decided")
         recorder = hub.health_recorder
         assert recorder is not None
@@ -326,12 +326,7 @@ def test_the_embedded_sqlite_store_gets_the_alerts_and_health_points_too(
     decided: list[Alert] = []
     with Hub(config) as hub:
         _alerting(hub).add_listener(decided.append)
-        wait_until(hub.ingest.subscribed.is_set, 15, what="hub subscribed")
-        pub = Publisher(mosquitto.host, mosquitto.port)
-        try:
-            pub.publish_all(messages_for(Topics(topic_root), _alert_events()))
-        finally:
-            pub.close()
+        _publish_alert_events(hub, mosquitto, topic_root)
         sqlite_store = hub.consumers[0]
 
         def latest_health() -> tuple[dict[str, Any], dict[str, Any]] | None:
