@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 import structlog
@@ -36,33 +35,36 @@ from edge_agent.decide import Draft, Reading, SensorDecider
 from edge_agent.delivery import Delivery
 from edge_agent.outbox import Outbox
 from edge_agent.sources.base import SensorSource, SensorSpec
-from edge_agent.sources.onewire import OneWireSource
-from edge_agent.sources.serial_source import SerialSource
-from edge_agent.sources.simulator import SimulatorSource
 from edge_agent.stamping import EventStamper
 from schemas.errors import ContractError
 from schemas.models import SensorEvent, SensorInfo
+from schemas.version import thermopipe_version
 
 log = structlog.get_logger("edge_agent.agent")
 
-try:
-    AGENT_VERSION = metadata.version("thermopipe")
-except metadata.PackageNotFoundError:  # running from a checkout
-    AGENT_VERSION = "0+checkout"
+AGENT_VERSION = thermopipe_version()
 
 #: most readings handled before the agent looks at the clock again (a burst cannot starve ticks)
 BATCH = 500
 
 
 def build_source(cfg: SourceConfig) -> SensorSource:
+    # Each kind is imported only when configured: a 1-Wire-only Pi never loads pyserial (the
+    # 'agent' extra) nor the simulator.
     if isinstance(cfg, SerialSourceConfig):
+        from edge_agent.sources.serial_source import SerialSource
+
         return SerialSource(cfg.port, name=cfg.name, baudrate=cfg.baudrate,
                             sensors=[SensorSpec(s) for s in cfg.sensors],
                             reopen_max_s=cfg.reopen_max_s)
     if isinstance(cfg, OneWireSourceConfig):
+        from edge_agent.sources.onewire import OneWireSource
+
         return OneWireSource(cfg.w1_dir, name=cfg.name, interval_s=cfg.interval_s,
                              sensor_ids=cfg.sensors or None, max_workers=cfg.max_workers)
     if isinstance(cfg, SimulatorSourceConfig):
+        from edge_agent.sources.simulator import SimulatorSource
+
         return SimulatorSource(cfg.scenario, name=cfg.name, speed=cfg.speed, seed=cfg.seed,
                                loop=cfg.loop)
     raise TypeError(f"unknown source config {cfg!r}")

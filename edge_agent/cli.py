@@ -2,29 +2,39 @@
 
     edge-agent run -c /etc/thermopipe/agent.toml [--status-line]
     edge-agent check-config /etc/thermopipe/agent.toml
+    edge-agent --version
 
-A bad config exits 2 with every error and its key path, before anything starts. An unreachable
-broker does not stop the agent: it keeps reading sensors and buffering events in its outbox.
+A bad config exits 2 with every error and its key path, before anything starts (a directory the
+outbox cannot be created in and a missing optional package included). Any other start-up failure
+is one line with the reason, exit 1. An unreachable broker does not stop the agent: it keeps
+reading sensors and buffering events in its outbox.
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from schemas.config_loading import format_config_error
 from schemas.errors import ConfigError, ThermopipeError
+from schemas.version import version_line
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="edge-agent", description="The thermopipe edge agent: reads temperature sensors, "
+        "decides at the edge what changed, keeps every event in an on-disk outbox and publishes "
+        "it over MQTT.")
+    parser.add_argument("--version", action="version", version=version_line("edge-agent"))
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the agent")
     run.add_argument("-c", "--config", type=Path, required=True, help="the agent's TOML file")
@@ -39,9 +49,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print_errors(exc: ConfigError) -> None:
-    print(f"{exc.source}: {len(exc.errors)} error(s)", file=sys.stderr)
-    for path, reason in exc.errors:
-        print(f"  {path or '(file)'}: {reason}", file=sys.stderr)
+    print(format_config_error(exc), file=sys.stderr)
+
+
+def _cannot_start(reason: object) -> int:
+    print(f"edge-agent: cannot start: {reason}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def check_config(path: Path, no_secrets: bool = False) -> int:
@@ -97,9 +110,12 @@ def run(path: Path, status_line: bool) -> int:
     except ConfigError as exc:
         _print_errors(exc)
         return EXIT_CONFIG
-    except ThermopipeError as exc:  # e.g. the outbox cannot be opened
-        print(f"edge-agent: cannot start: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except ThermopipeError as exc:  # e.g. the outbox cannot be opened, a package is missing
+        return _cannot_start(exc)
+    except sqlite3.Error as exc:
+        return _cannot_start(f"outbox {cfg.outbox.path}: {exc}")
+    except OSError as exc:
+        return _cannot_start(f"{exc.filename or cfg.outbox.path}: {exc.strerror or exc}")
     printer = None
     if status_line or sys.stdout.isatty():
         tty = sys.stdout.isatty()

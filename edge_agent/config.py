@@ -17,8 +17,9 @@ from edge_agent.decide import SensorRules
 from edge_agent.mqtt_link import MqttSettings
 from edge_agent.outbox import OutboxSettings
 from edge_agent.sources.onewire import DEFAULT_W1_DIR
-from schemas.config_loading import load_config
+from schemas.config_loading import checking_elsewhere, directory_problem, load_config
 from schemas.errors import ConfigError
+from schemas.extras import missing_reason
 from schemas.ids import DeviceId, SiteId, check_identifier
 from schemas.models import Unit
 
@@ -146,12 +147,35 @@ class AgentConfig(_Strict):
 _SOURCE_TAG = re.compile(r"^(sources\[\d+\])\.(?:serial|onewire|simulator)(?=\.|$)")
 
 
+def environment_problems(cfg: AgentConfig) -> list[tuple[str, str]]:
+    """What this machine lacks for ``cfg``: an optional package, a writable outbox directory."""
+    problems: list[tuple[str, str]] = []
+    for i, source in enumerate(cfg.sources):
+        if isinstance(source, SerialSourceConfig):
+            reason = missing_reason("agent", "a serial source", ["serial"])
+            if reason:
+                problems.append((f"sources[{i}].kind", reason))
+    if cfg.mqtt.encoding == "avro":
+        reason = missing_reason("avro", 'encoding = "avro"')
+        if reason:
+            problems.append(("mqtt.encoding", reason))
+    outbox_dir = directory_problem(cfg.outbox.path.parent)
+    if outbox_dir:
+        problems.append(("outbox.path", outbox_dir))
+    return problems
+
+
 def load(path: str | Path) -> AgentConfig:
-    """Load and validate; raises :class:`ConfigError` listing every problem with its key path."""
+    """Load and validate; raises :class:`ConfigError` listing every problem with its key path,
+    including what this machine lacks to run it (:func:`environment_problems`)."""
     try:
-        return load_config(path, AgentConfig)
+        cfg = load_config(path, AgentConfig)
     except ConfigError as exc:
         # pydantic puts the union tag into the location (sources[0].serial.port); users never
         # wrote it, so the path they see is sources[0].port.
         errors = [(_SOURCE_TAG.sub(r"\1", key), reason) for key, reason in exc.errors]
         raise ConfigError(exc.source, errors) from None
+    problems = [] if checking_elsewhere() else environment_problems(cfg)
+    if problems:
+        raise ConfigError(str(path), problems)
+    return cfg

@@ -129,7 +129,7 @@ class MqttSettings(BaseModel):
     @classmethod
     def _resolve_password(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return resolve_secret(value, "mqtt.password")
+            return resolve_secret(value)
         return value
 
     @field_validator("topic_root")

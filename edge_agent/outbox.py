@@ -163,7 +163,11 @@ class Outbox:
         self._acked: set[int] = set()
         self._closed = False
         path = self.settings.path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DeliveryError(f"cannot create the outbox directory {path.parent}: "
+                                f"{exc.strerror or exc}") from exc
         self._db = self._open(path)
         self._meta = self._load_meta()
         self._rows, self._bytes = self._db.execute(
@@ -179,18 +183,20 @@ class Outbox:
     def _open(self, path: Path) -> sqlite3.Connection:
         try:
             return self._connect(path)
+        except sqlite3.OperationalError as exc:  # cannot open or write (read-only, permissions)
+            raise DeliveryError(f"cannot open the outbox {path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             # A file that is not a database (torn by a broken card, overwritten by hand): keep it
             # for forensics and start afresh, so the agent keeps working and says what happened.
             aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
             log.error("outbox.corrupt", path=str(path), moved_to=str(aside), error=str(exc))
-            for suffix in ("", "-wal", "-shm"):
-                src = Path(str(path) + suffix)
-                if src.exists():
-                    src.rename(Path(str(aside) + suffix))
             try:
+                for suffix in ("", "-wal", "-shm"):
+                    src = Path(str(path) + suffix)
+                    if src.exists():
+                        src.rename(Path(str(aside) + suffix))
                 return self._connect(path)
-            except sqlite3.Error as exc2:
+            except (sqlite3.Error, OSError) as exc2:
                 raise DeliveryError(f"cannot create the outbox {path}: {exc2}") from exc2
         except (sqlite3.Error, OSError) as exc:
             raise DeliveryError(f"cannot open the outbox {path}: {exc}") from exc

@@ -25,7 +25,9 @@ from firmware_sim.pty_transport import PtyTransport
 from firmware_sim.simulation import Simulation, Sink
 from firmware_sim.tcp_transport import TcpTransport
 from firmware_sim.w1_tree import W1Tree
+from schemas.cli_args import positive_float
 from schemas.errors import ConfigError
+from schemas.version import version_line
 
 WAIT_GRACE = 0.3  # seconds after the first TCP client connects: pyserial flushes input on open
 
@@ -42,7 +44,10 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="firmware-sim", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="firmware-sim", description="Simulated sensor firmware: serves a scenario of "
+        "temperatures and faults over a pseudo-terminal, TCP and a 1-Wire sysfs tree.")
+    parser.add_argument("--version", action="version", version=version_line("firmware-sim"))
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run a scenario")
     serve.add_argument("--scenario", required=True, help="a file, or a shipped scenario name")
@@ -51,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tcp", type=_host_port, metavar="HOST:PORT",
                        help="serve on TCP (port 0: any free port)")
     serve.add_argument("--w1-dir", type=Path, help="write a simulated 1-Wire sysfs tree here")
-    serve.add_argument("--speed", type=float, default=1.0, help="scenario seconds per second")
+    serve.add_argument("--speed", type=positive_float, default=1.0,
+                       help="scenario seconds per second (above 0)")
     serve.add_argument("--seed", type=int, help="overrides the scenario's seed")
     serve.add_argument("--loop", action="store_true", help="start over at the end, forever")
     serve.add_argument("--wait", action="store_true",
@@ -91,9 +97,6 @@ def _serve(args: argparse.Namespace) -> int:
         scenario = scenarios.load(args.scenario)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return 2
-    if args.speed <= 0:
-        print("--speed must be > 0", file=sys.stderr)
         return 2
     stop = threading.Event()
 

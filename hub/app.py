@@ -8,7 +8,6 @@ With storage enabled (any mode), the hub also stores its own records through the
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from collections.abc import Sequence
@@ -30,17 +29,6 @@ from hub.web import WebServer, make_app
 from schemas.models import Alert
 
 log = structlog.get_logger("hub")
-
-
-def _optional_consumer(module: str, cls: str, *args: Any, **kwargs: Any) -> Consumer | None:
-    """Another package's consumer, if it is installed; the hub runs without it otherwise."""
-    try:
-        factory = getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError) as exc:
-        log.warning("consumer_unavailable", module=module, error=str(exc))
-        return None
-    consumer: Consumer = factory(*args, **kwargs)
-    return consumer
 
 
 class Hub:
@@ -81,28 +69,26 @@ class Hub:
                                "Points the database refused as malformed",
                                registry=self.metrics.registry)
             consumers.append(StorageConsumer(cfg.storage, rejected))
-        if not isinstance(cfg.alerting, dict) and getattr(cfg.alerting, "enabled", True):
-            state_dir = getattr(cfg.alerting, "state_dir", None) or cfg.data_dir / "alerting"
-            alerting = _optional_consumer("hub.alerting.consumer", "AlertingConsumer",
-                                          cfg.alerting, mqtt_publish=self.ingest.publish,
-                                          topic_root=cfg.mqtt.topic_root, state_dir=state_dir)
-            if alerting is not None:
-                consumers.append(alerting)
-                if cfg.storage.enabled:  # every decided alert is stored, through the journal
-                    alerting.add_listener(self._store_alert)  # type: ignore[attr-defined]
-        else:
-            alerting = None
+        alerting = None
+        if cfg.alerting.enabled:
+            from hub.alerting.consumer import AlertingConsumer
+
+            state_dir = cfg.alerting.state_dir or cfg.data_dir / "alerting"
+            alerting = AlertingConsumer(cfg.alerting, mqtt_publish=self.ingest.publish_acked,
+                                        topic_root=cfg.mqtt.topic_root, state_dir=state_dir,
+                                        registry=self.metrics.registry)
+            consumers.append(alerting)
+            if cfg.storage.enabled:  # every decided alert is stored, through the journal
+                alerting.add_listener(self._store_alert)
         if cfg.dashboard.enabled:
-            dashboard = _optional_consumer("hub.dashboard.consumer", "DashboardConsumer",
-                                           cfg.dashboard)
-            if dashboard is not None:
-                consumers.append(dashboard)
-                # the dashboard shows alerts as the alerting consumer decides them
-                on_alert = getattr(dashboard, "on_alert", None)
-                if alerting is not None and callable(on_alert):
-                    alerting.add_listener(on_alert)  # type: ignore[attr-defined]
+            from hub.dashboard.consumer import DashboardConsumer
+
+            dashboard = DashboardConsumer(cfg.dashboard)
+            consumers.append(dashboard)
+            if alerting is not None:  # the dashboard shows alerts as alerting decides them
+                alerting.add_listener(dashboard.on_alert)
         if alerting is not None:  # listeners wired: hand over what a crash kept from them
-            alerting.replay_to_listeners()  # type: ignore[attr-defined]
+            alerting.replay_to_listeners()
         return consumers
 
     # ---- the hub's own records, stored through the journal ---------------------------------
@@ -153,12 +139,13 @@ class Hub:
                 "journal_last_offset": self.journal.last_offset, "consumers": consumers}
 
     def start(self) -> None:
-        for runner in self.runners:
-            runner.start()
+        # the HTTP port first: taken, it stops the start-up before anything else has begun
         if self.config.http.enabled:
             app = make_app(self.health, self.metrics, self.routes())
             self.web = WebServer(app, self.config.http.host, self.config.http.port)
             self.web.start()
+        for runner in self.runners:
+            runner.start()
         self.ingest.start()
         if self.health_recorder is not None:
             self.health_recorder.start()

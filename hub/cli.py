@@ -1,10 +1,16 @@
 """``hub``: run the hub, check its config, and look after its dead letters.
 
     hub run [-c FILE] [--workers N]
-    hub check-config FILE
+    hub check-config FILE [--no-secrets]
     hub dlq [-c FILE] list [--status open|replayed|replay_requested]
     hub dlq [-c FILE] show ID
     hub dlq [-c FILE] replay (ID ... | --all) [--wait SECONDS]
+    hub demo [options]                 (the whole pipeline on this machine: hub demo --help)
+    hub --version
+
+A bad config exits 2 with every problem and its key path; any other start-up failure (a missing
+package of the hub extra, a port taken, a data directory that cannot be made) is one line with
+the reason, exit 1. Never a traceback for something the person running it can fix.
 """
 
 from __future__ import annotations
@@ -14,33 +20,51 @@ import base64
 import gc
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from schemas.errors import ConfigError
+from schemas.config_loading import format_config_error
+from schemas.errors import ConfigError, ThermopipeError
+from schemas.extras import require
+from schemas.version import version_line
+
+if TYPE_CHECKING:
+    from hub.config import HubConfig
 
 DEFAULT_CONFIG = "/etc/thermopipe/hub.toml"
+EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 
-def _load(path: str):  # type: ignore[no-untyped-def]
+def _config_or_exit(path: str) -> HubConfig:
     from hub.config import load_hub_config
 
-    return load_hub_config(path)
-
-
-def _config_or_exit(path: str):  # type: ignore[no-untyped-def]
     try:
-        return _load(path)
+        return load_hub_config(path)
     except ConfigError as exc:
-        print(f"invalid configuration {exc.source}:", file=sys.stderr)
-        for key, reason in exc.errors:
-            print(f"  {key or '(file)'}: {reason}", file=sys.stderr)
+        print(format_config_error(exc), file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+
+
+def _fail(reason: object) -> int:
+    print(f"hub: {reason}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _storage_target(config: HubConfig) -> str:
+    s = config.storage
+    if not s.enabled:
+        return "off"
+    if s.mode == "sqlite":
+        return f"sqlite {s.path or config.data_dir / 'store.sqlite3'}"
+    where = f"database {s.database}" if s.mode == "v1" else f"org {s.org}, bucket {s.bucket}"
+    return f"{s.mode} {s.url} ({where})"
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -48,15 +72,26 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     with secrets_unresolved(args.no_secrets) as skipped:
         config = _config_or_exit(args.file)
-    storage = f"on ({config.storage.mode})" if config.storage.enabled else "off"
     print(f"{args.file}: OK (hub_id={config.hub_id}, broker={config.mqtt.host}:"
-          f"{config.mqtt.port}, storage {storage})")
+          f"{config.mqtt.port}, storage {_storage_target(config)})")
+    alerting = config.alerting
+    print(f"  alerting  {'off' if not alerting.enabled else ', '.join(sorted(alerting.notifiers))}")
+    print(f"  data_dir  {config.data_dir}")
+    if config.http.enabled:
+        print(f"  http      {config.http.host}:{config.http.port} (/healthz, /metrics"
+              f"{', dashboard' if config.dashboard.enabled else ''})")
     for reference in skipped:
         print(f"  secret {reference}: not read (--no-secrets)")
+    if args.no_secrets:
+        print("  not checked (--no-secrets): secrets, directories and packages of this machine")
     return 0
 
 
 def _run_one(config_path: str, worker: int | None, workers: int) -> int:
+    try:
+        require("hub", "hub run")
+    except ThermopipeError as exc:
+        return _fail(exc)
     from hub.app import Hub
     from hub.logs import configure_logging
 
@@ -71,8 +106,16 @@ def _run_one(config_path: str, worker: int | None, workers: int) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    hub = Hub(config)
-    hub.start()
+    hub: Hub | None = None
+    try:
+        hub = Hub(config)
+        hub.start()
+    except (ThermopipeError, OSError, sqlite3.Error) as exc:
+        if hub is not None:
+            hub.stop()
+        if isinstance(exc, OSError) and exc.filename:
+            return _fail(f"cannot start: {exc.filename}: {exc.strerror or exc}")
+        return _fail(f"cannot start: {exc}")
     # Millions of short-lived event objects: collect young garbage less often, and keep the
     # long-lived start-up objects (modules, schemas) out of every full collection.
     gc.freeze()
@@ -134,13 +177,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    return Path(_config_or_exit(args.config).data_dir)
+    from hub.config import load_hub_config
+    from schemas.config_loading import secrets_unresolved
+
+    # dead letters live in the data directory: neither secrets nor the hub's packages are needed
+    try:
+        with secrets_unresolved():
+            return Path(load_hub_config(args.config).data_dir)
+    except ConfigError as exc:
+        print(format_config_error(exc), file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     from hub import deadletters as dl
 
     data_dir = _data_dir(args)
+    database = data_dir / "hub.sqlite3"
+    if not database.exists():
+        return _fail(f"no hub data in {data_dir} ({database.name} does not exist): is data_dir "
+                     f"in {args.config} the running hub's? (hub dlq -c FILE)")
     if args.dlq_command == "list":
         rows = dl.list_dead_letters(data_dir, args.status)
         for row in rows:
@@ -194,10 +250,16 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hub", description="thermopipe hub")
+    parser = argparse.ArgumentParser(
+        prog="hub", description="The thermopipe hub: receives events from the broker, validates "
+        "and de-duplicates them, and hands them to storage, alerting and the live dashboard.")
+    parser.add_argument("--version", action="version", version=version_line("hub"))
     sub = parser.add_subparsers(dest="command", required=True)
+    config_help = ("the hub's TOML file (default: $HUB_CONFIG, else "
+                   f"{DEFAULT_CONFIG})")
     run = sub.add_parser("run", help="run the hub")
-    run.add_argument("-c", "--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG))
+    run.add_argument("-c", "--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG),
+                     help=config_help)
     run.add_argument("--workers", type=int, default=1,
                      help="hub processes sharing one MQTT 5 shared subscription")
     run.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
@@ -209,15 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "checked on another machine than the hub)")
     check.set_defaults(func=cmd_check_config)
     dlq = sub.add_parser("dlq", help="inspect and replay dead letters")
-    dlq.add_argument("-c", "--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG))
+    dlq.add_argument("-c", "--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG),
+                     help=config_help)
     dsub = dlq.add_subparsers(dest="dlq_command", required=True)
-    lst = dsub.add_parser("list")
+    lst = dsub.add_parser("list", help="list dead letters, newest last")
     lst.add_argument("--status", choices=["open", "replay_requested", "replayed"])
-    show = dsub.add_parser("show")
+    show = dsub.add_parser("show", help="one dead letter with its payload")
     show.add_argument("id")
-    replay = dsub.add_parser("replay")
-    replay.add_argument("ids", nargs="*")
-    replay.add_argument("--all", action="store_true")
+    replay = dsub.add_parser("replay", help="feed dead letters through validation again")
+    replay.add_argument("ids", nargs="*", help="dead letter ids")
+    replay.add_argument("--all", action="store_true", help="every open dead letter")
     replay.add_argument("--wait", type=float, default=10.0,
                         help="seconds to wait for the running hub to replay them")
     dlq.set_defaults(func=cmd_dlq)

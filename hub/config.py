@@ -28,9 +28,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from hub.alerting.config import AlertingConfig  # the [alerting] section, owned by the consumer
 from hub.dashboard.config import DashboardConfig  # the [dashboard] section, owned by the consumer
 from schemas.codec import DEFAULT_MAX_PAYLOAD
-from schemas.config_loading import load_config, resolve_secret
+from schemas.config_loading import (
+    checking_elsewhere,
+    directory_problem,
+    load_config,
+    resolve_secret,
+)
+from schemas.errors import ConfigError
+from schemas.extras import missing_reason
 from schemas.ids import check_identifier
 from schemas.topics import DEFAULT_ROOT
 
@@ -167,27 +175,13 @@ class JournalConfig(_Section):
     dedup_max_ids: int = Field(5_000_000, ge=1000)
 
 
-def _alerting_model() -> Any:
-    """The alerting section's model, owned by hub/alerting; a plain table until it exists."""
-    try:
-        from hub.alerting.config import AlertingConfig
-    except ImportError:
-        return dict[str, Any]
-    return AlertingConfig
-
-
-# Resolved once at import so the section's errors get real key paths (alerting.rules[0]...).
-AlertingSection: Any = _alerting_model()
-
-
 class HubConfig(_Section):
     hub_id: str = "hub"
     data_dir: Path = Path("/var/lib/thermopipe-hub")
     late_after_s: float = Field(300.0, gt=0)
     mqtt: MqttConfig = MqttConfig()
     storage: StorageConfig = StorageConfig()
-    # Typed by hub.alerting.config.AlertingConfig when that module exists, else a plain table.
-    alerting: AlertingSection = Field(default_factory=AlertingSection)
+    alerting: AlertingConfig = AlertingConfig()
     dashboard: DashboardConfig = DashboardConfig()
     http: HttpConfig = HttpConfig()
     log: LogConfig = LogConfig()
@@ -218,6 +212,34 @@ class HubConfig(_Section):
                                        "hub_id": f"{self.hub_id}-w{index}"})
 
 
+def environment_problems(config: HubConfig) -> list[tuple[str, str]]:
+    """What this machine lacks to run ``config``: the hub's packages, writable directories."""
+    problems: list[tuple[str, str]] = []
+    packages = missing_reason("hub", "the hub")
+    if packages:
+        problems.append(("", packages))
+    dirs = [("data_dir", config.data_dir)]
+    if config.storage.enabled and config.storage.mode == "sqlite" and config.storage.path:
+        dirs.append(("storage.path", config.storage.path.parent))
+    if config.alerting.enabled and config.alerting.state_dir is not None:
+        dirs.append(("alerting.state_dir", config.alerting.state_dir))
+    for key, directory in dirs:
+        problem = directory_problem(directory)
+        if problem:
+            problems.append((key, problem))
+    return problems
+
+
 def load_hub_config(path: str | Path) -> HubConfig:
-    """Read and validate; raises :class:`schemas.errors.ConfigError` with every key path."""
-    return load_config(path, HubConfig)
+    """Read and validate; raises :class:`schemas.errors.ConfigError` with every key path,
+    including what this machine lacks to run it (:func:`environment_problems`)."""
+    config = load_config(path, HubConfig)
+    problems = [] if checking_elsewhere() else environment_problems(config)
+    if "storage" not in config.model_fields_set:
+        # an empty file would otherwise be "OK" and then write to an InfluxDB that is not there
+        problems.append(("storage", 'missing: say where events are stored ([storage] with '
+                                    'mode = "v1", "v2" or "sqlite" and its url or path), or '
+                                    "turn storage off (enabled = false)"))
+    if problems:
+        raise ConfigError(str(path), problems)
+    return config

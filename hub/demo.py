@@ -33,6 +33,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from schemas.cli_args import port_number, positive_float
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PORT_TAKEN = 0, 1, 2, 3
 
 
@@ -53,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", default="embedded",
                    help="'embedded' (amqtt in this process, default), 'mosquitto' (a private "
                         "Mosquitto from the PATH) or mqtt://HOST:PORT (an existing broker)")
-    p.add_argument("--mqtt-port", type=int, default=18830,
+    p.add_argument("--mqtt-port", type=port_number, default=18830,
                    help="port of the embedded or private broker (default 18830)")
-    p.add_argument("--http-port", type=int, default=8080,
+    p.add_argument("--http-port", type=port_number, default=8080,
                    help="port of the hub's dashboard (default 8080)")
     p.add_argument("--host", default="127.0.0.1", help="address the dashboard listens on")
     p.add_argument("--influx-url", default=None,
@@ -63,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--influx-mode", choices=["v1", "v2"], default="v1",
                    help="v1: InfluxDB 1.x /write; v2: the v2 write API (token from $INFLUX_TOKEN)")
     p.add_argument("--influx-db", default="thermopipe", help="database (v1) or bucket (v2)")
-    p.add_argument("--speed", type=float, default=240.0,
+    p.add_argument("--speed", type=positive_float, default=240.0,
                    help="how much faster than real time the simulated sensors run (default 240: "
                         "the freezer starts failing after about 30 s, a greenhouse day takes 6 "
                         "minutes)")
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true",
                    help="keep the previous run's state (outboxes, journal, store) instead of "
                         "starting fresh")
-    p.add_argument("--duration", type=float, default=None,
+    p.add_argument("--duration", type=positive_float, default=None,
                    help="stop by itself after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--no-status", action="store_true", help="no live status line")
     return p
@@ -82,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_port_free(host: str, port: int, what: str, flag: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR as the servers themselves set it: the previous run's connections in
+        # TIME_WAIT do not make the port "taken" for the next run; a listener still does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:
@@ -141,9 +146,19 @@ class Program:
             self._log.close()
             self._log = None
 
-    def tail(self, lines: int = 15) -> str:
+    def tail(self, lines: int = 15, max_lines: int = 80) -> str:
+        """The end of its log: from the last traceback's first line when there is one (so the
+        reason is shown whole, never cut mid-way), else the last ``lines`` lines."""
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        all_lines = text.splitlines()
+        starts = [i for i, line in enumerate(all_lines)
+                  if line.startswith("Traceback (most recent call last)")]
+        first = starts[-1] if starts else max(0, len(all_lines) - lines)
+        shown = all_lines[first:]
+        if len(shown) > max_lines:  # a very deep traceback: its head and the reason at its end
+            shown = [*shown[:10], f"... ({len(shown) - max_lines + 10} lines left out; the whole "
+                     f"log is {self.log_path})", *shown[-(max_lines - 10):]]
+        return "\n".join(shown)
 
 
 class Demo:
@@ -486,8 +501,10 @@ format = "json"
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from schemas.errors import ThermopipeError
+    from schemas.extras import EXTRAS, require
 
     try:
+        require("demo", "hub demo", [*EXTRAS["agent"], *EXTRAS["hub"], *EXTRAS["demo"]])
         return Demo(args).run()
     except DemoError as exc:
         print(f"hub demo: {exc}", file=sys.stderr, flush=True)  # noqa: T201

@@ -77,6 +77,8 @@ class ConsumerRunner:
     def stop(self, timeout: float = 10.0) -> bool:
         """Ask the thread to stop after its current batch; False if it is hung in ``handle``."""
         self._stop.set()
+        if not self._thread.is_alive():  # finished, or never started (a failed start-up)
+            return True
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("consumer_hung_at_shutdown", consumer=self.consumer.name,

@@ -35,6 +35,7 @@ from hub.journal import DeadRecord, Journal, JournalError, Pending, ReplayOutcom
 from hub.metrics import HubMetrics
 from hub.mqtt_client import BufferedClient
 from hub.validate import OrderTracker, Rejection, check_payload, is_late
+from schemas.errors import DeliveryError
 from schemas.models import DeviceStatus
 from schemas.topics import Topics
 
@@ -206,9 +207,22 @@ class Ingest:
                 self._room.wait(0.5)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
-        """Best-effort publish on the hub's connection (dead letters, alerts)."""
+        """Best-effort publish on the hub's connection (dead letters)."""
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def publish_acked(self, topic: str, payload: bytes, timeout_s: float = 10.0) -> None:
+        """QoS 1 publish that returns once the broker acknowledged it (the alerting MQTT
+        notifier: an alert stays in its outbox until then); raises :class:`DeliveryError`."""
+        if not self.connected.is_set():
+            raise DeliveryError(f"not connected to the broker; {topic} not published")
+        info = self._client.publish(topic, payload, qos=1)
+        try:
+            info.wait_for_publish(timeout_s)
+        except (RuntimeError, ValueError) as exc:
+            raise DeliveryError(f"publish on {topic} failed: {exc}") from None
+        if not info.is_published():
+            raise DeliveryError(f"no acknowledgement for {topic} within {timeout_s:.0f} s")
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:

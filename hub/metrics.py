@@ -15,13 +15,26 @@ thermopipe_hub_journal_lag_seconds                  age of the oldest journal en
                                                     (the ``lag_s`` of the hub_health points)
 thermopipe_hub_mqtt_connected                       1 while connected to the broker
 thermopipe_hub_ingest_queue                         received, not yet recorded
+thermopipe_hub_journal_pruned_total                 journal rows pruned
+thermopipe_hub_dead_letter_publish_failed_total     dead letters not published on the DLQ topic
+thermopipe_hub_storage_rejected_total               points the database refused (InfluxDB modes)
+thermopipe_alerts_*                                 the alerting consumer's (hub/alerting/README.md)
+process_*, python_info, python_gc_*                 the standard collectors
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -59,7 +72,12 @@ def _total(counter: Counter) -> int:
 
 class HubMetrics:
     def __init__(self) -> None:
+        # One registry for everything this hub exports (the alerting counters are registered in it
+        # too), with the standard process_*, python_info and python_gc_* collectors.
         r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        r.register(GC_COLLECTOR)
         p = "thermopipe_hub_"
         self.events_in = Counter(p + "events_in", "MQTT messages received", registry=r)
         self.accepted = Counter(p + "events_accepted", "Events recorded in the journal",

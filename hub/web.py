@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from hub.metrics import HubMetrics
+from schemas.errors import ServerError
 
 log = structlog.get_logger("hub.web")
 
@@ -34,6 +36,30 @@ def make_app(health: Callable[[], dict[str, Any]], metrics: HubMetrics,
     return Starlette(routes=[*routes, *(extra_routes or [])])
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, or :class:`ServerError` in one line (port taken, address unknown).
+
+    Bound here rather than by uvicorn, so a taken port is our error with the reason and the key to
+    change, not uvicorn's log line followed by a traceback. SO_REUSEADDR, as every server sets:
+    a hub restarted at once must not wait for the old connections' TIME_WAIT."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServerError(f"http.host {host!r} is not an address of this machine "
+                          f"({exc.strerror})") from None
+    family, kind, proto, _name, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ServerError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): stop what "
+                          "uses it or change http.port") from None
+    return sock
+
+
 class WebServer:
     """uvicorn in a daemon thread; ``port`` is known after ``start`` (0 picks a free one)."""
 
@@ -42,18 +68,20 @@ class WebServer:
                                                      log_level="warning", access_log=False,
                                                      lifespan="on"))
         self._thread = threading.Thread(target=self._serve, name="hub-web", daemon=True)
+        self._socket: socket.socket | None = None
         self.host = host
         self.port = port
 
     def _serve(self) -> None:
-        asyncio.run(self._server.serve())
+        asyncio.run(self._server.serve(sockets=[self._socket] if self._socket else None))
 
     def start(self, timeout: float = 15.0) -> None:
+        self._socket = bind(self.host, self.port)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the HTTP server did not start on {self.host}:{self.port}")
+                raise ServerError(f"the HTTP server did not start on {self.host}:{self.port}")
             time.sleep(0.02)
         for server in self._server.servers:
             for sock in server.sockets:
@@ -63,4 +91,7 @@ class WebServer:
 
     def stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(10)
+        if self._thread.is_alive():
+            self._thread.join(10)
+        if self._socket is not None:
+            self._socket.close()

@@ -1,7 +1,11 @@
 """The one event contract shared by the edge agent and the hub.
 
 Import messages, codecs and topics from here; nothing else in the project defines event fields.
+``DEFAULT_REGISTRY`` and ``SchemaRegistry`` (Avro) load fastavro, an optional package (the
+``avro`` extra), on first use only.
 """
+
+from typing import Any
 
 from schemas.codec import DEFAULT_MAX_PAYLOAD, Encoding, decode, detect_encoding, encode
 from schemas.errors import (
@@ -39,7 +43,6 @@ from schemas.models import (
     ThresholdInfo,
     Unit,
 )
-from schemas.registry import DEFAULT_REGISTRY, SchemaRegistry
 from schemas.topics import DEFAULT_ROOT, DeviceTopic, Topics, check_topic_matches
 
 __all__ = [
@@ -53,3 +56,12 @@ __all__ = [
     "UnknownSchema", "check_identifier", "check_topic_matches", "decode", "detect_encoding",
     "encode",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Avro needs fastavro, which an agent that sends JSON does not install: load it on first use.
+    if name in ("DEFAULT_REGISTRY", "SchemaRegistry"):
+        from schemas import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'schemas' has no attribute {name!r}")

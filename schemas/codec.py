@@ -10,9 +10,8 @@ from __future__ import annotations
 import io
 import json
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastavro import schemaless_reader, schemaless_writer
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.errors import (
@@ -22,8 +21,14 @@ from schemas.errors import (
     UnknownEncoding,
     UnknownSchema,
 )
+from schemas.extras import require
 from schemas.models import Message, _Message
-from schemas.registry import AVRO_MAGIC, DEFAULT_REGISTRY, SchemaRegistry
+
+if TYPE_CHECKING:  # fastavro is optional (the 'avro' extra): imported only when Avro is used
+    from schemas.registry import SchemaRegistry
+
+#: Avro single-object encoding's marker: ``C3 01``, then the 8-byte schema fingerprint
+AVRO_MAGIC = b"\xc3\x01"
 
 #: Generous for a temperature event (a few hundred bytes), small enough to stop abuse.
 DEFAULT_MAX_PAYLOAD = 64 * 1024
@@ -36,10 +41,27 @@ class Encoding(StrEnum):
     AVRO = "avro"
 
 
+_avro: SchemaRegistry | None = None
+
+
+def avro_registry() -> SchemaRegistry:
+    """The registry of the shipped Avro schemas; raises MissingDependency without fastavro."""
+    global _avro
+    if _avro is None:
+        require("avro", "Avro encoding")
+        from schemas.registry import DEFAULT_REGISTRY
+
+        _avro = DEFAULT_REGISTRY
+    return _avro
+
+
 def encode(message: _Message, encoding: Encoding | str = Encoding.JSON,
-           registry: SchemaRegistry = DEFAULT_REGISTRY) -> bytes:
+           registry: SchemaRegistry | None = None) -> bytes:
     if Encoding(encoding) is Encoding.JSON:
         return message.model_dump_json().encode()
+    from fastavro import schemaless_writer
+
+    registry = registry or avro_registry()
     schema = registry.current(str(getattr(message, "kind")))  # noqa: B009 - every model has kind
     buf = io.BytesIO()
     buf.write(AVRO_MAGIC)
@@ -57,13 +79,13 @@ def detect_encoding(payload: bytes) -> Encoding:
 
 
 def decode(payload: bytes, *, max_size: int = DEFAULT_MAX_PAYLOAD,
-           registry: SchemaRegistry = DEFAULT_REGISTRY) -> Message:
+           registry: SchemaRegistry | None = None) -> Message:
     """Bytes -> a validated contract message, or a :class:`DecodeError` naming the reason."""
     if len(payload) > max_size:
         raise PayloadTooLarge(len(payload), max_size)
     encoding = detect_encoding(payload)
     if encoding is Encoding.AVRO:
-        return _validate(_avro_record(payload, registry), from_json=False)
+        return _validate(_avro_record(payload, registry or avro_registry()), from_json=False)
     return _validate(payload, from_json=True)
 
 
@@ -74,6 +96,8 @@ def _avro_record(payload: bytes, registry: SchemaRegistry) -> dict[str, Any]:
     schema = registry.by_fingerprint(fp)
     if schema is None:
         raise UnknownSchema(fp)
+    from fastavro import schemaless_reader
+
     body = io.BytesIO(payload[10:])
     try:
         record = schemaless_reader(body, schema.writer, schema.reader)

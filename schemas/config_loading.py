@@ -1,17 +1,23 @@
 """Loading a program's TOML config into its pydantic model, and resolving secrets.
 
-Shared by ``edge-agent`` and ``hub`` so both report errors the same way: every problem at once, each
-with its key path (``mqtt.tls.ca_file``, ``sensors[2].thresholds[0].above``) and the reason, before
-anything runs. Secrets are never written in the file itself: a secret field holds ``env:NAME``
-(an environment variable) or ``file:/path`` (a file's first line, e.g. a systemd credential), and
-its value is a ``SecretStr`` that prints as ``**********`` in logs and reprs.
+Shared by ``edge-agent`` and ``hub`` so both report errors the same way
+(:func:`format_config_error`): every problem at once, each with its key path
+(``mqtt.tls.ca_file``, ``sensors[2].thresholds[0].above``) and the reason in the user's words
+(``unknown key 'intervall_s' (did you mean 'interval_s'?)``, a TOML syntax error with its line),
+before anything runs. Secrets are never written in the file itself: a secret field holds
+``env:NAME`` (an environment variable) or ``file:/path`` (a file's first line, e.g. a systemd
+credential), and its value is a ``SecretStr`` that prints as ``**********`` in logs and reprs.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
-from collections.abc import Iterator
+import types
+import typing
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -42,6 +48,12 @@ def secrets_unresolved(enabled: bool = True) -> Iterator[list[str]]:
         _unresolved.reset(token)
 
 
+def checking_elsewhere() -> bool:
+    """True inside ``secrets_unresolved(True)``: the file is checked away from the machine that
+    runs it, so what this machine has (secrets, directories, packages) says nothing about it."""
+    return _unresolved.get() is not None
+
+
 def key_path(loc: tuple[int | str, ...]) -> str:
     """('sensors', 2, 'thresholds', 0, 'above') -> 'sensors[2].thresholds[0].above'."""
     out = ""
@@ -53,13 +65,86 @@ def key_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
+# pydantic's prefixes for errors raised in our own validators; the reason reads better without
+_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def _models_at(model: Any, loc: Sequence[int | str]) -> list[type[BaseModel]]:
+    """The model classes that the value at ``loc`` (below ``model``) may be."""
+    current: list[Any] = [model]
+    for part in loc:
+        following: list[Any] = []
+        for tp in _flatten(current):
+            if isinstance(part, int):
+                args = typing.get_args(tp)
+                if typing.get_origin(tp) in (list, tuple, set, frozenset) and args:
+                    following.append(args[0])
+            elif isinstance(tp, type) and issubclass(tp, BaseModel):
+                field = tp.model_fields.get(part)
+                if field is not None:
+                    following.append(field.annotation)
+                elif _tag_matches(tp, part):  # a discriminated union's tag in the location
+                    following.append(tp)
+            elif typing.get_origin(tp) is dict and len(typing.get_args(tp)) == 2:
+                following.append(typing.get_args(tp)[1])
+        current = following
+    return [tp for tp in _flatten(current) if isinstance(tp, type) and issubclass(tp, BaseModel)]
+
+
+def _flatten(types_: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for tp in types_:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            out.extend(_flatten([typing.get_args(tp)[0]]))
+        elif origin is typing.Union or isinstance(tp, types.UnionType):
+            out.extend(_flatten(list(typing.get_args(tp))))
+        else:
+            out.append(tp)
+    return out
+
+
+def _tag_matches(model: type[BaseModel], tag: str) -> bool:
+    field = model.model_fields.get("kind")
+    return field is not None and tag in typing.get_args(field.annotation)
+
+
+def _unknown_key(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
+    key = str(loc[-1])
+    known: list[str] = []
+    if model is not None:
+        for candidate in _models_at(model, loc[:-1]):
+            known.extend(n for n in candidate.model_fields if n not in known)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {key!r}{hint}"
+
+
+def _reason(err: Any, path: str) -> str:
+    msg = str(err["msg"])
+    for prefix in _PREFIXES:
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    if path and msg.startswith(f"{path}: "):  # a validator that named the key itself
+        msg = msg[len(path) + 2:]
+    if err["type"] == "missing":
+        return "missing (this key is required)"
+    return msg
+
+
+def validation_errors(exc: ValidationError,
+                      model: type[BaseModel] | None = None) -> list[tuple[str, str]]:
+    """pydantic's report as ``(key path, reason)`` pairs in the user's words."""
     errors = []
     for err in exc.errors(include_url=False):
         # drop pydantic's internal union/function tags from the location
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (
             p.startswith("function-") or "[" in p)))
-        errors.append((key_path(loc), err["msg"]))
+        if err["type"] == "extra_forbidden" and loc:
+            errors.append((key_path(loc[:-1]), _unknown_key(model, loc)))
+            continue
+        path = key_path(loc)
+        errors.append((path, _reason(err, path)))
     return errors
 
 
@@ -67,7 +152,22 @@ def parse_config(data: dict[str, Any], model: type[M], source: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, validation_errors(exc)) from None
+        raise ConfigError(source, validation_errors(exc, model)) from None
+
+
+_TOML_AT = re.compile(r"^(?P<msg>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
+
+
+def _toml_error(exc: tomllib.TOMLDecodeError, text: str) -> tuple[str, str]:
+    """A TOML syntax error as ``("line N", reason + the offending line and a caret)``."""
+    found = _TOML_AT.match(str(exc))
+    if found is None:
+        return "", f"not valid TOML: {exc}"
+    line, col = int(found["line"]), int(found["col"])
+    lines = text.splitlines()
+    shown = lines[line - 1] if 0 < line <= len(lines) else ""
+    caret = " " * (max(col, 1) - 1) + "^"
+    return f"line {line}", f"not valid TOML: {found['msg']} (column {col})\n{shown}\n{caret}"
 
 
 def load_config(path: str | Path, model: type[M]) -> M:
@@ -78,15 +178,57 @@ def load_config(path: str | Path, model: type[M]) -> M:
     except OSError as exc:
         raise ConfigError(source, [("", f"cannot read the file: {exc.strerror or exc}")]) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(source, [("", f"not UTF-8 text (byte {exc.start})")]) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [("", f"not valid TOML: {exc}")]) from None
+        raise ConfigError(source, [_toml_error(exc, text)]) from None
     return parse_config(data, model, source)
 
 
-def resolve_secret(reference: str | None, what: str = "secret") -> SecretStr | None:
+def directory_problem(directory: Path) -> str | None:
+    """Why ``directory`` cannot be created or written by this process, or ``None`` if it can.
+
+    Looks at the directory or, when it does not exist yet, its nearest existing ancestor (where it
+    would be created): a file in the way, a read-only file system, or no write permission.
+    """
+    existing = directory
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return (f"{existing} is a file, not a directory" if existing == directory else
+                f"cannot create {directory}: {existing} is a file, not a directory")
+    try:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    where = "" if existing == directory else f"cannot create {directory}: "
+    if read_only:
+        return f"{where}{existing} is on a read-only file system"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{where}{existing} is not writable by this user"
+    return None
+
+
+def format_config_error(exc: ConfigError) -> str:
+    """The one layout both programs print a bad config in::
+
+        invalid configuration agent.toml (2 problems):
+          mqtt.port: Input should be less than or equal to 65535
+          sources[1]: unknown key 'intervall_s' (did you mean 'interval_s'?)
+    """
+    count = len(exc.errors)
+    lines = [f"invalid configuration {exc.source} ({count} problem{'s' if count != 1 else ''}):"]
+    for path, reason in exc.errors:
+        first, *rest = reason.split("\n")
+        lines.append(f"  {path or '(file)'}: {first}")
+        lines.extend(f"      {more}" for more in rest)
+    return "\n".join(lines)
+
+
+def resolve_secret(reference: str | None) -> SecretStr | None:
     """``env:NAME`` or ``file:/path`` -> the secret; ``None`` stays ``None``.
 
     Raises ``ValueError`` (which pydantic reports with the key path) when the variable or file is
@@ -104,13 +246,14 @@ def resolve_secret(reference: str | None, what: str = "secret") -> SecretStr | N
         name = reference[4:]
         value = os.environ.get(name)
         if value is None:
-            raise ValueError(f"{what}: environment variable {name} is not set")
+            raise ValueError(f"environment variable {name} is not set")
         return SecretStr(value)
     if reference.startswith("file:"):
         path = Path(reference[5:])
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
-            raise ValueError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+            raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
         return SecretStr(lines[0] if lines else "")
-    raise ValueError(f"{what} must be 'env:VARIABLE' or 'file:/path', not an inline value")
+    raise ValueError("a secret is written 'env:VARIABLE' or 'file:/path', never inline in the "
+                     "file")

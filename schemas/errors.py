@@ -13,7 +13,8 @@
     ├── SourceError                      a sensor source failed (serial, 1-Wire, simulator)
     │   └── ProtocolError                a serial line breaks firmware_sim/PROTOCOL.md
     ├── DeliveryError                    publishing or storing could not be done now (retryable)
-    └── ServerError                      a server the program needs is unreachable or refused us
+    ├── ServerError                      a server the program needs is unreachable or refused us
+    └── MissingDependency                a package of the program's role is not installed
 
 Library errors (paho, pyserial, OSError, pydantic, fastavro) are translated into these at the
 edge, with ``raise X(...) from exc`` so the cause is kept for the logs.
@@ -111,3 +112,20 @@ class DeliveryError(ThermopipeError):
 
 class ServerError(ThermopipeError):
     """A server (broker, database, SMTP...) refused us or cannot be reached."""
+
+
+class MissingDependency(ThermopipeError):
+    """A feature needs a package that this installation lacks; ``extra`` is the pip extra to add.
+
+    The message is one line a person can act on, e.g. ``Avro encoding needs fastavro, which is
+    not installed: pip install 'thermopipe[avro]'``.
+    """
+
+    def __init__(self, what: str, missing: Sequence[str], extra: str) -> None:
+        self.what = what
+        self.missing = tuple(missing)
+        self.extra = extra
+        names = ", ".join(self.missing)
+        verb = "is" if len(self.missing) == 1 else "are"
+        super().__init__(f"{what} needs {names}, which {verb} not installed: "
+                         f"pip install 'thermopipe[{extra}]'")

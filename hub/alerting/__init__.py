@@ -1,10 +1,6 @@
 """Alerting: rules, grouping, silences, late events, and durable, idempotent notifications.
 
-``AlertingConsumer`` is the hub consumer; ``AlertEngine`` the pure decisions behind it.
+``consumer.AlertingConsumer`` is the hub consumer; ``engine.AlertEngine`` the pure decisions behind
+it; ``config.AlertingConfig`` the ``[alerting]`` section. Nothing is imported here, so reading a
+config (``hub check-config``) loads no consumer and none of its packages.
 """
-
-from hub.alerting.config import AlertingConfig
-from hub.alerting.consumer import AlertingConsumer
-from hub.alerting.engine import AlertEngine
-
-__all__ = ["AlertEngine", "AlertingConfig", "AlertingConsumer"]

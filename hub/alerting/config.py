@@ -156,7 +156,7 @@ class EmailNotifier(_Notifier):
     @classmethod
     def _password(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return resolve_secret(value, "password")
+            return resolve_secret(value)
         return value
 
     @model_validator(mode="after")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from hub.alerting.config import AlertingConfig
@@ -57,7 +58,8 @@ class AlertingConsumer:
     def __init__(self, config: AlertingConfig,
                  mqtt_publish: Callable[[str, bytes], None] | None = None,
                  topic_root: str = "thermopipe", *, state_dir: Path | None = None,
-                 clock: Callable[[], datetime] = _utcnow, start: bool = True) -> None:
+                 clock: Callable[[], datetime] = _utcnow, start: bool = True,
+                 registry: CollectorRegistry | None = None) -> None:
         self.config = config
         directory = state_dir or config.state_dir
         if directory is None:
@@ -67,7 +69,7 @@ class AlertingConsumer:
         self._lock = threading.Lock()  # handle() and tick() both change the engine
         self._listeners: list[AlertListener] = []
         self._listeners_done: list[str] = []  # alert ids to forget in the next commit
-        self.stats_counters = AlertingStats()
+        self.stats_counters = AlertingStats(registry)
         self.store = AlertStore(Path(directory))
         self.engine = AlertEngine(config, self.store.load_snapshot())
         notifiers = build_notifiers(config, mqtt_publish, topic_root)

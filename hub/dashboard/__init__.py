@@ -1,7 +1,6 @@
-"""The live dashboard: current state of every device and sensor, streamed to the browser."""
+"""The live dashboard: current state of every device and sensor, streamed to the browser.
 
-from hub.dashboard.config import DashboardConfig
-from hub.dashboard.consumer import DashboardConsumer
-from hub.dashboard.state import DashboardState
-
-__all__ = ["DashboardConfig", "DashboardConsumer", "DashboardState"]
+``consumer.DashboardConsumer`` (starlette routes), ``state.DashboardState`` (pure),
+``config.DashboardConfig`` (the ``[dashboard]`` section). Nothing is imported here, so reading a
+config loads neither starlette nor the consumer.
+"""

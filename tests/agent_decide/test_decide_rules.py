@@ -54,7 +54,7 @@ def errors_of(data: dict[str, object]) -> list[tuple[str, str]]:
     ({"rate_limit_per_min": 1.0, "rate_hysteresis_per_min": 1.0}, "", "must be below"),
     ({"summary_interval_s": 0}, "summary_interval_s", "greater than 0"),
     ({"stale_after_s": -5}, "stale_after_s", "greater than 0"),
-    ({"deadbnd": 1}, "deadbnd", "Extra inputs are not permitted"),
+    ({"deadbnd": 1}, "", "unknown key 'deadbnd' (did you mean 'deadband'?)"),
 ])
 def test_bad_rules_name_the_key_and_the_reason(data: dict[str, object], path: str,
                                                fragment: str) -> None:

@@ -32,23 +32,27 @@ class Notifier(Protocol):
 
 def build_notifiers(config: AlertingConfig, mqtt_publish: Callable[[str, bytes], None] | None,
                     topic_root: str) -> dict[str, Notifier]:
-    from hub.alerting.notifiers.email import EmailSender
-    from hub.alerting.notifiers.log import LogSender
-    from hub.alerting.notifiers.mqtt import MqttSender
-    from hub.alerting.notifiers.webhook import WebhookSender
-
+    # each kind is imported only when configured (the webhook notifier needs httpx)
     out: dict[str, Notifier] = {}
     for name, cfg in config.notifiers.items():
         if isinstance(cfg, WebhookNotifier):
+            from hub.alerting.notifiers.webhook import WebhookSender
+
             out[name] = WebhookSender(name, cfg)
         elif isinstance(cfg, EmailNotifier):
+            from hub.alerting.notifiers.email import EmailSender
+
             out[name] = EmailSender(name, cfg)
         elif isinstance(cfg, MqttNotifier):
+            from hub.alerting.notifiers.mqtt import MqttSender
+
             if mqtt_publish is None:
                 raise ConfigError("alerting", [(f"notifiers.{name}",
                                                 "an mqtt notifier needs the hub's MQTT "
                                                 "connection, and none was given")])
             out[name] = MqttSender(name, mqtt_publish, topic_root)
         elif isinstance(cfg, LogNotifier):
+            from hub.alerting.notifiers.log import LogSender
+
             out[name] = LogSender(name)
     return out
