@@ -82,6 +82,13 @@ def check_config(path: Path, no_secrets: bool = False) -> int:
               f"{': ' + bands if bands else ''}")
     for reference in skipped:
         print(f"  secret   {reference} (not read: --no-secrets)")
+    if not no_secrets:
+        from schemas.connect_errors import unresolved_host
+
+        problem = unresolved_host(cfg.mqtt.host)
+        if problem:  # a warning: a Pi may boot before its network, and the agent keeps retrying
+            print(f"  warning  mqtt.host {problem}: the agent keeps every event in its outbox "
+                  "and retries")
     return 0
 
 

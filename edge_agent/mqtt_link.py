@@ -26,7 +26,6 @@ messages itself at ``max_inflight``.
 
 from __future__ import annotations
 
-import socket
 import ssl
 import threading
 import time
@@ -46,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from edge_agent.backoff import backoff_delay
 from schemas import Topics, check_identifier
 from schemas.config_loading import resolve_secret
+from schemas.connect_errors import connect_error
 from schemas.errors import DeliveryError, ServerError, ThermopipeError, TopicError
 
 log = structlog.get_logger(__name__)
@@ -182,32 +182,6 @@ LinkEvent = Connected | Disconnected | Acked | Command
 FLAP_WINDOW_S = 10.0  # a connection dropped sooner than this after CONNACK counts as a flap
 FLAP_COUNT = 3  # flaps in a row: report a client id clash
 _CREDENTIAL_CODES = {134, 135, 4, 5}  # v5 bad user name or password / not authorized; v3.1.1 4, 5
-
-
-def connect_error(exc: OSError, host: str, port: int, tls: bool = False) -> ServerError:
-    """Translate a failed TCP/TLS connect into a :class:`ServerError` with a clear reason."""
-    where = f"{host}:{port}"
-    if tls and isinstance(exc, ConnectionResetError | ssl.SSLEOFError | BrokenPipeError):
-        # TCP was accepted, then the server hung up on our ClientHello
-        err = ServerError(f"TLS failure with the broker {where}: the server closed the "
-                          "connection during the TLS handshake (is it a TLS port?)")
-    elif isinstance(exc, ssl.SSLCertVerificationError):
-        err = ServerError(f"TLS failure with the broker {where}: certificate not accepted "
-                          f"({exc.verify_message}); check tls.ca_file and the broker's name")
-    elif isinstance(exc, ssl.SSLError):
-        err = ServerError(f"TLS failure with the broker {where}: {exc.reason or exc} (is it a "
-                          "TLS port? are the certificate and key right?)")
-    elif isinstance(exc, ConnectionRefusedError):
-        err = ServerError(f"broker {where} unreachable: connection refused (not running, or "
-                          "wrong port)")
-    elif isinstance(exc, socket.gaierror):
-        err = ServerError(f"broker {where} unreachable: cannot resolve the host name ({exc})")
-    elif isinstance(exc, TimeoutError):
-        err = ServerError(f"broker {where} unreachable: timed out")
-    else:
-        err = ServerError(f"broker {where} unreachable: {exc.strerror or exc}")
-    err.__cause__ = exc
-    return err
 
 
 def connack_error(reason: ReasonCode | int | str, host: str, port: int) -> ServerError:

@@ -52,6 +52,7 @@ class Hub:
                                                   self.health_point, self._record_point)
         self.web: WebServer | None = None
         self._stopped = threading.Event()
+        self._started = False
 
     def _build_consumers(self) -> list[Consumer]:
         cfg = self.config
@@ -149,6 +150,7 @@ class Hub:
         self.ingest.start()
         if self.health_recorder is not None:
             self.health_recorder.start()
+        self._started = True
         log.info("hub_started", hub_id=self.config.hub_id, data_dir=str(self.config.data_dir),
                  consumers=[c.name for c in self.consumers],
                  shared_group=self.config.mqtt.shared_group)
@@ -171,7 +173,8 @@ class Hub:
         if self.web is not None:
             self.web.stop()
         self.journal.close()
-        log.info("hub_stopped", hub_id=self.config.hub_id)
+        if self._started:  # a failed start-up is reported by the caller, in one line
+            log.info("hub_stopped", hub_id=self.config.hub_id)
 
     def __enter__(self) -> Hub:
         self.start()

@@ -84,6 +84,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  secret {reference}: not read (--no-secrets)")
     if args.no_secrets:
         print("  not checked (--no-secrets): secrets, directories and packages of this machine")
+    else:
+        from schemas.connect_errors import unresolved_host
+
+        problem = unresolved_host(config.mqtt.host)
+        if problem:  # a warning: in compose the hub may start before the broker's name exists
+            print(f"  warning   mqtt.host {problem}: the hub will keep retrying")
     return 0
 
 

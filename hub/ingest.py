@@ -35,6 +35,7 @@ from hub.journal import DeadRecord, Journal, JournalError, Pending, ReplayOutcom
 from hub.metrics import HubMetrics
 from hub.mqtt_client import BufferedClient
 from hub.validate import OrderTracker, Rejection, check_payload, is_late
+from schemas.connect_errors import connect_error
 from schemas.errors import DeliveryError
 from schemas.models import DeviceStatus
 from schemas.topics import Topics
@@ -122,12 +123,15 @@ class Ingest:
         # paho calls this inside its ``except OSError`` around the connect (refused, TLS
         # handshake, DNS): the exception is the reason, and paho logs nothing itself.
         exc = sys.exc_info()[1]
-        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown reason"
+        cfg = self.config.mqtt
+        if isinstance(exc, OSError):
+            reason = str(connect_error(exc, cfg.host, cfg.port, tls=cfg.tls is not None))
+        else:
+            reason = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown reason"
         self._refused = False  # a newer reason: the broker cannot be reached at all
         first = self.last_error != f"cannot connect: {reason}"
         self.last_error = f"cannot connect: {reason}"
         self.metrics.connected.set(0)
-        cfg = self.config.mqtt
         # once per distinct reason: paho retries every few seconds
         (log.error if first else log.debug)("mqtt_connect_failed", host=cfg.host,
                                             port=cfg.port, reason=reason)

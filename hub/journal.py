@@ -75,7 +75,11 @@ class JournalError(ThermopipeError):
 
 def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
     """A connection to the hub database in WAL mode; creates the schema on first use."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JournalError(f"cannot create the data directory {path.parent}: "
+                           f"{exc.strerror or exc}") from exc
     try:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")

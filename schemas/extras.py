@@ -6,8 +6,8 @@ start (``tests/install/test_role_dependencies.py`` keeps the two in step):
     extra   packages (import names)                                    used by
     agent   serial                                                     a [[sources]] kind = "serial"
     avro    fastavro                                                   mqtt.encoding = "avro"
-    hub     fastavro, influxdb_client, prometheus_client, starlette,   hub run
-            uvicorn, httpx
+    hub     fastavro, influxdb_client, urllib3, prometheus_client,     hub run
+            starlette, uvicorn, httpx
     demo    amqtt (and everything of agent and hub)                    scripts/demo
 
 A check looks the package up without importing it (``importlib.util.find_spec``), so it costs
@@ -25,7 +25,8 @@ from schemas.errors import MissingDependency
 EXTRAS: dict[str, tuple[str, ...]] = {
     "agent": ("serial",),
     "avro": ("fastavro",),
-    "hub": ("fastavro", "influxdb_client", "prometheus_client", "starlette", "uvicorn", "httpx"),
+    "hub": ("fastavro", "influxdb_client", "urllib3", "prometheus_client", "starlette", "uvicorn",
+            "httpx"),
     "demo": ("amqtt",),
 }
 

@@ -138,6 +138,8 @@ class SensorInfo(_Message):
     unit: Unit
     source: str  # serial | onewire | simulator
     thresholds: list[ThresholdInfo] = []
+    #: a name for people ("freezer compartment": the agent's ``[sensors.<id>] name``), or ""
+    name: Annotated[str, Field(max_length=80)] = ""
 
 
 class DeviceStatus(_Message):
