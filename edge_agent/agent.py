@@ -123,7 +123,8 @@ class Agent:
             unit = cfg.unit
         thresholds = dec.thresholds_info() if dec is not None else SensorDecider(
             sid, unit, self.config.rules_for(sid)).thresholds_info()
-        return SensorInfo(sensor_id=sid, unit=unit, source=kind, thresholds=thresholds)
+        return SensorInfo(sensor_id=sid, unit=unit, source=kind, thresholds=thresholds,
+                          name=cfg.name if cfg is not None else "")
 
     def firmware(self) -> str:
         return "; ".join(f"{s.name}: {s.firmware}" for s in self.sources if s.firmware)

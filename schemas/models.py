@@ -139,7 +139,7 @@ class SensorInfo(_Message):
     source: str  # serial | onewire | simulator
     thresholds: list[ThresholdInfo] = []
     #: a name for people ("freezer compartment": the agent's ``[sensors.<id>] name``), or ""
-    name: Annotated[str, Field(max_length=80)] = ""
+    name: str = ""
 
 
 class DeviceStatus(_Message):

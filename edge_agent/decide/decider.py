@@ -33,8 +33,10 @@ dwell again. Rate alarms need a window of fresh samples, so nothing fires from a
 state except that first ``unknown -> band`` change.
 
 Fields: ``state_change.value``, ``rate_alarm.value`` and ``reading.value`` are smoothed values;
-fault drafts carry the rejected value (``None`` if absent or not finite) and, for recoveries, the
-good value that ended the fault; stale drafts begin with ``value`` None.
+fault drafts carry the rejected value (``None`` if absent or not finite); a recovery carries the
+good value that ended the fault, or ``None`` when another fault superseded it (its rejected value
+belongs to the new fault, never to the recovery); stale drafts begin with ``value`` None. So a
+``fault`` event's ``value`` is never a temperature to show as the sensor's current one.
 
 Time: the decider's clock is the newest time it has seen; an older reading or tick (a reading
 timestamped before the last tick) is handled, and its drafts stamped, at that newest time. A step
@@ -205,8 +207,10 @@ class SensorDecider:
         shown = value if value is not None and math.isfinite(value) else None
         transitions = self._faults.fault(code)
         for tr in transitions:
-            text = detail if tr.active else f"superseded by {code}"
-            out.append(self._fault_draft(t, tr, shown, text))
+            if tr.active:
+                out.append(self._fault_draft(t, tr, shown, detail))
+            else:  # the rejected value belongs to the fault that begins, not to this one
+                out.append(self._fault_draft(t, tr, None, f"superseded by {code}"))
         if transitions:
             self._interrupt()
         self._check_stale(t, out)

@@ -32,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 
 from hub.consumers.base import Envelope
 from hub.dashboard.config import DashboardConfig
-from hub.dashboard.state import Change, DashboardState
+from hub.dashboard.state import Change, DashboardState, DataLossRecord
 from schemas.models import Alert
 
 log = structlog.get_logger("hub.dashboard")
@@ -75,6 +75,11 @@ class DashboardConsumer:
         """Show an alert; wire it with ``AlertingConsumer.add_listener(dashboard.on_alert)``."""
         with self._lock:
             self._broadcast(self.state.apply_alert(alert))
+
+    def on_data_loss(self, loss: DataLossRecord) -> None:
+        """Show a ``data_loss`` record (a range of a device's events that never arrived), once."""
+        with self._lock:
+            self._broadcast(self.state.apply_data_loss(loss))
 
     def close(self) -> None:
         with self._lock:

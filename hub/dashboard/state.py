@@ -5,6 +5,19 @@ Every ``apply``/``apply_batch`` returns the changes it made (``{"type":
 values), which the consumer streams to browsers; ``snapshot`` is the whole state for
 ``/api/state``. A redelivered envelope (same event id) changes nothing, and an envelope older than
 what a sensor already shows (lower ``seq``) is listed as an event but never overwrites its value.
+
+A sensor's ``value`` is only ever an accepted temperature: a reading's, a state change's or a rate
+alarm's (the agent's smoothed good values) or a summary's ``last`` (its last good reading). A
+``fault`` event never sets it, whatever its ``value`` says (a DS18B20's 85.0 or -127.0 is the
+rejected sample itself): the fault is listed in ``faults`` and the page shows it as a badge next
+to the last accepted value and its time (``value_time``).
+
+Event lines are made here, in one number format (one decimal, then the unit: ``-18.5 °C``), with
+a short ``title`` and a ``text`` for people; ``detail`` keeps the agent's own words. A device's
+periodic status updates (``reason = "update"``) fold into one line per device (``count``), which
+replaces the previous one (same ``key``) instead of filling the list. ``apply_data_loss`` shows a
+``data_loss`` record (a range of a device's events that never arrived) as a critical line and a
+count on the device.
 """
 
 from __future__ import annotations
@@ -12,7 +25,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from hub.consumers.base import Envelope
 from schemas.models import (
@@ -28,9 +41,46 @@ from schemas.models import (
 Change = dict[str, Any]
 SEEN_IDS = 5_000  # a retried batch comes again (<= batch_size); the journal drops other dups
 
+UNITS = {"degC": "\u00b0C", "degF": "\u00b0F"}
+FAULT_NAMES = {
+    "power_on_value": "power-on value", "disconnected": "sensor disconnected",
+    "crc_error": "CRC error", "read_failed": "read failed", "out_of_range": "out of range",
+    "implausible_jump": "implausible jump", "stale": "no fresh reading",
+    "device_lost": "device lost",
+}
+OFFLINE_REASONS = {"will": "connection lost", "shutdown": "clean shutdown"}
+
+
+class DataLossRecord(Protocol):
+    """What the page needs of a ``data_loss`` record: a range of one device's sequence numbers
+    that never reached the hub (issue "receipts" makes them; any object with these attributes
+    will do). ``cause`` is None when unknown."""
+
+    @property
+    def site(self) -> str: ...
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def first_seq(self) -> int: ...
+    @property
+    def last_seq(self) -> int: ...
+    @property
+    def cause(self) -> str | None: ...
+    @property
+    def time(self) -> datetime: ...
+
 
 def _iso(value: Any) -> str:
     return str(value.isoformat().replace("+00:00", "Z"))
+
+
+def temperature(value: float, unit: str) -> str:
+    """The one number format of the page: one decimal, then the unit (``-18.5 \u00b0C``)."""
+    return f"{value:.1f} {UNITS.get(unit, unit)}"
+
+
+def fault_name(code: str) -> str:
+    return FAULT_NAMES.get(code, code.replace("_", " "))
 
 
 class DashboardState:
@@ -133,8 +183,47 @@ class DashboardState:
                 touched_sensors[sensor["key"]] = sensor
         if not isinstance(msg, ReadingEvent | SummaryEvent):
             item = self._event_item(env)
+            if item.get("sensor_id"):
+                item["sensor_name"] = self._sensor(msg.site, msg.device_id,
+                                                   item["sensor_id"])["name"]
+            if isinstance(msg, DeviceStatus) and msg.reason == "update":
+                self._fold(item)
             self.events.appendleft(item)
             events.append(item)
+
+    def _fold(self, item: dict[str, Any]) -> None:
+        """A device's periodic status updates: one line per device, the newest on top."""
+        item["key"] = f"status-update/{item['site']}/{item['device_id']}"
+        previous = next((e for e in self.events if e["key"] == item["key"]), None)
+        count = 1
+        if previous is not None:
+            self.events.remove(previous)
+            count += previous["count"]
+        item["count"] = count
+        item["text"] = ("status update" if count == 1 else f"{count:,} status updates") + (
+            " (counters refreshed)")
+
+    def apply_data_loss(self, loss: DataLossRecord) -> list[Change]:
+        """Show a ``data_loss`` record once: a critical line, and the count on its device."""
+        key = f"data-loss/{loss.site}/{loss.device_id}/{loss.first_seq}-{loss.last_seq}"
+        if any(e["key"] == key for e in self.events) or key in self._seen:
+            return []
+        self._seen[key] = None
+        lost = loss.last_seq - loss.first_seq + 1
+        device = self._device(loss.site, loss.device_id)
+        device["data_loss"] += lost
+        span = (f"event {loss.first_seq:,}" if lost == 1
+                else f"events {loss.first_seq:,}\u2013{loss.last_seq:,}")
+        item = {"key": key, "event_id": key, "kind": "data_loss", "site": loss.site,
+                "device_id": loss.device_id, "sensor_id": None, "time": _iso(loss.time),
+                "received_at": _iso(loss.time), "late": False, "out_of_order": False,
+                "severity": "critical", "title": "data loss",
+                "text": f"{span} never arrived ({lost:,} lost)"
+                        + (f": {loss.cause}" if loss.cause else ""),
+                "detail": loss.cause or "", "first_seq": loss.first_seq,
+                "last_seq": loss.last_seq}
+        self.events.appendleft(item)
+        return [self._change("device", device), self._change("event", item)]
 
     def apply_alert(self, alert: Alert) -> list[Change]:
         item = {**alert.model_dump(mode="json"), "key": alert.alert_id}
@@ -170,7 +259,7 @@ class DashboardState:
                                  "online": None, "reason": None, "session": None,
                                  "firmware": "", "agent_version": "", "counters": {},
                                  "last_seen": None, "status_time": None, "events": 0,
-                                 "sensors": []}
+                                 "sensors": [], "data_loss": 0}
         self._devices_by_id[(site, device_id)] = self.devices[key]
         return self.devices[key]
 
@@ -181,7 +270,8 @@ class DashboardState:
         key = f"{site}/{device_id}/{sensor_id}"
         if key not in self.sensors:
             self.sensors[key] = {"key": key, "site": site, "device_id": device_id,
-                                 "sensor_id": sensor_id, "value": None, "unit": None,
+                                 "sensor_id": sensor_id, "name": sensor_id,
+                                 "value": None, "unit": None,
                                  "state": "unknown", "severity": "info", "value_time": None,
                                  "last_seen": None, "faults": [], "stale": False,
                                  "rate_alarm": False, "seq": -1, "summary": None,
@@ -205,7 +295,7 @@ class DashboardState:
                           counters=dict(msg.counters))
             for info in msg.sensors:
                 sensor = self._sensor(msg.site, msg.device_id, info.sensor_id)
-                sensor.update(unit=info.unit, source=info.source,
+                sensor.update(unit=info.unit, source=info.source, name=info.name or info.sensor_id,
                               thresholds=[t.model_dump(mode="json") for t in info.thresholds])
                 if sensor["key"] not in device["sensors"]:
                     device["sensors"].append(sensor["key"])
@@ -216,7 +306,8 @@ class DashboardState:
         sensor["seq"] = msg.seq
         sensor["last_seen"] = _iso(env.received_at)
         sensor["unit"] = msg.unit
-        value = getattr(msg, "value", None)
+        # only accepted values: a fault's value is the rejected sample (or nothing)
+        value = None if isinstance(msg, FaultEvent) else getattr(msg, "value", None)
         if isinstance(msg, SummaryEvent):
             value = msg.last
             sensor["summary"] = {"count": msg.count, "min": msg.min, "max": msg.max,
@@ -240,22 +331,42 @@ class DashboardState:
     def _event_item(env: Envelope) -> dict[str, Any]:
         msg = env.message
         item: dict[str, Any] = {
-            "event_id": msg.event_id, "kind": msg.kind, "site": msg.site,
+            "key": msg.event_id, "event_id": msg.event_id, "kind": msg.kind, "site": msg.site,
             "device_id": msg.device_id, "sensor_id": getattr(msg, "sensor_id", None),
             "time": _iso(msg.time), "received_at": _iso(env.received_at),
             "late": env.late or bool(getattr(msg, "replayed", False)),
-            "out_of_order": env.out_of_order, "severity": getattr(msg, "severity", "info")}
+            "out_of_order": env.out_of_order, "severity": getattr(msg, "severity", "info"),
+            "detail": getattr(msg, "detail", "")}
         if isinstance(msg, StateChangeEvent):
+            item["title"] = "state"
             item["text"] = (f"{msg.previous_state} \u2192 {msg.new_state} at "
-                            f"{msg.value:g} {msg.unit}")
+                            f"{temperature(msg.value, msg.unit)}")
         elif isinstance(msg, FaultEvent):
-            item["text"] = f"fault {msg.fault} {'active' if msg.active else 'recovered'}" + (
-                f": {msg.detail}" if msg.detail else "")
+            name = fault_name(msg.fault)
+            if msg.active:
+                item["title"] = "fault"
+                item["text"] = name + (f": {temperature(msg.value, msg.unit)} rejected"
+                                       if msg.value is not None else "")
+            else:
+                item["title"] = "recovered"
+                item["severity"] = "info"
+                successor = msg.detail.removeprefix("superseded by ")
+                item["text"] = (f"{name} ended, now {fault_name(successor)}"
+                                if successor != msg.detail else f"{name} cleared")
         elif isinstance(msg, RateAlarmEvent):
-            item["text"] = (f"rate {msg.rate_per_min:g} {msg.unit}/min "
-                            f"{'above' if msg.active else 'back under'} {msg.limit_per_min:g}")
+            unit = UNITS.get(msg.unit, msg.unit)
+            item["title"] = "rate"
+            item["text"] = (f"changing {msg.rate_per_min:.1f} {unit}/min, above the limit "
+                            f"{msg.limit_per_min:.1f}" if msg.active else
+                            f"back under {msg.limit_per_min:.1f} {unit}/min")
         elif isinstance(msg, DeviceStatus):
-            item["text"] = (f"{'online' if msg.online else 'offline'} ({msg.reason}, "
-                            f"session {msg.session})")
+            if msg.online:
+                item["title"] = "online"
+                item["text"] = f"online (session {msg.session})"
+            else:
+                item["title"] = "offline"
+                item["text"] = f"offline: {OFFLINE_REASONS.get(msg.reason, msg.reason)}"
+            if msg.reason == "update":
+                item["title"] = "status"
             item["severity"] = "info" if msg.online or msg.reason != "will" else "critical"
         return item

@@ -50,6 +50,22 @@ def test_rejected_readings_make_one_fault_episode_and_never_threshold_events() -
     assert out[4].fields["value"] == 21.0 and d.fault is None
 
 
+def test_a_superseded_fault_recovers_without_the_next_faults_rejected_value() -> None:
+    # DS18B20: 85.0 (power-on) then -127.0 (disconnected): the power_on_value recovery must not
+    # carry -127.0, nor the disconnected recovery the CRC failure's missing value; only a good
+    # reading ends an episode with a value, and it is that good value.
+    d = decider(deadband=0.0)
+    feed(d, [(0, 21.5)])
+    out = feed(d, [(1, 85.0), (2, -127.0)])
+    out += d.on_reading(reading(3, None, fault="crc_error", detail="crc=a5 NO"))
+    out += feed(d, [(4, 22.0)])
+    faults = [(x.fields["fault"], x.fields["active"], x.fields["value"])
+              for x in out if x.kind == "fault"]
+    assert faults == [("power_on_value", True, 85.0), ("power_on_value", False, None),
+                      ("disconnected", True, -127.0), ("disconnected", False, None),
+                      ("crc_error", True, None), ("crc_error", False, 22.0)]
+
+
 def test_source_reported_faults_and_missing_values() -> None:
     d = decider()
     feed(d, [(0, 20.0)])

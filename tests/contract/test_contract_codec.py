@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from schemas import (
     DEFAULT_REGISTRY,
     DecodeError,
+    DeviceStatus,
     Encoding,
     InvalidIdentifier,
     InvalidMessage,
@@ -72,6 +73,22 @@ def test_event_written_with_previous_schema_version_is_read_by_current_reader() 
     assert isinstance(event, StateChangeEvent)
     assert (event.new_state, event.threshold, event.replayed) == ("high", 8.0, True)
     assert (event.severity, event.dwell_s) == ("info", 0.0)  # fields added in v2 take defaults
+
+
+def test_a_status_written_before_sensors_had_names_is_read_with_empty_names() -> None:
+    old = parse_schema(json.loads((Path(__file__).parents[2] / "schemas/avro/history/"
+                                   "device_status.v1.avsc").read_text()))
+    record = dict(kind="status", event_id="abcdefgh12345678", site="s1", device_id="pi-01",
+                  time=NOW, clock_synced=True, online=True, reason="birth", session=2,
+                  agent_version="0.1.0", firmware="", counters={},
+                  sensors=[dict(sensor_id="28-0000", unit="degC", source="onewire",
+                                thresholds=[])])
+    buf = io.BytesIO()
+    buf.write(AVRO_MAGIC + schema_fingerprint(old))
+    schemaless_writer(buf, old, record)
+    status = decode(buf.getvalue())
+    assert isinstance(status, DeviceStatus)
+    assert [(s.sensor_id, s.name) for s in status.sensors] == [("28-0000", "")]
 
 
 @pytest.mark.parametrize(("payload", "error", "needle"), [

@@ -62,7 +62,8 @@ class Feed:
             minutes=1), count=3, min=last - 1, max=last + 1, mean=last, last=last)
 
     def status(self, online: bool, reason: str = "birth", session: int | None = None,
-               sensors: tuple[str, ...] = ("t1",)) -> DeviceStatus:
+               sensors: tuple[str, ...] = ("t1",),
+               names: dict[str, str] | None = None) -> DeviceStatus:
         self.time += timedelta(seconds=1)
         if session is not None:
             self.session = session
@@ -71,7 +72,8 @@ class Feed:
                             device_id=self.device, time=self.time, clock_synced=True,
                             online=online, reason=reason, session=self.session,
                             firmware="fw-1.2", agent_version="0.1.0",
-                            sensors=[SensorInfo(sensor_id=s, unit="degC", source="simulator")
+                            sensors=[SensorInfo(sensor_id=s, unit="degC", source="simulator",
+                                                name=(names or {}).get(s, ""))
                                      for s in sensors] if online else [],
                             counters={"published": 10.0})
 

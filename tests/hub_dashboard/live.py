@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
 from hub.dashboard.consumer import DashboardConsumer
-from tests.servers import free_port
+from tests.servers import CHROMIUM_ARGS, free_port, require_browser
 
 
 class LiveServer:
@@ -39,3 +42,23 @@ class LiveServer:
         self.dashboard.close()  # ends the event streams so the server can stop
         self.server.should_exit = True
         self.thread.join(15)
+
+
+@contextmanager
+def live_page(dashboard: DashboardConsumer, width: int = 1360,
+              height: int = 900) -> Iterator[tuple[Any, list[str]]]:
+    """The dashboard served by a real uvicorn, open in a real headless Chromium and live (its
+    event stream connected); yields the page and the JavaScript errors it raised."""
+    sync_playwright, chromium = require_browser()
+    with LiveServer(dashboard) as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{server.url}/")
+            page.wait_for_function("document.querySelector('#conn').textContent === 'live'",
+                                   timeout=15_000)
+            yield page, errors
+        finally:
+            browser.close()

@@ -13,8 +13,8 @@ from hub.dashboard.config import DashboardConfig
 from hub.dashboard.consumer import DashboardConsumer
 from schemas.models import Alert
 from tests.hub_alerting.helpers import Feed, env
-from tests.hub_dashboard.live import LiveServer
-from tests.servers import CHROMIUM_ARGS, require_browser
+from tests.hub_dashboard.live import live_page
+from tests.servers import require_browser
 
 SCREENSHOT = Path(os.environ.get("TP_DASHBOARD_SCREENSHOT", "/tmp/thermopipe-dashboard.png"))
 
@@ -26,8 +26,7 @@ def _cell_is(sensor: str, text: str) -> str:
 
 @pytest.mark.slow
 def test_page_shows_a_value_change_live_without_reload() -> None:
-    sync_playwright, chromium = require_browser()
-
+    require_browser()
     dash = DashboardConsumer(DashboardConfig(title="Cold room"))
     f = Feed("pi-4", "shop")
     g = Feed("pi-5", "shop")
@@ -35,39 +34,29 @@ def test_page_shows_a_value_change_live_without_reload() -> None:
                  env(f.reading("freezer", -18.2)), env(f.reading("fridge", 3.9)),
                  env(g.status(True, "birth", sensors=("ambient",))),
                  env(g.reading("ambient", 21.4))])
-    with LiveServer(dash) as server, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1360, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(f"{server.url}/")
-            page.wait_for_function("document.querySelector('#conn').textContent === 'live'",
-                                   timeout=15_000)
-            page.wait_for_function(_cell_is("shop/pi-4/freezer", "-18.2"), timeout=10_000)
-            assert page.title() == "Cold room"
-            page.evaluate("window.__sameDocument = 'yes'")
+    with live_page(dash) as (page, errors):
+        page.wait_for_function(_cell_is("shop/pi-4/freezer", "-18.2"), timeout=10_000)
+        assert page.title() == "Cold room"
+        page.evaluate("window.__sameDocument = 'yes'")
 
-            # a new envelope reaches the consumer: the page changes by itself
-            hot = f.state("freezer", "high", value=-9.5, severity="critical")
-            dash.handle([env(hot)])
-            page.wait_for_function(_cell_is("shop/pi-4/freezer", "-9.5"), timeout=10_000)
-            pill = page.locator('[data-sensor="shop/pi-4/freezer"] .pill').first
-            assert pill.text_content() == "high"
-            assert "critical" in (pill.get_attribute("class") or "")
-            dash.on_alert(Alert(alert_id="c" * 32, group_key="rule=default,freezer",
-                                status="firing", severity="critical", rule="default",
-                                site="shop", device_id="pi-4", sensor_id="freezer",
-                                summary="shop/pi-4/freezer is high (critical): -9.5 degC",
-                                event_id=hot.event_id, event_time=hot.time, time=hot.time))
-            dash.handle([env(g.status(False, "will"))])
-            page.wait_for_function(
-                "document.querySelector('#t-offline').textContent === '1' && "
-                "document.querySelector('#t-alerting').textContent === '1'", timeout=10_000)
-            assert "offline" in (page.locator('[data-device="shop/pi-5"] .badge')
-                                 .text_content() or "")
-            assert page.evaluate("window.__sameDocument") == "yes"  # no reload happened
-            assert errors == []
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
-        finally:
-            browser.close()
+        # a new envelope reaches the consumer: the page changes by itself
+        hot = f.state("freezer", "high", value=-9.5, severity="critical")
+        dash.handle([env(hot)])
+        page.wait_for_function(_cell_is("shop/pi-4/freezer", "-9.5"), timeout=10_000)
+        pill = page.locator('[data-sensor="shop/pi-4/freezer"] .pill').first
+        assert pill.text_content() == "high"
+        assert "critical" in (pill.get_attribute("class") or "")
+        dash.on_alert(Alert(alert_id="c" * 32, group_key="rule=default,freezer",
+                            status="firing", severity="critical", rule="default",
+                            site="shop", device_id="pi-4", sensor_id="freezer",
+                            summary="shop/pi-4/freezer is high (critical): -9.5 degC",
+                            event_id=hot.event_id, event_time=hot.time, time=hot.time))
+        dash.handle([env(g.status(False, "will"))])
+        page.wait_for_function(
+            "document.querySelector('#t-offline').textContent === '1' && "
+            "document.querySelector('#t-alerting').textContent === '1'", timeout=10_000)
+        assert "offline" in (page.locator('[data-device="shop/pi-5"] .badge')
+                             .text_content() or "")
+        assert page.evaluate("window.__sameDocument") == "yes"  # no reload happened
+        assert errors == []
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
