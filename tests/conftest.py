@@ -9,9 +9,12 @@
 from __future__ import annotations
 
 import itertools
+import os
 import sys
+import threading
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,43 @@ if str(ROOT) not in sys.path:  # lets tests import tests.servers and tests.helpe
 from tests.servers import InfluxDB1, Mosquitto, ServerProcess, VictoriaMetrics, start_server
 
 _counter = itertools.count()
+
+# --- progress during long tests ------------------------------------------------------------------
+# The end-to-end tests run for up to a couple of minutes each; pytest prints nothing meanwhile.
+# Every HEARTBEAT_S a running test says so on the terminal (written to a duplicate of the real
+# stdout taken before any test's output capture, so capsys/capfd never see it).
+HEARTBEAT_S = 20.0
+_terminal_fd: int | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _terminal_fd
+    if os.environ.get("THERMOPIPE_TEST_PROGRESS", "1") != "0" and _terminal_fd is None:
+        _terminal_fd = os.dup(1)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None,
+                            ) -> Generator[None, object, object]:
+    done = threading.Event()
+
+    def beat() -> None:
+        started = time.monotonic()
+        while not done.wait(HEARTBEAT_S):
+            if _terminal_fd is not None:
+                took = time.monotonic() - started
+                line = f"\n    ... {item.nodeid} still running ({took:.0f} s)\n"
+                try:
+                    os.write(_terminal_fd, line.encode())
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=beat, name="test-progress", daemon=True)
+    thread.start()
+    try:
+        return (yield)
+    finally:
+        done.set()
 
 
 def _factory(cls: type[ServerProcess], tmp_path_factory: pytest.TempPathFactory,

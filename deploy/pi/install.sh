@@ -8,7 +8,9 @@
 # Run it from a checkout of thermopipe on the Pi. It
 #   - checks the OS (Debian/Raspberry Pi OS 12 "bookworm" or newer) and Python >= 3.11;
 #   - creates the system user "thermopipe" (groups dialout for USB serial boards, gpio if present);
-#   - makes a virtual environment in /opt/thermopipe/venv and pip-installs this checkout into it;
+#   - makes a virtual environment in /opt/thermopipe/venv and pip-installs the agent's role of this
+#     checkout into it ('.[agent]', and '.[agent,avro]' when the config sets encoding = "avro"):
+#     none of the hub's packages;
 #   - installs /etc/thermopipe/agent.toml (from --config, else deploy/agent.example.toml) and the
 #     MQTT password as /etc/thermopipe/mqtt-password (mode 0600, root; systemd hands it to the
 #     agent as a credential), unless they exist;
@@ -83,8 +85,12 @@ fi
 step "installing thermopipe into $prefix/venv"
 run install -d -m 0755 "$prefix"
 [ -x "$prefix/venv/bin/python" ] || run "$python" -m venv "$prefix/venv"
-run "$prefix/venv/bin/pip" install --quiet --upgrade pip
-run "$prefix/venv/bin/pip" install --quiet --upgrade "$repo"
+extras=agent
+if grep -Eqs '^[[:space:]]*encoding[[:space:]]*=[[:space:]]*"avro"' "${config:-$etc/agent.toml}"; then
+  extras=agent,avro  # Avro encoding needs fastavro (deploy/README.md: which Pis have wheels)
+fi
+run "$prefix/venv/bin/pip" install --upgrade pip
+run "$prefix/venv/bin/pip" install --upgrade "$repo[$extras]"
 run install -m 0644 "$repo/README.md" "$prefix/README.md"
 
 # --- the config and the secret ----------------------------------------------------------------

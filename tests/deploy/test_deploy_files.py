@@ -280,7 +280,8 @@ def test_pi_install_dry_run_shows_every_step() -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for expected in ("useradd --system", "--groups dialout", "-m venv /opt/thermopipe/venv",
-                     "/opt/thermopipe/venv/bin/pip install --quiet --upgrade",
+                     "/opt/thermopipe/venv/bin/pip install --upgrade",
+                     f"{DEPLOY.parent}\\[agent\\]",
                      "deploy/agent.example.toml /etc/thermopipe/agent.toml",
                      "deploy/systemd/edge-agent.service /etc/systemd/system/edge-agent.service",
                      "systemctl enable edge-agent.service", "dtoverlay=w1-gpio",

@@ -147,3 +147,37 @@ def test_demo_rejects_a_bad_broker_option(tmp_path: Path) -> None:
         check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result
     assert "expected embedded, mosquitto or mqtt://HOST:PORT" in result.stderr
+
+
+@pytest.mark.parametrize(("option", "value", "reason"), [
+    ("--speed", "-5", "must be above 0, got -5"),
+    ("--duration", "0", "must be above 0, got 0"),
+    ("--http-port", "99999", "expected a port number from 1 to 65535"),
+])
+def test_demo_reports_a_bad_option_against_the_option(tmp_path: Path, option: str, value: str,
+                                                      reason: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "demo", option, value, "--state-dir",
+         str(tmp_path / "s")], check=False, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result
+    assert f"argument {option}: {reason}" in result.stderr, result.stderr
+    assert "generated config" not in result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_dead_components_reason_is_shown_whole(tmp_path: Path) -> None:
+    from hub.demo import Program
+
+    log = tmp_path / "hub.log"
+    frames = "".join(f'  File "x.py", line {i}, in f{i}\n    f{i + 1}()\n    ^^^^^^^^\n'
+                     for i in range(8))
+    log.write_text('{"event": "hub_started"}\n' * 30 + "Traceback (most recent call last):\n"
+                   + frames + "RuntimeError: the real reason\n")
+    shown = Program("hub", [], log).tail()
+    assert shown.startswith("Traceback (most recent call last):")
+    assert shown.endswith("RuntimeError: the real reason")
+    assert "hub_started" not in shown
+    log.write_text("".join(f"line {i}\n" for i in range(40)) + "hub: cannot start: port taken\n")
+    shown = Program("hub", [], log).tail()
+    assert shown.splitlines()[-1] == "hub: cannot start: port taken"
+    assert len(shown.splitlines()) == 15

@@ -68,6 +68,7 @@ def run_demo(clone: Path, http_port: int, mqtt_port: int, duration: float) -> di
             proc.kill()
             proc.wait(10)
     reader.join(10)
+    stdout.close()
     return {"code": proc.returncode, "output": "".join(output), "seen": seen,
             "seconds": time.monotonic() - started}
 

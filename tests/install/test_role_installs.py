@@ -64,6 +64,7 @@ def test_the_agent_install_carries_none_of_the_hubs_packages(roles: dict[str, Ro
     print(f"\ninstalled size (MB, without pip/setuptools): {sizes}")
     print(f"agent: {sorted(agent)}\nhub:   {sorted(hub)}")
     assert "thermopipe" in agent and "pyserial" in agent and "paho-mqtt" in agent
+    assert sizes["agent"] < 15, sizes  # 9.2 MB when recorded in deploy/README.md
     assert not [name for name in HUB_ONLY if name in agent], agent
     for name in ("starlette", "uvicorn", "prometheus-client", "influxdb-client", "httpx",
                  "fastavro"):
