@@ -7,6 +7,7 @@ TIME_WAIT) succeeds too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -57,10 +58,8 @@ def run_demo(clone: Path, http_port: int, mqtt_port: int, duration: float) -> di
     started = time.monotonic()
     try:
         while proc.poll() is None and time.monotonic() - started < 600:
-            try:
+            with contextlib.suppress(OSError, ValueError, KeyError):  # not serving yet
                 seen.update(_readings(http_port))
-            except (OSError, ValueError, KeyError):
-                pass
             time.sleep(0.5)
         proc.wait(60)
     finally:
