@@ -88,6 +88,11 @@ class Hub:
             consumers.append(dashboard)
             if alerting is not None:  # the dashboard shows alerts as alerting decides them
                 alerting.add_listener(dashboard.on_alert)
+        if cfg.homeassistant.enabled:  # discovery configs and states for Home Assistant
+            from hub.homeassistant.consumer import HomeAssistantConsumer
+
+            consumers.append(HomeAssistantConsumer(cfg.homeassistant, cfg.mqtt, cfg.client_id,
+                                                   cfg.data_dir / "homeassistant.json"))
         if alerting is not None:  # listeners wired: hand over what a crash kept from them
             alerting.replay_to_listeners()
         return consumers

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from hub.alerting.config import AlertingConfig  # the [alerting] section, owned by the consumer
 from hub.dashboard.config import DashboardConfig  # the [dashboard] section, owned by the consumer
+from hub.homeassistant.config import HomeAssistantConfig  # [homeassistant], owned likewise
 from schemas.codec import DEFAULT_MAX_PAYLOAD
 from schemas.config_loading import (
     checking_elsewhere,
@@ -183,6 +184,7 @@ class HubConfig(_Section):
     storage: StorageConfig = StorageConfig()
     alerting: AlertingConfig = AlertingConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     http: HttpConfig = HttpConfig()
     log: LogConfig = LogConfig()
     dispatch: DispatchConfig = DispatchConfig()

@@ -33,7 +33,7 @@ from paho.mqtt.properties import Properties
 from hub.config import HubConfig
 from hub.journal import DeadRecord, Journal, JournalError, Pending, ReplayOutcome
 from hub.metrics import HubMetrics
-from hub.mqtt_client import BufferedClient
+from hub.mqtt_client import BufferedClient, apply_account, wait_acked
 from hub.validate import OrderTracker, Rejection, check_payload, is_late
 from schemas.connect_errors import connect_error
 from schemas.errors import DeliveryError
@@ -102,14 +102,7 @@ class Ingest:
         else:
             client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
                                     protocol=mqtt.MQTTv5, manual_ack=True)
-        if cfg.username:
-            client.username_pw_set(
-                cfg.username, cfg.password.get_secret_value() if cfg.password else None)
-        if cfg.tls is not None:
-            client.tls_set(ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-                           certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                           keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None)
-            client.tls_insecure_set(cfg.tls.insecure)
+        apply_account(client, cfg)
         client.max_inflight_messages_set(0)  # our own publishes are few (dead letters)
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
@@ -220,13 +213,7 @@ class Ingest:
         notifier: an alert stays in its outbox until then); raises :class:`DeliveryError`."""
         if not self.connected.is_set():
             raise DeliveryError(f"not connected to the broker; {topic} not published")
-        info = self._client.publish(topic, payload, qos=1)
-        try:
-            info.wait_for_publish(timeout_s)
-        except (RuntimeError, ValueError) as exc:
-            raise DeliveryError(f"publish on {topic} failed: {exc}") from None
-        if not info.is_published():
-            raise DeliveryError(f"no acknowledgement for {topic} within {timeout_s:.0f} s")
+        wait_acked(self._client.publish(topic, payload, qos=1), topic, timeout_s)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:

@@ -30,11 +30,16 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
+
+from schemas.errors import DeliveryError
+
+if TYPE_CHECKING:
+    from hub.config import MqttConfig
 
 READ_SIZE = 65536
 PACKETS_PER_READ = 1000  # then paho's loop gets a turn (writes, keepalive) before reading on
@@ -179,3 +184,25 @@ def decode_plain_publish(header: int, packet: bytes | bytearray,
     message.state = mqtt.mqtt_ms_invalid
     message.timestamp = mqtt.time_func()
     return message
+
+
+def apply_account(client: mqtt.Client, cfg: MqttConfig) -> None:
+    """The ``[mqtt]`` account and TLS settings on a paho client (the hub's connections)."""
+    if cfg.username:
+        client.username_pw_set(
+            cfg.username, cfg.password.get_secret_value() if cfg.password else None)
+    if cfg.tls is not None:
+        client.tls_set(ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
+                       certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+                       keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None)
+        client.tls_insecure_set(cfg.tls.insecure)
+
+
+def wait_acked(info: mqtt.MQTTMessageInfo, topic: str, timeout_s: float) -> None:
+    """Wait for a QoS 1 publish's acknowledgement; :class:`DeliveryError` if none came."""
+    try:
+        info.wait_for_publish(timeout_s)
+    except (RuntimeError, ValueError) as exc:
+        raise DeliveryError(f"publish on {topic} failed: {exc}") from None
+    if not info.is_published():
+        raise DeliveryError(f"no acknowledgement for {topic} within {timeout_s:.0f} s")

@@ -190,6 +190,24 @@ class DeadLetter(_Message):
     payload_b64: str
 
 
+class HomeAssistantState(_Message):
+    """Retained per sensor on ``{root}/_hub/ha/{site}/{device}/{sensor}`` for Home Assistant's
+    MQTT discovery entities (``hub/homeassistant``). Not an event: the hub's current view.
+
+    ``temperature`` is the last ACCEPTED value (a reading, state change, rate alarm or summary;
+    never a fault's rejected sample), None before the first; ``band`` the threshold band;
+    ``fault`` the newest active fault or ``"none"``, ``faults`` every active one.
+    """
+
+    kind: Literal["ha_state"] = "ha_state"
+    temperature: float | None = None
+    unit: Unit
+    band: StateName = "unknown"
+    fault: FaultCode | Literal["none"] = "none"
+    faults: list[FaultCode] = []
+    time: UtcTime | None = None  # when the temperature was measured
+
+
 SensorEvent = ReadingEvent | StateChangeEvent | RateAlarmEvent | FaultEvent | SummaryEvent
 Message = Annotated[
     ReadingEvent

@@ -7,10 +7,14 @@
     {root}/{site}/{device}/cmd/{command}      QoS 1  not retained  JSON command to the device
     {root}/_hub/alerts/{site}/{device}        QoS 1  not retained  alert
     {root}/_hub/deadletter                    QoS 1  not retained  dead_letter
+    {root}/_hub/ha/{site}/{device}/{sensor}   QoS 1  retained      ha_state (Home Assistant)
+    {root}/_hub/ha/availability               QoS 1  retained      online | offline (its will)
+    {prefix}/sensor/{node}/{object}/config    QoS 1  retained      Home Assistant discovery
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +25,15 @@ from schemas.models import Alert, DeviceStatus, SensorEvent
 DEFAULT_ROOT = "thermopipe"
 TopicKind = Literal["event", "summary", "status", "cmd"]
 COMMANDS = ("rebirth", "identify")
+#: what Home Assistant accepts as a discovery node id or object id
+HA_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def check_levels(path: str, what: str) -> str:
+    """A topic prefix of one or more identifier levels (``thermopipe``, ``site-a/thermopipe``)."""
+    for level in path.split("/"):
+        check_identifier(level, what)
+    return path
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +54,10 @@ SPECS: dict[str, TopicSpec] = {
                      'JSON object, e.g. {"command": "rebirth"}'),
     "alerts": TopicSpec("{root}/_hub/alerts/{site}/{device}", 1, False, "alert"),
     "deadletter": TopicSpec("{root}/_hub/deadletter", 1, False, "dead_letter"),
+    "ha_state": TopicSpec("{root}/_hub/ha/{site}/{device}/{sensor}", 1, True, "ha_state"),
+    "ha_status": TopicSpec("{root}/_hub/ha/availability", 1, True, "online | offline"),
+    "ha_config": TopicSpec("{prefix}/sensor/{node}/{object}/config", 1, True,
+                           "Home Assistant MQTT sensor discovery config (empty: removed)"),
 }
 
 
@@ -63,8 +80,7 @@ class Topics:
     root: str = DEFAULT_ROOT
 
     def __post_init__(self) -> None:
-        for level in self.root.split("/"):
-            check_identifier(level, "topic root level")
+        check_levels(self.root, "topic root level")
 
     def event(self, site: str, device_id: str, sensor_id: str) -> str:
         return f"{self.device_prefix(site, device_id)}/event/{check_identifier(sensor_id)}"
@@ -94,6 +110,22 @@ class Topics:
 
     def deadletter(self) -> str:
         return f"{self.root}/_hub/deadletter"
+
+    def ha_state(self, site: str, device_id: str, sensor_id: str) -> str:
+        return (f"{self.root}/_hub/ha/{check_identifier(site, 'site')}/"
+                f"{check_identifier(device_id, 'device id')}/{check_identifier(sensor_id)}")
+
+    def ha_status(self) -> str:
+        return f"{self.root}/_hub/ha/availability"
+
+    @staticmethod
+    def ha_config(prefix: str, node_id: str, object_id: str) -> str:
+        """Home Assistant's discovery topic; node and object ids are ``[a-zA-Z0-9_-]+``."""
+        for name, value in (("node id", node_id), ("object id", object_id)):
+            if not HA_ID.fullmatch(value):
+                raise TopicError(f"Home Assistant {name} {value!r}: use A-Z a-z 0-9 _ -")
+        prefix = check_levels(prefix, "discovery prefix level")
+        return f"{prefix}/sensor/{node_id}/{object_id}/config"
 
     def device_prefix(self, site: str, device_id: str) -> str:
         site = check_identifier(site, "site")

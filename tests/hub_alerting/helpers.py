@@ -34,7 +34,7 @@ class Feed:
     def _common(self, sensor: str, step_s: float = 1.0) -> dict[str, Any]:
         self.seq += 1
         self.time += timedelta(seconds=step_s)
-        return dict(event_id=f"{self.device}-e{self.seq:06d}", site=self.site,
+        return dict(event_id=f"{self.device.replace('.', '-')}-e{self.seq:06d}", site=self.site,
                     device_id=self.device, sensor_id=sensor, seq=self.seq, time=self.time,
                     clock_synced=True)
 
@@ -68,7 +68,8 @@ class Feed:
         if session is not None:
             self.session = session
         self.seq += 1
-        return DeviceStatus(event_id=f"{self.device}-s{self.seq:06d}", site=self.site,
+        return DeviceStatus(event_id=f"{self.device.replace('.', '-')}-s{self.seq:06d}",
+                            site=self.site,
                             device_id=self.device, time=self.time, clock_synced=True,
                             online=online, reason=reason, session=self.session,
                             firmware="fw-1.2", agent_version="0.1.0",

@@ -1,0 +1,26 @@
+"""The ``[homeassistant]`` section of the hub's TOML."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas.topics import check_levels
+
+
+class HomeAssistantConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: off by default: nothing is published under the discovery prefix unless asked for
+    enabled: bool = False
+    #: Home Assistant's discovery prefix (its MQTT integration's setting; "homeassistant")
+    discovery_prefix: str = "homeassistant"
+    #: seconds after which Home Assistant shows a temperature as unavailable when no new state
+    #: came (None: never; set it above the agents' report interval if you use one)
+    expire_after_s: int | None = Field(None, ge=1)
+    #: how long one retained publish may wait for the broker's acknowledgement
+    publish_timeout_s: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return check_levels(value, "discovery prefix level")

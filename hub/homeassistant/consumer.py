@@ -1,0 +1,128 @@
+"""The hub consumer that keeps Home Assistant's discovery configs and states on the broker.
+
+It has its own MQTT connection (client id ``<hub client id>-ha``, the hub's ``[mqtt]`` account,
+clean start: it only publishes), whose will marks ``{root}/_hub/ha/availability`` ``offline``.
+A batch is handled when every message it called for is acknowledged by the broker (QoS 1, retained);
+otherwise ``handle`` raises :class:`DeliveryError`, the dispatcher retries the same batch with
+backoff, and the pure state (:class:`Discovery`) is put back as it was before the batch, so
+nothing is skipped. What the broker holds is also kept in ``state_path`` (JSON, replaced
+atomically after each batch), so a restarted hub still knows which entities it announced and can
+remove them. A crash between the broker's acknowledgement and the file's replacement makes the
+dispatcher hand the batch over again, which publishes the same retained messages again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+
+from hub.config import MqttConfig
+from hub.consumers.base import Envelope
+from hub.homeassistant.config import HomeAssistantConfig
+from hub.homeassistant.discovery import Discovery, Publish
+from hub.mqtt_client import apply_account, wait_acked
+from schemas.errors import DeliveryError
+from schemas.topics import Topics
+
+log = structlog.get_logger("hub.homeassistant")
+
+
+class HomeAssistantConsumer:
+    name = "homeassistant"
+
+    def __init__(self, config: HomeAssistantConfig, mqtt_config: MqttConfig, client_id: str,
+                 state_path: Path) -> None:
+        self.config = config
+        self.topics = Topics(mqtt_config.topic_root)
+        self.state_path = state_path
+        self.discovery = self._new_discovery()
+        if state_path.exists():
+            self.discovery.load(json.loads(state_path.read_text(encoding="utf-8")))
+        self.connected = threading.Event()
+        self.published = 0
+        self._mqtt = mqtt_config
+        self._client = self._make_client(f"{client_id}-ha")
+        self._client.connect_async(mqtt_config.host, mqtt_config.port, mqtt_config.keepalive_s)
+        self._client.loop_start()
+
+    def _new_discovery(self) -> Discovery:
+        return Discovery(self.topics, self.config.discovery_prefix, self.config.expire_after_s)
+
+    def _make_client(self, client_id: str) -> mqtt.Client:
+        cfg = self._mqtt
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=mqtt.MQTTv311 if cfg.protocol == "3.1.1" else mqtt.MQTTv5)
+        apply_account(client, cfg)
+        client.will_set(self.topics.ha_status(), b"offline", qos=1, retain=True)
+        client.max_inflight_messages_set(0)
+        client.reconnect_delay_set(1, 30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        return client
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any,
+                    _props: Any) -> None:
+        if reason.is_failure:
+            log.error("homeassistant.refused", reason=str(reason))
+            return
+        client.publish(self.topics.ha_status(), b"online", qos=1, retain=True)
+        self.connected.set()
+        log.info("homeassistant.connected", prefix=self.config.discovery_prefix)
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any,
+                       _props: Any) -> None:
+        self.connected.clear()
+        log.warning("homeassistant.disconnected", reason=str(reason))
+
+    # -- Consumer ------------------------------------------------------------------------------
+    def handle(self, batch: Sequence[Envelope]) -> None:
+        before = self.discovery.dump()
+        messages = self.discovery.apply(batch)
+        try:
+            self._publish(messages)
+        except DeliveryError:
+            self.discovery = self._new_discovery()  # as before the batch: retried whole
+            self.discovery.load(before)
+            raise
+        if messages:
+            self._save()
+
+    def _publish(self, messages: list[Publish]) -> None:
+        if not messages:
+            return
+        timeout = self.config.publish_timeout_s
+        if not self.connected.wait(timeout):
+            raise DeliveryError(f"not connected to the broker within {timeout:g} s; "
+                                f"{len(messages)} Home Assistant messages wait")
+        infos = []
+        for m in messages:
+            infos.append((m, self._client.publish(m.topic, m.payload, qos=1, retain=m.retain)))
+        for m, info in infos:
+            wait_acked(info, m.topic, timeout)
+            if not m.payload:
+                log.info("homeassistant.removed", topic=m.topic)
+        self.published += len(messages)
+
+    def _save(self) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.discovery.dump()), encoding="utf-8")
+        os.replace(tmp, self.state_path)
+
+    def close(self) -> None:
+        """Say offline (the will would too, later) and disconnect."""
+        if self.connected.is_set():
+            info = self._client.publish(self.topics.ha_status(), b"offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(2.0)
+            except (RuntimeError, ValueError):
+                log.warning("homeassistant.offline_not_published")
+        self._client.disconnect()
+        self._client.loop_stop()
