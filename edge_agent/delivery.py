@@ -1,7 +1,9 @@
 """The delivery loop: outbox -> MQTT, live events first, the backlog paced, acks back to disk.
 
-One thread ("delivery") owns the decisions; the link's paho thread only hands it events through
-a queue (connected, disconnected, acked, command). Per turn of the loop:
+One thread ("delivery") carries out the decisions of :class:`~edge_agent.delivery_policy.
+DeliveryPolicy` (what to publish next: pure, tested without a broker); the link's paho thread
+only hands it events through a queue (connected, disconnected, acked, command). Per turn of the
+loop:
 
 1. Commit the outbox (every ``flush_interval_s``, or at once when ``flush_max_events`` are
    buffered or someone calls :meth:`Delivery.flush`): buffered events are stored and acked ones
@@ -35,7 +37,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,8 +44,8 @@ from typing import Any
 
 import structlog
 
-from edge_agent.backoff import TokenBucket
 from edge_agent.clock import clock_synchronised
+from edge_agent.delivery_policy import DeliveryPolicy
 from edge_agent.mqtt_link import (
     Acked,
     Command,
@@ -62,7 +63,6 @@ from schemas.errors import ContractError, DeliveryError, ThermopipeError
 log = structlog.get_logger(__name__)
 
 StatusProvider = Callable[[], dict[str, Any]]
-_READ_BATCH = 500
 
 
 @dataclass
@@ -97,7 +97,8 @@ class Delivery:
         self._flush_max = outbox.settings.flush_max_events
         rate = outbox.settings.backlog_rate_per_s if backlog_rate_per_s is None \
             else backlog_rate_per_s
-        self._bucket = TokenBucket(rate, now=time.monotonic())
+        self.policy: DeliveryPolicy[Stored] = DeliveryPolicy(settings.max_inflight, rate,
+                                                             now=time.monotonic())
         self._control: queue.SimpleQueue[_Control] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._committed = threading.Condition()
@@ -105,14 +106,8 @@ class Delivery:
                              next_session=outbox.next_session, will_payload=self._will_payload)
         self._log = log.bind(device=device_id, site=site)
         self._thread: threading.Thread | None = None
-        # delivery-thread state
-        self._live: deque[Stored] = deque()
-        self._live_seqs: set[int] = set()
-        self._inflight: dict[int, tuple[int, bool]] = {}  # mid -> (seq, replayed)
-        self._inflight_seqs: set[int] = set()
+        # delivery-thread state (what to publish: self.policy)
         self._status_mids: dict[int, str] = {}  # mid -> reason
-        self._cursor = -1
-        self._backlog_done = False
         self._flush_waiters: list[_FlushRequest] = []
         self._stop_deadline: float | None = None
         self._stop_timeout = 0.0
@@ -136,7 +131,7 @@ class Delivery:
         self._thread.start()
         self.link.start()
         self._log.info("delivery.started", backlog=self.outbox.depth,
-                       backlog_rate_per_s=self._bucket.rate, client_id=self.link.client_id)
+                       backlog_rate_per_s=self.policy.bucket.rate, client_id=self.link.client_id)
 
     def submit(self, events: Sequence[SensorEvent]) -> None:
         """Buffer events for the next group commit; they are durable once committed.
@@ -197,15 +192,16 @@ class Delivery:
     def counters(self) -> dict[str, float]:
         out = {k: float(v) for k, v in self._counts.items()}
         out.update(self.outbox.counters())
-        inflight = len(self._inflight)
+        inflight = self.policy.inflight
+        live = self.policy.live_waiting
         out.update(
             connected=1.0 if self.link.connected else 0.0,
             reconnects=float(self.link.reconnects),
             connect_failures=float(self.link.connect_failures),
             session=float(self.link.session),
             inflight=float(inflight),
-            live_queue=float(len(self._live)),
-            backlog_depth=float(max(0, self.outbox.depth - inflight - len(self._live))),
+            live_queue=float(live),
+            backlog_depth=float(max(0, self.outbox.depth - inflight - live)),
         )
         return out
 
@@ -259,9 +255,9 @@ class Delivery:
         until = min(next_flush, next_status)
         if self._stop_deadline is not None:
             until = min(until, now + 0.05)
-        if self.link.connected and not self._backlog_done and not self._live \
-                and len(self._inflight) < self.settings.max_inflight:
-            until = min(until, now + max(0.005, self._bucket.wait_time(now)))
+        wake = self.policy.wake_in(now) if self.link.connected else None
+        if wake is not None:
+            until = min(until, now + wake)
         return max(0.0, until - now)
 
     def _drain_control(self) -> bool:
@@ -283,6 +279,7 @@ class Delivery:
                 self._flush_waiters.append(item)
                 flush_now = True
             elif isinstance(item, _StopRequest):
+                self.policy.stopping()
                 self._stop_deadline = item.deadline
                 self._stop_timeout = item.timeout
                 flush_now = True
@@ -296,12 +293,7 @@ class Delivery:
             self._counts["commit_errors"] += 1
             self._log.error("delivery.commit_failed", error=str(exc))
             rows = []
-        if rows:
-            if self.link.connected:
-                self._live.extend(rows)
-                self._live_seqs.update(r.seq for r in rows)
-            else:
-                self._backlog_done = False
+        self.policy.committed(rows)
         for waiter in self._flush_waiters:
             waiter.ok = ok
             waiter.done.set()
@@ -311,32 +303,20 @@ class Delivery:
 
     # -- publishing --------------------------------------------------------------------------------
     def _publish_ready(self, now: float) -> None:
-        cap = self.settings.max_inflight
-        while self._live and len(self._inflight) < cap:
-            row = self._live.popleft()
-            self._live_seqs.discard(row.seq)
-            if row.seq not in self._inflight_seqs:
-                self._publish_event(row, replayed=False)
-        if self._live or self._backlog_done or self._stop_deadline is not None:
-            return
-        while len(self._inflight) < cap:
-            n = min(self._bucket.available(now), cap - len(self._inflight), _READ_BATCH)
-            if n <= 0:
+        policy = self.policy
+        while True:
+            live = policy.next_live()
+            for row in live:
+                self._publish_event(row, replayed=False, now=now)
+            if live:
+                continue  # the cap may have room for more live rows before any backlog
+            wanted = policy.backlog_wanted(now)
+            if wanted <= 0:
                 return
-            rows = self.outbox.read(self._cursor, n)
-            if not rows:
-                self._backlog_done = True
-                return
-            self._cursor = rows[-1].seq
-            sent = 0
-            for row in rows:
-                if row.seq in self._inflight_seqs or row.seq in self._live_seqs:
-                    continue
-                if self._publish_event(row, replayed=True):
-                    sent += 1
-            self._bucket.take(sent, now)
+            for row in policy.backlog_read(self.outbox.read(policy.cursor, wanted)):
+                self._publish_event(row, replayed=True, now=now)
 
-    def _publish_event(self, row: Stored, replayed: bool) -> bool:
+    def _publish_event(self, row: Stored, replayed: bool, now: float) -> bool:
         try:
             event = row.to_event()
         except ContractError as exc:
@@ -355,10 +335,9 @@ class Delivery:
         except DeliveryError as exc:
             self._log.warning("delivery.publish_failed", seq=row.seq, event_id=row.event_id,
                               error=str(exc))
-            self._backlog_done = False
+            self.policy.send_failed(row.seq)
             return False
-        self._inflight[mid] = (row.seq, replayed)
-        self._inflight_seqs.add(row.seq)
+        self.policy.sent(row.seq, mid, replayed, now)
         self._counts["published"] += 1
         if replayed:
             self._counts["replayed"] += 1
@@ -370,28 +349,24 @@ class Delivery:
             if not ack.ok:
                 self._log.warning("delivery.status_rejected", reason=ack.reason)
             return
-        entry = self._inflight.pop(ack.mid, None)
-        if entry is None:
+        outcome = self.policy.acked(ack.mid, ack.ok)
+        if outcome is None:
             return
-        seq, replayed = entry
-        self._inflight_seqs.discard(seq)
-        if ack.ok:
-            self.outbox.ack([seq])
+        if outcome.ok:
+            self.outbox.ack([outcome.seq])
             self._counts["acked"] += 1
         else:
             self._counts["rejected"] += 1
-            self._log.warning("delivery.rejected", seq=seq, replayed=replayed,
+            self._log.warning("delivery.rejected", seq=outcome.seq, replayed=outcome.replayed,
                               reason=ack.reason, kept="in the outbox, retried after reconnect")
 
     def _on_connected(self, event: Connected) -> None:
-        self._cursor = -1  # the backlog scan starts again from the oldest event
-        self._backlog_done = False
+        self.policy.connected()
         self._publish_status("birth", online=True)
 
     def _on_disconnected(self, event: Disconnected) -> None:
         # not yet handed to paho: they stay in the outbox and go out as backlog after reconnect
-        self._live.clear()
-        self._live_seqs.clear()
+        self.policy.disconnected()
         self._status_mids.clear()
 
     def _on_command(self, command: Command) -> None:
@@ -445,7 +420,7 @@ class Delivery:
         remaining = self._stop_deadline - now
         if not self.link.connected:
             return True
-        drained = not self._live and not self._inflight
+        drained = not self.policy.live_waiting and not self.policy.inflight
         if not self._shutdown_sent and (drained or remaining < 0.5 * self._stop_timeout):
             self._shutdown_mid = self._publish_status("shutdown", online=False)
             self._shutdown_sent = True
