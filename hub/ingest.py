@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -31,13 +30,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from hub.config import HubConfig
-from hub.journal import DeadRecord, Journal, JournalError, Pending, ReplayOutcome
+from hub.ingest_decision import decide_batch
+from hub.journal import DeadRecord, Journal, JournalError, Pending
 from hub.metrics import HubMetrics
 from hub.mqtt_client import BufferedClient, apply_account, wait_acked
-from hub.validate import OrderTracker, Rejection, check_payload, is_late
+from hub.validate import OrderTracker
 from schemas.connect_errors import connect_error
 from schemas.errors import DeliveryError
-from schemas.models import DeviceStatus
 from schemas.topics import Topics
 
 BATCH_MAX = 1000
@@ -298,55 +297,18 @@ class Ingest:
             self.journal.prune_seen()
 
     def process(self, batch: list[Inbound]) -> None:
-        """Validate, dedup, record in one transaction, then acknowledge the whole batch."""
-        topics, max_size = self.topics, self.config.mqtt.max_payload_bytes
-        late_after = self.config.late_after_s
-        dead: list[DeadRecord] = []
-        replays: list[ReplayOutcome] = []
-        candidates = []
-        live = 0
-        for item in batch:
-            if item.replay_row is None:
-                live += 1
-            result = check_payload(topics, item.topic, item.payload, max_size)
-            if isinstance(result, Rejection):
-                received = datetime.fromtimestamp(item.received_at, UTC)
-                if item.replay_row is not None:
-                    replays.append(ReplayOutcome(item.replay_row, False, result.code,
-                                                 result.reason))
-                else:
-                    dead.append(DeadRecord(new_id(), received, item.topic, result.code,
-                                           result.reason, item.payload))
-                continue
-            candidates.append((item, result))
-        known = self.journal.known_ids([m.event_id for _, m in candidates])
-        pending: list[Pending] = []
-        seen: list[tuple[str, float]] = []
-        batch_ids: set[str] = set()
-        duplicates = 0
-        for item, message in candidates:
-            event_id = message.event_id
-            if item.replay_row is not None:
-                replays.append(ReplayOutcome(item.replay_row, True, "accepted",
-                                             "accepted on replay" if event_id not in known
-                                             else "accepted on replay (already stored)"))
-            if event_id in known or event_id in batch_ids:
-                duplicates += 1
-                continue
-            batch_ids.add(event_id)
-            seen.append((event_id, item.received_at))
-            received = datetime.fromtimestamp(item.received_at, UTC)
-            ooo = (not isinstance(message, DeviceStatus)
-                   and self.tracker.observe(message.device_id, message.sensor_id, message.seq))
-            pending.append(Pending(message, item.topic, item.payload, received,
-                                   is_late(message, received, late_after), ooo,
-                                   item.received_at))
-        self.journal.record(pending, seen, self.tracker.take_changes(), dead, replays)
+        """Decide (hub/ingest_decision.py), record in one transaction, then acknowledge."""
+        decision = decide_batch(batch, self.topics,
+                                max_size=self.config.mqtt.max_payload_bytes,
+                                late_after_s=self.config.late_after_s, tracker=self.tracker,
+                                known_ids=self.journal.known_ids, new_id=new_id)
+        self.journal.record(decision.pending, decision.seen, decision.seq_marks, decision.dead,
+                            decision.replays)
         self._ack(batch)
-        self._count(live, pending, duplicates, dead)
-        for record in dead:
+        self._count(decision.live, decision.pending, decision.duplicates, decision.dead)
+        for record in decision.dead:
             self._report_dead_letter(record)
-        for outcome in replays:
+        for outcome in decision.replays:
             log.info("dead_letter_replayed", row=outcome.row_id, accepted=outcome.accepted,
                      reason=outcome.reason)
 

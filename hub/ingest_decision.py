@@ -1,0 +1,124 @@
+"""What becomes of each message of an ingest batch, decided without I/O.
+
+The sans-I/O core of :mod:`hub.ingest` (whose thread receives, records and acknowledges). One
+batch goes through two pure steps, with one look-up in the journal between them::
+
+    batch ──screen()──▶ candidates ──(journal.known_ids)──▶ decide(known) ──▶ Decision
+            │ contract, topic, size                          │ dedup: known ids and the batch's
+            ▼                                                │ own repeats, in one place;
+          dead letters (reason kept),                        │ late and out-of-order flags
+          replay outcomes of rejected dead letters           ▼
+                                                   pending (to journal), duplicates, replays
+
+Every message of the batch ends in exactly one place: a pending event, a duplicate (an id the
+journal or an earlier message of the batch already has) or a dead letter; a dead letter being
+replayed (``replay_row``) also gets its outcome. The ingest thread records the ``Decision`` in
+one transaction and only then acknowledges the batch to the broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from hub.journal import DeadRecord, Pending, ReplayOutcome
+from hub.validate import Accepted, OrderTracker, Rejection, check_payload, is_late
+from schemas.models import DeviceStatus
+from schemas.topics import Topics
+
+
+class Message(Protocol):
+    """One MQTT message as received (``replay_row``: a dead letter an operator replays)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def received_at(self) -> float: ...
+    @property
+    def replay_row(self) -> int | None: ...
+
+
+@dataclass(slots=True)
+class Screened:
+    """A batch after the contract checks: what may be an event, and what is a dead letter."""
+
+    candidates: list[tuple[Message, Accepted]] = field(default_factory=list)
+    dead: list[DeadRecord] = field(default_factory=list)
+    replays: list[ReplayOutcome] = field(default_factory=list)
+    live: int = 0  # messages from the broker (not replays of dead letters)
+
+    def event_ids(self) -> list[str]:
+        return [m.event_id for _, m in self.candidates]
+
+
+@dataclass(slots=True)
+class Decision:
+    pending: list[Pending]
+    seen: list[tuple[str, float]]          # ids that make later copies duplicates
+    seq_marks: dict[tuple[str, str], int]  # the highest seq per (device, sensor), changed ones
+    duplicates: int
+    dead: list[DeadRecord]
+    replays: list[ReplayOutcome]
+    live: int
+
+
+def screen(batch: Iterable[Message], topics: Topics, max_size: int,
+           new_id: Callable[[], str]) -> Screened:
+    """Decode and validate every message against the contract and its topic."""
+    out = Screened()
+    for item in batch:
+        if item.replay_row is None:
+            out.live += 1
+        result = check_payload(topics, item.topic, item.payload, max_size)
+        if not isinstance(result, Rejection):
+            out.candidates.append((item, result))
+        elif item.replay_row is not None:
+            out.replays.append(ReplayOutcome(item.replay_row, False, result.code, result.reason))
+        else:
+            out.dead.append(DeadRecord(new_id(), datetime.fromtimestamp(item.received_at, UTC),
+                                       item.topic, result.code, result.reason, item.payload))
+    return out
+
+
+def decide(screened: Screened, known: set[str], tracker: OrderTracker,
+           late_after_s: float) -> Decision:
+    """Duplicates dropped (``known``: ids the journal already holds), the rest flagged late and
+    out of order (``tracker`` remembers the highest seq per sensor across batches)."""
+    pending: list[Pending] = []
+    seen: list[tuple[str, float]] = []
+    taken: set[str] = set()
+    replays = list(screened.replays)
+    duplicates = 0
+    for item, message in screened.candidates:
+        event_id = message.event_id
+        duplicate = event_id in known or event_id in taken
+        if item.replay_row is not None:
+            replays.append(ReplayOutcome(item.replay_row, True, "accepted",
+                                         "accepted on replay (already stored)" if duplicate
+                                         else "accepted on replay"))
+        if duplicate:
+            duplicates += 1
+            continue
+        taken.add(event_id)
+        seen.append((event_id, item.received_at))
+        received = datetime.fromtimestamp(item.received_at, UTC)
+        out_of_order = (not isinstance(message, DeviceStatus)
+                        and tracker.observe(message.device_id, message.sensor_id, message.seq))
+        pending.append(Pending(message, item.topic, item.payload, received,
+                               is_late(message, received, late_after_s), out_of_order,
+                               item.received_at))
+    return Decision(pending, seen, tracker.take_changes(), duplicates, screened.dead, replays,
+                    screened.live)
+
+
+def decide_batch(batch: Sequence[Message], topics: Topics, *, max_size: int,
+                 late_after_s: float, tracker: OrderTracker,
+                 known_ids: Callable[[list[str]], set[str]],
+                 new_id: Callable[[], str]) -> Decision:
+    """Both steps, with ``known_ids`` (the journal's look-up, or a set in a test) between."""
+    screened = screen(batch, topics, max_size, new_id)
+    return decide(screened, known_ids(screened.event_ids()), tracker, late_after_s)

@@ -1,0 +1,111 @@
+"""The hub's batch decision without a broker or a database: random batches of good events, repeats
+(within the batch and of ids the journal holds), undecodable and spoofed payloads and dead-letter
+replays, checked against hub/ingest_decision.py's rules. The real-broker ingest tests stay."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hub.ingest_decision import decide_batch
+from hub.validate import OrderTracker
+from schemas.codec import encode
+from schemas.topics import Topics
+from tests.hub_core.helpers import BASE_TIME, reading
+
+TOPICS = Topics("t")
+
+
+@dataclass(frozen=True)
+class Msg:
+    topic: str
+    payload: bytes
+    received_at: float
+    replay_row: int | None = None
+
+
+# one message: (kind, id number, device, sensor, seq, replay row or None, replayed flag)
+MESSAGES = st.tuples(
+    st.sampled_from(["good", "good", "good", "garbage", "spoofed"]),
+    st.integers(0, 15), st.sampled_from(["d1", "d2"]), st.sampled_from(["t1", "t2"]),
+    st.integers(0, 30), st.one_of(st.none(), st.integers(1, 5)), st.booleans())
+
+
+def build(spec: tuple[str, int, str, str, int, int | None, bool]) -> tuple[Msg, str | None]:
+    kind, n, device, sensor, seq, replay_row, replayed = spec
+    received = (BASE_TIME + timedelta(seconds=seq + 2)).timestamp()
+    event = reading(seq, device=device, sensor=sensor, event_id=f"event-{n:04d}", replayed=replayed)
+    topic = TOPICS.for_event(event)
+    if kind == "garbage":
+        return Msg(topic, b"{not json", received, replay_row), None
+    if kind == "spoofed":  # a device publishing as another
+        other = TOPICS.for_event(event.model_copy(update={"device_id": "intruder"}))
+        return Msg(other, encode(event), received, replay_row), None
+    return Msg(topic, encode(event), received, replay_row), event.event_id
+
+
+@settings(max_examples=200, deadline=None)
+@given(specs=st.lists(MESSAGES, max_size=40),
+       known=st.sets(st.integers(0, 15).map(lambda n: f"event-{n:04d}"), max_size=6),
+       marks=st.dictionaries(st.tuples(st.sampled_from(["d1", "d2"]),
+                                       st.sampled_from(["t1", "t2"])), st.integers(0, 30)))
+def test_every_message_ends_in_exactly_one_place(
+        specs: list[tuple[str, int, str, str, int, int | None, bool]], known: set[str],
+        marks: dict[tuple[str, str], int]) -> None:
+    built = [build(s) for s in specs]
+    batch = [m for m, _ in built]
+    ids = itertools.count()
+    asked: list[list[str]] = []
+
+    def known_ids(candidates: list[str]) -> set[str]:
+        asked.append(candidates)
+        return known & set(candidates)
+
+    decision = decide_batch(batch, TOPICS, max_size=4096, late_after_s=600,
+                            tracker=OrderTracker(marks), known_ids=known_ids,
+                            new_id=lambda: f"dl{next(ids)}")
+    good = [(m, eid) for m, eid in built if eid is not None]
+    live = [m for m in batch if m.replay_row is None]
+    replay_items = [m for m in batch if m.replay_row is not None]
+
+    # the journal is asked once, for exactly the decodable messages' ids
+    assert asked == [[eid for _, eid in good]]
+    # live messages: pending + duplicates + dead letters == all of them; replays get an outcome
+    live_good = sum(1 for m, _ in good if m.replay_row is None)
+    live_dups = decision.duplicates - sum(
+        1 for o in decision.replays if o.reason == "accepted on replay (already stored)")
+    assert decision.live == len(live)
+    assert len(decision.dead) == len(live) - live_good
+    assert len(decision.replays) == len(replay_items)
+    assert sum(o.accepted for o in decision.replays) == sum(
+        1 for m, _ in good if m.replay_row is not None)
+    assert len(decision.pending) + decision.duplicates == len(good)
+    assert live_dups >= 0
+    # each id is stored at most once, never one the journal has, and becomes a dedup id
+    pending_ids = [p.message.event_id for p in decision.pending]
+    assert len(pending_ids) == len(set(pending_ids))
+    assert not set(pending_ids) & known
+    assert [eid for eid, _ in decision.seen] == pending_ids
+    # first copy wins: the pending one is the batch's first copy of that id
+    firsts = {}
+    for m, eid in good:
+        firsts.setdefault(eid, m)
+    for p in decision.pending:
+        assert p.payload == firsts[p.message.event_id].payload
+    # out of order: a seq not above the highest already accepted for its sensor
+    high = dict(marks)
+    for p in decision.pending:
+        key = (p.message.device_id, p.message.sensor_id)
+        assert p.out_of_order == (key in high and p.message.seq <= high[key])
+        if not p.out_of_order:
+            high[key] = p.message.seq
+        assert p.late == p.message.replayed  # synced clocks, received 2 s after: late = replayed
+    assert decision.seq_marks == {k: v for k, v in high.items() if marks.get(k) != v}
+    # dead letters keep their reason and the raw bytes
+    for d in decision.dead:
+        assert d.reason and d.reason_code in ("invalid", "spoofed", "unknown_encoding")
+        assert d.payload in {m.payload for m in live}
