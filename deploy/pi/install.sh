@@ -90,7 +90,7 @@ if grep -Eqs '^[[:space:]]*encoding[[:space:]]*=[[:space:]]*"avro"' "${config:-$
   extras=agent,avro  # Avro encoding needs fastavro (deploy/README.md: which Pis have wheels)
 fi
 run "$prefix/venv/bin/pip" install --upgrade pip
-run "$prefix/venv/bin/pip" install --upgrade "$repo[$extras]"
+run "$prefix/venv/bin/pip" install --upgrade "${repo}[${extras}]"
 run install -m 0644 "$repo/README.md" "$prefix/README.md"
 
 # --- the config and the secret ----------------------------------------------------------------
