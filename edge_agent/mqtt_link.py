@@ -20,7 +20,7 @@ Threads: the link runs paho's network loop on one thread of its own. paho callba
 never block: they only hand :data:`LinkEvent` values to ``notify`` (the delivery thread's queue).
 ``publish`` may be called from any thread (paho queues the packet and wakes its loop). paho's
 own in-flight limit is switched off (``max_inflight_messages_set(0)``: a non-zero limit makes
-every acknowledgement rescan the queue, see ENVIRONMENT.md); the delivery loop caps in-flight
+every acknowledgement rescan the queue, see bench/README.md); the delivery loop caps in-flight
 messages itself at ``max_inflight``.
 """
 

@@ -24,7 +24,17 @@ from datetime import datetime
 from functools import lru_cache
 
 from schemas.codec import decode
-from schemas.errors import ContractError
+from schemas.errors import (
+    ContractError,
+    DecodeError,
+    InvalidIdentifier,
+    InvalidMessage,
+    PayloadTooLarge,
+    SpoofedTopic,
+    TopicError,
+    UnknownEncoding,
+    UnknownSchema,
+)
 from schemas.models import DeviceStatus, SensorEvent
 from schemas.topics import DeviceTopic, Topics, check_topic_matches
 
@@ -39,9 +49,15 @@ class Rejection:
     reason: str
 
 
-_CODES = {"PayloadTooLarge": "too_large", "UnknownEncoding": "unknown_encoding",
-          "UnknownSchema": "unknown_schema", "InvalidMessage": "invalid",
-          "TopicError": "topic", "DecodeError": "undecodable", "InvalidIdentifier": "topic"}
+# the reason code of a rejection, by the error's type (most specific first)
+_CODES: tuple[tuple[type[ContractError], str], ...] = (
+    (PayloadTooLarge, "too_large"), (UnknownEncoding, "unknown_encoding"),
+    (UnknownSchema, "unknown_schema"), (InvalidMessage, "invalid"), (SpoofedTopic, "spoofed"),
+    (TopicError, "topic"), (InvalidIdentifier, "topic"), (DecodeError, "undecodable"))
+
+
+def reason_code(exc: ContractError) -> str:
+    return next((code for kind, code in _CODES if isinstance(exc, kind)), "invalid")
 
 
 @lru_cache(maxsize=65_536)
@@ -62,11 +78,8 @@ def check_payload(topics: Topics, topic: str, payload: bytes, max_size: int,
         sensor = None if isinstance(message, DeviceStatus) else message.sensor_id
         check_topic_matches(parsed, message.site, message.device_id, sensor, message.kind)
     except ContractError as exc:
-        code = _CODES.get(type(exc).__name__, "invalid")
-        reason = getattr(exc, "reason", None) or str(exc)
-        if code == "topic" and "published on the topic" in reason:
-            code = "spoofed"
-        return Rejection(code, reason)
+        reason = exc.reason if isinstance(exc, DecodeError) else str(exc)
+        return Rejection(reason_code(exc), reason)
     return message
 
 

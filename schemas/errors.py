@@ -9,6 +9,7 @@
     │   │   ├── PayloadTooLarge          over the configured size limit
     │   │   └── InvalidMessage           decoded, but a field is missing or mistyped
     │   └── TopicError                   a topic outside the namespace, or not matching its payload
+    │       └── SpoofedTopic             a payload from one device on another device's topic
     ├── ConfigError                      a config or scenario file is wrong (file, key path, reason)
     ├── SourceError                      a sensor source failed (serial, 1-Wire, simulator)
     │   └── ProtocolError                a serial line breaks firmware_sim/PROTOCOL.md
@@ -76,6 +77,11 @@ class InvalidMessage(DecodeError):
 
 class TopicError(ContractError):
     """A topic that is outside the namespace, or that names another device than the payload."""
+
+
+class SpoofedTopic(TopicError):
+    """A payload naming one device, published on another device's topic: a device speaking for
+    another (dead-lettered as ``spoofed``)."""
 
 
 class ConfigError(ThermopipeError):

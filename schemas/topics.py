@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from schemas.errors import TopicError
+from schemas.errors import SpoofedTopic, TopicError
 from schemas.ids import check_identifier
 from schemas.models import Alert, DeviceStatus, SensorEvent
 
@@ -173,7 +173,7 @@ def check_topic_matches(topic: DeviceTopic, site: str, device_id: str,
                         sensor_id: str | None, kind: str) -> None:
     """A device cannot speak for another: the payload must name the device of its topic."""
     if (topic.site, topic.device_id) != (site, device_id):
-        raise TopicError(
+        raise SpoofedTopic(
             f"payload is from {site}/{device_id} but was published on the topic of "
             f"{topic.site}/{topic.device_id}")
     if topic.kind in ("event", "summary") and topic.sensor_id != sensor_id:

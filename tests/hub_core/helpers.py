@@ -55,7 +55,7 @@ def messages_for(topics: Topics, events: Iterable[ReadingEvent | StateChangeEven
 
 
 class Publisher:
-    """A paho QoS-1 publisher with its own cap on messages in flight (see ENVIRONMENT.md)."""
+    """A paho QoS-1 publisher with its own cap on messages in flight (see bench/README.md)."""
 
     def __init__(self, host: str, port: int, client_id: str | None = None,
                  max_in_flight: int = 1000) -> None:
