@@ -52,10 +52,10 @@ __all__ = [
     "DeviceTopic", "Encoding", "EventId", "FaultCode", "FaultEvent", "InvalidIdentifier",
     "InvalidMessage", "Message", "PayloadTooLarge", "ProtocolError", "RateAlarmEvent",
     "ReadingEvent", "SchemaRegistry", "SensorEvent", "SensorId", "SensorInfo", "ServerError",
-    "Severity", "SiteId", "SourceError", "SpoofedTopic", "StateChangeEvent", "StateName", "SummaryEvent",
-    "ThermopipeError", "ThresholdInfo", "TopicError", "Topics", "Unit", "UnknownEncoding",
-    "UnknownSchema", "check_identifier", "check_topic_matches", "decode", "detect_encoding",
-    "encode",
+    "Severity", "SiteId", "SourceError", "SpoofedTopic", "StateChangeEvent", "StateName",
+    "SummaryEvent", "ThermopipeError", "ThresholdInfo", "TopicError", "Topics", "Unit",
+    "UnknownEncoding", "UnknownSchema", "check_identifier", "check_topic_matches", "decode",
+    "detect_encoding", "encode",
 ]
 
 
