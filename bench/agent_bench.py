@@ -43,9 +43,9 @@ from edge_agent.mqtt_link import MqttSettings  # noqa: E402
 from edge_agent.outbox import Outbox, OutboxSettings  # noqa: E402
 from edge_agent.sources.frames import FrameHandler  # noqa: E402
 from edge_agent.stamping import EventStamper  # noqa: E402
-from firmware_sim.protocol import FrameDecoder, encode  # noqa: E402
-from firmware_sim.protocol import Reading as FrameReading  # noqa: E402
 from schemas.models import ReadingEvent  # noqa: E402
+from schemas.serial_protocol import FrameDecoder, encode  # noqa: E402
+from schemas.serial_protocol import Reading as FrameReading  # noqa: E402
 from schemas.topics import Topics  # noqa: E402
 from tests.servers import Mosquitto, start_server  # noqa: E402
 

@@ -30,7 +30,7 @@ class _Strict(BaseModel):
 
 
 class SerialSourceConfig(_Strict):
-    """A microcontroller on USB serial speaking firmware_sim/PROTOCOL.md."""
+    """A microcontroller on USB serial speaking schemas/SERIAL_PROTOCOL.md."""
 
     kind: Literal["serial"]
     name: str | None = None

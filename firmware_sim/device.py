@@ -17,7 +17,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from firmware_sim import signals
-from firmware_sim.protocol import (
+from firmware_sim.scenario import (
+    BadChecksum,
+    ClockJump,
+    CutLine,
+    Garbage,
+    Scenario,
+    SensorFault,
+    Stall,
+    Unplug,
+)
+from schemas.serial_protocol import (
     MAX_COUNTER,
     MAX_INTERVAL_MS,
     MIN_INTERVAL_MS,
@@ -35,16 +45,6 @@ from firmware_sim.protocol import (
     SensorInfo,
     SetInterval,
     encode,
-)
-from firmware_sim.scenario import (
-    BadChecksum,
-    ClockJump,
-    CutLine,
-    Garbage,
-    Scenario,
-    SensorFault,
-    Stall,
-    Unplug,
 )
 
 # Garbage never holds '$' or '\n': its only effect is then "bytes a reader discards", which
@@ -137,7 +137,7 @@ class _State:
 
 
 class SimulatedDevice:
-    """The firmware of PROTOCOL.md with the scenario's sensors and faults."""
+    """The firmware of schemas/SERIAL_PROTOCOL.md with the scenario's sensors and faults."""
 
     def __init__(self, scenario: Scenario, seed: int | None = None) -> None:
         self.scenario = scenario

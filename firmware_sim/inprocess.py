@@ -14,8 +14,8 @@ argument: tests pass any clock values they like.
 from __future__ import annotations
 
 from firmware_sim.device import Kind, SimulatedDevice
-from firmware_sim.protocol import Frame, FrameDecoder, HostFrame, ProtocolError, encode
 from firmware_sim.scenario import Scenario
+from schemas.serial_protocol import Frame, FrameDecoder, HostFrame, ProtocolError, encode
 
 
 class SimulatedSensors:

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from firmware_sim import signals
-from firmware_sim.protocol import MAX_SENSORS
 from schemas.errors import ConfigError
+from schemas.serial_protocol import MAX_SENSORS
 
 if TYPE_CHECKING:
     from firmware_sim.device import Emission, Sample

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from firmware_sim import signals
 from firmware_sim.device import Condition, Sample
-from firmware_sim.protocol import checksum
+from schemas.serial_protocol import checksum
 
 _CONFIG = {9: 0x1F, 10: 0x3F, 11: 0x5F, 12: 0x7F}
 _TH, _TL = 0x4B, 0x46  # factory alarm registers

@@ -12,7 +12,7 @@
     │       └── SpoofedTopic             a payload from one device on another device's topic
     ├── ConfigError                      a config or scenario file is wrong (file, key path, reason)
     ├── SourceError                      a sensor source failed (serial, 1-Wire, simulator)
-    │   └── ProtocolError                a serial line breaks firmware_sim/PROTOCOL.md
+    │   └── ProtocolError                a serial line breaks schemas/SERIAL_PROTOCOL.md
     ├── DeliveryError                    publishing or storing could not be done now (retryable)
     ├── ServerError                      a server the program needs is unreachable or refused us
     └── MissingDependency                a package of the program's role is not installed

@@ -1,6 +1,6 @@
 """Sensor sources: one interface (:class:`SensorSource`), three kinds.
 
-    serial     a microcontroller speaking firmware_sim/PROTOCOL.md over USB serial (or a URL)
+    serial     a microcontroller speaking schemas/SERIAL_PROTOCOL.md over USB serial (or a URL)
     onewire    DS18B20 sensors under the Linux w1 sysfs tree
     simulator  firmware_sim in-process, for demos and tests
 

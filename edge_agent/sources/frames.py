@@ -1,4 +1,4 @@
-"""Decoded PROTOCOL.md frames -> Readings: shared by the serial and the simulator source.
+"""Decoded serial protocol frames -> Readings: shared by the serial and the simulator source.
 
 Pure apart from the clock value passed in: tracks the device's identity (HELLO), the sensors it
 announced, and sequence gaps (frames lost on the line), and maps ``E`` codes to fault codes.
@@ -12,7 +12,8 @@ import structlog
 
 from edge_agent.decide.types import Reading
 from edge_agent.sources.base import SensorSpec, unit_from_device
-from firmware_sim.protocol import (
+from schemas.models import FaultCode
+from schemas.serial_protocol import (
     PROTOCOL_VERSION,
     Ack,
     ErrorCode,
@@ -23,8 +24,7 @@ from firmware_sim.protocol import (
     ProtocolError,
     SensorError,
 )
-from firmware_sim.protocol import Reading as FrameReading
-from schemas.models import FaultCode
+from schemas.serial_protocol import Reading as FrameReading
 
 log = structlog.get_logger("edge_agent.sources")
 

@@ -1,4 +1,4 @@
-"""A microcontroller on USB serial speaking firmware_sim/PROTOCOL.md.
+"""A microcontroller on USB serial speaking schemas/SERIAL_PROTOCOL.md.
 
 The port is a device path (``/dev/ttyACM0``), a stable udev path (``/dev/serial/by-id/...``, a
 symlink) or a pyserial URL (``socket://host:port``, ``rfc2217://...``). When the device
@@ -20,8 +20,8 @@ from serial.urlhandler import protocol_socket
 from edge_agent.decide.types import Reading
 from edge_agent.sources.base import ReadingSink, SensorSpec, start_source_thread
 from edge_agent.sources.frames import FrameHandler, decoder_counters
-from firmware_sim.protocol import FrameDecoder, Identify, ProtocolError, encode
 from schemas.errors import SourceError
+from schemas.serial_protocol import FrameDecoder, Identify, ProtocolError, encode
 
 log = structlog.get_logger("edge_agent.sources.serial")
 

@@ -19,7 +19,7 @@ from edge_agent.sources.base import ReadingSink, SensorSpec, start_source_thread
 from edge_agent.sources.frames import FrameHandler, decoder_counters
 from firmware_sim import scenario as scenarios
 from firmware_sim.inprocess import SimulatedSensors
-from firmware_sim.protocol import ProtocolError
+from schemas.serial_protocol import ProtocolError
 
 log = structlog.get_logger("edge_agent.sources.simulator")
 

@@ -1,4 +1,4 @@
-# thermopipe reference firmware, protocol version 1 (firmware_sim/PROTOCOL.md).
+# thermopipe reference firmware, protocol version 1 (schemas/SERIAL_PROTOCOL.md).
 # MicroPython on a Raspberry Pi Pico (RP2040) or an ESP32 with DS18B20 sensors on one 1-Wire pin
 # (4.7 kOhm pull-up to 3.3 V). Copy as main.py: mpremote cp main.py :main.py
 # Speaks over the USB serial console (sys.stdout / sys.stdin).

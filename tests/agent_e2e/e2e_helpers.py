@@ -22,10 +22,10 @@ from paho.mqtt.properties import Properties
 from edge_agent.decide import Reading, SensorDecider, SensorRules
 from firmware_sim import scenario as scenarios
 from firmware_sim.device import expected
-from firmware_sim.protocol import Reading as FrameReading
-from firmware_sim.protocol import SensorError
 from schemas import decode
 from schemas.models import DeviceStatus
+from schemas.serial_protocol import Reading as FrameReading
+from schemas.serial_protocol import SensorError
 
 ROOT = Path(__file__).resolve().parents[2]
 FAULTS = {"MISSING": "disconnected", "READ_FAILED": "read_failed", "CRC": "crc_error"}

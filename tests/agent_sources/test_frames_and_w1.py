@@ -10,9 +10,9 @@ from edge_agent.sources.base import SensorSpec
 from edge_agent.sources.frames import FrameHandler
 from edge_agent.sources.onewire import parse_w1_slave
 from firmware_sim.device import Condition, Sample
-from firmware_sim.protocol import ErrorCode, Hello, ProtocolError, SensorError, SensorInfo
-from firmware_sim.protocol import Reading as FrameReading
 from firmware_sim.w1_tree import render_w1_slave
+from schemas.serial_protocol import ErrorCode, Hello, ProtocolError, SensorError, SensorInfo
+from schemas.serial_protocol import Reading as FrameReading
 
 S1, S2 = "28-0000075a1b2c", "28-00000a3f9e21"
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from edge_agent.sources.serial_source import SerialSource
-from firmware_sim.protocol import Reading as FrameReading
-from firmware_sim.protocol import encode
 from firmware_sim.pty_transport import PtyTransport
 from firmware_sim.tcp_transport import TcpTransport
+from schemas.serial_protocol import Reading as FrameReading
+from schemas.serial_protocol import encode
 from tests.agent_sources.helpers import Collect
 
 pytestmark = pytest.mark.timeout(60)

@@ -15,11 +15,11 @@ from edge_agent.sources.onewire import OneWireSource
 from edge_agent.sources.serial_source import SerialSource
 from edge_agent.sources.simulator import SimulatorSource
 from firmware_sim.device import Condition, Sample, expected
-from firmware_sim.protocol import Reading as FrameReading
-from firmware_sim.protocol import SensorError
 from firmware_sim.pty_transport import PtyTransport
 from firmware_sim.simulation import Simulation
 from firmware_sim.w1_tree import W1Tree
+from schemas.serial_protocol import Reading as FrameReading
+from schemas.serial_protocol import SensorError
 from tests.agent_sources.helpers import LINE_FAULTS, UNPLUG, Collect, load
 
 pytestmark = pytest.mark.timeout(90)

@@ -30,12 +30,12 @@ from typing import Any
 from edge_agent.decide import Reading, SensorDecider, SensorRules
 from firmware_sim import scenario as scenarios
 from firmware_sim.device import Kind
-from firmware_sim.protocol import Reading as FrameReading
-from firmware_sim.protocol import SensorError
 from hub.alerting.config import AlertingConfig
 from hub.alerting.engine import AlertEngine
 from hub.consumers.base import Envelope
 from schemas.models import DeviceStatus, FaultEvent, RateAlarmEvent, StateChangeEvent
+from schemas.serial_protocol import Reading as FrameReading
+from schemas.serial_protocol import SensorError
 from tests.agent_e2e.e2e_helpers import FAULTS, Subscriber, key_of_draft, key_of_event
 from tests.servers import InfluxDB1
 

@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from firmware_sim.protocol import ErrorCode as FwErrorCode
-from firmware_sim.protocol import FrameDecoder, Hello, Reading, SensorError, SensorInfo, encode
 from schemas import ConfigError, DecodeError, Encoding, ProtocolError, ReadingEvent, decode
 from schemas import encode as encode_event
 from schemas.config_loading import load_config, parse_config
+from schemas.serial_protocol import ErrorCode as FwErrorCode
+from schemas.serial_protocol import FrameDecoder, Hello, Reading, SensorError, SensorInfo, encode
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ = settings(max_examples=400, deadline=None,

@@ -7,7 +7,7 @@ import threading
 import serial
 
 from firmware_sim import scenario as scenarios
-from firmware_sim.protocol import Frame, FrameDecoder, ProtocolError
+from schemas.serial_protocol import Frame, FrameDecoder, ProtocolError
 
 # Ten minutes, two sensors, every stream and sensor fault except unplug.
 ALL_FAULTS = """

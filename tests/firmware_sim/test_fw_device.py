@@ -6,7 +6,7 @@ from fw_helpers import ALL_FAULTS, UNPLUG, load
 
 from firmware_sim.device import Kind, SimulatedDevice, expected
 from firmware_sim.inprocess import SimulatedSensors
-from firmware_sim.protocol import (
+from schemas.serial_protocol import (
     Ack,
     Hello,
     Identify,

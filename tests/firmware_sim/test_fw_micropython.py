@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 from typing import Any
 
-from firmware_sim.protocol import ErrorCode, Reading, SensorError, encode, parse_line
+from schemas.serial_protocol import ErrorCode, Reading, SensorError, encode, parse_line
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware_sim" / "micropython" / "main.py"
 

@@ -1,4 +1,4 @@
-"""The line protocol of firmware_sim/PROTOCOL.md: exact bytes, parser errors, stream decoder."""
+"""The line protocol of schemas/SERIAL_PROTOCOL.md: exact bytes, parser errors, stream decoder."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware_sim.protocol import (
+from schemas.serial_protocol import (
     MAX_LINE,
     Ack,
     ErrorCode,
@@ -28,7 +28,7 @@ from firmware_sim.protocol import (
     parse_line,
 )
 
-DOC = Path(__file__).resolve().parents[2] / "firmware_sim" / "PROTOCOL.md"
+DOC = Path(__file__).resolve().parents[2] / "schemas" / "SERIAL_PROTOCOL.md"
 R1 = Reading("28-0000075a1b2c", 23.125, 41, 205013)
 
 

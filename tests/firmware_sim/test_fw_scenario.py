@@ -9,8 +9,8 @@ from firmware_sim import scenario as scenarios
 from firmware_sim import signals
 from firmware_sim.cli import main
 from firmware_sim.device import Condition, Kind, expected
-from firmware_sim.protocol import Reading, SensorError
 from schemas.errors import ConfigError
+from schemas.serial_protocol import Reading, SensorError
 
 GOOD_SENSOR = '[[sensors]]\nid = "28-0000075a1b2c"\nprofile = { kind = "constant", value = 1 }\n'
 

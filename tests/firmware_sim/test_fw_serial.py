@@ -14,11 +14,11 @@ import serial
 from fw_helpers import ALL_FAULTS, UNPLUG, Collector, decode, load
 
 from firmware_sim.device import Kind, expected
-from firmware_sim.protocol import Ack, Hello, Identify, Reading, SetInterval, encode
 from firmware_sim.pty_transport import PtyTransport
 from firmware_sim.simulation import Simulation
 from firmware_sim.tcp_transport import TcpTransport
 from firmware_sim.w1_tree import parse_w1_slave
+from schemas.serial_protocol import Ack, Hello, Identify, Reading, SetInterval, encode
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(60)

@@ -148,6 +148,13 @@ def test_an_agent_sending_json_never_imports_fastavro(roles: dict[str, RoleEnv],
         result = subprocess.run([str(env.python), "-c", code], capture_output=True, text=True,
                                 timeout=60, check=False, env=_env(), cwd=tmp_path)
         assert result.returncode == 0 and result.stdout.strip() == "ok", result
+    # reading a real board needs the protocol (schemas/), not the simulator package
+    code = ("import sys\nfrom edge_agent.sources import serial_source\n"
+            "assert not [m for m in sys.modules if m.startswith('firmware_sim')], 'simulator'\n"
+            "print('ok')")
+    result = subprocess.run([str(roles["agent"].python), "-c", code], capture_output=True,
+                            text=True, timeout=60, check=False, env=_env(), cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result
 
 
 # --- the shipped configs, end to end --------------------------------------------------------
