@@ -2,9 +2,10 @@
 # shellcheck shell=bash
 
 MOSQUITTO_IMAGE="eclipse-mosquitto:2.0.18"   # keep in step with deploy/compose.yaml
+MOSQUITTO_GID=1883   # the mosquitto group inside that image
 # Service accounts that are not devices: a device may not take these usernames.
 # shellcheck disable=SC2034  # used by the scripts that source this file
-RESERVED_USERS=(hub grafana admin operator)
+RESERVED_USERS=(hub grafana admin operator homeassistant)
 
 die() { echo "error: $*" >&2; exit 1; }
 
@@ -43,4 +44,9 @@ mqtt_passwd() {
     die "mosquitto_passwd not found (apt-get install mosquitto) and no docker to run it"
   fi
   [ ${#create[@]} -eq 0 ] || chmod 0640 "$file"
+  # group 1883 = the mosquitto user of the broker image: compose mounts the config read-only
+  # (nothing of the checkout changes owner) and the broker reads this file after dropping root
+  if [ "$(stat -c %g "$file")" != "$MOSQUITTO_GID" ] && ! chgrp "$MOSQUITTO_GID" "$file" 2>/dev/null; then
+    echo "note: run 'sudo chgrp $MOSQUITTO_GID $file' so the broker container can read it" >&2
+  fi
 }

@@ -18,6 +18,13 @@ passwd_file="$deploy/mosquitto/passwd"
 
 if [ -e "$env_file" ]; then
   echo "keeping the existing $env_file"
+  # a secret added to .env.example since (e.g. GRAFANA_INFLUXDB_PASSWORD): appended, random
+  while IFS= read -r line; do
+    if [[ $line =~ ^([A-Z0-9_]+)=change-me$ ]] && ! grep -q "^${BASH_REMATCH[1]}=" "$env_file"; then
+      printf '%s=%s\n' "${BASH_REMATCH[1]}" "$(random_secret)" >>"$env_file"
+      echo "added ${BASH_REMATCH[1]} to $env_file"
+    fi
+  done <"$deploy/.env.example"
 else
   (umask 077
    while IFS= read -r line; do

@@ -14,9 +14,9 @@ from schemas.models import Message, ReadingEvent
 
 
 @lru_cache(maxsize=65_536)
-def _reading_prefix(site: str, device: str, sensor: str) -> str:
+def _reading_prefix(site: str, device: str, sensor: str, unit: str) -> str:
     tags = {"site": site, "device": device, "sensor": sensor, "kind": "reading",
-            "state": "value"}
+            "state": "value", "unit": unit}
     return "sensor_event" + "".join(f",{_esc_key(k)}={_esc_key(v)}"
                                     for k, v in sorted(tags.items()) if v != "")
 
@@ -25,7 +25,7 @@ def line_for(message: Message) -> str | None:
     if type(message) is ReadingEvent:
         e = message
         # event_id is [A-Za-z0-9_-]: nothing to escape inside the quotes
-        return (f"{_reading_prefix(e.site, e.device_id, e.sensor_id)} value={e.value!r},"
+        return (f"{_reading_prefix(e.site, e.device_id, e.sensor_id, e.unit)} value={e.value!r},"
                 f"seq={e.seq}i,event_id=\"{e.event_id}\","
                 f"replayed={'true' if e.replayed else 'false'},"
                 f"clock_synced={'true' if e.clock_synced else 'false'} {time_ns(e.time, e.seq)}")

@@ -5,11 +5,11 @@ Measurements (tags are low-cardinality; ids and free text are fields):
 =================  ==================================  =============================================
 measurement        tags                                fields
 =================  ==================================  =============================================
-``sensor_event``   site, device, sensor, kind, state   value, seq, event_id, replayed,
-                                                       clock_synced,
+``sensor_event``   site, device, sensor, kind, state,  value, seq, event_id, replayed,
+                   unit                                clock_synced,
                                                        severity, previous_state, threshold, active,
                                                        rate_per_min, limit_per_min, detail
-``sensor_summary`` site, device, sensor                min, max, mean, last, count, seq,
+``sensor_summary`` site, device, sensor, unit          min, max, mean, last, count, seq,
                                                        event_id,
                                                        replayed, clock_synced, window_s
 ``device_status``  site, device                        online (1/0), session, reason, event_id,
@@ -24,7 +24,9 @@ measurement        tags                                fields
 
 ``kind`` is reading | state_change | rate_alarm | fault; ``state`` is the new band of a state
 change,
-the fault code of a fault, ``rate`` for a rate alarm and ``value`` for a reading.
+the fault code of a fault, ``rate`` for a rate alarm and ``value`` for a reading. ``unit`` is the
+sensor's unit (``degC`` / ``degF``): Grafana picks each series' unit from it (points written
+before it existed have none, and are shown as degC).
 
 Alerts and health points are the hub's own records: the hub appends them to its journal as
 ``LocalRecord``s (``hub/journal.py``), and only the storage consumer takes them, so they are written
@@ -130,7 +132,7 @@ def _sensor_event(event: ReadingEvent | StateChangeEvent | RateAlarmEvent | Faul
             fields["value"] = event.value
     fields.update(_common(event))
     tags = {"site": event.site, "device": event.device_id, "sensor": event.sensor_id,
-            "kind": event.kind, "state": state}
+            "kind": event.kind, "state": state, "unit": event.unit}
     return Point("sensor_event", tags, fields, time_ns(event.time, event.seq))
 
 
@@ -142,7 +144,8 @@ def _summary(event: SummaryEvent) -> Point:
         if value is not None:
             fields[name] = float(value)
     fields.update(_common(event))
-    tags = {"site": event.site, "device": event.device_id, "sensor": event.sensor_id}
+    tags = {"site": event.site, "device": event.device_id, "sensor": event.sensor_id,
+            "unit": event.unit}
     return Point("sensor_summary", tags, fields, time_ns(event.time, event.seq))
 
 

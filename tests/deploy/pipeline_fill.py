@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +53,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LAB, LAB_DEV = "lab", "pi.lab-1"      # a dot and a dash: Grafana's regex escaping matters
 BARN, BARN_DEV = "barn", "pi-barn"
 SENSORS = {(LAB, LAB_DEV): ("tank", "room"), (BARN, BARN_DEV): ("tank",)}
+UNITS = {"room": "degF"}  # the lab room sensor reports Fahrenheit; every other sensor Celsius
+V1_SETUP = ROOT / "deploy" / "influxdb" / "v1" / "setup.sh"
 HUB_ID = "hub-grafana-test"
 HEALTH_INTERVAL_S = 0.5
 
@@ -109,8 +112,8 @@ def scenario(base: datetime) -> list[Message]:
         out.append(DeviceStatus(
             event_id=_id(), site=site, device_id=device, time=base, clock_synced=True,
             online=True, reason="birth", session=1, agent_version="0.1.0",
-            sensors=[SensorInfo(sensor_id=s, unit="degC", source="simulator",
-                                thresholds=[high]) for s in sensors],
+            sensors=[SensorInfo(sensor_id=s, unit=UNITS.get(s, "degC"),  # type: ignore[arg-type]
+                                source="simulator", thresholds=[high]) for s in sensors],
             counters={"outbox_events": 0.0, "dropped": 0.0}))
     lab_tank = [20.0, 22.0, 24.0, 26.0, 28.0, 30.5, 32.0, 33.0, 31.0, 29.0, 27.0, 25.0, 24.0,
                 23.0, 22.5]
@@ -127,8 +130,13 @@ def scenario(base: datetime) -> list[Message]:
                 new_state="normal", severity="info", dwell_s=0.0)))
         if minute % 3 == 0:
             out.append(ReadingEvent(**common(
-                LAB, LAB_DEV, "room", minute + 0.2, value=21.0 + minute / 10, unit="degC",
+                LAB, LAB_DEV, "room", minute + 0.2, value=70.0 + minute / 10, unit="degF",
                 clock_synced=minute != 12)))   # one made before the Pi had NTP time
+        if minute == 9:  # the Fahrenheit sensor crosses its own threshold, in degF
+            out.append(StateChangeEvent(**common(
+                LAB, LAB_DEV, "room", minute + 0.6, value=74.5, unit="degF",
+                previous_state="normal", new_state="warm", threshold=74.0, severity="info",
+                dwell_s=0.0)))
         out.append(ReadingEvent(**common(
             BARN, BARN_DEV, "tank", minute + 0.1, value=4.0 + minute / 4, unit="degC",
             replayed=minute in (2, 3))))       # two sent from the outbox after an outage
@@ -148,8 +156,10 @@ def scenario(base: datetime) -> list[Message]:
             for (site, device), sensors in SENSORS.items():
                 for sensor in sensors:
                     lo = 20.0 + minute if device == LAB_DEV else 4.0
+                    lo = 68.0 + minute if sensor == "room" else lo
                     out.append(SummaryEvent(**common(
-                        site, device, sensor, minute + 0.05, unit="degC",
+                        site, device, sensor, minute + 0.05,
+                        unit=UNITS.get(sensor, "degC"),  # type: ignore[arg-type]
                         window_start=base + timedelta(minutes=minute - 5), count=5,
                         min=lo, max=lo + 3.0, mean=lo + 1.5, last=lo + 2.0)))
     out.append(DeviceStatus(
@@ -214,7 +224,10 @@ def _last_health(influx: InfluxDB1, db: str) -> dict[str, Any]:
 def fill_through_hub(influx: InfluxDB1, broker_host: str, broker_port: int, workdir: Path,
                      ) -> Filled:
     db = f"grafana_{_id()[:10]}"
-    influx.create_database(db)
+    # the database as deploy/influxdb/v1/setup.sh provisions it: retention policies and the
+    # continuous query of the long-term series
+    subprocess.run(["bash", str(V1_SETUP), "--url", influx.url, "--db", db], check=True,
+                   capture_output=True, text=True, timeout=60)
     root = f"g{_id()[:10]}"
     topics = Topics(root)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -330,4 +343,21 @@ notifiers = ["mqtt"]
             proc.wait(10)
         filled.hub_log = log()
     filled.health = _last_health(influx, db)
+    backfill_long_term(influx, db, filled.base - timedelta(hours=1),
+                       filled.base + timedelta(hours=1))
     return filled
+
+
+def backfill_long_term(influx: InfluxDB1, db: str, start: datetime, end: datetime) -> None:
+    """Run the provisioned continuous query over [start, end), as its README says for data
+    written before the query existed (the test server runs no continuous queries itself)."""
+    cqs = influx.series_rows("SHOW CONTINUOUS QUERIES", db)
+    (cq,) = [r["query"] for r in cqs if r["_measurement"] == db]
+    body = re.search(r" BEGIN (SELECT .*) END$", cq)
+    assert body, cq
+    select = body.group(1)
+    where = (f" WHERE time >= '{start.isoformat().replace('+00:00', 'Z')}'"
+             f" AND time < '{end.isoformat().replace('+00:00', 'Z')}'")
+    head, group = select.split(" GROUP BY ", 1)
+    result = influx.query(f"{head}{where} GROUP BY {group}", db)
+    assert "error" not in result["results"][0], result

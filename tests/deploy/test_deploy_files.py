@@ -151,9 +151,16 @@ def test_mosquitto_config_keeps_messages_and_requires_passwords(compose: dict[st
     assert settings["password_file"] == "/mosquitto/config/passwd"
     assert settings["acl_file"] == "/mosquitto/config/acl"
     assert int(settings["max_queued_messages"]) >= 100_000  # not the silent 1000 default
+    # read-only: the image's entrypoint (as root) chowns /mosquitto; through a read-only mount
+    # it cannot hand the checkout's files to uid 1883 (a later git pull would fail on them)
     mount = next(v for v in compose["services"]["mosquitto"]["volumes"]
-                 if v.endswith(":/mosquitto/config"))
+                 if ":/mosquitto/config" in v)
+    assert mount.endswith(":/mosquitto/config:ro"), mount
     assert (DEPLOY / mount.split(":")[0] / "acl").is_file()
+    for svc in compose["services"].values():  # no other bind mount of the checkout is writable
+        for volume in svc.get("volumes", []):
+            if volume.startswith("."):
+                assert volume.endswith(":ro"), volume
     tls = (DEPLOY / "mosquitto" / "conf.d" / "tls.conf.example").read_text()
     assert "listener 8883" in tls and "certfile" in tls and "keyfile" in tls
     assert settings["include_dir"] == "/mosquitto/config/conf.d"
@@ -161,14 +168,47 @@ def test_mosquitto_config_keeps_messages_and_requires_passwords(compose: dict[st
 
 # --- Grafana ------------------------------------------------------------------------------------
 
-def test_datasource_is_influxql_with_the_token_from_the_environment(
+def test_grafana_reads_influxdb_as_a_read_only_user_never_with_the_operator_token(
         compose: dict[str, Any]) -> None:
     (ds,) = datasources()
     assert ds["type"] == "influxdb" and ds["jsonData"]["version"] == "InfluxQL"
-    assert ds["jsonData"]["httpHeaderName1"] == "Authorization"
-    assert ds["secureJsonData"]["httpHeaderValue1"] == "Token ${INFLUXDB_TOKEN}"
-    assert "INFLUXDB_TOKEN" in compose["services"]["grafana"]["environment"]
+    assert ds["user"] == "grafana"
+    assert ds["secureJsonData"] == {"password": "${GRAFANA_INFLUXDB_PASSWORD}"}
+    assert not [k for k in ds["jsonData"] if k.startswith("httpHeader")]
+    grafana_env = compose["services"]["grafana"]["environment"]
+    assert "INFLUXDB_TOKEN" not in grafana_env and "GRAFANA_INFLUXDB_PASSWORD" in grafana_env
     assert ds["url"] == "http://influxdb:8086"
+    # InfluxDB 2's first start makes that user, with read access to the two buckets only
+    influx = compose["services"]["influxdb"]
+    assert influx["environment"]["GRAFANA_INFLUXDB_PASSWORD"] == grafana_env[
+        "GRAFANA_INFLUXDB_PASSWORD"]
+    reader = (DEPLOY / "influxdb" / "init" / "30-grafana-reader.sh").read_text()
+    create = reader[reader.index("influx v1 auth create"):]
+    assert "--username grafana" in create and "GRAFANA_INFLUXDB_PASSWORD" in create
+    assert create.count("--read-bucket") == 2 and "--write-bucket" not in reader
+
+
+def test_retention_and_the_long_term_series_are_provisioned_for_influxdb_2(
+        compose: dict[str, Any]) -> None:
+    env = compose["services"]["influxdb"]["environment"]
+    assert env["DOCKER_INFLUXDB_INIT_RETENTION"] == "90d"
+    assert env["THERMOPIPE_LONG_TERM_RETENTION"] == "1825d"
+    script = (DEPLOY / "influxdb" / "init" / "20-long-term.sh").read_text()
+    assert 'long="${raw}_long_term"' in script and "THERMOPIPE_LONG_TERM_RETENTION" in script
+    assert "--rp long_term" in script  # InfluxQL reads it as "long_term"."temperature_15m"
+    assert 'value: "temperature_15m"' in script and "every: 15m" in script
+    for field, fn in (("min", "min"), ("mean", "mean"), ("max", "max"), ("count", "sum")):
+        assert f'agg(field: "{field}", fn: {fn})' in script
+    # the same series name and fields as the InfluxDB 1.x continuous query
+    iql = (DEPLOY / "influxdb" / "v1" / "setup.iql").read_text()
+    assert ('min("min") AS "min", mean("mean") AS "mean", max("max") AS "max", '
+            'sum("count") AS "count" INTO "thermopipe"."long_term"."temperature_15m"') in iql
+
+
+def test_the_hub_service_has_a_healthcheck_on_healthz(compose: dict[str, Any]) -> None:
+    check = compose["services"]["hub"]["healthcheck"]
+    assert check["test"][:2] == ["CMD", "python"]
+    assert "http://127.0.0.1:8780/healthz" in check["test"][-1]
 
 
 def test_dashboard_provider_points_at_the_mounted_dashboards(compose: dict[str, Any]) -> None:
@@ -208,7 +248,7 @@ def test_dashboards_are_well_formed_and_use_the_provisioned_datasource() -> None
                 assert "GROUP BY time($__interval)" in query.text, query.key
 
 
-BOUNDLESS = {  # tables that show the latest known state, however old: no $timeFilter on purpose
+CURRENT_STATE = {  # the latest known state whatever the time range, within $lookback
     "thermopipe-temperatures:panel:Current band per sensor:A",
     "thermopipe-devices:panel:Devices online:A",
     "thermopipe-devices:panel:Last seen:A",
@@ -216,14 +256,45 @@ BOUNDLESS = {  # tables that show the latest known state, however old: no $timeF
 }
 
 
-def test_time_series_queries_are_bounded_by_the_dashboard_time_range() -> None:
+def test_every_query_is_bounded_in_time() -> None:
+    """Nothing scans all history (which grows for years): time series by the dashboard's range,
+    current-state tables by the look-back drop-down."""
     for query in all_queries():
         if query.kind == "variable":
             assert query.text.startswith("SHOW TAG VALUES"), query.key
-        elif query.key in BOUNDLESS:
+        elif query.key in CURRENT_STATE:
             assert "$timeFilter" not in query.text
+            assert "AND time > now() - $lookback GROUP BY" in query.text, query.key
         else:
             assert "$timeFilter" in query.text, query.key
+
+
+def test_temperatures_are_shown_in_each_sensors_unit() -> None:
+    """No hard-coded Celsius: every temperature query is split by the stored unit tag, and each
+    refId gets the matching Grafana unit."""
+    for board in load_dashboards().values():
+        for panel in iter_panels(board):
+            texts = {t["refId"]: t["query"] for t in panel["targets"]}
+            summaries = r'"(sensor_summary|temperature_15m)"'
+            temperature = {ref for ref, q in texts.items() if panel["type"] == "timeseries"
+                           and ((re.search(summaries, q) and "count(" not in q)
+                                or ('"sensor_event"' in q
+                                    and re.search(r'"(value|threshold)"', q)))}
+            if not temperature:
+                continue
+            assert "unit" not in panel["fieldConfig"]["defaults"], panel["title"]
+            units = {o["matcher"]["options"]: o["properties"][0]["value"]
+                     for o in panel["fieldConfig"]["overrides"]
+                     if o["matcher"]["id"] == "byFrameRefID"}
+            for ref in temperature:
+                if "\"unit\" = 'degF'" in texts[ref]:
+                    assert units[ref] == "fahrenheit", (panel["title"], ref)
+                else:
+                    assert "(\"unit\" = 'degC' OR \"unit\" = '')" in texts[ref], ref
+                    assert units[ref] == "celsius", (panel["title"], ref)
+    hub = load_dashboards()["thermopipe-hub"]
+    (rates,) = [p for p in iter_panels(hub) if "per second" in p["title"]]
+    assert rates["fieldConfig"]["defaults"]["unit"] == "suffix: events/s"
 
 
 # --- scripts and units --------------------------------------------------------------------------

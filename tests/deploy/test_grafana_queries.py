@@ -27,8 +27,10 @@ ONE = "one"
 def selection(which: str) -> dict[str, list[str]]:
     if which == ALL:  # Grafana's "All": every value of the variable, as (a|b)
         return {"site": sorted({s for s, _ in SENSORS}), "device": sorted({d for _, d in SENSORS}),
-                "sensor": sorted({x for v in SENSORS.values() for x in v}), "hub": [HUB_ID]}
-    return {"site": [LAB], "device": [LAB_DEV], "sensor": ["tank"], "hub": [HUB_ID]}
+                "sensor": sorted({x for v in SENSORS.values() for x in v}), "hub": [HUB_ID],
+                "lookback": ["7d"]}
+    return {"site": [LAB], "device": [LAB_DEV], "sensor": ["tank"], "hub": [HUB_ID],
+            "lookback": ["7d"]}
 
 
 def in_selection(which: str, site: str, device: str, sensor: str | None = None) -> bool:
@@ -68,29 +70,40 @@ def non_null(rows: Rows, column: str) -> list[Any]:
     return [r[column] for r in rows if r.get(column) is not None]
 
 
-def exp_temperature(f: Filled, which: str, rows: Rows) -> None:
-    events = [e for e in f.events if e.kind != "fault"
-              and in_selection(which, e.site, e.device_id, e.sensor_id)]
-    assert pairs(rows) == {(e.device_id, e.sensor_id) for e in events}
-    assert 85.0 not in non_null(rows, "last")  # the power-on fault value is not a temperature
-    assert max(non_null(rows, "last")) == max(e.value for e in events)
+def exp_temperature(unit: str) -> Callable[[Filled, str, Rows], None]:
+    """The query of one unit's sensors: exactly those, never a fault's value."""
+    def check(f: Filled, which: str, rows: Rows) -> None:
+        events = [e for e in f.events if e.kind != "fault" and e.unit == unit
+                  and in_selection(which, e.site, e.device_id, e.sensor_id)]
+        assert pairs(rows) == {(e.device_id, e.sensor_id) for e in events}
+        assert 85.0 not in non_null(rows, "last")  # the power-on fault value is no temperature
+        if events:
+            assert max(non_null(rows, "last")) == max(e.value for e in events)
+    return check
 
 
-def exp_thresholds(f: Filled, which: str, rows: Rows) -> None:
-    crossed = [e for e in f.events if e.kind == "state_change" and e.threshold is not None
-               and in_selection(which, e.site, e.device_id, e.sensor_id)]
-    drawn = [r for r in rows if r.get("last") is not None]
-    assert {(r["device"], r["sensor"], r["state"]) for r in drawn} == {
-        (e.device_id, e.sensor_id, e.new_state) for e in crossed}
-    assert {r["last"] for r in drawn} == {e.threshold for e in crossed} == {30.0}
+def exp_thresholds(unit: str) -> Callable[[Filled, str, Rows], None]:
+    def check(f: Filled, which: str, rows: Rows) -> None:
+        crossed = [e for e in f.events if e.kind == "state_change" and e.threshold is not None
+                   and e.unit == unit and in_selection(which, e.site, e.device_id, e.sensor_id)]
+        drawn = [r for r in rows if r.get("last") is not None]
+        assert {(r["device"], r["sensor"], r["state"]) for r in drawn} == {
+            (e.device_id, e.sensor_id, e.new_state) for e in crossed}
+        assert {r["last"] for r in drawn} == {e.threshold for e in crossed}
+    return check
 
 
-def exp_summary(f: Filled, which: str, rows: Rows) -> None:
-    sums = [s for s in f.summaries if in_selection(which, s.site, s.device_id, s.sensor_id)]
-    assert pairs(rows) == {(s.device_id, s.sensor_id) for s in sums}
-    assert min(non_null(rows, "min")) == min(s.min for s in sums if s.min is not None)
-    assert max(non_null(rows, "max")) == max(s.max for s in sums if s.max is not None)
-    assert non_null(rows, "mean")
+def exp_summary(unit: str) -> Callable[[Filled, str, Rows], None]:
+    """Summaries per window, and their 15-minute long-term series (the same min and max)."""
+    def check(f: Filled, which: str, rows: Rows) -> None:
+        sums = [s for s in f.summaries if s.unit == unit
+                and in_selection(which, s.site, s.device_id, s.sensor_id)]
+        assert pairs(rows) == {(s.device_id, s.sensor_id) for s in sums}
+        if sums:
+            assert min(non_null(rows, "min")) == min(s.min for s in sums if s.min is not None)
+            assert max(non_null(rows, "max")) == max(s.max for s in sums if s.max is not None)
+            assert non_null(rows, "mean")
+    return check
 
 
 def exp_current_band(f: Filled, which: str, rows: Rows) -> None:
@@ -98,8 +111,9 @@ def exp_current_band(f: Filled, which: str, rows: Rows) -> None:
     for e in f.events:
         if e.kind == "state_change" and in_selection(which, e.site, e.device_id, e.sensor_id):
             last[(e.device_id, e.sensor_id)] = e
-    assert {(r["device"], r["sensor"]): (r["state"], r["previous_state"]) for r in rows} == {
-        k: (e.new_state, e.previous_state) for k, e in last.items()}
+    assert {(r["device"], r["sensor"]): (r["state"], r["previous_state"], r["unit"])
+            for r in rows} == {k: (e.new_state, e.previous_state, e.unit)
+                               for k, e in last.items()}
 
 
 def exp_faults(f: Filled, which: str, rows: Rows) -> None:
@@ -278,9 +292,14 @@ def exp_var_hub(f: Filled, which: str, rows: Rows) -> None:
 
 T, D, H = "thermopipe-temperatures", "thermopipe-devices", "thermopipe-hub"
 EXPECTATIONS: dict[str, Callable[[Filled, str, Rows], None]] = {
-    f"{T}:panel:Temperature per sensor:A": exp_temperature,
-    f"{T}:panel:Temperature per sensor:B": exp_thresholds,
-    f"{T}:panel:Summary per window (min / mean / max):A": exp_summary,
+    f"{T}:panel:Temperature per sensor:A": exp_temperature("degC"),
+    f"{T}:panel:Temperature per sensor:B": exp_thresholds("degC"),
+    f"{T}:panel:Temperature per sensor:C": exp_temperature("degF"),
+    f"{T}:panel:Temperature per sensor:D": exp_thresholds("degF"),
+    f"{T}:panel:Summary per window (min / mean / max):A": exp_summary("degC"),
+    f"{T}:panel:Summary per window (min / mean / max):B": exp_summary("degF"),
+    f"{T}:panel:Long-term temperature (15-minute min / mean / max):A": exp_summary("degC"),
+    f"{T}:panel:Long-term temperature (15-minute min / mean / max):B": exp_summary("degF"),
     f"{T}:panel:Current band per sensor:A": exp_current_band,
     f"{T}:panel:Faults:A": exp_faults,
     f"{T}:panel:Events by kind:A": exp_events_by_kind,
@@ -337,8 +356,8 @@ def test_the_stored_layout_is_what_the_dashboards_expect(filled: Filled, influxd
     for measurement in measurements:
         rows = influxdb.series_rows(f'SHOW TAG KEYS FROM "{measurement}"', filled.db)
         tags[measurement] = {r["tagKey"] for r in rows}
-    assert tags == {"sensor_event": {"site", "device", "sensor", "kind", "state"},
-                    "sensor_summary": {"site", "device", "sensor"},
+    assert tags == {"sensor_event": {"site", "device", "sensor", "kind", "state", "unit"},
+                    "sensor_summary": {"site", "device", "sensor", "unit"},
                     "device_status": {"site", "device"},
                     "alert": {"site", "device", "sensor", "rule", "severity", "status"},
                     "hub_health": {"hub"}}

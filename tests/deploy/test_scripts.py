@@ -80,3 +80,27 @@ def test_add_device_help(deploy_copy: DeployCopy) -> None:
     out = subprocess.run(["bash", str(deploy_copy.root / "scripts" / "add-device.sh"), "--help"],
                          capture_output=True, text=True, check=True, timeout=30).stdout
     assert "add-device.sh [options] SITE DEVICE" in out and "--tls" in out
+
+
+def test_setup_server_adds_secrets_new_since_and_lets_the_broker_read_its_passwords(
+        deploy_copy: DeployCopy) -> None:
+    import os
+
+    env_file = deploy_copy.root / ".env"
+    kept = deploy_copy.env()
+    # an .env made before GRAFANA_INFLUXDB_PASSWORD existed
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in kept.items()
+                                if k != "GRAFANA_INFLUXDB_PASSWORD"))
+    again = deploy_copy.run("scripts/setup-server.sh")
+    assert "added GRAFANA_INFLUXDB_PASSWORD" in again.stdout
+    env = deploy_copy.env()
+    assert {k: v for k, v in env.items() if k != "GRAFANA_INFLUXDB_PASSWORD"} == {
+        k: v for k, v in kept.items() if k != "GRAFANA_INFLUXDB_PASSWORD"}
+    assert len(env["GRAFANA_INFLUXDB_PASSWORD"]) >= 24
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    # the broker container reads the password file through a read-only mount as its mosquitto
+    # user: mode 0640, group 1883 (as root; otherwise the script says what to run)
+    passwd = deploy_copy.root / "mosquitto" / "passwd"
+    assert stat.S_IMODE(passwd.stat().st_mode) == 0o640
+    if os.geteuid() == 0:
+        assert passwd.stat().st_gid == 1883
