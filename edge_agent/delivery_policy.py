@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from edge_agent.backoff import TokenBucket
+from schemas.backoff import TokenBucket
 
 #: most backlog rows asked for in one read
 READ_BATCH = 500

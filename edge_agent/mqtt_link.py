@@ -12,7 +12,7 @@ What it does:
   reason); those do not restart the backoff, so the pair does not become a reconnect storm.
 - A retained *will* on the status topic (``online=false, reason="will"``) set before every
   connect, carrying the session counter (Sparkplug's bdSeq) that increments on every connect.
-- Reconnects with exponential backoff and full jitter (:func:`edge_agent.backoff.backoff_delay`);
+- Reconnects with exponential backoff and full jitter (:func:`schemas.backoff.backoff_delay`);
   every failed attempt is logged with its reason, translated into :class:`ServerError` (bad
   credentials vs TLS failure vs unreachable), and kept in :attr:`MqttLink.last_error`.
 
@@ -42,8 +42,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from edge_agent.backoff import backoff_delay
 from schemas import Topics, check_identifier
+from schemas.backoff import backoff_delay
 from schemas.config_loading import resolve_secret
 from schemas.connect_errors import connect_error
 from schemas.errors import DeliveryError, ServerError, ThermopipeError, TopicError

@@ -21,6 +21,7 @@ import structlog
 from hub.consumers.base import Consumer, Envelope, JournalEntry
 from hub.journal import Journal
 from hub.metrics import HubMetrics
+from schemas.backoff import exponential_delay
 
 log = structlog.get_logger("hub.dispatch")
 
@@ -119,7 +120,6 @@ class ConsumerRunner:
             self._commit_cursor()
 
     def _deliver(self) -> None:
-        delay = self.retry_initial_s
         name = self.consumer.name
         state = self.state
         while not self._stop.is_set():
@@ -139,11 +139,12 @@ class ConsumerRunner:
                 state.last_error = f"{type(exc).__name__}: {exc}"
                 state.last_error_at = time.time()
                 self._retries.inc()
+                delay = exponential_delay(state.consecutive_failures - 1, self.retry_initial_s,
+                                          self.retry_max_s)
                 log.warning("consumer_failed", consumer=name, error=state.last_error,
                             batch=len(batch), first_offset=batch[0].offset,
                             retry_in_s=round(delay, 2), attempt=state.consecutive_failures)
                 self._stop.wait(delay)
-                delay = min(delay * 2, self.retry_max_s)
                 continue
             state.busy_since = None
             state.cursor = batch[-1].offset
@@ -152,7 +153,6 @@ class ConsumerRunner:
             if state.consecutive_failures:
                 log.info("consumer_recovered", consumer=name, after=state.consecutive_failures)
             state.consecutive_failures = 0
-            delay = self.retry_initial_s
             if events:  # processed and lag count contract events, not the hub's own records
                 state.processed += len(events)
                 self._processed.inc(len(events))

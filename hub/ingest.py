@@ -35,6 +35,7 @@ from hub.journal import DeadRecord, Journal, JournalError, Pending
 from hub.metrics import HubMetrics
 from hub.mqtt_client import BufferedClient, apply_account, wait_acked
 from hub.validate import OrderTracker
+from schemas.backoff import exponential_delay
 from schemas.connect_errors import connect_error
 from schemas.errors import DeliveryError
 from schemas.topics import Topics
@@ -187,7 +188,7 @@ class Ingest:
                            f"connection dropped {self._flaps} times in a row within "
                            f"{FLAP_WINDOW_S:.0f} s of connecting ({reason}): another client "
                            f"with client id {self.config.client_id!r}?")
-        delay = min(2 ** max(self._flaps, 1), 60)
+        delay = int(exponential_delay(max(self._flaps, 1), 1, 60))
         self._client.reconnect_delay_set(delay, 120)
         log.error("mqtt_client_id_clash", client_id=self.config.client_id, reason=str(reason),
                   flaps=self._flaps, reconnect_in_s=delay)

@@ -1,8 +1,17 @@
-"""Pacing, as pure functions of time: reconnect backoff with full jitter, and a token bucket."""
+"""Pacing, as pure functions of time, for both programs: exponential backoff (plain, and with full
+jitter for reconnects) and a token bucket. Every retry loop in the agent and the hub takes its
+delay from here (serial reopen, MQTT reconnect and client-id clash, consumer retries, alert
+notifications, webhook retries)."""
 
 from __future__ import annotations
 
+import math
 import random
+
+
+def exponential_delay(attempt: int, initial_s: float, max_s: float = math.inf) -> float:
+    """``initial_s`` doubled per earlier attempt (``attempt`` 0 = the first retry), capped."""
+    return min(max_s, initial_s * float(2 ** min(max(attempt, 0), 60)))
 
 
 def backoff_delay(attempt: int, min_s: float, max_s: float,
@@ -13,7 +22,7 @@ def backoff_delay(attempt: int, min_s: float, max_s: float,
     of devices that lost the broker together does not come back in lock-step; floored at a tenth
     of ``min_s`` so a client never spins.
     """
-    cap = min(max_s, min_s * (2 ** min(attempt, 30)))
+    cap = exponential_delay(attempt, min_s, max_s)
     delay = (rng or random).uniform(0.0, cap)
     return max(delay, min_s / 10.0)
 

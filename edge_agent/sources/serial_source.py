@@ -20,6 +20,7 @@ from serial.urlhandler import protocol_socket
 from edge_agent.decide.types import Reading
 from edge_agent.sources.base import ReadingSink, SensorSpec, start_source_thread
 from edge_agent.sources.frames import FrameHandler, decoder_counters
+from schemas.backoff import exponential_delay
 from schemas.errors import SourceError
 from schemas.serial_protocol import FrameDecoder, Identify, ProtocolError, encode
 
@@ -124,7 +125,7 @@ class SerialSource:
 
     # --- the reader thread -------------------------------------------------------------------
     def _run(self, sink: ReadingSink) -> None:
-        backoff = self.reopen_min_s
+        failed_in_row = 0
         last_warned = -RETRY_LOG_EVERY_S
         while not self._stop.is_set():
             try:
@@ -134,6 +135,8 @@ class SerialSource:
                 if self.opens == 0 and self.open_failures == 1:
                     # Absent from the start: configured sensors are lost until it shows up.
                     self._report_lost(sink, str(exc))
+                backoff = exponential_delay(failed_in_row, self.reopen_min_s, self.reopen_max_s)
+                failed_in_row += 1
                 now = time.monotonic()
                 if now - last_warned >= RETRY_LOG_EVERY_S:  # not one line per attempt
                     last_warned = now
@@ -141,9 +144,8 @@ class SerialSource:
                                 error=str(exc), retry_in_s=round(backoff, 2),
                                 failures=self.open_failures)
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, self.reopen_max_s)
                 continue
-            backoff = self.reopen_min_s
+            failed_in_row = 0
             self.opens += 1
             with self._lock:
                 self._port = port

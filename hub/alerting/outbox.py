@@ -16,6 +16,7 @@ import structlog
 from hub.alerting.metrics import AlertingStats
 from hub.alerting.notifiers.base import Notifier, NotifierRejected
 from hub.alerting.store import AlertStore, OutboxItem
+from schemas.backoff import exponential_delay
 from schemas.errors import DeliveryError
 from schemas.models import Alert
 
@@ -110,7 +111,7 @@ class NotifierWorker:
             self._stats.given_up(self.name)
             bound.error("alert undeliverable; given up", reason=reason, attempts=item.attempts + 1)
             return
-        delay = min(self._retry_initial_s * 2 ** item.attempts, self._retry_max_s)
+        delay = exponential_delay(item.attempts, self._retry_initial_s, self._retry_max_s)
         self._store.mark_failed(item, reason, now + delay)
         bound.warning("alert delivery failed; will retry", reason=reason,
                       attempts=item.attempts + 1, retry_in_s=round(delay, 2))

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from edge_agent import clock
-from edge_agent.backoff import TokenBucket, backoff_delay
 from edge_agent.decide.types import Draft
 from edge_agent.outbox import Outbox, OutboxSettings
 from edge_agent.stamping import EventStamper
 from schemas import FaultEvent, ReadingEvent, SummaryEvent
+from schemas.backoff import TokenBucket, backoff_delay
 from schemas.errors import InvalidIdentifier, InvalidMessage
 from tests.agent_delivery.helpers import T0, draft
 
@@ -80,3 +80,11 @@ def test_token_bucket_paces_and_unlimited_means_unlimited() -> None:
     assert bucket.available(10.0) == 10  # capped at the burst
     free = TokenBucket(0.0)
     assert free.available(0.0) > 10**6 and free.wait_time(0.0) == 0.0
+
+
+def test_exponential_delay_doubles_from_the_first_retry_and_is_capped() -> None:
+    from schemas.backoff import exponential_delay
+
+    assert [exponential_delay(a, 0.5, 30) for a in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert exponential_delay(-3, 1, 10) == 1  # never below the first delay
+    assert exponential_delay(10_000, 1) == 2.0 ** 60  # no overflow without a cap

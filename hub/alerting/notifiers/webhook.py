@@ -16,6 +16,7 @@ import structlog
 
 from hub.alerting.config import WebhookNotifier
 from hub.alerting.notifiers.base import NotifierRejected
+from schemas.backoff import exponential_delay
 from schemas.errors import DeliveryError
 from schemas.models import Alert
 
@@ -37,7 +38,8 @@ class WebhookSender:
         body = alert.model_dump_json().encode()
         last = ""
         for attempt in range(self.config.max_retries + 1):
-            if attempt and self._stop.wait(self.config.retry_backoff_s * 2 ** (attempt - 1)):
+            if attempt and self._stop.wait(exponential_delay(attempt - 1,
+                                                             self.config.retry_backoff_s)):
                 break  # closing: leave it to the outbox
             try:
                 resp = self._client.post(self.config.url, content=body, headers=headers)
