@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
@@ -101,11 +102,14 @@ def test_influxdb_client_v2_write_path_lands_in_victoria_metrics(
     from influxdb_client import InfluxDBClient
     from influxdb_client.client.write_api import SYNCHRONOUS
 
-    sent = [e for e in events(30) if isinstance(e, ReadingEvent)]
+    # a site of this test's own: other tests write sensor_event points to the same server
+    site = f"contract-{uuid.uuid4().hex[:8]}"
+    sent = [e.model_copy(update={"site": site}) for e in events(30)
+            if isinstance(e, ReadingEvent)]
     with InfluxDBClient(url=victoria.url, token="unused", org="thermopipe") as client:
         client.write_api(write_options=SYNCHRONOUS).write(
             bucket="thermopipe", record=[point_for(e).to_line() for e in sent])  # type: ignore[union-attr]
-    series = victoria.export('{__name__="sensor_event_value"}')
+    series = victoria.export(f'{{__name__="sensor_event_value",site="{site}"}}')
     values = sorted(v for s in series for v in s["values"])
     assert values == sorted(e.value for e in sent)
     assert {s["metric"]["device"] for s in series} == {"pi-01"}
