@@ -23,8 +23,9 @@ from hub.dispatch import ConsumerRunner
 from hub.ingest import Ingest
 from hub.journal import Journal
 from hub.metrics import HubMetrics
+from hub.records import Point
 from hub.storage.health import HealthRecorder
-from hub.storage.points import Point, health_point, point_for
+from hub.storage.points import health_point, point_for
 from hub.web import WebServer, make_app
 from schemas.models import Alert
 
@@ -123,9 +124,7 @@ class Hub:
     def routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = []
         for consumer in self.consumers:
-            fn = getattr(consumer, "routes", None)
-            if callable(fn):
-                routes.extend(fn())
+            routes.extend(consumer.routes())
         return routes
 
     def health(self) -> dict[str, Any]:

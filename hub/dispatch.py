@@ -52,11 +52,11 @@ class ConsumerRunner:
         self.consumer = consumer
         self.journal = journal
         self.metrics = metrics
-        self.batch_size = int(getattr(consumer, "batch_size", batch_size))
-        self.max_wait_s = float(getattr(consumer, "max_wait_s", max_wait_s))
+        self.batch_size = consumer.batch_size or batch_size
+        self.max_wait_s = consumer.max_wait_s or max_wait_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
-        self.accepts_local = bool(getattr(consumer, "accepts_local", False))
+        self.accepts_local = consumer.accepts_local
         self.state = ConsumerState(consumer.name)
         self._stop = threading.Event()
         self._committed = 0

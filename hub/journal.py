@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hub.consumers.base import Envelope, JournalEntry, LocalRecord
-from hub.storage.points import Point
+from hub.records import Point
 from hub.validate import Accepted
 from schemas.codec import decode
 from schemas.errors import ThermopipeError

@@ -36,7 +36,7 @@ from hub.alerting.metrics import AlertingStats
 from hub.alerting.notifiers.base import build_notifiers
 from hub.alerting.outbox import NotifierWorker
 from hub.alerting.store import AlertStore
-from hub.consumers.base import Envelope
+from hub.consumers.base import ConsumerDefaults, Envelope
 from schemas.errors import ConfigError, DeliveryError
 from schemas.models import Alert
 
@@ -52,7 +52,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class AlertingConsumer:
+class AlertingConsumer(ConsumerDefaults):
     name = "alerting"
 
     def __init__(self, config: AlertingConfig,

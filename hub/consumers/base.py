@@ -10,6 +10,9 @@ The journal also holds records the hub makes itself (``LocalRecord``: its alerts
 ``hub_health`` points, each a ready point to store). Only a consumer whose class says
 ``accepts_local = True`` (storage) gets them in its batches; every other consumer never sees
 them (the alerting consumer never sees its own alerts), and its cursor simply moves past them.
+
+Every attribute of the contract is explicit in :class:`Consumer` (the hub reads them, never probes
+for them); :class:`ConsumerDefaults` gives the optional ones their usual values.
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from hub.storage.points import Point
+from hub.records import Point
 from schemas.models import DeviceStatus, SensorEvent
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +56,21 @@ JournalEntry = Envelope | LocalRecord
 class Consumer(Protocol):
     name: str
 
+    @property
+    def batch_size(self) -> int | None:
+        """Most entries per ``handle`` call; ``None``: the hub's ``[dispatch] batch_size``."""
+
+    @property
+    def max_wait_s(self) -> float:
+        """Seconds to wait for a fuller batch before handing one over (0: what is there)."""
+
+    @property
+    def accepts_local(self) -> bool:
+        """True: the hub's own records (``LocalRecord``) come in the batches too."""
+
+    def routes(self) -> list[BaseRoute]:
+        """HTTP routes the consumer serves on the hub's web server (``[]`` for none)."""
+
     def handle(self, batch: Sequence[Envelope]) -> None:
         """Process a batch; raise to have the same batch retried later.
 
@@ -58,3 +79,14 @@ class Consumer(Protocol):
 
     def close(self) -> None:
         """Release resources; called once on shutdown."""
+
+
+class ConsumerDefaults:
+    """The optional parts of :class:`Consumer` with their usual values, for consumers to inherit."""
+
+    batch_size: int | None = None
+    max_wait_s: float = 0.0
+    accepts_local: bool = False
+
+    def routes(self) -> list[BaseRoute]:
+        return []

@@ -30,7 +30,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from hub.consumers.base import Envelope
+from hub.consumers.base import ConsumerDefaults, Envelope
 from hub.dashboard.config import DashboardConfig
 from hub.dashboard.state import Change, DashboardState, DataLossRecord
 from schemas.models import Alert
@@ -54,7 +54,7 @@ class _Subscriber:
     resyncs: int = 0
 
 
-class DashboardConsumer:
+class DashboardConsumer(ConsumerDefaults):
     name = "dashboard"
 
     def __init__(self, config: DashboardConfig | None = None) -> None:

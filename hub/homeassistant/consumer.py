@@ -25,7 +25,7 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 
 from hub.config import MqttConfig
-from hub.consumers.base import Envelope
+from hub.consumers.base import ConsumerDefaults, Envelope
 from hub.homeassistant.config import HomeAssistantConfig
 from hub.homeassistant.discovery import Discovery, Publish
 from hub.mqtt_client import apply_account, wait_acked
@@ -35,7 +35,7 @@ from schemas.topics import Topics
 log = structlog.get_logger("hub.homeassistant")
 
 
-class HomeAssistantConsumer:
+class HomeAssistantConsumer(ConsumerDefaults):
     name = "homeassistant"
 
     def __init__(self, config: HomeAssistantConfig, mqtt_config: MqttConfig, client_id: str,

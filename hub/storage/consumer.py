@@ -27,16 +27,17 @@ from typing import Any
 import structlog
 
 from hub.config import StorageConfig
-from hub.consumers.base import JournalEntry, LocalRecord
+from hub.consumers.base import ConsumerDefaults, JournalEntry, LocalRecord
 from hub.storage.lines import line_for
 from schemas.errors import DeliveryError
 
 log = structlog.get_logger("hub.storage")
 
 
-class StorageConsumer:
+class StorageConsumer(ConsumerDefaults):
     name = "storage"
     accepts_local = True  # the hub's own alerts and hub_health points (LocalRecord)
+    batch_size: int  # its own: lines per write request
 
     def __init__(self, config: StorageConfig, rejected_counter: Any | None = None) -> None:
         self.config = config

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import structlog
 
-from hub.storage.points import Point
+from hub.records import Point
 from schemas.errors import ThermopipeError
 
 log = structlog.get_logger("hub.storage.health")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from hub.storage.points import _esc_key, point_for, time_ns
+from hub.records import esc_key
+from hub.storage.points import point_for, time_ns
 from schemas.models import Message, ReadingEvent
 
 
@@ -17,7 +18,7 @@ from schemas.models import Message, ReadingEvent
 def _reading_prefix(site: str, device: str, sensor: str, unit: str) -> str:
     tags = {"site": site, "device": device, "sensor": sensor, "kind": "reading",
             "state": "value", "unit": unit}
-    return "sensor_event" + "".join(f",{_esc_key(k)}={_esc_key(v)}"
+    return "sensor_event" + "".join(f",{esc_key(k)}={esc_key(v)}"
                                     for k, v in sorted(tags.items()) if v != "")
 
 

@@ -52,9 +52,9 @@ one series (InfluxDB would otherwise overwrite one with the other).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from hub.records import FieldValue, Point
 from schemas.models import (
     Alert,
     DeviceStatus,
@@ -66,22 +66,7 @@ from schemas.models import (
     SummaryEvent,
 )
 
-FieldValue = float | int | bool | str
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class Point:
-    measurement: str
-    tags: dict[str, str]
-    fields: dict[str, FieldValue]
-    time_ns: int
-
-    def to_line(self) -> str:
-        tags = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in sorted(self.tags.items())
-                       if v != "")
-        fields = ",".join(f"{_esc_key(k)}={_field(v)}" for k, v in self.fields.items())
-        return f"{_esc_key(self.measurement)}{tags} {fields} {self.time_ns}"
 
 
 def time_ns(when: datetime, seq: int = 0) -> int:
@@ -181,15 +166,3 @@ def health_point(hub_id: str, at_ns: int, *, events_in: int, duplicates: int,
     return Point("hub_health", {"hub": hub_id}, fields, at_ns)
 
 
-def _esc_key(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
-
-
-def _field(value: FieldValue) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}i"
-    if isinstance(value, float):
-        return repr(value)
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from hub.consumers.base import JournalEntry, LocalRecord
+from hub.consumers.base import ConsumerDefaults, JournalEntry, LocalRecord
 from hub.storage.points import point_for
 from schemas.errors import DeliveryError
 
@@ -39,9 +39,10 @@ CREATE TABLE IF NOT EXISTS points (
 """
 
 
-class SqliteStoreConsumer:
+class SqliteStoreConsumer(ConsumerDefaults):
     name = "storage"
     accepts_local = True  # the hub's own alerts and hub_health points (LocalRecord)
+    batch_size: int  # its own: lines per write request
 
     def __init__(self, path: Path, batch_size: int = 1000, flush_interval_s: float = 0.2) -> None:
         self.path = Path(path)

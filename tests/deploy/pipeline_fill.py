@@ -33,7 +33,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.storage.points import Point, point_for
+from hub.records import Point
+from hub.storage.points import point_for
 from schemas.codec import decode, encode
 from schemas.models import (
     Alert,

@@ -17,7 +17,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from hub.app import Hub
-from hub.consumers.base import Envelope
+from hub.consumers.base import ConsumerDefaults, Envelope
 from schemas.codec import encode
 from schemas.models import DeadLetter, FaultEvent
 from schemas.registry import AVRO_MAGIC
@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.servers]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Recorder:
+class Recorder(ConsumerDefaults):
     """A consumer that keeps what it was given."""
 
     name = "recorder"

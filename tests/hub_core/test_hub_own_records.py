@@ -17,11 +17,12 @@ import pytest
 from pydantic import SecretStr
 
 from hub.app import Hub
-from hub.consumers.base import Envelope, JournalEntry, LocalRecord
+from hub.consumers.base import ConsumerDefaults, Envelope, JournalEntry, LocalRecord
 from hub.dispatch import ConsumerRunner
 from hub.journal import Journal, Pending
 from hub.metrics import HubMetrics
-from hub.storage.points import Point, health_point, point_for
+from hub.records import Point
+from hub.storage.points import health_point, point_for
 from schemas.codec import encode
 from schemas.errors import DeliveryError
 from schemas.models import Alert, StateChangeEvent
@@ -87,7 +88,7 @@ def test_local_records_are_journaled_in_order_and_survive_a_restart(tmp_path: Pa
         journal.close()
 
 
-class _Recorder:
+class _Recorder(ConsumerDefaults):
     def __init__(self, name: str, accepts_local: bool) -> None:
         self.name = name
         self.accepts_local = accepts_local
@@ -132,7 +133,7 @@ def _health_rows(influxdb: Any, db: str) -> list[dict[str, Any]]:
     return rows
 
 
-class _Gate:
+class _Gate(ConsumerDefaults):
     """A consumer that holds its first batch until opened: backlog and lag build up."""
 
     name = "gate"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hub.app import Hub
-from hub.consumers.base import Envelope
+from hub.consumers.base import ConsumerDefaults, Envelope
 from schemas.errors import DeliveryError
 from schemas.topics import Topics
 from tests.hub_core.helpers import (
@@ -147,7 +147,7 @@ def test_influxdb_down_for_30s_loses_nothing(tmp_path: Path, mosquitto, influxdb
     assert influx_count(influx, "outage") == n
 
 
-class Hanging:
+class Hanging(ConsumerDefaults):
     name = "hanging"
 
     def __init__(self) -> None:
@@ -162,7 +162,7 @@ class Hanging:
         self.release.set()
 
 
-class Failing:
+class Failing(ConsumerDefaults):
     name = "failing-webhook"
 
     def __init__(self) -> None:
