@@ -5,7 +5,6 @@
     hub dlq [-c FILE] list [--status open|replayed|replay_requested]
     hub dlq [-c FILE] show ID
     hub dlq [-c FILE] replay (ID ... | --all) [--wait SECONDS]
-    hub demo [options]                 (the whole pipeline on this machine: hub demo --help)
     hub --version
 
 A bad config exits 2 with every problem and its key path; any other start-up failure (a missing
@@ -290,18 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--wait", type=float, default=10.0,
                         help="seconds to wait for the running hub to replay them")
     dlq.set_defaults(func=cmd_dlq)
-    # listed for --help; the arguments are parsed by hub.demo's own parser
-    sub.add_parser("demo", help="run the whole pipeline on this machine (see: hub demo --help)",
-                   add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["demo"]:
-        from hub.demo import main as demo_main
-
-        return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "run" and args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)

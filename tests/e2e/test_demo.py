@@ -1,8 +1,8 @@
 """The one-command demo: it starts, the dashboard shows simulated sensors updating live in a real
 browser, Ctrl-C stops it cleanly, and a taken port or a bad option exits non-zero with a reason.
 
-The demo runs exactly as ``scripts/demo`` runs it (``hub demo``), with its embedded amqtt broker
-and embedded SQLite store: nothing but the project's own Python packages.
+The demo runs exactly as ``scripts/demo`` runs it (``thermopipe-demo``), with its embedded amqtt
+broker and embedded SQLite store: nothing but the project's own Python packages.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class DemoProcess:
         self.state = tmp / "state"
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "demo", "--http-port", str(self.http_port),
+            [sys.executable, "-m", "demo", "--http-port", str(self.http_port),
              "--mqtt-port", str(self.mqtt_port), "--state-dir", str(self.state), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -131,7 +131,7 @@ def test_demo_refuses_a_taken_port_with_a_clear_message(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "hub.cli", "demo", "--http-port", str(port),
+            [sys.executable, "-m", "demo", "--http-port", str(port),
              "--state-dir", str(tmp_path / "s")], check=False, capture_output=True, text=True,
             timeout=60)
     assert result.returncode == 3, result
@@ -142,7 +142,7 @@ def test_demo_refuses_a_taken_port_with_a_clear_message(tmp_path: Path) -> None:
 
 def test_demo_rejects_a_bad_broker_option(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "demo", "--broker", "amqp://nowhere",
+        [sys.executable, "-m", "demo", "--broker", "amqp://nowhere",
          "--http-port", str(free_port()), "--state-dir", str(tmp_path / "s")],
         check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result
@@ -157,7 +157,7 @@ def test_demo_rejects_a_bad_broker_option(tmp_path: Path) -> None:
 def test_demo_reports_a_bad_option_against_the_option(tmp_path: Path, option: str, value: str,
                                                       reason: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "demo", option, value, "--state-dir",
+        [sys.executable, "-m", "demo", option, value, "--state-dir",
          str(tmp_path / "s")], check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result
     assert f"argument {option}: {reason}" in result.stderr, result.stderr
@@ -166,7 +166,7 @@ def test_demo_reports_a_bad_option_against_the_option(tmp_path: Path, option: st
 
 
 def test_a_dead_components_reason_is_shown_whole(tmp_path: Path) -> None:
-    from hub.demo import Program
+    from demo.cli import Program
 
     log = tmp_path / "hub.log"
     frames = "".join(f'  File "x.py", line {i}, in f{i}\n    f{i + 1}()\n    ^^^^^^^^\n'

@@ -20,12 +20,11 @@ import pytest
 from schemas.extras import EXTRAS
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRST_PARTY = {"edge_agent", "hub", "firmware_sim", "schemas", "tests"}
+FIRST_PARTY = {"edge_agent", "hub", "firmware_sim", "schemas", "demo", "tests"}
 
 #: which role runs a file: the first matching prefix wins. "base" is the package without extras.
 OWNERS: list[tuple[str, str]] = [
-    ("hub/demo.py", "demo"),
-    ("hub/embedded_broker.py", "demo"),
+    ("demo/", "demo"),
     ("hub/", "hub"),
     ("edge_agent/", "agent"),
     ("firmware_sim/", "base"),
@@ -91,7 +90,7 @@ def distribution_of(module: str) -> str | None:
 
 def production_files() -> list[Path]:
     files = []
-    for package in ("edge_agent", "hub", "firmware_sim", "schemas"):
+    for package in ("edge_agent", "hub", "firmware_sim", "schemas", "demo"):
         files += [p for p in (ROOT / package).rglob("*.py") if "micropython" not in p.parts]
     return sorted(files)
 

@@ -30,7 +30,7 @@ from tests.servers import InfluxDB1, Mosquitto, free_port
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
-SCRIPTS = ("edge-agent", "hub", "firmware-sim")
+SCRIPTS = ("edge-agent", "hub", "firmware-sim", "thermopipe-demo")
 
 
 def _run(env: RoleEnv, script: str, *args: str, timeout: float = 60,
@@ -88,7 +88,7 @@ def test_every_console_script_answers_help_and_version(roles: dict[str, RoleEnv]
         assert versioned.returncode == 0, versioned
         assert versioned.stdout.strip() == f"{script} (thermopipe) {version}"
     for sub in (["edge-agent", "run", "--help"], ["hub", "run", "--help"],
-                ["hub", "demo", "--help"], ["firmware-sim", "serve", "--help"]):
+                ["thermopipe-demo", "--help"], ["firmware-sim", "serve", "--help"]):
         result = _run(env, *sub)
         assert result.returncode == 0 and "usage:" in result.stdout, result
     run_help = _run(env, "hub", "run", "--help").stdout
@@ -99,7 +99,7 @@ def test_a_program_without_its_roles_packages_names_the_extra(roles: dict[str, R
                                                               tmp_path: Path) -> None:
     # the demo runs everything: neither role's install has all it needs
     for env in roles.values():
-        result = _run(env, "hub", "demo", "--duration", "1", "--state-dir", str(tmp_path / "d"))
+        result = _run(env, "thermopipe-demo", "--duration", "1", "--state-dir", str(tmp_path / "d"))
         assert result.returncode == 1, result
         assert result.stderr.strip().endswith("pip install 'thermopipe[demo]'"), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr

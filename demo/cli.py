@@ -10,7 +10,7 @@ file unless ``--influx-url`` names an InfluxDB. Every program runs as its own pr
 same configs a real installation uses (written to the state directory, where their logs go too);
 this process supervises them, prints alerts as the hub publishes them, and keeps one status line.
 
-Run ``scripts/demo`` (or ``python -m hub.demo --help``). Ctrl-C stops everything cleanly.
+Run ``scripts/demo`` (or ``thermopipe-demo --help``). Ctrl-C stops everything cleanly.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from types import FrameType
 from typing import IO, Any
 
 from schemas.cli_args import port_number, positive_float
+from schemas.version import version_line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PORT_TAKEN = 0, 1, 2, 3
 
@@ -50,8 +51,9 @@ class DemoError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="hub demo", description="Run simulated sensors -> edge agents -> MQTT -> hub -> "
-        "store, alerts and the live dashboard on this machine.")
+        prog="thermopipe-demo", description="Run simulated sensors -> edge agents -> MQTT -> "
+        "hub -> store, alerts and the live dashboard on this machine.")
+    p.add_argument("--version", action="version", version=version_line("thermopipe-demo"))
     p.add_argument("--broker", default="embedded",
                    help="'embedded' (amqtt in this process, default), 'mosquitto' (a private "
                         "Mosquitto from the PATH) or mqtt://HOST:PORT (an existing broker)")
@@ -192,7 +194,7 @@ class Demo:
     def start_broker(self) -> None:
         kind = self.args.broker
         if kind == "embedded":
-            from hub.embedded_broker import EmbeddedBroker
+            from demo.embedded_broker import EmbeddedBroker
 
             self.broker = EmbeddedBroker("127.0.0.1", self.mqtt_port)
             self.broker.start()
@@ -425,7 +427,7 @@ format = "json"
 
     # -- running --------------------------------------------------------------------------------
     def say(self, text: str) -> None:
-        print(text, flush=True)  # noqa: T201 - the demo talks to a person
+        print(text, flush=True)
 
     def run(self) -> int:
         stop = threading.Event()
@@ -504,13 +506,13 @@ def main(argv: list[str] | None = None) -> int:
     from schemas.extras import EXTRAS, require
 
     try:
-        require("demo", "hub demo", [*EXTRAS["agent"], *EXTRAS["hub"], *EXTRAS["demo"]])
+        require("demo", "thermopipe-demo", [*EXTRAS["agent"], *EXTRAS["hub"], *EXTRAS["demo"]])
         return Demo(args).run()
     except DemoError as exc:
-        print(f"hub demo: {exc}", file=sys.stderr, flush=True)  # noqa: T201
+        print(f"thermopipe-demo: {exc}", file=sys.stderr, flush=True)
         return exc.code
     except ThermopipeError as exc:
-        print(f"hub demo: {exc}", file=sys.stderr, flush=True)  # noqa: T201
+        print(f"thermopipe-demo: {exc}", file=sys.stderr, flush=True)
         return EXIT_FAILED
 
 
