@@ -251,7 +251,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
                 raise RuntimeError(f"InfluxQL error for {q!r}: {result['error']}")
             for series in result.get("series", []):
                 cols = series["columns"]
-                for values in series["values"]:
+                for values in series.get("values", []):  # absent: an empty series
                     row = dict(zip(cols, values, strict=True))
                     row.update(series.get("tags", {}))
                     row["_measurement"] = series.get("name")
