@@ -101,6 +101,8 @@ class Agent:
         self.delivery = Delivery(self.outbox, config.mqtt, config.site, config.device_id,
                                  self.status_info, config.outbox.backlog_rate_per_s)
         self.started = threading.Event()
+        #: when the run loop last turned (monotonic): the watchdog pings only while it moves
+        self.last_turn = time.monotonic()
         self._last_drop_log = 0.0
 
     # --- what the status message and the status line show ---------------------------------
@@ -157,6 +159,11 @@ class Agent:
         return {"agent_version": AGENT_VERSION, "firmware": self.firmware(),
                 "sensors": self.sensor_infos(), "counters": self.agent_counters()}
 
+    def deciders(self) -> dict[str, SensorDecider]:
+        """A copy of the sensor -> decider map, for the state file (read-only use)."""
+        with self._lock:
+            return dict(self._deciders)
+
     def snapshot(self) -> dict[str, float]:
         counters = self.agent_counters()
         counters.update(self.delivery.counters())
@@ -191,6 +198,7 @@ class Agent:
         next_tick = time.monotonic() + tick_s
         try:
             while not stop.is_set():
+                self.last_turn = time.monotonic()
                 timeout = next_tick - time.monotonic()
                 if timeout > 0:
                     try:

@@ -2,17 +2,24 @@
 
     edge-agent run -c /etc/thermopipe/agent.toml [--status-line]
     edge-agent check-config /etc/thermopipe/agent.toml
+    edge-agent status [-c /etc/thermopipe/agent.toml] [--json]
     edge-agent --version
 
 A bad config exits 2 with every error and its key path, before anything starts (a directory the
 outbox cannot be created in and a missing optional package included). Any other start-up failure
 is one line with the reason, exit 1. An unreachable broker does not stop the agent: it keeps
 reading sensors and buffering events in its outbox.
+
+``status`` reads the state file the running agent rewrites every few seconds
+(:mod:`edge_agent.state_file`), so it needs neither the broker nor the agent's cooperation: exit 0
+when the agent is running, 3 when it is not (no state file, or one not updated for a while).
+Under systemd the one-line failures carry the journal priority ``<3>`` like the log lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sqlite3
 import sys
@@ -27,6 +34,8 @@ from schemas.version import version_line
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
+EXIT_NOT_RUNNING = 3  # as `systemctl status` says of a unit that is not active
+DEFAULT_CONFIG = Path("/etc/thermopipe/agent.toml")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,15 +54,30 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--no-secrets", action="store_true",
                        help="do not read env:/file: secrets, only check their form (a file "
                             "checked on another machine than the device)")
+    status = sub.add_parser("status", help="show the running agent's state (no broker needed)")
+    status.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG,
+                        help=f"the agent's TOML file (default {DEFAULT_CONFIG}), to find its "
+                             "state file")
+    status.add_argument("--state", type=Path, help="read this state file instead")
+    status.add_argument("--json", action="store_true", help="print the state as JSON")
     return parser
 
 
+def _stderr(text: str) -> None:
+    """Print to stderr; under systemd each line carries the journal priority of an error."""
+    from edge_agent.log_setup import prefixed, to_journal
+
+    journal = to_journal(sys.stderr)
+    print("\n".join(prefixed(line, "error", journal) for line in text.splitlines()),
+          file=sys.stderr)
+
+
 def _print_errors(exc: ConfigError) -> None:
-    print(format_config_error(exc), file=sys.stderr)
+    _stderr(format_config_error(exc))
 
 
 def _cannot_start(reason: object) -> int:
-    print(f"edge-agent: cannot start: {reason}", file=sys.stderr)
+    _stderr(f"edge-agent: cannot start: {reason}")
     return EXIT_FAILED
 
 
@@ -102,13 +126,19 @@ def run(path: Path, status_line: bool) -> int:
         _print_errors(exc)
         return EXIT_CONFIG
     log_setup.configure(cfg.log.level, cfg.log.format, site=cfg.site, device_id=cfg.device_id)
-    from edge_agent.agent import Agent
+    from edge_agent.agent import AGENT_VERSION, Agent
+    from edge_agent.clock import clock_synchronised
+    from edge_agent.state_file import state_path
     from edge_agent.status import status_line as format_status
+    from edge_agent.supervisor import Supervisor
+    from edge_agent.systemd_notify import Notifier
 
     stop = threading.Event()
+    notifier = Notifier.from_environ()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
+        notifier.stopping()
 
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, on_signal)
@@ -137,7 +167,13 @@ def run(path: Path, status_line: bool) -> int:
 
         printer = threading.Thread(target=print_status, name="status-line", daemon=True)
         printer.start()
-    agent.run(stop)
+    keeper = Supervisor(agent, state_path(cfg.state_file, cfg.outbox.path), cfg.state_interval_s,
+                        notifier, clock_synchronised, AGENT_VERSION)
+    keeper.start()
+    try:
+        agent.run(stop)
+    finally:
+        keeper.stop()
     if printer is not None:
         printer.join(1)
         if sys.stdout.isatty():
@@ -145,10 +181,54 @@ def run(path: Path, status_line: bool) -> int:
     return 0
 
 
+def status(config: Path, state: Path | None, as_json: bool) -> int:
+    import time
+
+    from edge_agent import state_file
+
+    if state is not None:
+        candidates = [state]
+    else:
+        from edge_agent.config import load
+        from schemas.config_loading import secrets_unresolved
+
+        try:
+            with secrets_unresolved(True):  # status needs no password: never read one
+                cfg = load(config)
+        except ConfigError as exc:
+            _print_errors(exc)
+            return EXIT_CONFIG
+        candidates = state_file.candidate_paths(cfg.state_file, cfg.outbox.path)
+    found = [p for p in candidates if p.exists()]
+    if not found:
+        print(f"edge-agent is not running: no state file ({', '.join(map(str, candidates))})",
+              file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    path = max(found, key=lambda p: p.stat().st_mtime)
+    try:
+        current = state_file.read_state(path)
+    except OSError as exc:
+        print(f"edge-agent status: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as exc:
+        print(f"edge-agent status: {path}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    now = time.time()
+    age, fresh = state_file.freshness(current, now)
+    if as_json:
+        print(json.dumps({**current, "state_file": str(path), "state_age_s": round(age, 1),
+                          "running": fresh}, indent=2))
+    else:
+        print("\n".join(state_file.render(current, now)))
+    return 0 if fresh else EXIT_NOT_RUNNING
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file, args.no_secrets)
+    if args.command == "status":
+        return status(args.config, args.state, args.json)
     return run(args.config, args.status_line)
 
 

@@ -8,8 +8,11 @@ How we ask, cheapest first:
 1. ``adjtimex(2)`` through ctypes (no process spawned): the kernel reports ``TIME_ERROR`` or the
    ``STA_UNSYNC`` status bit while no time daemon has disciplined the clock. This is what chrony,
    ntpd and systemd-timesyncd all maintain, and what ``timedatectl`` itself reads.
-2. ``timedatectl show -p NTPSynchronized --value`` when ctypes/libc is unavailable.
-3. Otherwise ``False``: an unknown clock is treated as unsynchronised, never the reverse.
+2. ``/run/systemd/timesync/synchronized`` exists: systemd-timesyncd (Raspberry Pi OS's time
+   daemon) has synchronised the clock. Needed under the systemd unit, whose ``ProtectClock=yes``
+   denies ``adjtimex(2)`` even to read (EPERM); a missing file says nothing (chrony, ntpd).
+3. ``timedatectl show -p NTPSynchronized --value`` (a process spawned: the last resort).
+4. Otherwise ``False``: an unknown clock is treated as unsynchronised, never the reverse.
 
 The answer is cached for :data:`CACHE_S` seconds.
 """
@@ -17,7 +20,7 @@ The answer is cached for :data:`CACHE_S` seconds.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import os
 import shutil
 import subprocess
 import threading
@@ -51,12 +54,18 @@ def synced_from_adjtimex(result: int, status: int) -> bool:
     return result >= 0 and result != TIME_ERROR and not status & STA_UNSYNC
 
 
+TIMESYNCD_FLAG = "/run/systemd/timesync/synchronized"
+_libc: ctypes.CDLL | None = None
+
+
 def _adjtimex() -> bool | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    global _libc
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
+        if _libc is None:
+            # the C library this process already has (find_library would run ldconfig, a
+            # process spawned on every probe)
+            _libc = ctypes.CDLL(None, use_errno=True)
+        libc = _libc
         tx = _Timex()  # modes = 0: read only, needs no privilege
         result = int(libc.adjtimex(ctypes.byref(tx)))
     except (OSError, AttributeError):
@@ -64,6 +73,10 @@ def _adjtimex() -> bool | None:
     if result < 0:
         return None
     return synced_from_adjtimex(result, int(tx.status))
+
+
+def _timesyncd() -> bool | None:
+    return True if os.path.exists(TIMESYNCD_FLAG) else None
 
 
 def _timedatectl() -> bool | None:
@@ -85,7 +98,7 @@ _cached: tuple[float, bool] | None = None
 
 def read_sync_status() -> bool:
     """Ask the system now (uncached)."""
-    for probe in (_adjtimex, _timedatectl):
+    for probe in (_adjtimex, _timesyncd, _timedatectl):
         answer = probe()
         if answer is not None:
             return answer

@@ -113,6 +113,11 @@ class AgentConfig(_Strict):
     outbox: OutboxSettings = OutboxSettings()
     #: how often the one-line human status is printed (with --status-line or on a terminal)
     status_line_interval_s: float = Field(default=5.0, gt=0)
+    #: the state file `edge-agent status` reads (default: $RUNTIME_DIRECTORY/agent-state.json,
+    #: /run/thermopipe under the systemd unit, else beside the outbox)
+    state_file: Path | None = None
+    #: how often the state file is rewritten (and systemd's watchdog pinged), seconds
+    state_interval_s: float = Field(default=2.0, gt=0, le=60)
     #: how often the deciders get a tick (stale detection, summary windows), seconds
     tick_s: float = Field(default=1.0, gt=0, le=60)
     #: readings waiting between the sources and the deciders; beyond it readings are dropped

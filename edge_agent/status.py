@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 
-def _age(seconds: float) -> str:
+def age_text(seconds: float) -> str:
+    """An age for people: 42 s, 17 min, 3 h."""
     s = int(seconds)
     if s < 120:
         return f"{s} s"
@@ -30,7 +31,7 @@ def status_line(device_id: str, connected: bool, sensors: int,
         f"{sensors} sensor{'s' if sensors != 1 else ''}",
         f"{n('readings'):,} readings",
         f"{n('events'):,} events",
-        f"outbox {n('outbox_depth'):,} ({_age(counters.get('outbox_oldest_age_s', 0))})",
+        f"outbox {n('outbox_depth'):,} ({age_text(counters.get('outbox_oldest_age_s', 0))})",
         f"drops {drops:,}",
         f"reconnects {n('reconnects') + n('device_reconnects'):,}",
     ]

@@ -112,6 +112,11 @@ class SensorDecider:
     def stale(self) -> bool:
         return self._stale.stale
 
+    @property
+    def last_good(self) -> tuple[float, float] | None:
+        """(time, value) of the last accepted reading; None before one or after a clock step."""
+        return self._last_good
+
     def thresholds_info(self) -> list[ThresholdInfo]:
         """The thresholds as the device's birth status lists them."""
         return [ThresholdInfo(name=t.name, direction=t.direction, value=t.value,
