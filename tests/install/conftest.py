@@ -17,3 +17,15 @@ def roles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RoleEnv]:
         return role_envs(tmp_path_factory.mktemp("install"))
     except InstallFailed as exc:
         pytest.fail(f"installing the roles from the built wheel failed: {exc}", pytrace=False)
+
+
+# What the install tests saw, printed at the end of the run (CI's output shows it even when
+# every test passed and pytest hides their own output).
+REPORT: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if REPORT:
+        terminalreporter.section("the product as users install it (tests/install)")
+        for line in REPORT:
+            terminalreporter.write_line(line)

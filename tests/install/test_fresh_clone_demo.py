@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.install.conftest import REPORT
 from tests.install.roles import ROOT
 from tests.servers import free_port
 
@@ -80,8 +81,9 @@ def test_the_readmes_first_command_from_a_fresh_clone_runs_twice(tmp_path: Path)
     http_port, mqtt_port = free_port(), free_port()
     for attempt in ("first", "second"):
         result = run_demo(clone, http_port, mqtt_port, duration=25)
-        print(f"\n{attempt} run: exit {result['code']} after {result['seconds']:.0f} s, "
-              f"readings seen: {sorted(result['seen'])}")
+        REPORT.append(f"fresh clone, scripts/demo --duration 25, {attempt} run: exit "
+                      f"{result['code']} after {result['seconds']:.0f} s (setup included), "
+                      f"readings on the dashboard API from {sorted(result['seen'])}")
         assert result["code"] == 0, f"{attempt} run failed:\n{result['output'][-4000:]}"
         devices = {key.split("/")[0] for key in result["seen"]}
         assert devices == DEVICES, (attempt, result["seen"], result["output"][-3000:])

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from tests.deploy.conftest import copy_deploy
+from tests.install.conftest import REPORT
 from tests.install.roles import HUB_ONLY, ROOT, RoleEnv
 from tests.servers import InfluxDB1, Mosquitto, free_port
 
@@ -61,8 +62,11 @@ def test_the_agent_install_carries_none_of_the_hubs_packages(roles: dict[str, Ro
     agent = roles["agent"].distributions()
     hub = roles["hub"].distributions()
     sizes = {role: round(env.size_mb(), 1) for role, env in roles.items()}
-    print(f"\ninstalled size (MB, without pip/setuptools): {sizes}")
-    print(f"agent: {sorted(agent)}\nhub:   {sorted(hub)}")
+    REPORT.append(f"installed from the wheel, each role in a fresh venv; size of its packages "
+                  f"(MB, without pip/setuptools): {sizes}")
+    for role, dists in (("agent", agent), ("hub", hub)):
+        REPORT.append(f"  {role}: " + ", ".join(f"{n} {v}" for n, v in sorted(dists.items())
+                                                if n not in ("pip", "setuptools")))
     assert "thermopipe" in agent and "pyserial" in agent and "paho-mqtt" in agent
     assert sizes["agent"] < 15, sizes  # 9.2 MB when recorded in deploy/README.md
     assert not [name for name in HUB_ONLY if name in agent], agent
@@ -87,6 +91,7 @@ def test_every_console_script_answers_help_and_version(roles: dict[str, RoleEnv]
         versioned = _run(env, script, "--version")
         assert versioned.returncode == 0, versioned
         assert versioned.stdout.strip() == f"{script} (thermopipe) {version}"
+    REPORT.append(f"{role} install: --help and --version of {', '.join(SCRIPTS)}: ok")
     for sub in (["edge-agent", "run", "--help"], ["hub", "run", "--help"],
                 ["thermopipe-demo", "--help"], ["firmware-sim", "serve", "--help"]):
         result = _run(env, *sub)
@@ -299,7 +304,8 @@ def test_agent_and_hub_from_their_installs_run_the_shipped_configs_end_to_end(
     wanted = {"28-0000056c3d4e", "28-0000075a1b2c"}
     found = _wait("events of both sources in InfluxDB", lambda: wanted <= set(stored()) and
                   stored(), 90, procs)
-    print(f"\nstored per sensor: {found}")
+    REPORT.append(f"agent [agent] + hub [hub] with the shipped configs against Mosquitto "
+                  f"(deploy's config, ACL, passwords) and InfluxDB: stored per sensor {found}")
     health = _http_json(f"{running['base']}/healthz")
     assert health["ok"] and health["mqtt_connected"], health
     assert set(health["consumers"]) == {"storage", "alerting", "dashboard"}, health
