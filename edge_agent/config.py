@@ -164,6 +164,10 @@ def environment_problems(cfg: AgentConfig) -> list[tuple[str, str]]:
         reason = missing_reason("avro", 'encoding = "avro"')
         if reason:
             problems.append(("mqtt.encoding", reason))
+    if cfg.mqtt.tls is not None:
+        for key, path in cfg.mqtt.tls.files().items():
+            if not path.is_file():
+                problems.append((f"mqtt.tls.{key}", f"{str(path)!r} does not exist"))
     outbox_dir = directory_problem(cfg.outbox.path.parent)
     if outbox_dir:
         problems.append(("outbox.path", outbox_dir))

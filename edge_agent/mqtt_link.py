@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import paho.mqtt.client as mqtt
@@ -40,110 +39,28 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from schemas import Topics, check_identifier
 from schemas.backoff import backoff_delay
-from schemas.config_loading import resolve_secret
 from schemas.connect_errors import connect_error
 from schemas.errors import DeliveryError, ServerError, ThermopipeError, TopicError
+from schemas.mqtt_settings import ClosingContext, MqttConnection
 
 log = structlog.get_logger(__name__)
 
 
-class _ClosingContext(ssl.SSLContext):
-    """paho leaves the socket of a failed TLS handshake open; remember it so we can close it."""
+class MqttSettings(MqttConnection):
+    """``[mqtt]`` in the agent's TOML config: the shared connection keys
+    (:class:`schemas.mqtt_settings.MqttConnection`) and the agent's own."""
 
-    last_socket: ssl.SSLSocket | None = None
-
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        sock = super().wrap_socket(*args, **kwargs)
-        self.last_socket = sock
-        return sock
-
-    def close_failed(self) -> None:
-        sock, self.last_socket = self.last_socket, None
-        if sock is not None:
-            sock.close()
-
-
-class TlsSettings(BaseModel):
-    """``[mqtt.tls]``: verify the broker with ``ca_file`` (system CAs if unset)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure_skip_verify: bool = False  # for a lab broker only: no certificate/hostname check
-
-    @model_validator(mode="after")
-    def _key_needs_cert(self) -> TlsSettings:
-        if self.key_file is not None and self.cert_file is None:
-            raise ValueError("key_file is set but cert_file is not")
-        return self
-
-    def context(self) -> ssl.SSLContext:
-        """An SSL context; raises :class:`ServerError` when a file cannot be used."""
-        try:
-            ctx = _ClosingContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname checked, cert required
-            if self.ca_file is not None:
-                ctx.load_verify_locations(cafile=str(self.ca_file))
-            else:
-                ctx.load_default_certs()
-            if self.cert_file is not None:
-                ctx.load_cert_chain(str(self.cert_file),
-                                    str(self.key_file) if self.key_file else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ServerError(f"TLS configuration unusable (ca_file={self.ca_file}, "
-                              f"cert_file={self.cert_file}): {exc}") from exc
-        if self.insecure_skip_verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-
-
-class MqttSettings(BaseModel):
-    """``[mqtt]`` in the agent's TOML config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = "localhost"
-    port: Annotated[int, Field(ge=1, le=65535)] = 1883
-    protocol: Literal["5", "3.1.1"] = "5"
     client_id: str | None = None  # None -> "thermopipe-<site>-<device>"
-    username: str | None = None
-    password: SecretStr | None = None  # "env:NAME" or "file:/path", resolved when loaded
-    tls: TlsSettings | None = None
-    keepalive_s: Annotated[int, Field(ge=5, le=65535)] = 30
-    topic_root: str = "thermopipe"
     reconnect_min_s: Annotated[float, Field(gt=0)] = 1.0
     reconnect_max_s: Annotated[float, Field(gt=0)] = 60.0
     connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     max_inflight: Annotated[int, Field(ge=1, le=60000)] = 500
-    session_expiry_s: Annotated[int, Field(ge=0)] = 7 * 24 * 3600
     status_interval_s: Annotated[float, Field(gt=0)] = 30.0
     encoding: Literal["json", "avro"] = "json"
-
-    @field_validator("password", mode="before")
-    @classmethod
-    def _resolve_password(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return resolve_secret(value)
-        return value
-
-    @field_validator("topic_root")
-    @classmethod
-    def _check_root(cls, value: str) -> str:
-        Topics(value)
-        return value
-
-    @field_validator("client_id")
-    @classmethod
-    def _check_client_id(cls, value: str | None) -> str | None:
-        if value is not None and not 1 <= len(value.encode()) <= 65535:
-            raise ValueError("client_id must be 1-65535 bytes")
-        return value
 
     @model_validator(mode="after")
     def _check_backoff(self) -> MqttSettings:
@@ -240,7 +157,7 @@ class MqttLink:
         if s.tls is not None:
             self._tls_context = s.tls.context()
             client.tls_set_context(self._tls_context)
-            if s.tls.insecure_skip_verify:
+            if s.tls.insecure:
                 client.tls_insecure_set(True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -354,10 +271,10 @@ class MqttLink:
         try:
             self._client.connect(s.host, s.port, s.keepalive_s, **kwargs)
         except OSError as exc:
-            if isinstance(self._tls_context, _ClosingContext):
+            if isinstance(self._tls_context, ClosingContext):
                 self._tls_context.close_failed()
             return connect_error(exc, s.host, s.port, tls=s.tls is not None)
-        if isinstance(self._tls_context, _ClosingContext):
+        if isinstance(self._tls_context, ClosingContext):
             self._tls_context.last_socket = None  # paho owns it now
         sent_at = time.monotonic()
         was_up = False

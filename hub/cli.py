@@ -43,12 +43,17 @@ EXIT_CONFIG = 2
 
 def _config_or_exit(path: str) -> HubConfig:
     from hub.config import load_hub_config
+    from schemas.config_loading import collect_deprecations
 
     try:
-        return load_hub_config(path)
+        with collect_deprecations() as notes:
+            config = load_hub_config(path)
     except ConfigError as exc:
         print(format_config_error(exc), file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+    for note in notes:  # an old key still works; say what to write instead
+        print(f"hub: {path}: deprecated {note}", file=sys.stderr)
+    return config
 
 
 def _fail(reason: object) -> int:

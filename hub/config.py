@@ -41,7 +41,7 @@ from schemas.config_loading import (
 from schemas.errors import ConfigError
 from schemas.extras import missing_reason
 from schemas.ids import check_identifier
-from schemas.topics import DEFAULT_ROOT
+from schemas.mqtt_settings import MqttConnection
 
 
 class _Section(BaseModel):
@@ -56,54 +56,16 @@ def _secret(value: Any) -> Any:
     return resolve_secret(value)
 
 
-class TlsConfig(_Section):
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure: bool = False  # skip host-name checking (test setups only)
+class MqttConfig(MqttConnection):
+    """``[mqtt]`` of the hub: the shared connection keys
+    (:class:`schemas.mqtt_settings.MqttConnection`) and the hub's own."""
 
-    @model_validator(mode="after")
-    def _pair(self) -> TlsConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        for name in ("ca_file", "cert_file", "key_file"):
-            path = getattr(self, name)
-            if path is not None and not path.is_file():
-                raise ValueError(f"{name} {str(path)!r} does not exist")
-        return self
-
-
-class MqttConfig(_Section):
     host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    #: "5" (default; session expiry and shared subscriptions need it) or "3.1.1" (brokers
-    #: without MQTT 5, e.g. the demo's embedded one: the session then never expires)
-    protocol: Literal["5", "3.1.1"] = "5"
     client_id: str | None = None  # default: "thermopipe-hub-{hub_id}"
-    username: str | None = None
-    password: SecretStr | None = None
-    tls: TlsConfig | None = None
-    topic_root: str = DEFAULT_ROOT
     shared_group: str | None = None
-    session_expiry_s: int = Field(7 * 86_400, ge=0)  # the broker keeps our queue this long
-    keepalive_s: int = Field(30, ge=5)
     max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD, ge=256)
     # Unacknowledged messages the broker may have in flight to us: bounds the in-memory queue.
     receive_maximum: int = Field(2000, ge=10, le=65535)
-
-    _password = field_validator("password", mode="before")(_secret)
-
-    @field_validator("topic_root")
-    @classmethod
-    def _root(cls, value: str) -> str:
-        for level in value.split("/"):
-            check_identifier(level, "topic root level")
-        return value
-
-    @field_validator("protocol", mode="before")
-    @classmethod
-    def _protocol(cls, value: Any) -> Any:
-        return str(value) if value in (5, 5.0) else value
 
     @field_validator("shared_group")
     @classmethod
@@ -220,6 +182,10 @@ def environment_problems(config: HubConfig) -> list[tuple[str, str]]:
     packages = missing_reason("hub", "the hub")
     if packages:
         problems.append(("", packages))
+    if config.mqtt.tls is not None:
+        for key, path in config.mqtt.tls.files().items():
+            if not path.is_file():
+                problems.append((f"mqtt.tls.{key}", f"{str(path)!r} does not exist"))
     dirs = [("data_dir", config.data_dir)]
     if config.storage.enabled and config.storage.mode == "sqlite" and config.storage.path:
         dirs.append(("storage.path", config.storage.path.parent))

@@ -191,10 +191,8 @@ def apply_account(client: mqtt.Client, cfg: MqttConfig) -> None:
     if cfg.username:
         client.username_pw_set(
             cfg.username, cfg.password.get_secret_value() if cfg.password else None)
-    if cfg.tls is not None:
-        client.tls_set(ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-                       certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                       keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None)
+    if cfg.tls is not None:  # the one TLS model of agent and hub (schemas/mqtt_settings.py)
+        client.tls_set_context(cfg.tls.context())
         client.tls_insecure_set(cfg.tls.insecure)
 
 

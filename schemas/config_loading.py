@@ -31,6 +31,26 @@ M = TypeVar("M", bound=BaseModel)
 
 # ``check-config --no-secrets``: secret references are checked for their form only and listed
 _unresolved: ContextVar[list[str] | None] = ContextVar("unresolved_secrets", default=None)
+# old keys still read, with a note for the person who wrote them (see ``collect_deprecations``)
+_deprecations: ContextVar[list[str] | None] = ContextVar("deprecations", default=None)
+
+
+def deprecated(key: str, message: str) -> None:
+    """A validator read an old key: note it for ``check-config`` to print and ``run`` to log."""
+    notes = _deprecations.get()
+    if notes is not None and f"{key}: {message}" not in notes:
+        notes.append(f"{key}: {message}")
+
+
+@contextmanager
+def collect_deprecations() -> Iterator[list[str]]:
+    """Collect the deprecation notes of the configs loaded inside (``key: what to write``)."""
+    notes: list[str] = []
+    token = _deprecations.set(notes)
+    try:
+        yield notes
+    finally:
+        _deprecations.reset(token)
 
 
 @contextmanager

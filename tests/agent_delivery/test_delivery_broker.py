@@ -14,11 +14,12 @@ import pytest
 import trustme
 
 from edge_agent.delivery import Delivery
-from edge_agent.mqtt_link import MqttLink, MqttSettings, TlsSettings
+from edge_agent.mqtt_link import MqttLink, MqttSettings
 from edge_agent.outbox import Outbox, OutboxSettings
 from edge_agent.stamping import EventStamper
 from schemas import SensorInfo, Topics
 from schemas.errors import ServerError
+from schemas.mqtt_settings import TlsSettings
 from tests.agent_delivery.helpers import Recorder, draft, retained_status
 from tests.servers import Mosquitto, free_port
 

@@ -21,10 +21,13 @@ CREDENTIAL = "/run/credentials/edge-agent.service/mqtt-password"
 def _example(tmp_path: Path) -> Path:
     secret = tmp_path / "mqtt-password"
     secret.write_text("s3cret\n")
+    ca = tmp_path / "ca.pem"  # the machine has the files the config names (checked at load)
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
     text = EXAMPLE.read_text()
-    assert CREDENTIAL in text
+    assert CREDENTIAL in text and "/etc/thermopipe/ca.pem" in text
     path = tmp_path / "agent.toml"
-    path.write_text(text.replace(CREDENTIAL, str(secret)))
+    path.write_text(text.replace(CREDENTIAL, str(secret))
+                    .replace("/etc/thermopipe/ca.pem", str(ca)))
     return path
 
 
@@ -139,3 +142,22 @@ def test_status_line_reads_like_a_sentence() -> None:
     assert "mqtt DOWN | 1 sensor |" in down
     assert "outbox 4,321 (12 min)" in down
     assert down.endswith("1 fault active | bad checksums 3")
+
+
+def test_a_tls_file_that_is_not_there_is_a_config_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _example(tmp_path)
+    (tmp_path / "ca.pem").unlink()
+    assert main(["check-config", str(path)]) == 2
+    assert f"  mqtt.tls.ca_file: '{tmp_path / 'ca.pem'}' does not exist" in capsys.readouterr().err
+    assert main(["check-config", "--no-secrets", str(path)]) == 0  # checked on the device only
+
+
+def test_the_old_tls_key_still_works_with_a_note(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = _example(tmp_path)
+    path.write_text(path.read_text().replace("insecure = false", "insecure_skip_verify = true"))
+    assert main(["check-config", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "deprecated mqtt.tls.insecure_skip_verify: renamed insecure (same meaning)" in err
+    assert load(path).mqtt.tls is not None and load(path).mqtt.tls.insecure is True
