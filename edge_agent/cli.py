@@ -3,6 +3,7 @@
     edge-agent run -c /etc/thermopipe/agent.toml [--status-line]
     edge-agent check-config /etc/thermopipe/agent.toml
     edge-agent status [-c /etc/thermopipe/agent.toml] [--json]
+    edge-agent probe [-c /etc/thermopipe/agent.toml] [--seconds 12]
     edge-agent --version
 
 A bad config exits 2 with every error and its key path, before anything starts (a directory the
@@ -13,6 +14,11 @@ reading sensors and buffering events in its outbox.
 ``status`` reads the state file the running agent rewrites every few seconds
 (:mod:`edge_agent.state_file`), so it needs neither the broker nor the agent's cooperation: exit 0
 when the agent is running, 3 when it is not (no state file, or one not updated for a while).
+
+``probe`` starts each configured source on its own for a few seconds (no broker, no outbox) and
+prints what every sensor said: the self-check at the end of deploy/pi/install.sh. Exit 0 when
+every source produced a reading, 1 otherwise with what to look at. Run it while the service is
+stopped (two readers of one serial port would each get half of its lines).
 Under systemd the one-line failures carry the journal priority ``<3>`` like the log lines.
 """
 
@@ -27,10 +33,14 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from schemas.config_loading import format_config_error
 from schemas.errors import ConfigError, ThermopipeError
 from schemas.version import version_line
+
+if TYPE_CHECKING:
+    from edge_agent.config import AgentConfig
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
@@ -60,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
                              "state file")
     status.add_argument("--state", type=Path, help="read this state file instead")
     status.add_argument("--json", action="store_true", help="print the state as JSON")
+    probe = sub.add_parser("probe", help="read every configured source for a few seconds and "
+                                         "show what each sensor says (no broker, no outbox)")
+    probe.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG,
+                       help=f"the agent's TOML file (default {DEFAULT_CONFIG})")
+    probe.add_argument("--seconds", type=float, default=12.0,
+                       help="read for at most this long (a 1-Wire scan reads every sensor once, "
+                            "750 ms each; default 12)")
     return parser
 
 
@@ -81,13 +98,24 @@ def _cannot_start(reason: object) -> int:
     return EXIT_FAILED
 
 
-def check_config(path: Path, no_secrets: bool = False) -> int:
+def _load(path: Path) -> AgentConfig:
+    """The config, with a note on stderr for each old key it still accepts."""
     from edge_agent.config import load
+    from schemas.config_loading import collect_deprecations
+
+    with collect_deprecations() as notes:
+        cfg = load(path)
+    for note in notes:
+        print(f"edge-agent: {path}: deprecated {note}", file=sys.stderr)
+    return cfg
+
+
+def check_config(path: Path, no_secrets: bool = False) -> int:
     from schemas.config_loading import secrets_unresolved
 
     try:
         with secrets_unresolved(no_secrets) as skipped:
-            cfg = load(path)
+            cfg = _load(path)
     except ConfigError as exc:
         _print_errors(exc)
         return EXIT_CONFIG
@@ -118,10 +146,9 @@ def check_config(path: Path, no_secrets: bool = False) -> int:
 
 def run(path: Path, status_line: bool) -> int:
     from edge_agent import log_setup
-    from edge_agent.config import load
 
     try:
-        cfg = load(path)
+        cfg = _load(path)
     except ConfigError as exc:
         _print_errors(exc)
         return EXIT_CONFIG
@@ -223,8 +250,86 @@ def status(config: Path, state: Path | None, as_json: bool) -> int:
     return 0 if fresh else EXIT_NOT_RUNNING
 
 
+def _source_hint(source: object) -> str:
+    """What to look at when a source produced nothing (pure: only reads the config)."""
+    from edge_agent.config import OneWireSourceConfig, SerialSourceConfig
+
+    if isinstance(source, OneWireSourceConfig):
+        return (f"no 28-* sensor answered in {source.w1_dir}: is 'dtoverlay=w1-gpio' in "
+                "/boot/firmware/config.txt (then reboot), and are the sensors wired to GPIO 4 "
+                "with a 4.7k pull-up?")
+    if isinstance(source, SerialSourceConfig):
+        return (f"nothing readable from {source.port}: is the board plugged in (ls -l "
+                "/dev/serial/by-id/), is the baud rate right, and is the edge-agent service "
+                "stopped (it would hold the port)?")
+    return "the source produced no reading"
+
+
+def probe(config: Path, seconds: float) -> int:
+    import threading as _threading
+    import time
+
+    from edge_agent.config import load
+    from schemas.config_loading import secrets_unresolved
+
+    try:
+        with secrets_unresolved(True):  # the probe talks to no broker: no password needed
+            cfg = load(config)
+    except ConfigError as exc:
+        _print_errors(exc)
+        return EXIT_CONFIG
+    from edge_agent import log_setup
+    from edge_agent.agent import build_source
+    from edge_agent.decide import Reading
+
+    log_setup.configure("error", "console")  # the probe's own lines are the output
+    failed = 0
+    for i, source_cfg in enumerate(cfg.sources):
+        label = f"sources[{i}] {source_cfg.kind}" + (f" {source_cfg.name}"
+                                                      if source_cfg.name else "")
+        try:
+            source = build_source(source_cfg)
+        except ThermopipeError as exc:
+            print(f"{label}: cannot start: {exc}")
+            failed += 1
+            continue
+        got: dict[str, Reading] = {}
+        first = _threading.Event()
+
+        def sink(reading: Reading, got: dict[str, Reading] = got,
+                 first: _threading.Event = first) -> bool:
+            got[reading.sensor_id] = reading
+            first.set()
+            return True
+
+        source.start(sink)
+        deadline = time.monotonic() + seconds
+        # stop early: 2 s after the first reading, every sensor on a bus has been read once
+        if first.wait(seconds):
+            time.sleep(max(0.0, min(2.0, deadline - time.monotonic())))
+        source.stop()
+        firmware = f", firmware {source.firmware}" if source.firmware else ""
+        print(f"{label}: {len(got)} sensor{'s' if len(got) != 1 else ''}{firmware}")
+        for sid, reading in sorted(got.items()):
+            unit = cfg.sensors[sid].unit if sid in cfg.sensors else "degC"
+            shown = (f"{reading.value:.3f} {unit}" if reading.fault is None and
+                     reading.value is not None else
+                     f"FAULT {reading.fault}: {reading.detail}")
+            print(f"  {sid:<20} {shown}")
+        if not any(r.fault is None for r in got.values()):
+            failed += 1
+            print(f"  {_source_hint(source_cfg)}")
+    if failed:
+        print(f"probe: {failed} of {len(cfg.sources)} source(s) gave no good reading")
+        return EXIT_FAILED
+    print(f"probe: every source ({len(cfg.sources)}) gave readings")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "probe":
+        return probe(args.config, args.seconds)
     if args.command == "check-config":
         return check_config(args.file, args.no_secrets)
     if args.command == "status":

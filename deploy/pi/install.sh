@@ -7,14 +7,19 @@
 #
 # Run it from a checkout of thermopipe on the Pi. It
 #   - checks the OS (Debian/Raspberry Pi OS 12 "bookworm" or newer) and Python >= 3.11;
-#   - creates the system user "thermopipe" (groups dialout for USB serial boards, gpio if present);
+#   - creates the system user "thermopipe" (group dialout for USB serial boards; 1-Wire needs none);
 #   - makes a virtual environment in /opt/thermopipe/venv and pip-installs the agent's role of this
 #     checkout into it ('.[agent]', and '.[agent,avro]' when the config sets encoding = "avro"):
-#     none of the hub's packages;
+#     none of the hub's packages. Compiled packages (pydantic-core, fastavro) come as wheels from
+#     PyPI or piwheels (Raspberry Pi OS's second index) whenever one exists; only when none does
+#     (deploy/README.md: which Pi needs what) does it install the build packages and compile,
+#     showing the compiler's progress;
 #   - installs /etc/thermopipe/agent.toml (from --config, else deploy/agent.example.toml) and the
 #     MQTT password as /etc/thermopipe/mqtt-password (mode 0600, root; systemd hands it to the
 #     agent as a credential), unless they exist;
-#   - installs deploy/systemd/edge-agent.service, checks the config and enables the service.
+#   - installs deploy/systemd/edge-agent.service, and before (re)starting it checks itself: the
+#     config (edge-agent check-config) and the sensors this Pi can see (edge-agent probe, as the
+#     service's user).
 # --config and --password-file are what deploy/scripts/add-device.sh wrote on the server.
 # --dry-run prints every step instead of doing it.
 set -euo pipefail
@@ -29,7 +34,15 @@ user=thermopipe
 config="" password_file="" ca_file="" dry_run=false
 
 die() { echo "error: $*" >&2; exit 1; }
-step() { echo "==> $*"; }
+current="starting"
+step() { current=$*; echo "==> $*"; }
+# Any command that fails stops the script with the step it was in (set -e), never silently.
+failed() {
+  echo "error: \"$current\" failed (exit $1): see the lines above. Nothing after it was done;" \
+    "fix the cause and run this script again (it is safe to repeat)." >&2
+}
+set -E
+trap 'failed $?' ERR
 run() {  # run CMD...: do it, or only show it with --dry-run
   if $dry_run; then printf '   '; printf ' %q' "$@"; echo; else "$@"; fi
 }
@@ -70,8 +83,8 @@ if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
 fi
 
 # --- the user ---------------------------------------------------------------------------------
+# dialout: USB serial boards. The 1-Wire files in /sys/bus/w1 are readable by everyone.
 groups=dialout
-getent group gpio >/dev/null && groups="$groups,gpio"
 if id "$user" >/dev/null 2>&1; then
   step "user $user exists; making sure it is in $groups"
   run usermod --append --groups "$groups" "$user"
@@ -89,8 +102,53 @@ extras=agent
 if grep -Eqs '^[[:space:]]*encoding[[:space:]]*=[[:space:]]*"avro"' "${config:-$etc/agent.toml}"; then
   extras=agent,avro  # Avro encoding needs fastavro (deploy/README.md: which Pis have wheels)
 fi
-run "$prefix/venv/bin/pip" install --upgrade pip
-run "$prefix/venv/bin/pip" install --upgrade "${repo}[${extras}]"
+pip="$prefix/venv/bin/pip"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+run "$pip" install --upgrade pip
+# The compiled packages, wheels only: pip then picks the newest release that has a wheel for this
+# Pi (PyPI, or piwheels on Raspberry Pi OS) instead of compiling a newer one for an hour.
+compiled=pydantic-core
+[ "$extras" = agent ] || compiled="$compiled,fastavro"
+if ! run "$pip" install --upgrade --only-binary="$compiled" "${repo}[${extras}]"; then
+  step "no wheel for this Pi ($(uname -m)) for part of $compiled: finding out which"
+  tmp=$(mktemp -d)
+  to_build=()
+  "$pip" download --quiet --only-binary=pydantic-core --dest "$tmp" 'pydantic>=2.6,<3' ||
+    to_build+=(pydantic-core)
+  if [ "$extras" != agent ] &&
+     ! "$pip" download --quiet --only-binary=:all: --no-deps --dest "$tmp" 'fastavro>=1.9,<2'; then
+    to_build+=(fastavro)
+  fi
+  rm -rf "$tmp"
+  [ ${#to_build[@]} -gt 0 ] ||
+    die "pip install failed, and not for want of a wheel: see pip's message above"
+  packages=(build-essential python3-dev)
+  for pkg in "${to_build[@]}"; do
+    case $pkg in
+      pydantic-core)
+        # Debian 12's rustc is 1.63; pydantic-core needs a much newer Rust (1.75 or later)
+        rust=$(rustc --version 2>/dev/null | cut -d' ' -f2 || true)
+        if [ -z "$rust" ] || [ "$(printf '%s\n1.75.0\n' "$rust" | sort -V | head -1)" != 1.75.0 ]; then
+          die "pydantic-core (the agent's config and event models) has no wheel for this Pi
+       ($(uname -m)) on PyPI or piwheels, and compiling it needs Rust 1.75 or newer (found:
+       ${rust:-none}; Debian's rustc is too old). Either wait for piwheels to build it, or install
+       Rust with rustup (https://rustup.rs; on a Pi Zero/1 choose the host arm-unknown-linux-gnueabihf)
+       and run this script again: the compile then takes hours on a Pi Zero. deploy/README.md
+       lists which Pi needs what."
+        fi ;;
+    esac
+  done
+  missing=()
+  for pkg in "${packages[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "installing the build packages ${missing[*]} (needed to compile ${to_build[*]})"
+    run apt-get install -y "${missing[@]}"
+  fi
+  step "compiling ${to_build[*]} (minutes on a Pi 4, an hour or more on a Pi Zero; progress below)"
+  run "$pip" install --upgrade --verbose "${repo}[${extras}]"
+fi
 run install -m 0644 "$repo/README.md" "$prefix/README.md"
 
 # --- the config and the secret ----------------------------------------------------------------
@@ -113,6 +171,22 @@ if [ -n "$ca_file" ]; then
   run install -m 0644 "$ca_file" "$etc/ca.pem"
 fi
 
+# --- the self-check ---------------------------------------------------------------------------
+step "self-check: the config"
+# --no-secrets: the config names the password as systemd hands it to the service
+# (/run/credentials/...), which exists only while the service runs; the file itself is checked above.
+run "$prefix/venv/bin/edge-agent" check-config --no-secrets "$etc/agent.toml" ||
+  die "$etc/agent.toml has the problems listed above (each with its key path): fix them and run this script again"
+step "self-check: the sensors this Pi can see (as the service's user $user)"
+# the running service would hold a serial port: stop it for the few seconds of the probe
+if systemctl is-active --quiet edge-agent.service 2>/dev/null; then
+  run systemctl stop edge-agent.service
+fi
+if ! run runuser -u "$user" -- "$prefix/venv/bin/edge-agent" probe -c "$etc/agent.toml"; then
+  echo "    warning: not every source answered (see above). The agent starts anyway and reports"
+  echo "    each sensor when it appears; after enabling 1-Wire, reboot and run: sudo -u $user $prefix/venv/bin/edge-agent probe"
+fi
+
 # --- the service ------------------------------------------------------------------------------
 step "installing the systemd unit"
 run install -m 0644 "$unit_src" "$unit_dst"
@@ -128,7 +202,7 @@ if [ -e "$etc/mqtt-password" ] || $dry_run; then
       sleep 1
     done
     if systemctl is-active --quiet edge-agent.service; then
-      echo "    edge-agent is running"
+      echo "    edge-agent is running; its state: $prefix/venv/bin/edge-agent status"
     else
       journalctl -u edge-agent.service -n 20 --no-pager || true
       echo "    edge-agent did not start: fix $etc/agent.toml (see above), then"
