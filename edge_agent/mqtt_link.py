@@ -43,6 +43,7 @@ from pydantic import Field, model_validator
 
 from schemas import Topics, check_identifier
 from schemas.backoff import backoff_delay
+from schemas.client_id_clash import ClashDetector
 from schemas.connect_errors import connect_error
 from schemas.errors import DeliveryError, ServerError, ThermopipeError, TopicError
 from schemas.mqtt_settings import ClosingContext, MqttConnection
@@ -96,8 +97,6 @@ class Command:
 
 LinkEvent = Connected | Disconnected | Acked | Command
 
-FLAP_WINDOW_S = 10.0  # a connection dropped sooner than this after CONNACK counts as a flap
-FLAP_COUNT = 3  # flaps in a row: report a client id clash
 _CREDENTIAL_CODES = {134, 135, 4, 5}  # v5 bad user name or password / not authorized; v3.1.1 4, 5
 
 
@@ -217,7 +216,8 @@ class MqttLink:
             raise
 
     def _reconnect_loop(self) -> None:
-        attempt = flaps = 0
+        attempt = 0
+        clashes = ClashDetector()
         while not self._stop.is_set():
             error = self._connect_once()
             if self._stop.is_set():
@@ -227,12 +227,11 @@ class MqttLink:
                 # after it was accepted does not: two agents with one client id throw each
                 # other off (Mosquitto 2.0 without "Session taken over"), and restarting the
                 # backoff each time would make that a reconnect storm.
-                if time.monotonic() - self._up_at >= FLAP_WINDOW_S:
-                    attempt = flaps = 0
-                else:
-                    flaps += 1
+                flaps = clashes.dropped(time.monotonic() - self._up_at)
+                if flaps == 0:
+                    attempt = 0
                 error = self._connack_error or ServerError("connection lost")
-                if flaps >= FLAP_COUNT and self._connack_error is None:
+                if clashes.clash and self._connack_error is None:
                     error = ServerError(f"connection dropped {flaps} times in a row right "
                                         f"after it was accepted: another client with client "
                                         f"id {self.client_id!r}?")

@@ -36,6 +36,7 @@ from hub.metrics import HubMetrics
 from hub.mqtt_client import BufferedClient, apply_account, wait_acked
 from hub.validate import OrderTracker
 from schemas.backoff import exponential_delay
+from schemas.client_id_clash import ClashDetector
 from schemas.connect_errors import connect_error
 from schemas.errors import DeliveryError
 from schemas.topics import Topics
@@ -46,8 +47,6 @@ BATCH_WAIT_S = 0.05
 REPLAY_CHECK_S = 1.0
 PRUNE_EVERY_S = 2.0
 PRUNE_SEEN_EVERY_S = 600.0
-FLAP_WINDOW_S = 10.0  # a connection dropped sooner than this after CONNACK counts as a flap
-FLAP_COUNT = 3  # flaps in a row: report a client id clash, slow down reconnecting
 
 log = structlog.get_logger("hub.ingest")
 
@@ -85,7 +84,7 @@ class Ingest:
         self.last_error = ""
         self._refused = False  # the broker refused our last CONNECT (until one is accepted)
         self._connected_at = 0.0
-        self._flaps = 0  # connections in a row that dropped within FLAP_WINDOW_S
+        self._clashes = ClashDetector()  # connections dropped right after being accepted
         self._client = self._make_client()
         self._thread = threading.Thread(target=self._run, name="hub-ingest", daemon=True)
         self.failed = ""  # set when the journal cannot be written: /healthz turns 503
@@ -173,11 +172,10 @@ class Ingest:
         (142), but Mosquitto 2.0 just closes the connection; so a connection that keeps dropping
         right after it was accepted is reported as a likely clash, and reconnecting slows down
         (paho's backoff restarts at its minimum after every accepted connection)."""
-        lasted = time.monotonic() - self._connected_at
-        self._flaps = self._flaps + 1 if lasted < FLAP_WINDOW_S else 0
+        flaps = self._clashes.dropped(time.monotonic() - self._connected_at)
         taken_over = getattr(reason, "value", None) == 142
-        if not taken_over and self._flaps < FLAP_COUNT:
-            if self._flaps == 0:
+        if not taken_over and not self._clashes.clash:
+            if flaps == 0:
                 self._client.reconnect_delay_set(1, 30)
             self.last_error = f"disconnected: {reason}"
             log.warning("mqtt_disconnected", reason=str(reason))
@@ -185,13 +183,14 @@ class Ingest:
         self.last_error = (f"session taken over: another client is connecting with client id "
                            f"{self.config.client_id!r} (two hubs or workers with one client_id?)"
                            if taken_over else
-                           f"connection dropped {self._flaps} times in a row within "
-                           f"{FLAP_WINDOW_S:.0f} s of connecting ({reason}): another client "
+                           f"connection dropped {flaps} times in a row within "
+                           f"{self._clashes.window_s:.0f} s of connecting ({reason}): another "
+                           "client "
                            f"with client id {self.config.client_id!r}?")
-        delay = int(exponential_delay(max(self._flaps, 1), 1, 60))
+        delay = int(exponential_delay(max(flaps, 1), 1, 60))
         self._client.reconnect_delay_set(delay, 120)
         log.error("mqtt_client_id_clash", client_id=self.config.client_id, reason=str(reason),
-                  flaps=self._flaps, reconnect_in_s=delay)
+                  flaps=flaps, reconnect_in_s=delay)
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         q = self._queue

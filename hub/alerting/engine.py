@@ -49,6 +49,7 @@ from typing import Any, Literal
 
 from hub.alerting.config import SEVERITY_RANK, AlertingConfig, Rule, Silence
 from hub.consumers.base import Envelope
+from hub.validate import is_late as judged_late
 from hub.validate import is_will
 from schemas.models import (
     Alert,
@@ -235,16 +236,13 @@ def signal_for(env: Envelope, offline_severity: Severity) -> Signal | None:
 
 
 def is_late(env: Envelope, late_after_s: float) -> bool:
-    msg = env.message
-    if is_will(msg):
-        # live whenever the broker delivers it (hub.validate.is_will); this also overrides a
-        # late flag that a hub before that fix journaled for it
+    """Late by the alerting rules: as ingest judged it (``env.late``), or by alerting's own
+    ``late_after_s`` (hub.validate.is_late, the one definition). A will is never late: it is
+    live whenever the broker delivers it, which also overrides a late flag that a hub before
+    that fix journaled for it."""
+    if is_will(env.message):
         return False
-    if env.late or getattr(msg, "replayed", False):
-        return True
-    # a clock that was not synchronised says nothing trustworthy about age
-    age = (env.received_at - msg.time).total_seconds()
-    return msg.clock_synced and age > late_after_s
+    return env.late or judged_late(env.message, env.received_at, late_after_s)
 
 
 class AlertEngine:
