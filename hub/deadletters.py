@@ -9,46 +9,24 @@ in its own ingest transaction, so journal offsets keep one writer. A row that pa
 
 from __future__ import annotations
 
-import base64
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from hub.journal import connect
-from schemas.models import DeadLetter
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterRow:
-    row_id: int
-    dead_letter_id: str
-    received_at: datetime
-    topic: str
-    reason_code: str
-    reason: str
-    payload: bytes
-    status: str
-    outcome: str
-    store: Path
-
-    def to_message(self) -> DeadLetter:
-        return DeadLetter(dead_letter_id=self.dead_letter_id, received_at=self.received_at,
-                          topic=self.topic, reason=self.reason,
-                          payload_b64=base64.b64encode(self.payload).decode())
-
+from hub.records import DeadRecord
 
 _COLUMNS = ("id, dead_letter_id, received_at, topic, reason_code, reason, payload, status, "
             "outcome")
 
 
-def _row(store: Path, r: tuple[object, ...]) -> DeadLetterRow:
+def _row(store: Path, r: tuple[object, ...]) -> DeadRecord:
     row_id, dl_id, received, topic, code, reason, payload, status, outcome = r
     assert isinstance(received, float)
     assert isinstance(row_id, int)
     assert isinstance(payload, bytes)
-    return DeadLetterRow(row_id, str(dl_id), datetime.fromtimestamp(received, UTC), str(topic),
-                         str(code), str(reason), payload, str(status), str(outcome), store)
+    return DeadRecord(str(dl_id), datetime.fromtimestamp(received, UTC), str(topic), str(code),
+                      str(reason), payload, str(status), str(outcome), row_id, store)
 
 
 def stores(data_dir: Path) -> list[Path]:
@@ -57,8 +35,8 @@ def stores(data_dir: Path) -> list[Path]:
     return [p for p in candidates if p.is_file()]
 
 
-def list_dead_letters(data_dir: Path, status: str | None = None) -> list[DeadLetterRow]:
-    out: list[DeadLetterRow] = []
+def list_dead_letters(data_dir: Path, status: str | None = None) -> list[DeadRecord]:
+    out: list[DeadRecord] = []
     for store in stores(data_dir):
         conn = connect(store, "normal")
         try:
@@ -73,16 +51,16 @@ def list_dead_letters(data_dir: Path, status: str | None = None) -> list[DeadLet
     return sorted(out, key=lambda r: r.received_at)
 
 
-def find(data_dir: Path, dead_letter_id: str) -> DeadLetterRow | None:
+def find(data_dir: Path, dead_letter_id: str) -> DeadRecord | None:
     for row in list_dead_letters(data_dir):
         if row.dead_letter_id == dead_letter_id:
             return row
     return None
 
 
-def request_replay(data_dir: Path, ids: list[str] | None) -> list[DeadLetterRow]:
+def request_replay(data_dir: Path, ids: list[str] | None) -> list[DeadRecord]:
     """Mark dead letters for replay (``None``: every open one); return the rows marked."""
-    marked: list[DeadLetterRow] = []
+    marked: list[DeadRecord] = []
     for store in stores(data_dir):
         conn = connect(store, "normal")
         try:
@@ -98,10 +76,11 @@ def request_replay(data_dir: Path, ids: list[str] | None) -> list[DeadLetterRow]
     return marked
 
 
-def status_of(rows: list[DeadLetterRow]) -> list[DeadLetterRow]:
+def status_of(rows: list[DeadRecord]) -> list[DeadRecord]:
     """The current state of ``rows`` (re-read from their stores)."""
     out = []
     for row in rows:
+        assert row.store is not None  # rows read from a store know it
         conn = connect(row.store, "normal")
         try:
             r = conn.execute(f"SELECT {_COLUMNS} FROM dead_letters WHERE id=?",  # noqa: S608

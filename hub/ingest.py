@@ -31,9 +31,10 @@ from paho.mqtt.properties import Properties
 
 from hub.config import HubConfig
 from hub.ingest_decision import decide_batch
-from hub.journal import DeadRecord, Journal, JournalError, Pending
+from hub.journal import Journal, JournalError, Pending
 from hub.metrics import HubMetrics
 from hub.mqtt_client import BufferedClient, apply_account, wait_acked
+from hub.records import DeadRecord
 from hub.validate import OrderTracker
 from schemas.backoff import exponential_delay
 from schemas.client_id_clash import ClashDetector
@@ -346,10 +347,6 @@ class Ingest:
         log.warning("dead_lettered", topic=record.topic, reason=record.reason,
                     reason_code=record.reason_code, dead_letter_id=record.dead_letter_id,
                     size=len(record.payload))
-        from hub.deadletters import DeadLetterRow
-
-        row = DeadLetterRow(0, record.dead_letter_id, record.received_at, record.topic,
-                            record.reason_code, record.reason, record.payload, "open", "",
-                            self.journal.path)
-        if not self.publish(self.topics.deadletter(), row.to_message().model_dump_json().encode()):
+        if not self.publish(self.topics.deadletter(),
+                            record.to_message().model_dump_json().encode()):
             self.metrics.dead_letter_publish_failed.inc()

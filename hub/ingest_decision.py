@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from hub.journal import DeadRecord, Pending, ReplayOutcome
+from hub.journal import Pending, ReplayOutcome
+from hub.records import DeadRecord
 from hub.validate import Accepted, OrderTracker, Rejection, check_payload, is_late
 from schemas.models import DeviceStatus
 from schemas.topics import Topics

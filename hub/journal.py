@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hub.consumers.base import Envelope, JournalEntry, LocalRecord
-from hub.records import Point
+from hub.records import DeadRecord, Point
 from hub.validate import Accepted
 from schemas.codec import decode
 from schemas.errors import ThermopipeError
@@ -103,16 +103,6 @@ class Pending:
     late: bool
     out_of_order: bool
     received_ts: float | None = None  # received_at as a POSIX time, when the caller has it
-
-
-@dataclass(frozen=True, slots=True)
-class DeadRecord:
-    dead_letter_id: str
-    received_at: datetime
-    topic: str
-    reason_code: str
-    reason: str
-    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
-"""The hub's neutral measurement type: what the journal keeps for the hub's own records and what
-storage writes.
+"""The hub's neutral record types: a measurement (what the journal keeps for the hub's own records
+and what storage writes), and a dead letter (what ingest refused, as stored and as listed).
 
 A :class:`Point` is a measurement, its tags and fields and a time in nanoseconds, with its InfluxDB
 line-protocol form. The journal (``LocalRecord``), the consumer contract and storage all use it;
@@ -9,7 +9,12 @@ generic parts of the hub never import a consumer's module.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from schemas.models import DeadLetter
 
 FieldValue = float | int | bool | str
 
@@ -42,3 +47,26 @@ def esc_field(value: FieldValue) -> str:
     if isinstance(value, float):
         return repr(value)
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRecord:
+    """A payload the hub refused, with the reason: what ingest records in the dead-letter store,
+    what ``hub dlq`` reads back (then ``row_id``, ``status``, ``outcome`` and ``store`` say where
+    and how it stands), and, as :meth:`to_message`, what the dead-letter topic carries."""
+
+    dead_letter_id: str
+    received_at: datetime
+    topic: str
+    reason_code: str
+    reason: str
+    payload: bytes
+    status: str = "open"   # open | replay_requested | replayed
+    outcome: str = ""
+    row_id: int = 0        # its row in the store (0: not stored yet)
+    store: Path | None = None
+
+    def to_message(self) -> DeadLetter:
+        return DeadLetter(dead_letter_id=self.dead_letter_id, received_at=self.received_at,
+                          topic=self.topic, reason=self.reason,
+                          payload_b64=base64.b64encode(self.payload).decode())
