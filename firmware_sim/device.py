@@ -40,9 +40,9 @@ from schemas.serial_protocol import (
     Nak,
     NakCode,
     ProtocolError,
-    Reading,
+    ReadingFrame,
     SensorError,
-    SensorInfo,
+    SensorInfoFrame,
     SetInterval,
     encode,
 )
@@ -231,7 +231,7 @@ class SimulatedDevice:
 
     def hello(self) -> Hello:
         return Hello(self.scenario.fw_version, self.scenario.device_id, self._s.interval_ms,
-                     tuple(SensorInfo(s.id, s.unit) for s in self.scenario.sensors))
+                     tuple(SensorInfoFrame(s.id, s.unit) for s in self.scenario.sensors))
 
     def _device_ms(self, t_ms: int) -> int:
         return (t_ms - self._s.boot_ms + self._s.clock_offset) % (MAX_COUNTER + 1)
@@ -247,7 +247,7 @@ class SimulatedDevice:
         for sample in samples:
             frame: DeviceFrame
             if sample.milli is not None:
-                frame = Reading(sample.sensor_id, sample.milli / 1000, s.seq,
+                frame = ReadingFrame(sample.sensor_id, sample.milli / 1000, s.seq,
                                 self._device_ms(t_ms))
             else:
                 frame = SensorError(sample.sensor_id, _ERROR_CODES[sample.condition], s.seq,
@@ -289,7 +289,7 @@ class SimulatedDevice:
     def _damaged(self, t_ms: int, frame: DeviceFrame, sample: Sample) -> list[Emission]:
         """The frame's emission, preceded by garbage and cut or corrupted when scripted."""
         out: list[Emission] = []
-        kind = Kind.READING if isinstance(frame, Reading) else Kind.ERROR
+        kind = Kind.READING if isinstance(frame, ReadingFrame) else Kind.ERROR
         garbage = self._use(t_ms, Garbage, sample.sensor_id)
         if isinstance(garbage, Garbage):
             data = bytes(self._stream_rng.choices(_GARBAGE_ALPHABET, k=garbage.bytes))
@@ -349,7 +349,8 @@ class SimulatedDevice:
             s.next_sample_ms = max(base + s.interval_ms, self.now_ms)
             return Ack("INT", str(item.interval_ms))
         kind = type(item).__name__
-        names = {"Hello": "HELLO", "Reading": "R", "SensorError": "E", "Ack": "ACK", "Nak": "NAK"}
+        names = {"Hello": "HELLO", "ReadingFrame": "R", "SensorError": "E", "Ack": "ACK",
+                 "Nak": "NAK"}
         return Nak(names.get(kind, "?"), NakCode.UNKNOWN)
 
 

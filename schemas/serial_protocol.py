@@ -30,9 +30,9 @@ __all__ = [
     "Nak",
     "NakCode",
     "ProtocolError",
-    "Reading",
+    "ReadingFrame",
     "SensorError",
-    "SensorInfo",
+    "SensorInfoFrame",
     "SetInterval",
     "checksum",
     "encode",
@@ -103,7 +103,7 @@ def _check_uint(what: str, value: int, low: int = 0, high: int = MAX_COUNTER) ->
 
 
 @dataclass(frozen=True, slots=True)
-class SensorInfo:
+class SensorInfoFrame:
     """One sensor announced in HELLO."""
 
     id: str
@@ -122,7 +122,7 @@ class Hello:
     fw_version: str
     device_id: str
     interval_ms: int
-    sensors: tuple[SensorInfo, ...]
+    sensors: tuple[SensorInfoFrame, ...]
     protocol: int = PROTOCOL_VERSION
 
     def __post_init__(self) -> None:
@@ -135,7 +135,7 @@ class Hello:
 
 
 @dataclass(frozen=True, slots=True)
-class Reading:
+class ReadingFrame:
     """A measured value. ``value`` travels with exactly three decimals (milli-units)."""
 
     sensor_id: str
@@ -211,7 +211,7 @@ class SetInterval:
         _check_uint("interval_ms", self.interval_ms)
 
 
-DeviceFrame = Hello | Reading | SensorError | Ack | Nak
+DeviceFrame = Hello | ReadingFrame | SensorError | Ack | Nak
 HostFrame = Identify | SetInterval
 Frame = DeviceFrame | HostFrame
 
@@ -224,7 +224,7 @@ def format_value(value: float) -> str:
 
 def _fields(frame: Frame) -> list[str]:
     match frame:
-        case Reading(sensor_id, value, seq, ms):
+        case ReadingFrame(sensor_id, value, seq, ms):
             return ["R", sensor_id, format_value(value), str(seq), str(ms)]
         case SensorError(sensor_id, code, seq, ms):
             return ["E", sensor_id, str(code), str(seq), str(ms)]
@@ -268,7 +268,7 @@ def _decode_fields(fields: list[str]) -> Frame:
         _count(fields, 5, kind)
         if not _VALUE_RE.match(fields[2]):
             raise ProtocolError(f"value {fields[2]!r} is not a number with 3 decimals")
-        return Reading(fields[1], float(fields[2]), _uint("seq", fields[3]),
+        return ReadingFrame(fields[1], float(fields[2]), _uint("seq", fields[3]),
                        _uint("ms", fields[4]))
     if kind == "E":
         _count(fields, 5, kind)
@@ -284,7 +284,7 @@ def _decode_fields(fields: list[str]) -> Frame:
             sid, sep, unit = item.partition(":")
             if not sep:
                 raise ProtocolError(f"sensor {item!r} is not <id>:<unit>")
-            sensors.append(SensorInfo(sid, unit))
+            sensors.append(SensorInfoFrame(sid, unit))
         return Hello(fields[2], fields[3], _uint("interval_ms", fields[4]), tuple(sensors),
                      protocol=_uint("protocol", fields[1]))
     if kind == "ACK":

@@ -22,9 +22,9 @@ from schemas.serial_protocol import (
     Hello,
     Nak,
     ProtocolError,
+    ReadingFrame,
     SensorError,
 )
-from schemas.serial_protocol import Reading as FrameReading
 
 log = structlog.get_logger("edge_agent.sources")
 
@@ -85,9 +85,9 @@ class FrameHandler:
         if isinstance(item, ProtocolError):
             return None  # counted by the decoder; logged by the caller
         self.counters.frames += 1
-        if isinstance(item, FrameReading | SensorError):
+        if isinstance(item, ReadingFrame | SensorError):
             self._seen.setdefault(item.sensor_id, None)
-        if isinstance(item, FrameReading):
+        if isinstance(item, ReadingFrame):
             self._seq(item.seq)
             self.counters.readings += 1
             return Reading(item.sensor_id, now, item.value)

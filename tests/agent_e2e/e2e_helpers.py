@@ -24,8 +24,7 @@ from firmware_sim import scenario as scenarios
 from firmware_sim.device import expected
 from schemas import decode
 from schemas.models import DeviceStatus
-from schemas.serial_protocol import Reading as FrameReading
-from schemas.serial_protocol import SensorError
+from schemas.serial_protocol import ReadingFrame, SensorError
 
 ROOT = Path(__file__).resolve().parents[2]
 FAULTS = {"MISSING": "disconnected", "READ_FAILED": "read_failed", "CRC": "crc_error"}
@@ -193,7 +192,7 @@ def scenario_readings(text: str, speed: float, t0: float = 1_800_000_000.0) -> l
     times = [e.t_ms for e in emissions if e.received is not None]
     for t_ms, f in zip(times, frames, strict=True):
         t = t0 + t_ms / 1000 / speed
-        if isinstance(f, FrameReading):
+        if isinstance(f, ReadingFrame):
             out.append(Reading(f.sensor_id, t, f.value))
         elif isinstance(f, SensorError):
             out.append(Reading(f.sensor_id, t, None, FAULTS[f.code.value],  # type: ignore[arg-type]

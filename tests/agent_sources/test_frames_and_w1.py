@@ -11,19 +11,25 @@ from edge_agent.sources.frames import FrameHandler
 from edge_agent.sources.onewire import parse_w1_slave
 from firmware_sim.device import Condition, Sample
 from firmware_sim.w1_tree import render_w1_slave
-from schemas.serial_protocol import ErrorCode, Hello, ProtocolError, SensorError, SensorInfo
-from schemas.serial_protocol import Reading as FrameReading
+from schemas.serial_protocol import (
+    ErrorCode,
+    Hello,
+    ProtocolError,
+    ReadingFrame,
+    SensorError,
+    SensorInfoFrame,
+)
 
 S1, S2 = "28-0000075a1b2c", "28-00000a3f9e21"
 
 
 def test_frames_become_readings_and_faults() -> None:
     h = FrameHandler("t")
-    assert h.handle(Hello("1.0.0", "pico-1", 5000, (SensorInfo(S1), SensorInfo(S2, "F"))),
+    assert h.handle(Hello("1.0.0", "pico-1", 5000, (SensorInfoFrame(S1), SensorInfoFrame(S2, "F"))),
                     1.0) is None
     assert h.firmware == "1.0.0 (pico-1)"
     assert h.sensors == [SensorSpec(S1, "degC"), SensorSpec(S2, "degF")]
-    assert h.handle(FrameReading(S1, 85.0, 0, 10), 2.0) == Reading(S1, 2.0, 85.0)
+    assert h.handle(ReadingFrame(S1, 85.0, 0, 10), 2.0) == Reading(S1, 2.0, 85.0)
     out = [h.handle(SensorError(S2, code, i + 1, 10), 3.0) for i, code in enumerate(ErrorCode)]
     assert [r.fault for r in out if r is not None] == ["disconnected", "read_failed",
                                                        "crc_error"]
@@ -35,20 +41,20 @@ def test_frames_become_readings_and_faults() -> None:
 
 def test_seq_gaps_are_counted_but_not_across_a_reboot() -> None:
     h = FrameHandler("t")
-    h.handle(FrameReading(S1, 1.0, 5, 0), 0)
-    h.handle(FrameReading(S1, 1.0, 9, 0), 0)  # 6, 7, 8 lost
+    h.handle(ReadingFrame(S1, 1.0, 5, 0), 0)
+    h.handle(ReadingFrame(S1, 1.0, 9, 0), 0)  # 6, 7, 8 lost
     assert h.counters.seq_gaps == 3
-    h.handle(Hello("1", "d", 1000, (SensorInfo(S1),)), 0)  # reboot: seq restarts
-    h.handle(FrameReading(S1, 1.0, 0, 0), 0)
-    h.handle(FrameReading(S1, 1.0, 1, 0), 0)
+    h.handle(Hello("1", "d", 1000, (SensorInfoFrame(S1),)), 0)  # reboot: seq restarts
+    h.handle(ReadingFrame(S1, 1.0, 0, 0), 0)
+    h.handle(ReadingFrame(S1, 1.0, 1, 0), 0)
     assert h.counters.seq_gaps == 3
-    h.handle(FrameReading(S1, 1.0, 0, 0), 0)  # backwards without HELLO: not a gap either
+    h.handle(ReadingFrame(S1, 1.0, 0, 0), 0)  # backwards without HELLO: not a gap either
     assert h.counters.seq_gaps == 3
 
 
 def test_configured_unit_wins_and_unknown_units_are_counted() -> None:
     h = FrameHandler("t", {S1: SensorSpec(S1, "degF")})
-    h.handle(Hello("1", "d", 1000, (SensorInfo(S1), SensorInfo(S2, "K"))), 0)
+    h.handle(Hello("1", "d", 1000, (SensorInfoFrame(S1), SensorInfoFrame(S2, "K"))), 0)
     assert h.sensors == [SensorSpec(S1, "degF")]
     assert h.counters.unknown_unit == 1
 

@@ -20,8 +20,7 @@ import pytest
 from edge_agent.sources.serial_source import SerialSource
 from firmware_sim.pty_transport import PtyTransport
 from firmware_sim.tcp_transport import TcpTransport
-from schemas.serial_protocol import Reading as FrameReading
-from schemas.serial_protocol import encode
+from schemas.serial_protocol import ReadingFrame, encode
 from tests.agent_sources.helpers import Collect
 
 pytestmark = pytest.mark.timeout(60)
@@ -43,7 +42,7 @@ def test_frames_sent_right_before_an_unplug_are_delivered(tmp_path: Path, frames
                 time.sleep(0.02)
             assert source.connected
             for seq in range(frames):
-                pty.send(encode(FrameReading(SID, 20.0 + seq, seq, 1000 * seq)))
+                pty.send(encode(ReadingFrame(SID, 20.0 + seq, seq, 1000 * seq)))
             # A pty moves written bytes to the reading side asynchronously (the kernel's flip
             # buffer), so an unplug at once could lose them in the kernel, before any reader.
             # Give that a moment; the old reader then held them for read_timeout_s (30 s).
@@ -82,7 +81,7 @@ def test_socket_url_frames_sent_right_before_the_peer_closes_are_delivered() -> 
                 time.sleep(0.01)
             assert source.connected
             for seq in range(3):
-                tcp.send(encode(FrameReading(SID, 20.0 + seq, seq, 1000 * seq)))
+                tcp.send(encode(ReadingFrame(SID, 20.0 + seq, seq, 1000 * seq)))
             time.sleep(0.3)  # as above: the bytes reach the reader's socket, nothing more
             tcp.close()  # FIN after the data
             deadline = time.monotonic() + 10
@@ -110,7 +109,7 @@ def test_socket_bytes_that_arrive_together_with_the_close_are_all_read() -> None
     try:
         port = open_port(f"socket://127.0.0.1:{server.getsockname()[1]}", 115200, 5.0)
         peer, _ = server.accept()
-        frames = b"".join(encode(FrameReading(SID, 20.0 + seq, seq, 1000 * seq))
+        frames = b"".join(encode(ReadingFrame(SID, 20.0 + seq, seq, 1000 * seq))
                           for seq in range(3))
         peer.sendall(frames)
         peer.close()

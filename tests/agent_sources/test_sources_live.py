@@ -18,8 +18,7 @@ from firmware_sim.device import Condition, Sample, expected
 from firmware_sim.pty_transport import PtyTransport
 from firmware_sim.simulation import Simulation
 from firmware_sim.w1_tree import W1Tree
-from schemas.serial_protocol import Reading as FrameReading
-from schemas.serial_protocol import SensorError
+from schemas.serial_protocol import ReadingFrame, SensorError
 from tests.agent_sources.helpers import LINE_FAULTS, UNPLUG, Collect, load
 
 pytestmark = pytest.mark.timeout(90)
@@ -29,7 +28,7 @@ FAULTS = {"MISSING": "disconnected", "READ_FAILED": "read_failed", "CRC": "crc_e
 def _expected_readings(text: str) -> list[tuple[str, float | None, str | None]]:
     out: list[tuple[str, float | None, str | None]] = []
     for f in expected(load(text).script()).frames:
-        if isinstance(f, FrameReading):
+        if isinstance(f, ReadingFrame):
             out.append((f.sensor_id, f.value, None))
         elif isinstance(f, SensorError):
             out.append((f.sensor_id, None, FAULTS[f.code.value]))

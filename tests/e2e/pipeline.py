@@ -34,8 +34,7 @@ from hub.alerting.config import AlertingConfig
 from hub.alerting.engine import AlertEngine
 from hub.consumers.base import Envelope
 from schemas.models import DeviceStatus, FaultEvent, RateAlarmEvent, StateChangeEvent
-from schemas.serial_protocol import Reading as FrameReading
-from schemas.serial_protocol import SensorError
+from schemas.serial_protocol import ReadingFrame, SensorError
 from tests.agent_e2e.e2e_helpers import FAULTS, Subscriber, key_of_draft, key_of_event
 from tests.servers import InfluxDB1
 
@@ -387,7 +386,7 @@ def script_readings(text: str) -> list[ScriptReading]:
                     for s in heard]
             continue
         f = e.received
-        if isinstance(f, FrameReading):
+        if isinstance(f, ReadingFrame):
             out.append(ScriptReading(e.t, Reading(f.sensor_id, e.t, f.value)))
         elif isinstance(f, SensorError):
             out.append(ScriptReading(e.t, Reading(f.sensor_id, e.t, None,

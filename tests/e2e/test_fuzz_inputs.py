@@ -22,7 +22,14 @@ from schemas import ConfigError, DecodeError, Encoding, ProtocolError, ReadingEv
 from schemas import encode as encode_event
 from schemas.config_loading import load_config, parse_config
 from schemas.serial_protocol import ErrorCode as FwErrorCode
-from schemas.serial_protocol import FrameDecoder, Hello, Reading, SensorError, SensorInfo, encode
+from schemas.serial_protocol import (
+    FrameDecoder,
+    Hello,
+    ReadingFrame,
+    SensorError,
+    SensorInfoFrame,
+    encode,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ = settings(max_examples=400, deadline=None,
@@ -30,9 +37,9 @@ FUZZ = settings(max_examples=400, deadline=None,
 BUDGET_S = 1.0  # far above what any single input needs: a hang or a blow-up shows as a failure
 
 GOOD_FRAMES = [
-    encode(Hello("1.2.0", "pico-01", 1000, (SensorInfo("t1"), SensorInfo("t2")))),
-    encode(Reading("t1", 21.375, 5, 1234)),
-    encode(Reading("t2", -127.0, 6, 1300)),
+    encode(Hello("1.2.0", "pico-01", 1000, (SensorInfoFrame("t1"), SensorInfoFrame("t2")))),
+    encode(ReadingFrame("t1", 21.375, 5, 1234)),
+    encode(ReadingFrame("t2", -127.0, 6, 1300)),
     encode(SensorError("t1", FwErrorCode.CRC, 7, 1400)),
 ]
 

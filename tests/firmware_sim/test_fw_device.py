@@ -13,7 +13,7 @@ from schemas.serial_protocol import (
     Nak,
     NakCode,
     ProtocolError,
-    Reading,
+    ReadingFrame,
     SetInterval,
     encode,
     parse_line,
@@ -45,7 +45,7 @@ def test_identify_and_set_interval() -> None:
     assert times[:3] == [30_000, 50_000, 70_000]  # last sample (10 s) + the new interval
     assert parse_line(device.handle_command(b"$INT,5*E2\n")) == Nak("?", NakCode.BAD_FRAME)
     assert parse_line(device.handle_command(encode(SetInterval(5)))) == Nak("INT", NakCode.RANGE)
-    r = encode(Reading("x", 1.0, 0, 0))
+    r = encode(ReadingFrame("x", 1.0, 0, 0))
     assert parse_line(device.handle_command(r)) == Nak("R", NakCode.UNKNOWN)
 
 
@@ -63,9 +63,9 @@ def test_unplug_reboots_the_device() -> None:
     assert kinds.count(Kind.HELLO) == 2
     unplug, replug = kinds.index(Kind.UNPLUG), kinds.index(Kind.REPLUG)
     assert (script[unplug].t_ms, script[replug].t_ms) == (480_000, 720_000)
-    after = [e.frame for e in script[replug:] if isinstance(e.frame, Reading)]
+    after = [e.frame for e in script[replug:] if isinstance(e.frame, ReadingFrame)]
     assert (after[0].seq, after[0].ms) == (0, 0)
-    before = [e.frame for e in script[:unplug] if isinstance(e.frame, Reading)]
+    before = [e.frame for e in script[:unplug] if isinstance(e.frame, ReadingFrame)]
     assert before[-1].seq == 47
     assert all(f.value == -18.5 for f in before + after)
     assert len(before) + len(after) == 120 - 24
@@ -92,5 +92,5 @@ def test_in_process_command() -> None:
     sensors = SimulatedSensors(load(UNPLUG), speed=60)
     out = sensors.command(SetInterval(1000), now=1.0)  # scenario time 60 s
     assert out[-1] == Ack("INT", "1000")
-    assert sum(isinstance(f, Reading) for f in out) == 7  # 0..60 s every 10 s
-    assert sum(isinstance(f, Reading) for f in sensors.poll(1.5)) == 30  # 60..90 s every 1 s
+    assert sum(isinstance(f, ReadingFrame) for f in out) == 7  # 0..60 s every 10 s
+    assert sum(isinstance(f, ReadingFrame) for f in sensors.poll(1.5)) == 30  # 60..90 s every 1 s

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 from typing import Any
 
-from schemas.serial_protocol import ErrorCode, Reading, SensorError, encode, parse_line
+from schemas.serial_protocol import ErrorCode, ReadingFrame, SensorError, encode, parse_line
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware_sim" / "micropython" / "main.py"
 
@@ -24,11 +24,11 @@ def _pure_functions() -> dict[str, Any]:
 def test_firmware_frames_match_the_protocol() -> None:
     fw = _pure_functions()
     assert fw["frame"]("R,28-0000075a1b2c,23.125,41,205013") == encode(
-        Reading("28-0000075a1b2c", 23.125, 41, 205013)).decode()
+        ReadingFrame("28-0000075a1b2c", 23.125, 41, 205013)).decode()
     line = fw["frame"]("E,28-00000a3f9e21,CRC,45,215014").encode()
     assert parse_line(line) == SensorError("28-00000a3f9e21", ErrorCode.CRC, 45, 215014)
     for milli in (23125, -62, -10125, 0, 85000, -55000):
-        sent = encode(Reading("s", milli / 1000, 0, 0)).split(b",")[2].decode()
+        sent = encode(ReadingFrame("s", milli / 1000, 0, 0)).split(b",")[2].decode()
         assert fw["fmt_milli"](milli) == sent
     rom = bytes([0x28, 0x2C, 0x1B, 0x5A, 0x07, 0x00, 0x00, 0x9F])
     assert fw["rom_id"](rom) == "28-0000075a1b2c"

@@ -19,9 +19,9 @@ from schemas.serial_protocol import (
     Nak,
     NakCode,
     ProtocolError,
-    Reading,
+    ReadingFrame,
     SensorError,
-    SensorInfo,
+    SensorInfoFrame,
     SetInterval,
     checksum,
     encode,
@@ -29,7 +29,7 @@ from schemas.serial_protocol import (
 )
 
 DOC = Path(__file__).resolve().parents[2] / "schemas" / "SERIAL_PROTOCOL.md"
-R1 = Reading("28-0000075a1b2c", 23.125, 41, 205013)
+R1 = ReadingFrame("28-0000075a1b2c", 23.125, 41, 205013)
 
 
 def test_checksum_is_crc8_maxim() -> None:
@@ -41,12 +41,12 @@ def test_checksum_is_crc8_maxim() -> None:
     ("frame", "line"),
     [
         (R1, b"$R,28-0000075a1b2c,23.125,41,205013*07\n"),
-        (Reading("28-00000a3f9e21", -18.062, 42, 205014),
+        (ReadingFrame("28-00000a3f9e21", -18.062, 42, 205014),
          b"$R,28-00000a3f9e21,-18.062,42,205014*12\n"),
         (SensorError("28-00000a3f9e21", ErrorCode.MISSING, 44, 210014),
          b"$E,28-00000a3f9e21,MISSING,44,210014*12\n"),
         (Hello("1.0.0", "pico-e66038b7", 5000,
-               (SensorInfo("28-0000075a1b2c"), SensorInfo("28-00000a3f9e21"))),
+               (SensorInfoFrame("28-0000075a1b2c"), SensorInfoFrame("28-00000a3f9e21"))),
          b"$HELLO,1,1.0.0,pico-e66038b7,5000,28-0000075a1b2c:C;28-00000a3f9e21:C*4E\n"),
         (Identify(), b"$ID*0E\n"),
         (SetInterval(10000), b"$INT,10000*9C\n"),
@@ -68,7 +68,7 @@ def test_hello_without_sensors_and_crlf() -> None:
 
 
 def test_negative_zero_is_never_sent() -> None:
-    assert b",0.000," in encode(Reading("s", -0.0001, 0, 0))
+    assert b",0.000," in encode(ReadingFrame("s", -0.0001, 0, 0))
 
 
 @pytest.mark.parametrize(
@@ -132,11 +132,11 @@ def test_decoder_max_line_boundary() -> None:
 ids = st.from_regex(r"[A-Za-z0-9._-]{1,32}", fullmatch=True)
 uints = st.integers(0, 2**32 - 1)
 frames: st.SearchStrategy[Frame] = st.one_of(
-    st.builds(Reading, ids, st.integers(-999_998_999, 999_998_999).map(lambda m: m / 1000),
+    st.builds(ReadingFrame, ids, st.integers(-999_998_999, 999_998_999).map(lambda m: m / 1000),
               uints, uints),
     st.builds(SensorError, ids, st.sampled_from(ErrorCode), uints, uints),
     st.builds(Hello, ids, ids, st.integers(100, 86_400_000),
-              st.lists(st.builds(SensorInfo, ids, st.from_regex(r"[A-Za-z%]{1,8}",
+              st.lists(st.builds(SensorInfoFrame, ids, st.from_regex(r"[A-Za-z%]{1,8}",
                                                                  fullmatch=True)),
                        max_size=3).map(tuple)),
     st.builds(Ack, ids, ids),

@@ -10,7 +10,7 @@ from firmware_sim import signals
 from firmware_sim.cli import main
 from firmware_sim.device import Condition, Kind, expected
 from schemas.errors import ConfigError
-from schemas.serial_protocol import Reading, SensorError
+from schemas.serial_protocol import ReadingFrame, SensorError
 
 GOOD_SENSOR = '[[sensors]]\nid = "28-0000075a1b2c"\nprofile = { kind = "constant", value = 1 }\n'
 
@@ -154,7 +154,7 @@ def test_all_faults_script() -> None:
     exp = expected(script)
     assert (exp.bad_checksum, exp.cut_lines, exp.garbage_bytes) == (3, 2, 150)
     # seq counts every data frame, cut and corrupted ones included
-    data = [e.frame for e in script if isinstance(e.frame, Reading | SensorError)]
+    data = [e.frame for e in script if isinstance(e.frame, ReadingFrame | SensorError)]
     assert [f.seq for f in data] == list(range(len(data)))
     # the clock jumped back an hour at 7m: ms wraps like an unsigned 32-bit counter
     jumped = [f for f in data if f.ms > 2**31]

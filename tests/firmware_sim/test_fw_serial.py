@@ -18,7 +18,7 @@ from firmware_sim.pty_transport import PtyTransport
 from firmware_sim.simulation import Simulation
 from firmware_sim.tcp_transport import TcpTransport
 from firmware_sim.w1_tree import parse_w1_slave
-from schemas.serial_protocol import Ack, Hello, Identify, Reading, SetInterval, encode
+from schemas.serial_protocol import Ack, Hello, Identify, ReadingFrame, SetInterval, encode
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(60)
@@ -76,11 +76,11 @@ def test_host_commands_are_answered(transport: str) -> None:
             with Simulation(scenario, speed=10, sinks=[sink]):
                 ser.write(encode(Identify()) + encode(SetInterval(500)))
                 replies = []
-                while len([f for f in replies if not isinstance(f, Reading)]) < 3:
+                while len([f for f in replies if not isinstance(f, ReadingFrame)]) < 3:
                     line = ser.readline()
                     assert line, "no answer"
                     replies += decode(line)[0]
-    others = [f for f in replies if not isinstance(f, Reading)]
+    others = [f for f in replies if not isinstance(f, ReadingFrame)]
     assert isinstance(others[0], Hello)
     assert isinstance(others[1], Hello)
     assert others[2] == Ack("INT", "500")
@@ -132,7 +132,8 @@ def test_unplug_closes_the_tty_and_returns_at_a_new_path(tmp_path: Path) -> None
     got_after = decode(after)[0]
     assert got_after
     assert got_after == exp_after[len(exp_after) - len(got_after):]
-    assert all(f.seq < 48 for f in got_after if isinstance(f, Reading))  # rebooted: seq restarted
+    # rebooted: seq restarted
+    assert all(f.seq < 48 for f in got_after if isinstance(f, ReadingFrame))
 
 
 def _cli(*args: str) -> subprocess.Popen[str]:
