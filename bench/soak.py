@@ -165,7 +165,7 @@ def main() -> int:
         hub.start()
         # the hub's subscription must exist before the first event, or the broker drops it
         deadline = time.monotonic() + 60
-        while "mqtt_connected" not in hub.log_text():
+        while "mqtt.connected" not in hub.log_text():
             if time.monotonic() > deadline or not hub.running:
                 raise RuntimeError(f"the hub did not connect; see {work / 'hub.log'}")
             time.sleep(0.1)

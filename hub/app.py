@@ -155,7 +155,7 @@ class Hub:
         if self.health_recorder is not None:
             self.health_recorder.start()
         self._started = True
-        log.info("hub_started", hub_id=self.config.hub_id, data_dir=str(self.config.data_dir),
+        log.info("hub.started", hub_id=self.config.hub_id, data_dir=str(self.config.data_dir),
                  consumers=[c.name for c in self.consumers],
                  shared_group=self.config.mqtt.shared_group)
 
@@ -173,12 +173,12 @@ class Hub:
             try:
                 consumer.close()
             except Exception as exc:  # noqa: BLE001 - one bad close must not stop the rest
-                log.warning("consumer_close_failed", consumer=consumer.name, error=repr(exc))
+                log.warning("consumer.close_failed", consumer=consumer.name, error=repr(exc))
         if self.web is not None:
             self.web.stop()
         self.journal.close()
         if self._started:  # a failed start-up is reported by the caller, in one line
-            log.info("hub_stopped", hub_id=self.config.hub_id)
+            log.info("hub.stopped", hub_id=self.config.hub_id)
 
     def __enter__(self) -> Hub:
         self.start()

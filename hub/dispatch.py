@@ -82,7 +82,7 @@ class ConsumerRunner:
             return True
         self._thread.join(timeout)
         if self._thread.is_alive():
-            log.warning("consumer_hung_at_shutdown", consumer=self.consumer.name,
+            log.warning("consumer.hung_at_shutdown", consumer=self.consumer.name,
                         backlog=self.backlog)
             return False
         return True
@@ -141,7 +141,7 @@ class ConsumerRunner:
                 self._retries.inc()
                 delay = exponential_delay(state.consecutive_failures - 1, self.retry_initial_s,
                                           self.retry_max_s)
-                log.warning("consumer_failed", consumer=name, error=state.last_error,
+                log.warning("consumer.failed", consumer=name, error=state.last_error,
                             batch=len(batch), first_offset=batch[0].offset,
                             retry_in_s=round(delay, 2), attempt=state.consecutive_failures)
                 self._stop.wait(delay)
@@ -151,7 +151,7 @@ class ConsumerRunner:
             self.journal.mark_handled(name, state.cursor)
             self._commit_cursor(force=False)
             if state.consecutive_failures:
-                log.info("consumer_recovered", consumer=name, after=state.consecutive_failures)
+                log.info("consumer.recovered", consumer=name, after=state.consecutive_failures)
             state.consecutive_failures = 0
             if events:  # processed and lag count contract events, not the hub's own records
                 state.processed += len(events)

@@ -126,7 +126,7 @@ class Ingest:
         self.last_error = f"cannot connect: {reason}"
         self.metrics.connected.set(0)
         # once per distinct reason: paho retries every few seconds
-        (log.error if first else log.debug)("mqtt_connect_failed", host=cfg.host,
+        (log.error if first else log.debug)("mqtt.connect_failed", host=cfg.host,
                                             port=cfg.port, reason=reason)
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any,
@@ -143,7 +143,7 @@ class Ingest:
         self._connected_at = time.monotonic()
         self.connected.set()
         self.metrics.connected.set(1)
-        log.info("mqtt_connected", session_present=bool(flags.session_present),
+        log.info("mqtt.connected", session_present=bool(flags.session_present),
                  client_id=self.config.client_id)
         filters = self.topics.hub_filters(self.config.mqtt.shared_group)
         client.subscribe([(f, 1) for f in filters])
@@ -152,7 +152,7 @@ class Ingest:
         failed = [str(r) for r in reasons if r.is_failure]
         if failed:
             self.last_error = f"subscription refused: {failed}"
-            log.error("mqtt_subscribe_refused", reasons=failed)
+            log.error("mqtt.subscribe_refused", reasons=failed)
         else:
             self.subscribed.set()
 
@@ -163,7 +163,7 @@ class Ingest:
         if self._refused:
             # paho closes a refused connection itself and reports that as a disconnect
             # ("Protocol error"); the refusal (bad password, not authorized) is the reason to show
-            log.debug("mqtt_disconnected_after_refusal", reason=str(reason))
+            log.debug("mqtt.disconnected_after_refusal", reason=str(reason))
         elif not self._stop.is_set():
             self._judge_flapping(reason)
 
@@ -179,7 +179,7 @@ class Ingest:
             if flaps == 0:
                 self._client.reconnect_delay_set(1, 30)
             self.last_error = f"disconnected: {reason}"
-            log.warning("mqtt_disconnected", reason=str(reason))
+            log.warning("mqtt.disconnected", reason=str(reason))
             return
         self.last_error = (f"session taken over: another client is connecting with client id "
                            f"{self.config.client_id!r} (two hubs or workers with one client_id?)"
@@ -190,7 +190,7 @@ class Ingest:
                            f"with client id {self.config.client_id!r}?")
         delay = int(exponential_delay(max(flaps, 1), 1, 60))
         self._client.reconnect_delay_set(delay, 120)
-        log.error("mqtt_client_id_clash", client_id=self.config.client_id, reason=str(reason),
+        log.error("mqtt.client_id_clash", client_id=self.config.client_id, reason=str(reason),
                   flaps=flaps, reconnect_in_s=delay)
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
@@ -276,7 +276,7 @@ class Ingest:
             except JournalError as exc:
                 # Nothing of this batch was acknowledged: the broker keeps it. Stop taking more.
                 self.failed = self.last_error = f"journal: {exc}"
-                log.critical("journal_write_failed", error=str(exc))
+                log.critical("journal.write_failed", error=str(exc))
                 self._stop.set()
                 return
         # drain what paho already handed us, so it is recorded and acked before we disconnect
@@ -310,7 +310,7 @@ class Ingest:
         for record in decision.dead:
             self._report_dead_letter(record)
         for outcome in decision.replays:
-            log.info("dead_letter_replayed", row=outcome.row_id, accepted=outcome.accepted,
+            log.info("ingest.dead_letter_replayed", row=outcome.row_id, accepted=outcome.accepted,
                      reason=outcome.reason)
 
     def _ack(self, batch: list[Inbound]) -> None:
@@ -335,7 +335,7 @@ class Ingest:
             m.accepted.labels(kind).inc(n)
         if duplicates:
             m.duplicates.inc(duplicates)
-            log.debug("duplicates_dropped", count=duplicates)
+            log.debug("ingest.duplicates_dropped", count=duplicates)
         if late:
             m.late.inc(late)
         if ooo:
@@ -344,7 +344,7 @@ class Ingest:
             m.dead_lettered.labels(record.reason_code).inc()
 
     def _report_dead_letter(self, record: DeadRecord) -> None:
-        log.warning("dead_lettered", topic=record.topic, reason=record.reason,
+        log.warning("ingest.dead_lettered", topic=record.topic, reason=record.reason,
                     reason_code=record.reason_code, dead_letter_id=record.dead_letter_id,
                     size=len(record.payload))
         if not self.publish(self.topics.deadletter(),

@@ -87,7 +87,7 @@ class WebServer:
             for sock in server.sockets:
                 self.port = int(sock.getsockname()[1])
                 break
-        log.info("http_listening", host=self.host, port=self.port)
+        log.info("http.listening", host=self.host, port=self.port)
 
     def stop(self) -> None:
         self._server.should_exit = True

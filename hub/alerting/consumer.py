@@ -96,7 +96,7 @@ class AlertingConsumer(ConsumerDefaults):
         self._ticker.start()
         pending = self.store.pending()
         if pending:
-            log.info("resuming undelivered alerts from the outbox", pending=pending)
+            log.info("alerting.outbox_resumed", pending=pending)
 
     def close(self) -> None:
         self._stop.set()
@@ -109,7 +109,7 @@ class AlertingConsumer(ConsumerDefaults):
             try:
                 self.store.mark_listeners_done(self._listeners_done)
             except DeliveryError as exc:  # only costs a redelivery to the listeners next start
-                log.warning("cannot record alerts handed to listeners", error=str(exc),
+                log.warning("alerting.listener_record_failed", error=str(exc),
                             count=len(self._listeners_done))
             self._listeners_done = []
         self.store.close()
@@ -127,12 +127,12 @@ class AlertingConsumer(ConsumerDefaults):
             pending = self.store.listener_pending()
             if not pending:
                 return 0
-            log.info("handing undelivered alerts to the listeners again", count=len(pending))
+            log.info("alerting.listeners_replayed", count=len(pending))
             for alert_id, payload in pending:
                 try:
                     alert = Alert.model_validate_json(payload)
                 except ValidationError as exc:  # never saved so; keep it, and say so
-                    log.error("unreadable saved alert: not handed to the listeners",
+                    log.error("alerting.unreadable_saved_alert",
                               alert_id=alert_id, error=str(exc))
                     continue
                 if self._tell_listeners(alert):
@@ -141,7 +141,7 @@ class AlertingConsumer(ConsumerDefaults):
                 self.store.mark_listeners_done(self._listeners_done)
                 self._listeners_done = []
             except DeliveryError as exc:  # kept in memory: the next commit forgets them
-                log.warning("cannot record alerts handed to listeners", error=str(exc))
+                log.warning("alerting.listener_record_failed", error=str(exc))
             return len(pending)
 
     # -- Consumer ------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ class AlertingConsumer(ConsumerDefaults):
         for notification in outcome.notifications:
             alert = notification.alert
             self.stats_counters.decided(alert.status, alert.late)
-            log.info("alert decided", alert_id=alert.alert_id, status=alert.status,
+            log.info("alerting.decided", alert_id=alert.alert_id, status=alert.status,
                      severity=alert.severity, late=alert.late, rule=alert.rule,
                      site=alert.site, device=alert.device_id, sensor=alert.sensor_id,
                      event_id=alert.event_id, notifiers=list(notification.notifiers))
@@ -195,12 +195,12 @@ class AlertingConsumer(ConsumerDefaults):
             if self._tell_listeners(alert):
                 self._listeners_done.append(alert.alert_id)
         for flap in outcome.flaps:
-            log.info("offline flap suppressed: the device was back within offline_for_s",
+            log.info("alerting.offline_flap_suppressed",
                      site=flap.site, device=flap.device_id, session=flap.session,
                      event_id=flap.will_event_id, back_event_id=flap.back_event_id,
                      offline_s=flap.offline_s, offline_for_s=self.config.offline_for_s)
         for alert in outcome.silenced:
-            log.info("alert silenced", alert_id=alert.alert_id, rule=alert.rule,
+            log.info("alerting.silenced", alert_id=alert.alert_id, rule=alert.rule,
                      site=alert.site, device=alert.device_id, sensor=alert.sensor_id,
                      event_id=alert.event_id)
         for name in woken:
@@ -223,7 +223,7 @@ class AlertingConsumer(ConsumerDefaults):
                 listener(alert)
             except Exception:  # a display problem must never stop alerting
                 ok = False
-                log.exception("alert listener failed; handed over again at the next start",
+                log.exception("alerting.listener_failed",
                               listener=repr(listener), alert_id=alert.alert_id)
         return ok
 
@@ -255,7 +255,7 @@ class AlertingConsumer(ConsumerDefaults):
                     self.store.prune_sent(self._clock().timestamp() - SENT_RETENTION_S)
                 next_at = time.monotonic() + self._next_tick_in()
             except Exception:  # keep ticking: the next tick retries the same work
-                log.exception("alert tick failed")
+                log.exception("alerting.tick_failed")
                 next_at = time.monotonic() + max(self._next_tick_in(), 1.0)
 
     # -- observability -------------------------------------------------------------------------

@@ -54,7 +54,7 @@ class NotifierWorker:
         self.notifier.close()  # interrupts a webhook's backoff wait
         self._thread.join(timeout)
         if self._thread.is_alive():
-            log.warning("notifier still busy at shutdown; its outbox is kept for next start",
+            log.warning("alerting.notifier_busy_at_shutdown",
                         notifier=self.name)
 
     def _run(self) -> None:
@@ -86,19 +86,19 @@ class NotifierWorker:
             self._store.give_up(item, str(exc), self._clock())
             self._stats.failed(self.name)
             self._stats.given_up(self.name)
-            bound.error("alert rejected by the receiver; given up", reason=str(exc))
+            bound.error("alerting.rejected", reason=str(exc))
             return
         except DeliveryError as exc:
             self._failed(item, str(exc), bound)
             return
         except Exception as exc:  # a bug in a notifier must not kill its worker thread
-            log.exception("notifier raised unexpectedly", notifier=self.name,
+            log.exception("alerting.notifier_crashed", notifier=self.name,
                           alert_id=item.alert_id)
             self._failed(item, f"{type(exc).__name__}: {exc}", bound)
             return
         self._store.mark_sent(item, self._clock())
         self._stats.sent(self.name)
-        bound.debug("alert delivered", status=alert.status, late=alert.late,
+        bound.debug("alerting.delivered", status=alert.status, late=alert.late,
                     seconds=round(self._clock() - started, 3))
 
     def _failed(self, item: OutboxItem, reason: str, bound: structlog.BoundLogger) -> None:
@@ -109,11 +109,11 @@ class NotifierWorker:
         if now - item.created >= self._give_up_after_s:
             self._store.give_up(item, reason, now)
             self._stats.given_up(self.name)
-            bound.error("alert undeliverable; given up", reason=reason, attempts=item.attempts + 1)
+            bound.error("alerting.given_up", reason=reason, attempts=item.attempts + 1)
             return
         delay = exponential_delay(item.attempts, self._retry_initial_s, self._retry_max_s)
         self._store.mark_failed(item, reason, now + delay)
-        bound.warning("alert delivery failed; will retry", reason=reason,
+        bound.warning("alerting.delivery_failed", reason=reason,
                       attempts=item.attempts + 1, retry_in_s=round(delay, 2))
 
     def wait_idle(self, timeout: float) -> bool:

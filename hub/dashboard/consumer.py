@@ -125,7 +125,7 @@ class DashboardConsumer(ConsumerDefaults):
             sub.resyncs += 1
             with self._lock:
                 self._resyncs += 1
-            log.warning("dashboard client too slow; sending it a snapshot instead",
+            log.warning("dashboard.client_too_slow",
                         buffered=self.config.client_buffer)
             sub.queue.put_nowait(_Resync())
             return

@@ -76,7 +76,7 @@ class StorageConsumer(ConsumerDefaults):
                 self.points_written += len(chunk)
 
     def _refused(self, status: int, detail: str, count: int) -> None:
-        log.error("storage_rejected_points", status=status, detail=detail[:500], lines=count)
+        log.error("storage.rejected_points", status=status, detail=detail[:500], lines=count)
         if self._rejected is not None:
             self._rejected.inc(count)
 

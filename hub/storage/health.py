@@ -50,6 +50,6 @@ class HealthRecorder:
                 self._record(self._sample())
                 self.recorded += 1
             except ThermopipeError as exc:  # journal unwritable: ingest reports it too; retry
-                log.error("hub_health_not_recorded", error=str(exc))
+                log.error("storage.health_not_recorded", error=str(exc))
             except Exception:  # a bug here must not end the health points for good
-                log.exception("hub_health_sample_failed")
+                log.exception("storage.health_sample_failed")

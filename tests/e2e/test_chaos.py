@@ -208,7 +208,7 @@ class Chaos:
 
     def start(self) -> None:
         self.hub.start()
-        wait_until(lambda: "mqtt_connected" in self.hub.log_text(), 60, "the hub's connection")
+        wait_until(lambda: "mqtt.connected" in self.hub.log_text(), 60, "the hub's connection")
         self.agent.start()
         wait_until(lambda: any(s.online for s in self.sub.statuses()), 60, "the agent's birth")
         self.sim = Sim(self.tmp / "scenario.toml", self.link, SPEED)
@@ -412,7 +412,7 @@ def test_chaos_every_event_stored_once_every_alert_delivered_once(chaos: Chaos) 
         webhook_503s=sum(1 for r in run.receiver.requests if r.status == 503),
         restarts={"broker": 1, "hub_sigkill": 1, "agent_sigkill": 1, "influxdb": 1,
                   "unplug": 1})
-    suppressed = run.hub.log_text().count('"offline flap suppressed')
+    suppressed = run.hub.log_text().count('"alerting.offline_flap_suppressed"')
     run.counts["offline_flaps"] = f"{len(want.flaps)} expected, {suppressed} logged by the hub"
     print("\n" + run.report())
     assert not twice_keys, f"Idempotency-Keys acknowledged twice: {twice_keys}; {run.report()}"

@@ -161,7 +161,7 @@ def test_hub_restarts_on_its_http_port_at_once(tmp_path: Path) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "run", "-c", str(config)],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
-        _lines_until(proc, "http_listening", 30)
+        _lines_until(proc, "http.listening", 30)
         with socket.create_connection(("127.0.0.1", port)) as client:  # the server closes first
             client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             client.recv(4096)

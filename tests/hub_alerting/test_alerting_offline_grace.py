@@ -273,7 +273,7 @@ def test_consumer_flap_is_counted_and_restart_in_the_grace_pages_once(
                              env(f.status(True, "birth", session=2),
                                  received_at=now + timedelta(seconds=0.2))])
         assert consumer.stats()["offline_flaps_suppressed"] == 1
-        flaps = [e for e in logs if e["event"].startswith("offline flap suppressed")]
+        flaps = [e for e in logs if e["event"] == "alerting.offline_flap_suppressed"]
         assert [(e["log_level"], e["device"], e["offline_s"]) for e in flaps] == [
             ("info", "flappy", 0.2)]
         will = _live_will()

@@ -89,7 +89,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(tmp_path: Path, mosquit
     log = tmp_path / "hub.log"
     proc = _hub_process(config_file, log)
     try:
-        wait_until(lambda: b"mqtt_connected" in log.read_bytes(), 30, what="hub connected")
+        wait_until(lambda: b"mqtt.connected" in log.read_bytes(), 30, what="hub connected")
         thread, errors = _publish_in_background(
             mosquitto, messages_for(Topics(topic_root), readings(n)), pace_every=500, pause=0.2)
         # kill it while events are flowing and some are stored
@@ -252,7 +252,7 @@ def test_hub_run_workers_supervises_and_stops_cleanly(tmp_path: Path, mosquitto,
                                  "--workers", "2"], cwd=ROOT, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: log.read_bytes().count(b"mqtt_connected") >= 2, 30,
+        wait_until(lambda: log.read_bytes().count(b"mqtt.connected") >= 2, 30,
                    what="both workers connected")
         pub = Publisher(mosquitto.host, mosquitto.port)
         try:
@@ -265,7 +265,7 @@ def test_hub_run_workers_supervises_and_stops_cleanly(tmp_path: Path, mosquitto,
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     assert influx_count(influxdb, influx_db_name) == n
-    assert log.read_bytes().count(b"hub_stopped") == 2
+    assert log.read_bytes().count(b"hub.stopped") == 2
     assert (tmp_path / "hubdata" / "worker-0" / "hub.sqlite3").is_file()
     assert (tmp_path / "hubdata" / "worker-1" / "hub.sqlite3").is_file()
     assert os.path.exists(tmp_path / "hubdata")

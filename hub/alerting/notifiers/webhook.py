@@ -54,8 +54,8 @@ class WebhookSender:
                 if 400 <= resp.status_code < 500 and resp.status_code not in RETRYABLE_4XX:
                     raise NotifierRejected(f"webhook {self.name} refused the alert: {last} "
                                            f"{resp.text[:200]!r}")
-            log.warning("webhook attempt failed", notifier=self.name, alert_id=alert.alert_id,
-                        attempt=attempt + 1, error=last)
+            log.warning("alerting.webhook_attempt_failed", notifier=self.name,
+                        alert_id=alert.alert_id, attempt=attempt + 1, error=last)
         raise DeliveryError(f"webhook {self.name}: {last}")
 
     def close(self) -> None:
