@@ -13,6 +13,7 @@
     ├── ConfigError                      a config or scenario file is wrong (file, key path, reason)
     ├── SourceError                      a sensor source failed (serial, 1-Wire, simulator)
     │   └── ProtocolError                a serial line breaks schemas/SERIAL_PROTOCOL.md
+    │       └── BadChecksum              a line whose checksum does not match (noise on the wire)
     ├── DeliveryError                    publishing or storing could not be done now (retryable)
     ├── ServerError                      a server the program needs is unreachable or refused us
     └── MissingDependency                a package of the program's role is not installed
@@ -110,6 +111,11 @@ class ProtocolError(SourceError):
         super().__init__(reason)
         self.reason = reason
         self.line = line
+
+
+class BadChecksum(ProtocolError):
+    """A line whose CRC does not match its bytes: noise on the wire, counted apart from lines
+    that are malformed (a firmware bug)."""
 
 
 class DeliveryError(ThermopipeError):

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from schemas.errors import ProtocolError
+from schemas.errors import BadChecksum, ProtocolError
 
 __all__ = [
     "MAX_LINE",
@@ -326,7 +326,7 @@ def parse_line(line: bytes) -> Frame:
         body = line[1:star]
         expected = checksum(body)
         if int(digits, 16) != expected:
-            raise ProtocolError(f"bad checksum {digits.decode()}, expected {expected:02X}")
+            raise BadChecksum(f"bad checksum {digits.decode()}, expected {expected:02X}")
         try:
             text = body.decode("ascii")
         except UnicodeDecodeError:
@@ -335,8 +335,8 @@ def parse_line(line: bytes) -> Frame:
             raise ProtocolError("'$', '*' or newline inside a frame")
         return _decode_fields(text.split(","))
     except ProtocolError as exc:
-        if exc.line != raw:
-            raise ProtocolError(exc.reason, raw) from None
+        if exc.line != raw:  # the same kind of error, with the whole line kept
+            raise type(exc)(exc.reason, raw) from None
         raise
 
 
@@ -417,7 +417,7 @@ class FrameDecoder:
             try:
                 frame = parse_line(bytes(buf))
             except ProtocolError as exc:
-                if exc.reason.startswith("bad checksum"):
+                if isinstance(exc, BadChecksum):
                     self.bad_checksum += 1
                 else:
                     self.malformed += 1
