@@ -165,9 +165,7 @@ def environment_problems(cfg: AgentConfig) -> list[tuple[str, str]]:
         if reason:
             problems.append(("mqtt.encoding", reason))
     if cfg.mqtt.tls is not None:
-        for key, path in cfg.mqtt.tls.files().items():
-            if not path.is_file():
-                problems.append((f"mqtt.tls.{key}", f"{str(path)!r} does not exist"))
+        problems.extend(cfg.mqtt.tls.missing_files())
     outbox_dir = directory_problem(cfg.outbox.path.parent)
     if outbox_dir:
         problems.append(("outbox.path", outbox_dir))

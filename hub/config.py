@@ -183,9 +183,7 @@ def environment_problems(config: HubConfig) -> list[tuple[str, str]]:
     if packages:
         problems.append(("", packages))
     if config.mqtt.tls is not None:
-        for key, path in config.mqtt.tls.files().items():
-            if not path.is_file():
-                problems.append((f"mqtt.tls.{key}", f"{str(path)!r} does not exist"))
+        problems.extend(config.mqtt.tls.missing_files())
     dirs = [("data_dir", config.data_dir)]
     if config.storage.enabled and config.storage.mode == "sqlite" and config.storage.path:
         dirs.append(("storage.path", config.storage.path.parent))

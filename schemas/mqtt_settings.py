@@ -75,11 +75,13 @@ class TlsSettings(BaseModel):
             raise ValueError("key_file is set but cert_file is not")
         return self
 
-    def files(self) -> dict[str, Path]:
-        """The files this section names, by key (for the start-up checks)."""
-        return {name: path for name, path in (("ca_file", self.ca_file),
-                                              ("cert_file", self.cert_file),
-                                              ("key_file", self.key_file)) if path is not None}
+    def missing_files(self, section: str = "mqtt.tls") -> list[tuple[str, str]]:
+        """``(key path, reason)`` for each file this section names that is not there (the
+        start-up checks of both programs; skipped by ``check-config --no-secrets``)."""
+        named = (("ca_file", self.ca_file), ("cert_file", self.cert_file),
+                 ("key_file", self.key_file))
+        return [(f"{section}.{key}", f"{str(path)!r} does not exist")
+                for key, path in named if path is not None and not path.is_file()]
 
     def context(self) -> ClosingContext:
         """An SSL context; raises :class:`ServerError` when a file cannot be used."""
