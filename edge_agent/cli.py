@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _stderr(text: str) -> None:
     """Print to stderr; under systemd each line carries the journal priority of an error."""
-    from edge_agent.log_setup import prefixed, to_journal
+    from schemas.log_setup import prefixed, to_journal
 
     journal = to_journal(sys.stderr)
     print("\n".join(prefixed(line, "error", journal) for line in text.splitlines()),
@@ -145,7 +145,7 @@ def check_config(path: Path, no_secrets: bool = False) -> int:
 
 
 def run(path: Path, status_line: bool) -> int:
-    from edge_agent import log_setup
+    from schemas import log_setup
 
     try:
         cfg = _load(path)
@@ -278,9 +278,9 @@ def probe(config: Path, seconds: float) -> int:
     except ConfigError as exc:
         _print_errors(exc)
         return EXIT_CONFIG
-    from edge_agent import log_setup
     from edge_agent.agent import build_source
     from edge_agent.decide import Reading
+    from schemas import log_setup
 
     log_setup.configure("error", "console")  # the probe's own lines are the output
     failed = 0

@@ -103,12 +103,12 @@ def _run_one(config_path: str, worker: int | None, workers: int) -> int:
     except ThermopipeError as exc:
         return _fail(exc)
     from hub.app import Hub
-    from hub.logs import configure_logging
+    from schemas import log_setup
 
     config = _config_or_exit(config_path)
     if worker is not None:
         config = config.for_worker(worker)
-    configure_logging(config.log.level, config.log.format)
+    log_setup.configure(config.log.level, config.log.format)
     stop = threading.Event()
 
     def on_signal(_sig: int, _frame: FrameType | None) -> None:
