@@ -180,14 +180,14 @@ class Agent:
             now = time.monotonic()
             if now - self._last_drop_log >= 5:  # one line per 5 s, the counter has the rest
                 self._last_drop_log = now
-                log.warning("reading dropped: the agent's queue is full", sensor=reading.sensor_id,
+                log.warning("agent.reading_dropped", sensor=reading.sensor_id,
                             queue_size=self.config.queue_size, dropped_total=dropped)
             return False
         return True
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set; then stop the sources, flush the outbox, say goodbye."""
-        log.info("agent starting", sources=[s.name for s in self.sources],
+        log.info("agent.starting", sources=[s.name for s in self.sources],
                  broker=f"{self.config.mqtt.host}:{self.config.mqtt.port}",
                  outbox=str(self.config.outbox.path), pending=self.outbox.depth)
         self.delivery.start()
@@ -232,7 +232,7 @@ class Agent:
             dec = SensorDecider(sid, unit, self.config.rules_for(sid))
             with self._lock:
                 self._deciders[sid] = dec
-            log.info("sensor seen", sensor=sid, unit=unit,
+            log.info("agent.sensor_seen", sensor=sid, unit=unit,
                      configured=sid in self.config.sensors)
         return dec
 
@@ -256,7 +256,7 @@ class Agent:
             try:
                 drafts += self._decider(reading).on_reading(reading)
             except ContractError as exc:  # an id unfit for a topic, from a device
-                log.error("reading rejected", sensor=reading.sensor_id, reason=str(exc))
+                log.error("agent.reading_rejected", sensor=reading.sensor_id, reason=str(exc))
         with self._lock:
             self.counters.readings += n
             self.counters.faults_seen += faults
@@ -279,14 +279,14 @@ class Agent:
             except ContractError as exc:  # logged by the stamper with its fields
                 with self._lock:
                     self.counters.invalid_drafts += 1
-                log.error("event dropped: draft breaks the contract", sensor=draft.sensor_id,
+                log.error("agent.event_dropped", sensor=draft.sensor_id,
                           kind=draft.kind, reason=str(exc))
                 continue
             events.append(event)
-            log.debug("event", sensor=event.sensor_id, event_id=event.event_id,
+            log.debug("agent.event", sensor=event.sensor_id, event_id=event.event_id,
                       kind=event.kind, seq=event.seq)
             if event.kind in ("state_change", "fault", "rate_alarm"):
-                log.info("event", sensor=event.sensor_id, event_id=event.event_id,
+                log.info("agent.event", sensor=event.sensor_id, event_id=event.event_id,
                          kind=event.kind, seq=event.seq,
                          **_describe(event))
         with self._lock:
@@ -297,7 +297,7 @@ class Agent:
             self.delivery.submit(events)
 
     def _shutdown(self) -> None:
-        log.info("agent stopping")
+        log.info("agent.stopping")
         for source in self.sources:
             source.stop()
         rest = self._drain(self._queue.qsize() + BATCH)
@@ -308,7 +308,7 @@ class Agent:
         self._submit([d for dec in list(self._deciders.values()) for d in dec.on_stop(now)])
         self.delivery.stop()  # flushes the outbox, publishes the shutdown status
         self.outbox.close()
-        log.info("agent stopped", **{k: v for k, v in self.agent_counters().items()
+        log.info("agent.stopped", **{k: v for k, v in self.agent_counters().items()
                                      if k in ("readings", "events")})
 
 

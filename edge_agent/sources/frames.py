@@ -99,7 +99,7 @@ class FrameHandler:
         if isinstance(item, Hello):
             self._hello(item)
         elif isinstance(item, Ack | Nak):
-            log.info("device answered a command", source=self.source, answer=repr(item))
+            log.info("source.command_answered", source=self.source, answer=repr(item))
         return None
 
     def _seq(self, seq: int) -> None:
@@ -108,7 +108,7 @@ class FrameHandler:
             missing = (seq - last - 1) % 2**32
             if missing < 2**31:  # a backwards jump is a reboot without HELLO: not a gap
                 self.counters.seq_gaps += missing
-                log.warning("frames lost on the line", source=self.source, missing=missing,
+                log.warning("source.frames_lost", source=self.source, missing=missing,
                             last_seq=last, seq=seq)
         self._last_seq = seq
 
@@ -116,7 +116,7 @@ class FrameHandler:
         self.counters.hellos += 1
         if hello.protocol != PROTOCOL_VERSION:
             self.counters.foreign_protocol += 1
-            log.error("device speaks another protocol version; ignoring its HELLO",
+            log.error("source.protocol_version_mismatch",
                       source=self.source, protocol=hello.protocol)
             return
         self._last_seq = None  # seq restarts at 0 after a boot HELLO
@@ -127,12 +127,13 @@ class FrameHandler:
             unit = unit_from_device(info.unit)
             if unit is None:
                 self.counters.unknown_unit += 1
-                log.error("sensor unit not supported; its readings are kept as degC only if "
-                          "the config names the sensor", source=self.source, sensor=info.id,
-                          unit=info.unit)
+                log.error("source.unit_not_supported", source=self.source, sensor=info.id,
+                          unit=info.unit,
+                          detail="its readings are kept as degC only if the config names the "
+                                 "sensor")
                 continue
             announced[info.id] = SensorSpec(info.id, unit)
         if announced.keys() != self._announced.keys():
-            log.info("device announced its sensors", source=self.source,
+            log.info("source.sensors_announced", source=self.source,
                      firmware=self.firmware, sensors=sorted(announced))
         self._announced = announced

@@ -128,15 +128,15 @@ class OneWireSource:
             present = set(self.scan())
         except SourceError as exc:
             self._count("scan_errors")
-            log.warning("1-Wire scan failed", source=self.name, error=str(exc))
+            log.warning("onewire.scan_failed", source=self.name, error=str(exc))
             return
         now = self._clock()
         for sid in sorted(present - self._known.keys()):
-            log.info("1-Wire sensor found", source=self.name, sensor=sid)
+            log.info("onewire.sensor_found", source=self.name, sensor=sid)
             self._known[sid] = SensorSpec(sid)
         for sid in sorted(self._known.keys() - present):
             if sid in self._present or self._counts["scans"] == 1:
-                log.warning("1-Wire sensor gone from the bus", source=self.name, sensor=sid)
+                log.warning("onewire.sensor_gone", source=self.name, sensor=sid)
                 self._count("disconnects")
             self._put(sink, Reading(sid, now, None, "disconnected",
                                     f"{sid} is not on the 1-Wire bus ({self.w1_dir})"))

@@ -140,7 +140,7 @@ class SerialSource:
                 now = time.monotonic()
                 if now - last_warned >= RETRY_LOG_EVERY_S:  # not one line per attempt
                     last_warned = now
-                    log.warning("serial port not available; retrying", source=self.name,
+                    log.warning("serial.unavailable", source=self.name,
                                 error=str(exc), retry_in_s=round(backoff, 2),
                                 failures=self.open_failures)
                 self._stop.wait(backoff)
@@ -150,7 +150,7 @@ class SerialSource:
             with self._lock:
                 self._port = port
             self.connected = True
-            log.info("serial port open", source=self.name, port=self.port, opens=self.opens)
+            log.info("serial.opened", source=self.name, port=self.port, opens=self.opens)
             try:
                 error = self._read(port, sink)
             finally:
@@ -160,7 +160,7 @@ class SerialSource:
                 port.close()
             if self._stop.is_set():
                 break
-            log.warning("serial device lost", source=self.name, error=error)
+            log.warning("serial.device_lost", source=self.name, error=error)
             self._report_lost(sink, error)
 
     def _read(self, port: serial.SerialBase, sink: ReadingSink) -> str:
@@ -183,7 +183,7 @@ class SerialSource:
                 now = self._clock()
                 for item in self._decoder.feed(data):
                     if isinstance(item, ProtocolError):
-                        log.info("line rejected", source=self.name, reason=item.reason,
+                        log.info("source.line_rejected", source=self.name, reason=item.reason,
                                  line=bytes(item.line[:64]).decode("ascii", "replace")
                                  if isinstance(item.line, bytes) else item.line[:64])
                         continue

@@ -78,7 +78,7 @@ class SimulatorSource:
             if not self.loop:
                 break
         self.finished.set()
-        log.info("simulated scenario finished", source=self.name, runs=self.runs)
+        log.info("simulator.finished", source=self.name, runs=self.runs)
 
     def _play(self, sink: ReadingSink) -> None:
         sim = SimulatedSensors(self.scenario, seed=self.seed, speed=self.speed,
@@ -91,14 +91,14 @@ class SimulatorSource:
             now = self._clock()
             for item in items:
                 if isinstance(item, ProtocolError):
-                    log.info("line rejected", source=self.name, reason=item.reason)
+                    log.info("source.line_rejected", source=self.name, reason=item.reason)
                     continue
                 reading = self._handler.handle(item, now)
                 if reading is not None and not sink(reading):
                     self.dropped += 1
             if plugged and not sim.plugged:
                 self.device_lost += 1
-                log.warning("simulated device unplugged", source=self.name)
+                log.warning("simulator.unplugged", source=self.name)
                 for sid in self._handler.known_ids():
                     if not sink(Reading(sid, now, None, "device_lost",
                                         "simulated device unplugged")):

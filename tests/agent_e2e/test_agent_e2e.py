@@ -404,4 +404,4 @@ duration = "1m"
     last = rig.sub.statuses()[-1]
     assert last.counters["device_reconnects"] >= 1
     assert last.counters["device_lost"] >= 2  # the unplug, and the end of the scenario
-    assert "serial device lost" in rig.agent.log_text()
+    assert "serial.device_lost" in rig.agent.log_text()
