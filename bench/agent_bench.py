@@ -1,23 +1,30 @@
 """Edge agent benchmark: each figure beside a baseline measured in the same run.
 
-    python3 bench/agent_bench.py [--readings 20000] [--messages 20000] [--memory-seconds 8]
+    python3 bench/agent_bench.py [--readings 20000] [--messages 20000] [--pi-seconds 120]
+                                 [--outage-seconds 60] [--pi-only]
 
 1. processing cost per reading: protocol decode + frame mapping + SensorDecider + stamping,
    against a bare loop that only decodes the same protocol lines (FrameDecoder);
-2. resident memory of a running agent with 16 sensors (two simulated boards of 8; the broker is
-   unreachable on purpose, so it buffers), against a bare Python that imports the same modules;
-3. outbox append+commit rate and replay (read) rate, against a bare SQLite insert / select loop
+2. outbox append+commit rate and replay (read) rate, against a bare SQLite insert / select loop
    on the same kind of rows (WAL, synchronous=FULL, one transaction per 500 rows);
-4. QoS-1 publish rate to a private Mosquitto (started from tests.servers) of the agent's
+3. QoS-1 publish rate to a private Mosquitto (started from tests.servers) of the agent's
    Delivery, live (submit -> group commit -> publish -> PUBACK -> deleted from the outbox) and
    replaying a backlog from the outbox, against a bare paho-mqtt client publishing the same
-   payloads to the same topic with the same in-flight cap and waiting for every PUBACK.
+   payloads to the same topic with the same in-flight cap and waiting for every PUBACK;
+4. the agent as it runs on a Pi: installed from the built wheel with '.[agent]' into a fresh venv
+   (tests/install/roles.py), 16 DS18B20s x 1 reading/s (two 1-Wire sysfs trees that firmware-sim
+   writes in RAM), the shipped rules,
+   a private Mosquitto: resident memory and CPU against a bare paho publisher from the same venv
+   (16 QoS-1 messages/s to the same broker), bytes written to disk per hour (/proc/PID/io
+   write_bytes, the outbox on this machine's disk), and the same during a broker outage.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -44,8 +51,11 @@ from edge_agent.outbox import Outbox, OutboxSettings  # noqa: E402
 from edge_agent.sources.frames import FrameHandler  # noqa: E402
 from edge_agent.stamping import EventStamper  # noqa: E402
 from schemas.models import ReadingEvent  # noqa: E402
-from schemas.serial_protocol import FrameDecoder, encode  # noqa: E402
-from schemas.serial_protocol import Reading as FrameReading  # noqa: E402
+from schemas.serial_protocol import (  # noqa: E402
+    FrameDecoder,
+    ReadingFrame,
+    encode,
+)
 from schemas.topics import Topics  # noqa: E402
 from tests.servers import Mosquitto, start_server  # noqa: E402
 
@@ -53,7 +63,7 @@ SENSORS = [f"28-0000000000{i:02x}" for i in range(16)]
 
 
 def lines(n: int) -> bytes:
-    return b"".join(encode(FrameReading(SENSORS[i % 16], 20 + (i % 100) / 10, i, i * 10))
+    return b"".join(encode(ReadingFrame(SENSORS[i % 16], 20 + (i % 100) / 10, i, i * 10))
                     for i in range(n))
 
 
@@ -94,32 +104,216 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def bench_memory(seconds: float) -> None:
+PI_BOARD = """duration = "2d"
+interval = "1s"
+{sensors}"""
+PI_SENSOR = """[[sensors]]
+id = "28-0000000000{i:02x}"
+profile = {{ kind = "sine", mean = 20.0, amplitude = 5.0, period = "1h", peak_at = "{peak}m" }}
+noise = 0.1
+
+"""
+BARE_PAHO = """
+import sys, time, paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bare-baseline", protocol=mqtt.MQTTv5)
+c.connect("127.0.0.1", int(sys.argv[1])); c.loop_start()
+payload = b'{"kind":"reading","value":20.125,"unit":"degC","seq":0,"event_id":"' + b"0" * 32 + b'"}'
+next_at = time.monotonic()
+while True:  # 16 QoS-1 messages a second, as 16 sensors at 1 Hz would be if each were published
+    for i in range(16):
+        c.publish(f"bench/baseline/{i}", payload, qos=1)
+    next_at += 1.0
+    time.sleep(max(0.0, next_at - time.monotonic()))
+"""
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_write_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no write_bytes in /proc/{pid}/io")
+
+
+def agent_state(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return {}
+
+
+def production_agent() -> Path:
+    """The agent role as users install it: the built wheel, '.[agent]', a fresh venv
+    (tests/install/roles.py; reused while the tree is unchanged)."""
+    from tests.install.roles import CACHE, build_wheel, make_role_env, wheel_digest
+
     with tempfile.TemporaryDirectory() as tmp:
-        scen = Path(tmp) / "eight.toml"
-        sensors = "".join(
-            f'[[sensors]]\nid = "28-0000000000{i:02x}"\n'
-            f'profile = {{ kind = "constant", value = 20.0 }}\nnoise = 0.2\n\n'
-            for i in range(8))
-        scen.write_text(f'duration = "1d"\ninterval = "1s"\n\n{sensors}')
-        cfg = Path(tmp) / "agent.toml"
-        sources = "".join(f'[[sources]]\nkind = "simulator"\nname = "b{i}"\n'
-                          f'scenario = "{scen}"\nspeed = 10\nseed = {i}\n\n' for i in range(2))
-        cfg.write_text(f'site = "bench"\ndevice_id = "pi-bench"\n[log]\nlevel = "warning"\n'
-                       f'[mqtt]\nhost = "127.0.0.1"\nport = 9\n[outbox]\n'
-                       f'path = "{tmp}/o.db"\n[defaults]\ndeadband = 0.1\n\n{sources}')
-        agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "-c", str(cfg)],
-                                 cwd=ROOT, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-        base = subprocess.Popen([sys.executable, "-c", "import edge_agent.agent, time; "
-                                 "time.sleep(60)"], cwd=ROOT)
-        time.sleep(seconds)
-        a, b = rss_kib(agent.pid), rss_kib(base.pid)
-        for p in (agent, base):
+        wheel = build_wheel(Path(tmp) / "wheel")
+        where = CACHE / wheel_digest(wheel)
+        where.mkdir(parents=True, exist_ok=True)
+        return make_role_env(wheel, "agent", where).venv
+
+
+def pi_config(work: Path, port: int, state_dir: Path, w1_dirs: list[Path]) -> Path:
+    """16 DS18B20s on two 1-Wire buses (8 each), each read once a second, with the shipped
+    example's rules (deadband 0.5, report every 300 s, summaries every 60 s), outbox defaults."""
+    sources = "".join(f'[[sources]]\nkind = "onewire"\nname = "bus{i}"\nw1_dir = "{d}"\n'
+                      f'interval_s = 1.0\n\n' for i, d in enumerate(w1_dirs))
+    cfg = work / "agent.toml"
+    cfg.write_text(
+        f'site = "bench"\ndevice_id = "pi-bench"\nstate_file = "{state_dir}/agent-state.json"\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ntopic_root = "bench"\n'
+        f'[outbox]\npath = "{work}/outbox.db"\n'
+        f'[defaults]\ndeadband = 0.5\nreport_every_s = 300.0\nsummary_interval_s = 60.0\n\n'
+        f'{sources}')
+    return cfg
+
+
+def w1_scenario(work: Path, bus: int) -> Path:
+    """8 sensors drifting on a one-hour sine (a lively day, compressed) with 0.1 degC noise."""
+    body = "".join(PI_SENSOR.format(i=bus * 8 + i, peak=(bus * 8 + i) * 3) for i in range(8))
+    scen = work / f"bus{bus}.toml"
+    scen.write_text(PI_BOARD.format(sensors=body))
+    return scen
+
+
+def bench_pi(seconds: float, outage_s: float) -> None:
+    """The agent from a production install, 16 sensors x 1 Hz, against a private Mosquitto:
+    resident memory and CPU against a bare paho publisher (same venv, same broker, 16 QoS-1
+    messages/s), bytes written to disk per hour (/proc/PID/io write_bytes), then the same during
+    a broker outage of ``outage_s`` seconds (extrapolated to 10 minutes: the writes of an outage
+    grow with the events it buffers, linearly) and the drain after it."""
+    venv = production_agent()
+    # the outbox on a real disk (this machine's /), the state file in RAM as under the unit
+    work = Path(tempfile.mkdtemp(prefix="agent-pi-", dir=ROOT / ".cache"))
+    state_dir = Path(tempfile.mkdtemp(prefix="agent-pi-state-", dir="/dev/shm"))
+    broker = start_server(Mosquitto, work / "mosquitto")
+    assert isinstance(broker, Mosquitto)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PYTHONDONTWRITEBYTECODE="1")  # as the unit runs it
+    # the kernel's 1-Wire sysfs tree, simulated in RAM by firmware-sim (a process of its own)
+    w1_dirs = [state_dir / f"w1-{bus}" for bus in range(2)]
+    sims = [subprocess.Popen([str(venv / "bin" / "firmware-sim"), "serve", "--scenario",
+                              str(w1_scenario(work, bus)), "--w1-dir", str(d)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            for bus, d in enumerate(w1_dirs)]
+    wait_for(lambda: sum(len(list(d.glob("28-*/w1_slave"))) for d in w1_dirs) == 16, 30,
+             "the 1-Wire trees")
+    cfg = pi_config(work, broker.port, state_dir, w1_dirs)
+    log = (work / "agent.log").open("wb")
+    agent = subprocess.Popen([str(venv / "bin" / "edge-agent"), "run", "-c", str(cfg)],
+                             stdout=subprocess.DEVNULL, stderr=log, env=env)
+    base = subprocess.Popen([str(venv / "bin" / "python"), "-c", BARE_PAHO, str(broker.port)],
+                            env=env)
+    state_file = state_dir / "agent-state.json"
+    try:
+        wait_for(lambda: agent_state(state_file).get("broker", {}).get("connected", False), 60,
+                 "the agent to connect")
+        time.sleep(10)  # settle: every sensor seen, the first reports out
+        t0 = time.monotonic()
+        cpu_a, cpu_b = proc_cpu_s(agent.pid), proc_cpu_s(base.pid)
+        wb0, log0 = proc_write_bytes(agent.pid), log.tell()
+        s0 = agent_state(state_file)
+        rss_a: list[int] = []
+        rss_b: list[int] = []
+        while time.monotonic() - t0 < seconds:
+            time.sleep(1)
+            rss_a.append(rss_kib(agent.pid))
+            rss_b.append(rss_kib(base.pid))
+        elapsed = time.monotonic() - t0
+        cpu_a = (proc_cpu_s(agent.pid) - cpu_a) / elapsed * 100
+        cpu_b = (proc_cpu_s(base.pid) - cpu_b) / elapsed * 100
+        written = proc_write_bytes(agent.pid) - wb0
+        s1 = agent_state(state_file)
+        log.flush()
+        logged = os.path.getsize(work / "agent.log") - log0
+        events = s1["events"] - s0["events"]
+        readings = s1["readings"] - s0["readings"]
+        commits = s1["outbox"]["commits"] - s0["outbox"]["commits"]
+        hour = 3600 / elapsed
+        a, b = max(rss_a) / 1024, max(rss_b) / 1024
+        print(f"production install     : {venv}")
+        print(f"resident memory        : agent (16 sensors x 1 Hz, {elapsed:.0f} s, max) "
+              f"{a:6.1f} MiB | bare paho publisher {b:6.1f} MiB | ratio {a / b:5.2f}x")
+        print(f"CPU, one core          : agent {cpu_a:6.2f} % | bare paho publisher (16 msg/s) "
+              f"{cpu_b:6.2f} % | ratio {cpu_a / max(cpu_b, 0.01):5.2f}x  "
+              f"({readings * hour / 3600:.1f} readings/s, {events * hour:,.0f} events/h)")
+        print(f"disk writes, broker up : {written * hour / 1e6:8.2f} MB/h "
+              f"({commits * hour:,.0f} commits/h, {written / max(commits, 1) / 1024:.1f} KiB "
+              f"per commit) | log lines to the journal {logged * hour / 1e6:.3f} MB/h")
+        # --- an outage ---------------------------------------------------------------------
+        broker.stop()
+        wait_for(lambda: not agent_state(state_file).get("broker", {}).get("connected", True),
+                 30, "the agent to see the broker gone")
+        t1 = time.monotonic()
+        wb1 = proc_write_bytes(agent.pid)
+        time.sleep(outage_s)
+        out_elapsed = time.monotonic() - t1
+        out_written = proc_write_bytes(agent.pid) - wb1
+        depth = agent_state(state_file)["outbox"]["depth"]
+        broker.start()
+        wb2 = proc_write_bytes(agent.pid)
+        t2 = time.monotonic()
+        wait_for(lambda: agent_state(state_file).get("outbox", {}).get("depth", 1) == 0 and
+                 agent_state(state_file)["broker"]["connected"], 120, "the backlog to drain")
+        drain_written = proc_write_bytes(agent.pid) - wb2
+        print(f"disk writes, outage    : {out_written / out_elapsed * 3600 / 1e6:8.2f} MB/h while "
+              f"the broker is away ({out_elapsed:.0f} s, {depth} events buffered; 10 min: "
+              f"{out_written / out_elapsed * 600 / 1e6:.2f} MB) | drain after it "
+              f"{drain_written / 1e6:.2f} MB in {time.monotonic() - t2:.1f} s")
+    finally:
+        for p in (agent, base, *sims):
             p.terminate()
             p.wait(30)
-    print(f"resident memory        : agent (16 sensors, {seconds:.0f} s) {a / 1024:6.1f} MiB | "
-          f"bare import {b / 1024:6.1f} MiB | ratio {a / b:5.2f}x")
+        log.close()
+        broker.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def self_write_bytes() -> int:
+    return proc_write_bytes(os.getpid())
+
+
+def bench_commit_bytes(n: int = 300) -> None:
+    """Bytes one group commit writes to disk (write_bytes, so whole 4 KiB blocks as the card gets
+    them), an event stored and then its ack deleted, one event per commit as at 16 sensors x 1 Hz:
+    the outbox's 1 KiB pages against SQLite's default 4 KiB (an outbox made before the change)."""
+    topic = "thermopipe/bench/pi-bench/event/x"
+    results = {}
+    for page_size in (4096, 1024):
+        work = Path(tempfile.mkdtemp(prefix="commit-bytes-", dir=ROOT / ".cache"))
+        path = work / "o.db"
+        if page_size != 1024:  # an outbox file from before: SQLite's default page size
+            raw = sqlite3.connect(path)
+            raw.execute(f"PRAGMA page_size = {page_size}")
+            raw.execute("VACUUM")
+            raw.close()
+        outbox = Outbox(OutboxSettings(path=path, min_free_bytes=0))
+        events = reading_events(n + 50)
+        try:
+            for i, event in enumerate(events):
+                if i == 50:  # after a warm-up: the tables and indexes exist
+                    os.sync()
+                    before = self_write_bytes()
+                outbox.append([(event.model_copy(update={"seq": outbox.reserve_seq()}), topic)])
+                stored = outbox.commit()
+                outbox.ack([r.seq for r in stored])
+            outbox.commit()
+            os.sync()
+            results[page_size] = (self_write_bytes() - before) / n
+            assert outbox._db.execute("PRAGMA page_size").fetchone()[0] == page_size
+        finally:
+            outbox.close()
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"bytes per event        : 1 KiB pages {results[1024] / 1024:6.1f} KiB | 4 KiB pages "
+          f"(SQLite's default) {results[4096] / 1024:6.1f} KiB | ratio "
+          f"{results[4096] / results[1024]:5.2f}x fewer  (store + ack, one commit each)")
 
 
 def reading_events(n: int) -> list[ReadingEvent]:
@@ -289,15 +483,22 @@ def bench_publish(n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--readings", type=int, default=20_000)
-    parser.add_argument("--memory-seconds", type=float, default=8.0)
     parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--pi-seconds", type=float, default=120.0,
+                        help="how long the production-install agent is measured (broker up)")
+    parser.add_argument("--outage-seconds", type=float, default=60.0,
+                        help="the broker outage measured (extrapolated to 10 minutes)")
+    parser.add_argument("--pi-only", action="store_true",
+                        help="only the production-install run (memory, CPU, disk writes)")
     args = parser.parse_args()
     configure_logs("warning")  # the figures on stdout; only problems on stderr
     print(f"edge agent benchmark (python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
-    bench_processing(args.readings)
-    bench_outbox(args.readings)
-    bench_publish(args.messages)
-    bench_memory(args.memory_seconds)
+    if not args.pi_only:
+        bench_processing(args.readings)
+        bench_outbox(args.readings)
+        bench_publish(args.messages)
+    bench_commit_bytes()
+    bench_pi(args.pi_seconds, args.outage_seconds)
 
 
 if __name__ == "__main__":
