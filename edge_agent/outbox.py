@@ -211,7 +211,7 @@ class Outbox:
         try:
             # page_size and auto_vacuum must be chosen before the first table exists (an outbox
             # made by an older version keeps its 4 KiB pages). A commit writes every page it
-            # touched (the row, three indexes, meta) to the WAL: 1 KiB pages write 2.3x fewer
+            # touched (the row, three indexes, meta) to the WAL: 1 KiB pages write 2.6x fewer
             # bytes per commit to the SD card than SQLite's default 4 KiB (bench/README.md).
             # auto_vacuum lets a disk-pressure drop hand pages back to the filesystem.
             db.execute(f"PRAGMA page_size = {PAGE_SIZE}")

@@ -164,12 +164,13 @@ def render(state: Mapping[str, Any], now: float) -> list[str]:
     for source in state["sources"]:
         firmware = f" firmware {source['firmware']}" if source.get("firmware") else ""
         lines.append(f"  source   {source['name']} ({source['kind']}){firmware}")
+    labels = [s["sensor_id"] + (f" ({s['name']})" if s["name"] else "") for s in state["sensors"]]
+    width = max([len("sensor"), *map(len, labels)])
     if state["sensors"]:
-        lines.append(f"  {'sensor':<22} {'value':>10}  {'age':>7}  {'band':<10} fault")
-    for s in state["sensors"]:
+        lines.append(f"  {'sensor':<{width}} {'value':>12}  {'age':>7}  {'band':<10} fault")
+    for label, s in zip(labels, state["sensors"], strict=True):
         value = "-" if s["last_value"] is None else f"{s['last_value']:.2f} {s['unit']}"
         shown_age = None if s["age_s"] is None else s["age_s"] + late
-        label = s["sensor_id"] + (f" ({s['name']})" if s["name"] else "")
-        lines.append(f"  {label:<22} {value:>10}  {_age(shown_age):>7}  {s['state']:<10} "
+        lines.append(f"  {label:<{width}} {value:>12}  {_age(shown_age):>7}  {s['state']:<10} "
                      f"{s['fault'] or '-'}")
     return lines
