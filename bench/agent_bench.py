@@ -45,11 +45,11 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from edge_agent.decide import Reading, SensorDecider, SensorRules  # noqa: E402
 from edge_agent.delivery import Delivery  # noqa: E402
-from edge_agent.log_setup import configure as configure_logs  # noqa: E402
 from edge_agent.mqtt_link import MqttSettings  # noqa: E402
 from edge_agent.outbox import Outbox, OutboxSettings  # noqa: E402
 from edge_agent.sources.frames import FrameHandler  # noqa: E402
 from edge_agent.stamping import EventStamper  # noqa: E402
+from schemas.log_setup import configure as configure_logs  # noqa: E402
 from schemas.models import ReadingEvent  # noqa: E402
 from schemas.serial_protocol import (  # noqa: E402
     FrameDecoder,
