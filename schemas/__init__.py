@@ -29,6 +29,7 @@ from schemas.ids import DeviceId, EventId, SensorId, SiteId, StateName, check_id
 from schemas.models import (
     MODELS,
     Alert,
+    DataLoss,
     DeadLetter,
     DeviceStatus,
     FaultCode,
@@ -36,8 +37,10 @@ from schemas.models import (
     Message,
     RateAlarmEvent,
     ReadingEvent,
+    Receipt,
     SensorEvent,
     SensorInfo,
+    SeqRange,
     Severity,
     StateChangeEvent,
     SummaryEvent,
@@ -48,14 +51,14 @@ from schemas.topics import DEFAULT_ROOT, DeviceTopic, Topics, check_topic_matche
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD", "DEFAULT_REGISTRY", "DEFAULT_ROOT", "MODELS", "Alert", "ConfigError",
-    "ContractError", "DeadLetter", "DecodeError", "DeliveryError", "DeviceId", "DeviceStatus",
-    "DeviceTopic", "Encoding", "EventId", "FaultCode", "FaultEvent", "InvalidIdentifier",
-    "InvalidMessage", "Message", "PayloadTooLarge", "ProtocolError", "RateAlarmEvent",
-    "ReadingEvent", "SchemaRegistry", "SensorEvent", "SensorId", "SensorInfo", "ServerError",
-    "Severity", "SiteId", "SourceError", "SpoofedTopic", "StateChangeEvent", "StateName",
-    "SummaryEvent", "ThermopipeError", "ThresholdInfo", "TopicError", "Topics", "Unit",
-    "UnknownEncoding", "UnknownSchema", "check_identifier", "check_topic_matches", "decode",
-    "detect_encoding", "encode",
+    "ContractError", "DataLoss", "DeadLetter", "DecodeError", "DeliveryError", "DeviceId",
+    "DeviceStatus", "DeviceTopic", "Encoding", "EventId", "FaultCode", "FaultEvent",
+    "InvalidIdentifier", "InvalidMessage", "Message", "PayloadTooLarge", "ProtocolError",
+    "RateAlarmEvent", "ReadingEvent", "Receipt", "SchemaRegistry", "SensorEvent", "SensorId",
+    "SensorInfo", "SeqRange", "ServerError", "Severity", "SiteId", "SourceError", "SpoofedTopic",
+    "StateChangeEvent", "StateName", "SummaryEvent", "ThermopipeError", "ThresholdInfo",
+    "TopicError", "Topics", "Unit", "UnknownEncoding", "UnknownSchema", "check_identifier",
+    "check_topic_matches", "decode", "detect_encoding", "encode",
 ]
 
 

@@ -18,6 +18,7 @@ Field meanings shared by the device events:
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -208,6 +209,60 @@ class HomeAssistantState(_Message):
     time: UtcTime | None = None  # when the temperature was measured
 
 
+class SeqRange(_Message):
+    """Sequence numbers ``first`` through ``last`` (both included) of one device."""
+
+    first: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    last: Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+def _ordered_ranges(ranges: list[SeqRange]) -> list[SeqRange]:
+    for r in ranges:
+        if r.last < r.first:
+            raise ValueError(f"range {r.first}-{r.last} ends before it starts")
+    for a, b in itertools.pairwise(ranges):
+        if b.first <= a.last + 1:
+            raise ValueError(f"ranges {a.first}-{a.last} and {b.first}-{b.last} are not "
+                             "ascending, disjoint and merged")
+    return ranges
+
+
+SeqRanges = Annotated[list[SeqRange], AfterValidator(_ordered_ranges)]
+
+
+class Receipt(_Message):
+    """The hub -> one device, on ``{root}/{site}/{device}/receipt``: the events of this device
+    (by ``seq``) that the hub ``hub_id`` holds durably (journaled, or already held: a duplicate, a
+    dead letter). The agent deletes them from its outbox; whatever is not receipted in time is
+    sent again. Several hubs (workers) each receipt what they hold; the agent merges them."""
+
+    kind: Literal["receipt"] = "receipt"
+    event_id: EventId
+    site: SiteId
+    device_id: DeviceId
+    time: UtcTime
+    hub_id: str
+    ranges: SeqRanges
+
+
+class DataLoss(_Message):
+    """The hub's record of events of one device that never arrived: ``seq`` ``first_seq``
+    through ``last_seq`` stayed missing for the gap timeout (or the agent said its outbox
+    evicted them). ``event_id`` is derived from the device and the range, so the record is
+    made once. ``cause`` is None when unknown."""
+
+    kind: Literal["data_loss"] = "data_loss"
+    event_id: EventId
+    site: SiteId
+    device_id: DeviceId
+    time: UtcTime  # when the hub decided the range was lost
+    first_seq: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    last_seq: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    count: Annotated[int, Field(ge=1)]
+    cause: str | None = None
+    hub_id: str = ""
+
+
 SensorEvent = ReadingEvent | StateChangeEvent | RateAlarmEvent | FaultEvent | SummaryEvent
 Message = Annotated[
     ReadingEvent
@@ -217,7 +272,9 @@ Message = Annotated[
     | SummaryEvent
     | DeviceStatus
     | Alert
-    | DeadLetter,
+    | DeadLetter
+    | Receipt
+    | DataLoss,
     Field(discriminator="kind"),
 ]
 MessageModel = type[_Message]
@@ -232,4 +289,6 @@ MODELS: dict[str, type[Any]] = {
     "status": DeviceStatus,
     "alert": Alert,
     "dead_letter": DeadLetter,
+    "receipt": Receipt,
+    "data_loss": DataLoss,
 }

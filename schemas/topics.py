@@ -23,7 +23,7 @@ from schemas.ids import check_identifier
 from schemas.models import Alert, DeviceStatus, SensorEvent
 
 DEFAULT_ROOT = "thermopipe"
-TopicKind = Literal["event", "summary", "status", "cmd"]
+TopicKind = Literal["event", "summary", "status", "cmd", "receipt"]
 COMMANDS = ("rebirth", "identify")
 #: what Home Assistant accepts as a discovery node id or object id
 HA_ID = re.compile(r"[A-Za-z0-9_-]+")
@@ -52,6 +52,8 @@ SPECS: dict[str, TopicSpec] = {
                         "status (birth online=true; will/shutdown online=false)"),
     "cmd": TopicSpec("{root}/{site}/{device}/cmd/{command}", 1, False,
                      'JSON object, e.g. {"command": "rebirth"}'),
+    "receipt": TopicSpec("{root}/{site}/{device}/receipt", 1, False,
+                         "receipt (the seq ranges of this device a hub holds)"),
     "alerts": TopicSpec("{root}/_hub/alerts/{site}/{device}", 1, False, "alert"),
     "deadletter": TopicSpec("{root}/_hub/deadletter", 1, False, "dead_letter"),
     "ha_state": TopicSpec("{root}/_hub/ha/{site}/{device}/{sensor}", 1, True, "ha_state"),
@@ -144,6 +146,14 @@ class Topics:
     def command_filter(self, site: str, device_id: str) -> str:
         return f"{self.device_prefix(site, device_id)}/cmd/+"
 
+    def receipt(self, site: str, device_id: str) -> str:
+        """Where the hub tells one device which of its events it holds (``Receipt``)."""
+        return f"{self.device_prefix(site, device_id)}/receipt"
+
+    def receipt_filter(self) -> str:
+        """Every device's receipts: what the hub's loss detector reads (from every hub)."""
+        return f"{self.root}/+/+/receipt"
+
     # Parsing -------------------------------------------------------------------------------
     def parse(self, topic: str) -> DeviceTopic:
         """Parse a device topic; raise :class:`TopicError` with the reason if it is not one."""
@@ -160,13 +170,17 @@ class Topics:
                 return DeviceTopic(self.root, kind, check_identifier(levels[0], "site"),
                                    check_identifier(levels[1], "device id"),
                                    sensor_id=check_identifier(levels[3], "sensor id"))
+            if len(levels) == 3 and levels[2] == "receipt":
+                return DeviceTopic(self.root, "receipt", check_identifier(levels[0], "site"),
+                                   check_identifier(levels[1], "device id"))
             if len(levels) == 4 and levels[2] == "cmd":
                 return DeviceTopic(self.root, "cmd", check_identifier(levels[0], "site"),
                                    check_identifier(levels[1], "device id"),
                                    command=check_identifier(levels[3], "command"))
         except ValueError as exc:
             raise TopicError(f"topic {topic!r}: {exc}") from None
-        raise TopicError(f"topic {topic!r} is not a device event, summary, status or cmd topic")
+        raise TopicError(f"topic {topic!r} is not a device event, summary, status, cmd or "
+                         "receipt topic")
 
 
 def check_topic_matches(topic: DeviceTopic, site: str, device_id: str,
@@ -180,6 +194,7 @@ def check_topic_matches(topic: DeviceTopic, site: str, device_id: str,
         raise TopicError(f"payload is for sensor {sensor_id!r} but the topic names "
                          f"{topic.sensor_id!r}")
     expected = {"event": ("reading", "state_change", "rate_alarm", "fault"),
-                "summary": ("summary",), "status": ("status",), "cmd": ()}[topic.kind]
+                "summary": ("summary",), "status": ("status",), "cmd": (),
+                "receipt": ("receipt",)}[topic.kind]
     if kind not in expected:
         raise TopicError(f"a {kind!r} message does not belong on a {topic.kind} topic")

@@ -27,6 +27,8 @@ FILE_NAMES = {
     "status": "device_status.avsc",
     "alert": "alert.avsc",
     "dead_letter": "dead_letter.avsc",
+    "receipt": "receipt.avsc",
+    "data_loss": "data_loss.avsc",
 }
 
 

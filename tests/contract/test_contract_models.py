@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from schemas import MODELS, Encoding, decode, encode
 from schemas.ids import EVENT_ID_PATTERN, IDENTIFIER_PATTERN
+from schemas.models import SeqRange
 from tests.contract.avro_expect import AVSC_DIR, FILE_NAMES, record_schema
 
 # -- strategies derived from the models' own annotations, so a new field is covered at once ---
@@ -24,6 +25,16 @@ _EVENT_IDS = st.from_regex(EVENT_ID_PATTERN, fullmatch=True)
 _TIMES = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1),
                       timezones=st.just(UTC)).map(lambda d: d.replace(microsecond=d.microsecond))
 _FLOATS = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+
+def _ranges(bounds: list[int]) -> list[SeqRange]:
+    """Pairs of sorted bounds, each range starting at least two past the previous one's end."""
+    out: list[SeqRange] = []
+    bounds = sorted(bounds)
+    for first, last in zip(bounds[::2], bounds[1::2], strict=False):
+        if not out or first > out[-1].last + 1:
+            out.append(SeqRange(first=first, last=last))
+    return out
 
 
 def _strategy(annotation: Any, metadata: list[Any], name: str) -> st.SearchStrategy[Any]:
@@ -36,6 +47,8 @@ def _strategy(annotation: Any, metadata: list[Any], name: str) -> st.SearchStrat
         return st.none() | _strategy(inner[0], metadata, name)
     if origin is Literal:
         return st.sampled_from(get_args(annotation))
+    if origin is list and name == "ranges":  # SeqRanges: ascending, disjoint, merged
+        return st.lists(st.integers(0, 2**40), max_size=6, unique=True).map(_ranges)
     if origin is list:
         return st.lists(_strategy(get_args(annotation)[0], [], name), max_size=3)
     if origin is dict:
@@ -53,7 +66,8 @@ def _strategy(annotation: Any, metadata: list[Any], name: str) -> st.SearchStrat
     if annotation is bool:
         return st.booleans()
     if annotation is int:
-        return st.integers(min_value=0, max_value=2**63 - 1)
+        low = max([0, *(m.ge for m in metadata if hasattr(m, "ge"))])
+        return st.integers(min_value=low, max_value=2**63 - 1)
     if annotation is float:
         return _FLOATS
     if annotation is datetime:
