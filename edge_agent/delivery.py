@@ -45,7 +45,7 @@ from typing import Any
 import structlog
 
 from edge_agent.clock import clock_synchronised
-from edge_agent.delivery_policy import DeliveryPolicy
+from edge_agent.delivery_policy import DeliveryPolicy, ReceiptRules
 from edge_agent.mqtt_link import (
     Acked,
     Command,
@@ -54,6 +54,7 @@ from edge_agent.mqtt_link import (
     LinkEvent,
     MqttLink,
     MqttSettings,
+    ReceiptArrived,
 )
 from edge_agent.outbox import Outbox, Stored
 from edge_agent.stamping import new_event_id
@@ -97,8 +98,12 @@ class Delivery:
         self._flush_max = outbox.settings.flush_max_events
         rate = outbox.settings.backlog_rate_per_s if backlog_rate_per_s is None \
             else backlog_rate_per_s
-        self.policy: DeliveryPolicy[Stored] = DeliveryPolicy(settings.max_inflight, rate,
-                                                             now=time.monotonic())
+        rules = ReceiptRules(mode=settings.receipts, timeout_s=settings.receipt_timeout_s,
+                             gap_s=settings.receipt_gap_s, detect_s=settings.receipt_detect_s,
+                             window=settings.receipt_window)
+        self.policy: DeliveryPolicy[Stored] = DeliveryPolicy(
+            settings.max_inflight, rate, now=time.monotonic(), receipts=rules,
+            receipts_seen=outbox.receipts_seen)
         self._control: queue.SimpleQueue[_Control] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._committed = threading.Condition()
@@ -115,7 +120,7 @@ class Delivery:
         self._shutdown_sent = False
         self._counts: dict[str, int] = dict.fromkeys(
             ("events_made", "published", "acked", "replayed", "rejected", "commit_errors",
-             "undecodable", "status_published", "rebirths"), 0)
+             "undecodable", "status_published", "rebirths", "receipted"), 0)
         self._made_lock = threading.Lock()
         self._stopped = False
 
@@ -192,8 +197,9 @@ class Delivery:
     def counters(self) -> dict[str, float]:
         out = {k: float(v) for k, v in self._counts.items()}
         out.update(self.outbox.counters())
-        inflight = self.policy.inflight
-        live = self.policy.live_waiting
+        policy = self.policy
+        inflight = policy.inflight
+        live = policy.live_waiting
         out.update(
             connected=1.0 if self.link.connected else 0.0,
             reconnects=float(self.link.reconnects),
@@ -201,7 +207,12 @@ class Delivery:
             session=float(self.link.session),
             inflight=float(inflight),
             live_queue=float(live),
-            backlog_depth=float(max(0, self.outbox.depth - inflight - live)),
+            backlog_depth=float(max(0, self.outbox.depth - inflight - live - policy.awaiting)),
+            awaiting_receipt=float(policy.awaiting),
+            awaiting_receipt_oldest_age_s=round(policy.awaiting_oldest_age(time.monotonic()), 3),
+            receipts=float(policy.receipts),
+            receipts_awaited=1.0 if policy.awaiting_receipts else 0.0,
+            **{f"resent_{reason}": float(n) for reason, n in policy.resent.items()},
         )
         return out
 
@@ -238,6 +249,7 @@ class Delivery:
             if self.link.connected:
                 if next_status == float("inf"):
                     next_status = now + self.settings.status_interval_s
+                self._receipt_tick(now)
                 self._publish_ready(now)
                 if now >= next_status and self._stop_deadline is None:
                     self._publish_status("update", online=True)
@@ -275,6 +287,8 @@ class Delivery:
                 self._on_disconnected(item)
             elif isinstance(item, Command):
                 self._on_command(item)
+            elif isinstance(item, ReceiptArrived):
+                self._on_receipt(item)
             elif isinstance(item, _FlushRequest):
                 self._flush_waiters.append(item)
                 flush_now = True
@@ -294,6 +308,8 @@ class Delivery:
             self._log.error("delivery.commit_failed", error=str(exc))
             rows = []
         self.policy.committed(rows)
+        if self.outbox.dropped_seqs:
+            self.policy.forget(self.outbox.dropped_seqs)
         for waiter in self._flush_waiters:
             waiter.ok = ok
             waiter.done.set()
@@ -349,11 +365,12 @@ class Delivery:
             if not ack.ok:
                 self._log.warning("delivery.status_rejected", reason=ack.reason)
             return
-        outcome = self.policy.acked(ack.mid, ack.ok)
+        outcome = self.policy.acked(ack.mid, ack.ok, time.monotonic())
         if outcome is None:
             return
         if outcome.ok:
-            self.outbox.ack([outcome.seq])
+            if outcome.delete:
+                self.outbox.ack([outcome.seq])
             self._counts["acked"] += 1
         else:
             self._counts["rejected"] += 1
@@ -361,8 +378,39 @@ class Delivery:
                               reason=ack.reason, kept="in the outbox, retried after reconnect")
 
     def _on_connected(self, event: Connected) -> None:
-        self.policy.connected()
+        awaiting = self.policy.awaiting
+        self.policy.connected(event.session_present)
+        if awaiting and not event.session_present and self.policy.awaiting_receipts:
+            self._log.warning("delivery.resend", reason="session", count=awaiting,
+                              why="the broker had no session for us: it lost what it held")
         self._publish_status("birth", online=True)
+
+    def _on_receipt(self, receipt: ReceiptArrived) -> None:
+        first = not self.policy.receipts_seen
+        covered = self.policy.receipted(receipt.ranges, time.monotonic())
+        self.outbox.receipt(receipt.ranges)
+        self._counts["receipted"] += covered
+        if first:
+            self._log.info("delivery.receipts_seen", hub_id=receipt.hub_id,
+                           meaning="events stay in the outbox until a hub receipts them")
+        self._log.debug("delivery.receipt", hub_id=receipt.hub_id, ranges=len(receipt.ranges),
+                        covered=covered)
+
+    def _receipt_tick(self, now: float) -> None:
+        tick = self.policy.tick(now)
+        if tick.fell_back:
+            self.outbox.ack(tick.delete)
+            self._log.warning(
+                "delivery.no_receipts", waited_s=self.settings.receipt_detect_s,
+                deleted=len(tick.delete),
+                meaning="no hub has sent a receipt: deleting events at the broker's PUBACK, as "
+                        "an older hub expects; set mqtt.receipts = \"off\" to say so, or "
+                        "check that the hub may publish to the receipt topic")
+        for reason, count in tick.resent.items():
+            self._log.warning("delivery.resend", reason=reason, count=count,
+                              next_timeout_s=tick.timeout_s,
+                              why="no receipt came for them in time" if reason == "timeout"
+                              else "a hub receipted later events, so these were lost on the way")
 
     def _on_disconnected(self, event: Disconnected) -> None:
         # not yet handed to paho: they stay in the outbox and go out as backlog after reconnect

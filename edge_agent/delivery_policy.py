@@ -23,14 +23,33 @@ The rules (the delivery module's docstring tells the why):
   never published a second time from the backlog (after a reconnect paho resends what it holds);
 - a disconnect forgets the live queue (those rows go out later as backlog); what is in flight
   stays in flight (the client resends it).
+
+Receipts (schemas/TOPICS.md, "Receipts"): a broker PUBACK only says the broker has an event, and
+brokers lose queues. With receipts on, a PUBACK moves the event to *awaiting receipt* (it stays in
+the outbox) and a hub's receipt deletes it. An awaiting event is sent again, through the backlog
+(so live rows still go first and the rate cap applies):
+
+- *timeout*: not receipted ``timeout_s`` after its PUBACK. While no receipt arrives at all (the hub
+  is down and the broker keeps the queue), each round doubles the timeout, up to ``max_backoff``
+  times, so an outage does not become a resend storm; any receipt restores it;
+- *gap*: a receipt covered an event acknowledged more than ``gap_s`` after this one: the hub has
+  moved past it, so it was lost on the way (a broker that lost its queue, a hub session taken over);
+- *session*: a reconnect whose session the broker no longer had (it lost everything it held).
+
+At most ``window`` events await a receipt: past it the oldest goes back to the backlog (to be sent
+again once receipts catch up) and the backlog waits, so memory stays bounded during a long hub
+outage. ``mode = "auto"`` waits for receipts once this outbox has ever seen one; before that, if
+none arrives within ``detect_s`` of the first PUBACK, it takes the hub for one that sends none and
+deletes on PUBACK (``Tick.fell_back``) until a receipt arrives.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import bisect
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Generic, Literal, Protocol, TypeVar
 
 from schemas.backoff import TokenBucket
 
@@ -48,18 +67,50 @@ R = TypeVar("R", bound=Row)
 
 @dataclass(frozen=True, slots=True)
 class Acked:
-    """What a broker acknowledgement was for."""
+    """What a broker acknowledgement was for; ``delete``: the row may leave the outbox now (no
+    receipts awaited, or a receipt already covered it)."""
 
     seq: int
     replayed: bool
     ok: bool
+    delete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptRules:
+    """When to send again what no receipt covered (``[mqtt] receipt*`` in the agent's config)."""
+
+    mode: Literal["auto", "on", "off"] = "auto"
+    timeout_s: float = 60.0
+    gap_s: float = 10.0
+    detect_s: float = 600.0
+    window: int = 10_000
+    max_backoff: int = 16
+
+
+@dataclass(slots=True)
+class Tick:
+    """What :meth:`DeliveryPolicy.tick` decided: rows to delete now, and how many rows went back
+    to the backlog to be sent again, by reason."""
+
+    delete: list[int] = field(default_factory=list)
+    resent: dict[str, int] = field(default_factory=dict)
+    fell_back: bool = False
+    timeout_s: float = 0.0  # the receipt timeout now (it doubles while no receipt arrives)
+
+
+def in_ranges(seq: int, starts: Sequence[int], ends: Sequence[int]) -> bool:
+    """``seq`` lies in one of the sorted, disjoint ranges ``starts[i]..ends[i]``."""
+    i = bisect.bisect_right(starts, seq) - 1
+    return i >= 0 and seq <= ends[i]
 
 
 class DeliveryPolicy(Generic[R]):
     """One device's publishing decisions; every method is called from one thread."""
 
     def __init__(self, max_inflight: int, backlog_rate_per_s: float, now: float,
-                 read_batch: int = READ_BATCH) -> None:
+                 read_batch: int = READ_BATCH, *, receipts: ReceiptRules | None = None,
+                 receipts_seen: bool = False) -> None:
         self.max_inflight = max_inflight
         self.read_batch = read_batch
         self.bucket = TokenBucket(backlog_rate_per_s, now=now)
@@ -71,13 +122,30 @@ class DeliveryPolicy(Generic[R]):
         self._live_seqs: set[int] = set()
         self._inflight: dict[int, tuple[int, bool]] = {}  # mid -> (seq, replayed)
         self._inflight_seqs: set[int] = set()
+        # receipts
+        self.rules = receipts or ReceiptRules(mode="off")
+        self.receipts_seen = receipts_seen   # this outbox has ever had a receipt (persisted)
+        self.fell_back = False               # auto mode decided the hub sends no receipts
+        self._awaiting: OrderedDict[int, float] = OrderedDict()  # seq -> PUBACK time, in order
+        self._receipted_inflight: set[int] = set()  # receipted before its PUBACK came back
+        self._timeout = self.rules.timeout_s
+        self._receipt_since_round = True
+        self._newest_receipted_ack = float("-inf")
+        self._first_ack_at: float | None = None
+        self.resent: dict[str, int] = dict.fromkeys(("timeout", "gap", "session", "window"), 0)
+        self.receipts = 0
 
     # -- what happened ------------------------------------------------------------------------
-    def connected(self) -> None:
-        """The link is up (a new connection): the backlog scan starts again from the oldest."""
+    def connected(self, session_present: bool = True) -> None:
+        """The link is up (a new connection): the backlog scan starts again from the oldest.
+        Without the session, the broker lost what it held: everything awaiting a receipt goes
+        back to the backlog."""
         self.is_connected = True
         self.cursor = -1
         self.backlog_done = False
+        if not session_present and self._awaiting:
+            self.resent["session"] += len(self._awaiting)
+            self._awaiting.clear()
 
     def disconnected(self) -> None:
         """The link is down: rows not yet handed to the client wait for the backlog scan."""
@@ -111,15 +179,104 @@ class DeliveryPolicy(Generic[R]):
         """The client refused the publish: the row stays in the outbox for a later scan."""
         self.backlog_done = False
 
-    def acked(self, mid: int, ok: bool) -> Acked | None:
+    def acked(self, mid: int, ok: bool, now: float = 0.0) -> Acked | None:
         """The broker acknowledged ``mid`` (``ok`` False: a failure reason code). ``None`` for a
-        message id this policy did not send (the retained status, say)."""
+        message id this policy did not send (the retained status, say). With receipts awaited,
+        the row stays in the outbox until a receipt covers it (``delete`` False)."""
         entry = self._inflight.pop(mid, None)
         if entry is None:
             return None
         seq, replayed = entry
         self._inflight_seqs.discard(seq)
-        return Acked(seq, replayed, ok)
+        if not ok:
+            return Acked(seq, replayed, ok=False, delete=False)
+        if seq in self._receipted_inflight:
+            self._receipted_inflight.discard(seq)
+            return Acked(seq, replayed, ok=True, delete=True)
+        if not self.awaiting_receipts:
+            return Acked(seq, replayed, ok=True, delete=True)
+        self._awaiting[seq] = now
+        self._awaiting.move_to_end(seq)
+        if self._first_ack_at is None:
+            self._first_ack_at = now
+        if len(self._awaiting) > self.rules.window:
+            # bounded memory: the oldest goes back to the backlog (its row stays on disk)
+            oldest, _ = self._awaiting.popitem(last=False)
+            self.resent["window"] += 1
+            self._rescan_from(oldest)
+        return Acked(seq, replayed, ok=True, delete=False)
+
+    def receipted(self, ranges: Sequence[tuple[int, int]], now: float) -> int:
+        """A hub holds these seq ranges (sorted, disjoint): they leave the outbox (the caller
+        deletes them). Returns how many rows awaiting a receipt it covered."""
+        self.receipts += 1
+        self.receipts_seen = True
+        self.fell_back = False
+        self._timeout = self.rules.timeout_s
+        self._receipt_since_round = True
+        if not ranges:
+            return 0
+        starts = [a for a, _ in ranges]
+        ends = [b for _, b in ranges]
+        span = sum(b - a + 1 for a, b in ranges)
+        if span <= len(self._awaiting):
+            hits = [s for a, b in ranges for s in range(a, b + 1) if s in self._awaiting]
+        else:
+            hits = [s for s in self._awaiting if in_ranges(s, starts, ends)]
+        newest = self._newest_receipted_ack
+        for seq in hits:
+            newest = max(newest, self._awaiting.pop(seq))
+        self._newest_receipted_ack = newest
+        self._receipted_inflight.update(
+            s for s in self._inflight_seqs if in_ranges(s, starts, ends))
+        return len(hits)
+
+    def forget(self, seqs: Iterable[int]) -> None:
+        """Rows the outbox dropped (its bounds): nothing is awaited for them any more."""
+        for seq in seqs:
+            self._awaiting.pop(seq, None)
+            self._receipted_inflight.discard(seq)
+
+    def tick(self, now: float) -> Tick:
+        """Send again what no receipt covered in time (back to the backlog), and in auto mode
+        decide whether the hub sends receipts at all."""
+        out = Tick(timeout_s=self._timeout)
+        if not self.is_connected or not self._awaiting:
+            return out
+        if (self.rules.mode == "auto" and not self.receipts_seen and not self.fell_back
+                and self._first_ack_at is not None
+                and now - self._first_ack_at >= self.rules.detect_s):
+            self.fell_back = True
+            out.fell_back = True
+            out.delete = list(self._awaiting)
+            self._awaiting.clear()
+            return out
+        by_timeout = now - self._timeout
+        by_gap = self._newest_receipted_ack - self.rules.gap_s
+        limit = max(by_timeout, by_gap)
+        first: int | None = None
+        while self._awaiting:
+            seq, at = next(iter(self._awaiting.items()))
+            if at >= limit:
+                break
+            del self._awaiting[seq]
+            reason = "timeout" if at < by_timeout else "gap"
+            out.resent[reason] = out.resent.get(reason, 0) + 1
+            self.resent[reason] += 1
+            first = seq if first is None else min(first, seq)
+        if first is not None:
+            self._rescan_from(first)
+        if out.resent.get("timeout"):
+            if not self._receipt_since_round:  # a whole round without any receipt: back off
+                self._timeout = min(self._timeout * 2,
+                                    self.rules.timeout_s * self.rules.max_backoff)
+            self._receipt_since_round = False
+        out.timeout_s = self._timeout
+        return out
+
+    def _rescan_from(self, seq: int) -> None:
+        self.cursor = min(self.cursor, seq - 1)
+        self.backlog_done = False
 
     # -- what to do -------------------------------------------------------------------------------
     def next_live(self) -> list[R]:
@@ -134,7 +291,8 @@ class DeliveryPolicy(Generic[R]):
 
     def backlog_wanted(self, now: float) -> int:
         """How many backlog rows (after :attr:`cursor`) to read now; 0 = none."""
-        if (not self.is_connected or self._stopping or self.backlog_done or self._live):
+        if (not self.is_connected or self._stopping or self.backlog_done or self._live
+                or len(self._awaiting) >= self.rules.window):
             return 0
         room = self.max_inflight - len(self._inflight)
         return max(0, min(self.bucket.available(now), room, self.read_batch))
@@ -147,15 +305,25 @@ class DeliveryPolicy(Generic[R]):
             return []
         self.cursor = rows[-1].seq
         return [r for r in rows
-                if r.seq not in self._inflight_seqs and r.seq not in self._live_seqs]
+                if r.seq not in self._inflight_seqs and r.seq not in self._live_seqs
+                and r.seq not in self._awaiting]
 
     def wake_in(self, now: float) -> float | None:
         """Seconds until backlog tokens allow another publish; ``None`` when nothing waits on
         the bucket (the loop then sleeps until the next event or timer)."""
+        waits: list[float] = []
         if (self.is_connected and not self._stopping and not self.backlog_done
-                and not self._live and len(self._inflight) < self.max_inflight):
-            return max(0.005, self.bucket.wait_time(now))
-        return None
+                and not self._live and len(self._inflight) < self.max_inflight
+                and len(self._awaiting) < self.rules.window):
+            waits.append(max(0.005, self.bucket.wait_time(now)))
+        if self.is_connected and self._awaiting:
+            oldest = next(iter(self._awaiting.values()))
+            due = oldest + self._timeout
+            if self.rules.mode == "auto" and not self.receipts_seen and not self.fell_back \
+                    and self._first_ack_at is not None:
+                due = min(due, self._first_ack_at + self.rules.detect_s)
+            waits.append(max(0.05, due - now))
+        return min(waits) if waits else None
 
     # -- for counters and the shutdown ---------------------------------------------------------
     @property
@@ -165,3 +333,17 @@ class DeliveryPolicy(Generic[R]):
     @property
     def live_waiting(self) -> int:
         return len(self._live)
+
+    @property
+    def awaiting_receipts(self) -> bool:
+        """PUBACKed rows stay until a receipt covers them (else they are deleted at the PUBACK)."""
+        mode = self.rules.mode
+        return mode == "on" or (mode == "auto" and (self.receipts_seen or not self.fell_back))
+
+    @property
+    def awaiting(self) -> int:
+        """Rows acknowledged by the broker and not yet receipted by a hub."""
+        return len(self._awaiting)
+
+    def awaiting_oldest_age(self, now: float) -> float:
+        return now - next(iter(self._awaiting.values())) if self._awaiting else 0.0

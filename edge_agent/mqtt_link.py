@@ -41,11 +41,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field, model_validator
 
-from schemas import Topics, check_identifier
+from schemas import Receipt, Topics, check_identifier, decode
 from schemas.backoff import backoff_delay
 from schemas.client_id_clash import ClashDetector
 from schemas.connect_errors import connect_error
-from schemas.errors import DeliveryError, ServerError, ThermopipeError, TopicError
+from schemas.errors import ContractError, DeliveryError, ServerError, ThermopipeError, TopicError
 from schemas.mqtt_settings import ClosingContext, MqttConnection
 
 log = structlog.get_logger(__name__)
@@ -62,6 +62,12 @@ class MqttSettings(MqttConnection):
     max_inflight: Annotated[int, Field(ge=1, le=60000)] = 500
     status_interval_s: Annotated[float, Field(gt=0)] = 30.0
     encoding: Literal["json", "avro"] = "json"
+    # receipts (schemas/TOPICS.md "Receipts"): keep each event until a hub says it holds it
+    receipts: Literal["auto", "on", "off"] = "auto"
+    receipt_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    receipt_gap_s: Annotated[float, Field(gt=0)] = 10.0
+    receipt_detect_s: Annotated[float, Field(gt=0)] = 600.0
+    receipt_window: Annotated[int, Field(ge=100)] = 10_000
 
     @model_validator(mode="after")
     def _check_backoff(self) -> MqttSettings:
@@ -95,7 +101,15 @@ class Command:
     payload: bytes
 
 
-LinkEvent = Connected | Disconnected | Acked | Command
+@dataclass(frozen=True, slots=True)
+class ReceiptArrived:
+    """A hub holds these seq ranges of this device (sorted, disjoint, both ends included)."""
+
+    hub_id: str
+    ranges: tuple[tuple[int, int], ...]
+
+
+LinkEvent = Connected | Disconnected | Acked | Command | ReceiptArrived
 
 _CREDENTIAL_CODES = {134, 135, 4, 5}  # v5 bad user name or password / not authorized; v3.1.1 4, 5
 
@@ -122,6 +136,7 @@ class MqttLink:
         self.topics = Topics(settings.topic_root)
         self.status_topic = self.topics.status(site, device_id)
         self.command_filter = self.topics.command_filter(site, device_id)
+        self.receipt_topic = self.topics.receipt(site, device_id)
         self.client_id = settings.client_id or f"thermopipe-{site}-{device_id}"
         self._notify = notify
         self._next_session = next_session
@@ -329,7 +344,7 @@ class MqttLink:
         if self.connects > 1:
             self.reconnects += 1
         self.last_error = None
-        client.subscribe(self.command_filter, qos=1)
+        client.subscribe([(self.command_filter, 1), (self.receipt_topic, 1)])
         self._up.set()
         self._log.info("mqtt.connected", session=self.session,
                        session_present=bool(flags.session_present),
@@ -360,3 +375,20 @@ class MqttLink:
             return
         if topic.kind == "cmd" and topic.command is not None:
             self._notify(Command(topic.command, bytes(message.payload)))
+        elif topic.kind == "receipt":
+            self._on_receipt(bytes(message.payload))
+
+    def _on_receipt(self, payload: bytes) -> None:
+        try:
+            receipt = decode(payload)
+            if not isinstance(receipt, Receipt):
+                raise ContractError(f"a {receipt.kind!r} message on the receipt topic")
+            if (receipt.site, receipt.device_id) != (self.site, self.device_id):
+                raise ContractError(f"a receipt for {receipt.site}/{receipt.device_id}")
+        except ContractError as exc:
+            # a receipt only ever deletes: a bad one is ignored, and what it would have covered
+            # is sent again after the receipt timeout
+            self._log.warning("mqtt.bad_receipt", topic=self.receipt_topic, reason=str(exc))
+            return
+        self._notify(ReceiptArrived(receipt.hub_id,
+                                    tuple((r.first, r.last) for r in receipt.ranges)))

@@ -50,6 +50,7 @@ from typing import Annotated
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge_agent.delivery_policy import in_ranges
 from schemas import SensorEvent, decode
 from schemas.errors import DeliveryError
 
@@ -90,7 +91,7 @@ _CLASS_OF_KIND = {"summary": DropClass.SUMMARY, "reading": DropClass.READING,
 _CLASS_NAME = {DropClass.SUMMARY: "summary", DropClass.READING: "reading",
                DropClass.ALARM: "alarm"}
 _DROP_REASONS = ("age", "size", "disk")
-_META_KEYS = ("next_seq", "session",
+_META_KEYS = ("next_seq", "session", "receipts_seen",
               *(f"dropped_{name}" for name in _CLASS_NAME.values()),
               *(f"dropped_by_{reason}" for reason in _DROP_REASONS))
 
@@ -165,6 +166,9 @@ class Outbox:
         self._db_lock = threading.RLock()
         self._staged: list[tuple[_Row, SensorEvent]] = []
         self._acked: set[int] = set()
+        self._receipted: list[tuple[int, int]] = []  # seq ranges a hub holds: deleted at commit
+        self._receipts_seen = False
+        self.dropped_seqs: set[int] = set()  # what the last commit's bounds dropped
         self._closed = False
         path = self.settings.path
         try:
@@ -281,9 +285,21 @@ class Outbox:
             return len(self._staged)
 
     def ack(self, seqs: Iterable[int]) -> None:
-        """The broker acknowledged these: delete them with the next commit (batched)."""
+        """Delete these with the next commit (batched): acknowledged, and no receipt awaited."""
         with self._stage_lock:
             self._acked.update(seqs)
+
+    def receipt(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """A hub holds these seq ranges (both ends included): delete them with the next commit;
+        the first receipt this outbox ever gets is remembered (``receipts_seen``)."""
+        with self._stage_lock:
+            self._receipted.extend(ranges)
+            self._receipts_seen = True
+
+    @property
+    def receipts_seen(self) -> bool:
+        """A hub has sent this outbox a receipt, ever (persisted): receipts are awaited."""
+        return bool(self._meta["receipts_seen"]) or self._receipts_seen
 
     def commit(self, force: bool = False) -> list[Stored]:
         """One transaction: store the buffered events, delete the acked ones, enforce the bounds.
@@ -300,19 +316,24 @@ class Outbox:
             with self._stage_lock:
                 batch, self._staged = self._staged, []
                 acked, self._acked = self._acked, set()
+                receipted, self._receipted = self._receipted, []
+                seen = self._receipts_seen
                 next_seq = self._next_seq
             now = time.monotonic()
-            if not (batch or acked or force) and now - self._bounds_checked_at < BOUNDS_IDLE_S:
+            self.dropped_seqs = set()
+            if not (batch or acked or receipted or force) \
+                    and now - self._bounds_checked_at < BOUNDS_IDLE_S:
                 return []  # idle: nothing to write; age and disk are still checked every few s
             self._bounds_checked_at = now
             try:
-                stored, drops = self._commit(batch, acked, next_seq)
+                stored, drops = self._commit(batch, acked, receipted, next_seq, seen)
             except sqlite3.Error as exc:
                 self._rollback()
                 self._reload_stats()
                 with self._stage_lock:
                     self._staged[:0] = batch
                     self._acked |= acked
+                    self._receipted[:0] = receipted
                 raise DeliveryError(f"outbox commit failed: {exc}") from exc
             self.commits += 1
         for drop in drops:
@@ -322,7 +343,8 @@ class Outbox:
         return stored
 
     def _commit(self, batch: list[tuple[_Row, SensorEvent]], acked: set[int],
-                next_seq: int) -> tuple[list[Stored], list[Drop]]:
+                receipted: list[tuple[int, int]], next_seq: int,
+                receipts_seen: bool) -> tuple[list[Stored], list[Drop]]:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         if batch:
@@ -339,8 +361,16 @@ class Outbox:
                                chunk).fetchall()
             self._rows -= len(sizes)
             self._bytes -= sum(s for (s,) in sizes)
+        for first, last in receipted:
+            sizes = db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ? RETURNING size",
+                               (first, last)).fetchall()
+            self._rows -= len(sizes)
+            self._bytes -= sum(s for (s,) in sizes)
         drops, dropped = self._enforce_bounds(sum(row[8] for row, _ in batch))
+        self.dropped_seqs = dropped
         meta = dict(self._meta, next_seq=next_seq)
+        if receipts_seen:
+            meta["receipts_seen"] = 1
         for drop in drops:
             meta[f"dropped_{_CLASS_NAME[drop.cls]}"] += drop.count
             meta[f"dropped_by_{drop.reason}"] += drop.count
@@ -418,11 +448,15 @@ class Outbox:
             self._check_open()
             with self._stage_lock:
                 acked = set(self._acked)
+                receipted = sorted(self._receipted)
             rows = self._db.execute(
                 "SELECT seq, event_id, kind, topic, payload, created_at FROM events "
                 "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit + len(acked))).fetchall()
+        starts = [a for a, _ in receipted]
+        ends = [b for _, b in receipted]
         out = [Stored(seq, eid, kind, topic, bytes(payload), created)
-               for seq, eid, kind, topic, payload, created in rows if seq not in acked]
+               for seq, eid, kind, topic, payload, created in rows
+               if seq not in acked and not (starts and in_ranges(seq, starts, ends))]
         return out[:limit]
 
     # -- status ----------------------------------------------------------------------------------

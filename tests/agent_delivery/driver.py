@@ -44,7 +44,8 @@ def main() -> int:
     stamper = EventStamper("site1", args.device, outbox)
     sensors = [SensorInfo(sensor_id="s1", unit="degC", source="simulator")]
     delivery = Delivery(outbox, MqttSettings(host=args.host, port=args.port, topic_root=args.root,
-                                             reconnect_min_s=0.2, reconnect_max_s=1.0),
+                                             reconnect_min_s=0.2, reconnect_max_s=1.0,
+                                             receipts="off"),
                         "site1", args.device,
                         lambda: {"agent_version": "test", "sensors": sensors})
     delivery.start()

@@ -45,6 +45,7 @@ def make_delivery(tmp_path: Path) -> Iterator[MakeDelivery]:
         if outbox is None:
             outbox = Outbox(OutboxSettings(path=tmp_path / f"o{len(made)}.db", min_free_bytes=0,
                                            flush_interval_s=0.1))
+        mqtt.setdefault("receipts", "off")  # the broker alone: deleted at its PUBACK
         settings = MqttSettings(host=host, port=port, topic_root=root, reconnect_min_s=0.2,
                                 reconnect_max_s=1.0, **mqtt)
         delivery = Delivery(outbox, settings, "site1", "dev1", provider, backlog_rate_per_s=rate)
@@ -250,7 +251,7 @@ def test_without_a_broker_events_are_kept_and_counted(tmp_path: Path) -> None:
     outbox = Outbox(OutboxSettings(path=tmp_path / "n.db", min_free_bytes=0,
                                    flush_interval_s=0.1))
     settings = MqttSettings(host="127.0.0.1", port=free_port(), topic_root="tp",
-                            reconnect_min_s=0.2, reconnect_max_s=0.5)
+                            reconnect_min_s=0.2, reconnect_max_s=0.5, receipts="off")
     delivery = Delivery(outbox, settings, "site1", "dev1", provider)
     stamper = EventStamper("site1", "dev1", outbox)
     try:

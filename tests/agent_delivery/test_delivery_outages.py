@@ -34,7 +34,7 @@ def test_broker_down_30s_every_event_arrives_once_after_dedup(
     stamper = EventStamper("site1", "dev1", outbox)
     delivery = Delivery(outbox, MqttSettings(host=broker.host, port=broker.port,
                                              topic_root=topic_root, reconnect_min_s=0.5,
-                                             reconnect_max_s=2.0),
+                                             reconnect_max_s=2.0, receipts="off"),
                         "site1", "dev1")
     made: list[str] = []
     stop = threading.Event()
