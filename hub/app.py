@@ -92,7 +92,8 @@ class Hub:
         if cfg.homeassistant.enabled:  # discovery configs and states for Home Assistant
             from hub.homeassistant.consumer import HomeAssistantConsumer
 
-            consumers.append(HomeAssistantConsumer(cfg.homeassistant, cfg.mqtt, cfg.client_id,
+            consumers.append(HomeAssistantConsumer(cfg.homeassistant, cfg.mqtt.account("ha"),
+                                                   cfg.client_id,
                                                    cfg.data_dir / "homeassistant.json"))
         if alerting is not None:  # listeners wired: hand over what a crash kept from them
             alerting.replay_to_listeners()

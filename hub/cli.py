@@ -211,8 +211,10 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         rows = dl.list_dead_letters(data_dir, args.status)
         for row in rows:
             reason = row.reason if len(row.reason) <= 100 else row.reason[:97] + "..."
+            size = (f"{row.original_size} B, truncated" if row.truncated
+                    else f"{row.original_size} B")
             print(f"{row.dead_letter_id}  {row.received_at.isoformat()}  {row.status:<16} "
-                  f"{row.reason_code:<16} {row.topic}  {reason}")
+                  f"{row.reason_code:<16} {row.topic}  ({size})  {reason}")
         print(f"{len(rows)} dead letter(s)")
         return 0
     if args.dlq_command == "show":
@@ -226,19 +228,31 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         except UnicodeDecodeError:
             payload = base64.b64encode(found.payload).decode()
             encoding = "base64"
+        if found.truncated:
+            size = (f"{found.original_size} bytes (truncated: the first {len(found.payload)} "
+                    f"kept; it cannot be replayed)")
+            shown = f"payload, first {len(found.payload)} bytes ({encoding})"
+        else:
+            size, shown = f"{found.original_size} bytes", f"payload ({encoding})"
         print(f"id:          {found.dead_letter_id}\nreceived_at: {found.received_at.isoformat()}"
               f"\ntopic:       {found.topic}\nstatus:      {found.status}\nreason_code: "
               f"{found.reason_code}\nreason:      {found.reason}\noutcome:     {found.outcome}"
-              f"\nsize:        {len(found.payload)} bytes\npayload ({encoding}):\n{payload}")
+              f"\nsize:        {size}\nsha256:      {found.sha256}\n{shown}:\n{payload}")
         return 0
     # replay
     if not args.all and not args.ids:
         print("name dead letter ids to replay, or --all", file=sys.stderr)
         return 1
-    marked = dl.request_replay(data_dir, None if args.all else list(args.ids))
+    request = dl.request_replay(data_dir, None if args.all else list(args.ids))
+    for row in request.refused:
+        print(f"{row.dead_letter_id}: not replayed: only the first {len(row.payload)} of its "
+              f"{row.original_size} bytes were kept (sha256 {row.sha256}); an event cannot be "
+              "accepted from part of its payload", file=sys.stderr)
+    marked = request.marked
     if not marked:
-        print("nothing to replay (no open dead letter matches)")
-        return 1 if args.ids else 0
+        if not request.refused:
+            print("nothing to replay (no open dead letter matches)")
+        return 1 if args.ids or request.refused else 0
     print(f"{len(marked)} dead letter(s) queued for replay through the hub's validation")
     deadline = time.monotonic() + args.wait
     rows = marked
@@ -256,7 +270,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         else:
             failed += 1
             print(f"{row.dead_letter_id}: rejected again: {row.reason}")
-    return 1 if failed else 0
+    return 1 if failed or request.refused else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,9 @@ Example::
     port = 1883
     topic_root = "thermopipe"
     shared_group = "hubs"          # MQTT 5 shared subscription; required for `hub run --workers N`
+    username = "hub"
     password = "env:HUB_MQTT_PASSWORD"
+    account_per_connection = true  # worker i logs in as "hub-w0"..., Home Assistant as "hub-ha"
 
     [storage]
     mode = "v1"                    # "v2": influxdb-client (2.x, 3.x, Cloud, 1.8+); "v1": /write
@@ -23,6 +25,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,8 +66,16 @@ class MqttConfig(MqttConnection):
     (:class:`schemas.mqtt_settings.MqttConnection`) and the hub's own."""
 
     host: str = "127.0.0.1"
-    client_id: str | None = None  # default: "thermopipe-hub-{hub_id}"
+    #: default: "thermopipe-hub-{hub_id}-{random}", the random part made once and kept in
+    #: data_dir/client_id (HubConfig.client_id), so no one can guess it from the config
+    client_id: str | None = None
     shared_group: str | None = None
+    #: one broker account per MQTT connection of the hub: worker i of ``hub run --workers N``
+    #: logs in as "{username}-w{i}", the Home Assistant connection as "{username}-ha" (a worker's
+    #: as "{username}-w{i}-ha"), all with the one password. Needed on a broker that binds the
+    #: client id to the account (deploy's Mosquitto: use_username_as_clientid), where two
+    #: connections of one account would take over each other's session.
+    account_per_connection: bool = False
     max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD, ge=256)
     # Unacknowledged messages the broker may have in flight to us: bounds the in-memory queue.
     receive_maximum: int = Field(2000, ge=10, le=65535)
@@ -78,6 +91,20 @@ class MqttConfig(MqttConnection):
             raise ValueError("shared_group needs protocol = \"5\" (shared subscriptions are "
                              "MQTT 5)")
         return self
+
+    @model_validator(mode="after")
+    def _accounts_need_username(self) -> MqttConfig:
+        if self.account_per_connection and not self.username:
+            raise ValueError("account_per_connection needs a username (the accounts are named "
+                             "after it)")
+        return self
+
+    def account(self, connection: str) -> MqttConfig:
+        """The settings of the hub's connection ``connection`` ("ha", "w0"...): its own
+        username ``{username}-{connection}`` when :attr:`account_per_connection`, else these."""
+        if not self.account_per_connection or not self.username:
+            return self
+        return self.model_copy(update={"username": f"{self.username}-{connection}"})
 
 
 class StorageConfig(_Section):
@@ -159,21 +186,62 @@ class HubConfig(_Section):
 
     @property
     def client_id(self) -> str:
-        return self.mqtt.client_id or f"thermopipe-hub-{self.hub_id}"
+        """``mqtt.client_id``, else ``thermopipe-hub-{hub_id}-{random}`` with the random part
+        made on first use and kept in ``data_dir/client_id`` (:func:`persistent_client_id`):
+        the same id across restarts (the broker keeps our session and queue under it), but not
+        one that a client knowing the config could take over."""
+        return self.mqtt.client_id or persistent_client_id(self.data_dir, self.hub_id)
 
     @property
     def database_path(self) -> Path:
         return self.data_dir / "hub.sqlite3"
 
     def for_worker(self, index: int) -> HubConfig:
-        """The config of worker ``index`` of ``hub run --workers N``: own data dir and client id,
-        the same shared subscription, its own HTTP port (port + index)."""
-        mqtt = self.mqtt.model_copy(update={"client_id": f"{self.client_id}-w{index}"})
+        """The config of worker ``index`` of ``hub run --workers N``: own data dir and client id
+        (``{client_id}-w{index}``), its own account with ``mqtt.account_per_connection``
+        (``{username}-w{index}``), the same shared subscription, its own HTTP port
+        (port + index)."""
+        mqtt = self.mqtt.account(f"w{index}").model_copy(
+            update={"client_id": f"{self.client_id}-w{index}"})
         http = self.http.model_copy(
             update={"port": self.http.port + index if self.http.port else 0})
         return self.model_copy(update={"data_dir": self.data_dir / f"worker-{index}",
                                        "mqtt": mqtt, "http": http,
                                        "hub_id": f"{self.hub_id}-w{index}"})
+
+
+CLIENT_ID_FILE = "client_id"
+
+
+def persistent_client_id(data_dir: Path, hub_id: str) -> str:
+    """The hub's default client id, ``thermopipe-hub-{hub_id}-{80 random bits}``, read from
+    ``data_dir/client_id`` or made there once (mode 0600; two workers starting together agree:
+    the first file written wins). Raises :class:`OSError` when ``data_dir`` cannot be written."""
+    path = data_dir / CLIENT_ID_FILE
+    try:
+        kept = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        kept = ""
+    if kept:
+        return kept
+    data_dir.mkdir(parents=True, exist_ok=True)
+    made = f"thermopipe-hub-{hub_id}-{secrets.token_hex(10)}"
+    tmp = data_dir / f".{CLIENT_ID_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(made + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        with contextlib.suppress(FileExistsError):  # another process wrote one first: keep it
+            os.link(tmp, path)  # atomic, and never replaces an id already there
+    finally:
+        tmp.unlink(missing_ok=True)
+    kept = path.read_text(encoding="utf-8").strip()
+    if not kept:  # an empty file left by hand: make a new id in its place
+        path.write_text(made + "\n", encoding="utf-8")
+        kept = made
+    return kept
 
 
 def environment_problems(config: HubConfig) -> list[tuple[str, str]]:

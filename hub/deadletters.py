@@ -5,11 +5,16 @@ short reason code and the full reason. ``replay`` only marks rows ``replay_reque
 running hub (or the next one to start) feeds them through the same validation as live messages,
 in its own ingest transaction, so journal offsets keep one writer. A row that passes becomes
 ``replayed``; one that fails again goes back to ``open`` with the new reason.
+
+A dead letter whose payload was longer than :data:`hub.records.DEAD_LETTER_KEEP` keeps only a
+prefix, its original size and its SHA-256 (:meth:`hub.records.DeadRecord.refused`): ``replay``
+refuses it (an event cannot be accepted from part of its payload) and leaves it ``open``.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +31,7 @@ def _row(store: Path, r: tuple[object, ...]) -> DeadRecord:
     assert isinstance(row_id, int)
     assert isinstance(payload, bytes)
     return DeadRecord(str(dl_id), datetime.fromtimestamp(received, UTC), str(topic), str(code),
-                      str(reason), payload, str(status), str(outcome), row_id, store)
+                      str(reason), payload, str(status), str(outcome), row_id, store).as_stored()
 
 
 def stores(data_dir: Path) -> list[Path]:
@@ -58,22 +63,33 @@ def find(data_dir: Path, dead_letter_id: str) -> DeadRecord | None:
     return None
 
 
-def request_replay(data_dir: Path, ids: list[str] | None) -> list[DeadRecord]:
-    """Mark dead letters for replay (``None``: every open one); return the rows marked."""
-    marked: list[DeadRecord] = []
+@dataclass
+class ReplayRequest:
+    """What ``replay`` did: the rows marked for the hub, and those it refused (truncated)."""
+
+    marked: list[DeadRecord] = field(default_factory=list)
+    refused: list[DeadRecord] = field(default_factory=list)
+
+
+def request_replay(data_dir: Path, ids: list[str] | None) -> ReplayRequest:
+    """Mark open dead letters for replay (``None``: every open one), except truncated ones
+    (only a prefix of their payload is kept): those are returned as refused, still open."""
+    out = ReplayRequest()
     for store in stores(data_dir):
         conn = connect(store, "normal")
         try:
             rows = [_row(store, r) for r in conn.execute(
                 f"SELECT {_COLUMNS} FROM dead_letters WHERE status='open'")]  # noqa: S608
             chosen = [r for r in rows if ids is None or r.dead_letter_id in ids]
+            out.refused.extend(r for r in chosen if r.truncated)
+            chosen = [r for r in chosen if not r.truncated]
             conn.executemany(
                 "UPDATE dead_letters SET status='replay_requested', updated_at=? WHERE id=?",
                 [(time.time(), r.row_id) for r in chosen])
-            marked.extend(chosen)
+            out.marked.extend(chosen)
         finally:
             conn.close()
-    return marked
+    return out
 
 
 def status_of(rows: list[DeadRecord]) -> list[DeadRecord]:

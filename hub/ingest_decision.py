@@ -80,8 +80,9 @@ def screen(batch: Iterable[Message], topics: Topics, max_size: int,
         elif item.replay_row is not None:
             out.replays.append(ReplayOutcome(item.replay_row, False, result.code, result.reason))
         else:
-            out.dead.append(DeadRecord(new_id(), datetime.fromtimestamp(item.received_at, UTC),
-                                       item.topic, result.code, result.reason, item.payload))
+            out.dead.append(DeadRecord.refused(  # bounded: a prefix, the size and a hash
+                new_id(), datetime.fromtimestamp(item.received_at, UTC), item.topic,
+                item.payload, reason_code=result.code, reason=result.reason))
     return out
 
 

@@ -4,7 +4,10 @@
 #   deploy/scripts/add-device.sh [options] SITE DEVICE
 #
 # 1. adds DEVICE (the MQTT username is the device id) with a new random password to Mosquitto's
-#    password file (default deploy/mosquitto/passwd; run again to rotate the password);
+#    password file (default deploy/mosquitto/passwd; run again to rotate the password). The
+#    broker makes the username the client id (use_username_as_clientid in mosquitto.conf): the
+#    agent's own client id (mqtt.client_id, default thermopipe-SITE-DEVICE) is replaced by DEVICE
+#    at the broker, so no other account can connect as this device and take its session;
 # 2. writes OUT/agent.toml (deploy/agent.example.toml with site, device id, username, broker and
 #    the password reference filled in) and OUT/mqtt-password (mode 0600), default
 #    OUT=deploy/devices/DEVICE.
@@ -56,9 +59,7 @@ site=${args[0]}
 device=${args[1]}
 check_id site "$site"
 check_id "device id" "$device"
-for reserved in "${RESERVED_USERS[@]}"; do
-  [ "$device" != "$reserved" ] || die "'$device' is a service account name, not a device id"
-done
+! is_service_account "$device" || die "'$device' is a service account name, not a device id"
 if [ -z "$port" ]; then if $tls; then port=8883; else port=1883; fi; fi
 [[ $port =~ ^[0-9]+$ ]] || die "invalid port '$port'"
 [ -f "$example" ] || die "$example is missing"

@@ -3,9 +3,27 @@
 
 MOSQUITTO_IMAGE="eclipse-mosquitto:2.0.18"   # keep in step with deploy/compose.yaml
 MOSQUITTO_GID=1883   # the mosquitto group inside that image
-# Service accounts that are not devices: a device may not take these usernames.
-# shellcheck disable=SC2034  # used by the scripts that source this file
+# Service accounts that are not devices: a device may not take these usernames (nor any of the
+# hub's per-connection accounts: hub-ha, hub-w0, hub-w0-ha, ...; see hub_accounts).
 RESERVED_USERS=(hub grafana admin operator homeassistant)
+
+# is_service_account NAME: true if NAME is a service account or one of the hub's accounts.
+is_service_account() {
+  local name=$1 reserved
+  for reserved in "${RESERVED_USERS[@]}"; do
+    [ "$name" != "$reserved" ] || return 0
+  done
+  [[ $name =~ ^hub(-w[0-9]+)?(-ha)?$ ]]
+}
+
+# hub_accounts N: the hub's MQTT accounts, one per connection (the broker binds the client id to
+# the username: use_username_as_clientid): hub and hub-ha for one hub process, and hub-w<i> and
+# hub-w<i>-ha for worker i of `hub run --workers N` (hub.toml mqtt.account_per_connection).
+hub_accounts() {
+  local n=$1 i
+  printf '%s\n' hub hub-ha
+  for ((i = 0; i < n; i++)); do printf '%s\n' "hub-w$i" "hub-w$i-ha"; done
+}
 
 die() { echo "error: $*" >&2; exit 1; }
 

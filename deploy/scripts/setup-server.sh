@@ -2,11 +2,20 @@
 # First-time set-up of the server stack (deploy/compose.yaml). Safe to run again: it never
 # overwrites an existing secret.
 #
-#   deploy/scripts/setup-server.sh
+#   deploy/scripts/setup-server.sh [--hub-workers N]
 #
 # 1. writes deploy/.env from deploy/.env.example with a random value for every "change-me"
 #    (mode 0600; it is git-ignored);
-# 2. adds the hub's MQTT user (password HUB_MQTT_PASSWORD from .env) to deploy/mosquitto/passwd.
+# 2. adds the hub's MQTT accounts (password HUB_MQTT_PASSWORD from .env) to
+#    deploy/mosquitto/passwd, one per connection of the hub, because the broker makes each
+#    username the client id (use_username_as_clientid): hub and hub-ha (its Home Assistant
+#    connection) for one hub process, and hub-w<i> and hub-w<i>-ha for each worker i of
+#    `hub run --workers N` (hub.toml: mqtt.account_per_connection = true). An account already
+#    in the password file is kept. Every account must have a "user" block in
+#    deploy/mosquitto/acl (it ships blocks for 4 workers): the script stops if one is missing.
+#
+# Options:
+#   --hub-workers N        accounts for N hub workers (default 4; 0: one hub process only)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 deploy=$(dirname "$here")
@@ -15,6 +24,23 @@ deploy=$(dirname "$here")
 
 env_file="$deploy/.env"
 passwd_file="$deploy/mosquitto/passwd"
+acl_file="$deploy/mosquitto/acl"
+hub_workers=4
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --hub-workers) hub_workers=${2:-}; shift 2 ;;
+    -h|--help) usage 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+done
+[[ $hub_workers =~ ^[0-9]+$ ]] || die "invalid --hub-workers '$hub_workers'"
+mapfile -t accounts < <(hub_accounts "$hub_workers")
+for account in "${accounts[@]}"; do
+  grep -qx "user $account" "$acl_file" ||
+    die "$acl_file has no 'user $account' block: copy the hub's block for it (see the comments there)"
+done
 
 if [ -e "$env_file" ]; then
   echo "keeping the existing $env_file"
@@ -39,11 +65,18 @@ fi
 
 hub_password=$(sed -n 's/^HUB_MQTT_PASSWORD=//p' "$env_file")
 [ -n "$hub_password" ] || die "HUB_MQTT_PASSWORD is not set in $env_file"
-if [ -e "$passwd_file" ] && grep -q '^hub:' "$passwd_file"; then
-  echo "keeping the hub's entry in $passwd_file"
+added=()
+for account in "${accounts[@]}"; do
+  if [ -e "$passwd_file" ] && grep -q "^$account:" "$passwd_file"; then
+    continue
+  fi
+  mqtt_passwd "$passwd_file" "$account" "$hub_password"
+  added+=("$account")
+done
+if [ ${#added[@]} -gt 0 ]; then
+  echo "added the hub's MQTT accounts to $passwd_file: ${added[*]}"
 else
-  mqtt_passwd "$passwd_file" hub "$hub_password"
-  echo "added the MQTT user 'hub' to $passwd_file"
+  echo "keeping the hub's entries in $passwd_file (${accounts[*]})"
 fi
 
 cat <<NEXT

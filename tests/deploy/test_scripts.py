@@ -64,6 +64,8 @@ def test_add_device_defaults_to_the_systemd_credential_and_can_use_tls(
     (["my site", "pi-01"], "invalid site"),
     (["lab", "_hub"], "invalid device id"),
     (["lab", "hub"], "service account"),
+    (["lab", "hub-w2"], "service account"),     # a hub worker's account
+    (["lab", "hub-w0-ha"], "service account"),  # a worker's Home Assistant connection
     (["--port", "x", "lab", "pi-01"], "invalid port"),
     (["--bogus", "lab", "pi-01"], "unknown option"),
 ])
@@ -73,7 +75,7 @@ def test_add_device_refuses_bad_input(deploy_copy: DeployCopy, args: list[str],
     assert result.returncode != 0
     assert reason in result.stderr
     passwd = (deploy_copy.root / "mosquitto" / "passwd").read_text()
-    assert [line.split(":")[0] for line in passwd.splitlines()] == ["hub"]
+    assert all(line.startswith("hub") for line in passwd.splitlines())  # setup-server's only
 
 
 def test_add_device_help(deploy_copy: DeployCopy) -> None:
@@ -104,3 +106,15 @@ def test_setup_server_adds_secrets_new_since_and_lets_the_broker_read_its_passwo
     assert stat.S_IMODE(passwd.stat().st_mode) == 0o640
     if os.geteuid() == 0:
         assert passwd.stat().st_gid == 1883
+
+
+def test_setup_server_makes_one_hub_account_per_connection(deploy_copy: DeployCopy) -> None:
+    passwd = deploy_copy.root / "mosquitto" / "passwd"
+    users = [line.split(":")[0] for line in passwd.read_text().splitlines()]
+    assert users == ["hub", "hub-ha", *[f"hub-w{i}{s}" for i in range(4) for s in ("", "-ha")]]
+    acl = (deploy_copy.root / "mosquitto" / "acl").read_text().splitlines()
+    assert all(f"user {u}" in acl for u in users)  # every account has its ACL block
+    refused = deploy_copy.run("scripts/setup-server.sh", "--hub-workers", "5", check=False)
+    assert refused.returncode != 0
+    assert "no 'user hub-w4' block" in refused.stderr
+    assert [line.split(":")[0] for line in passwd.read_text().splitlines()] == users

@@ -180,12 +180,13 @@ def test_check_config_no_secrets_validates_the_shipped_hub_file_without_its_secr
     assert "secret env:INFLUXDB_TOKEN: not read (--no-secrets)" in unread.stdout
 
 
-def test_worker_configs_get_their_own_dir_client_and_port() -> None:
-    config = HubConfig.model_validate({"hub_id": "h", "data_dir": "/tmp/x",
+def test_worker_configs_get_their_own_dir_client_and_port(tmp_path: Path) -> None:
+    config = HubConfig.model_validate({"hub_id": "h", "data_dir": str(tmp_path),
                                        "mqtt": {"shared_group": "g"}, "http": {"port": 9000}})
     w1 = config.for_worker(1)
-    assert w1.data_dir == Path("/tmp/x/worker-1")
-    assert w1.client_id == "thermopipe-hub-h-w1"
+    assert w1.data_dir == tmp_path / "worker-1"
+    assert w1.client_id == f"{config.client_id}-w1"  # the hub's (random, kept) id + -w1
+    assert w1.client_id.startswith("thermopipe-hub-h-")
     assert w1.http.port == 9001
     assert w1.mqtt.shared_group == "g"
 
