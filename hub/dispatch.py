@@ -61,6 +61,7 @@ class ConsumerRunner:
         self._stop = threading.Event()
         self._committed = 0
         self._committed_at = 0.0
+        self._handed_at = float("-inf")  # monotonic time of the last batch handed over
         self._processed = metrics.processed.labels(consumer.name)
         self._retries = metrics.retries.labels(consumer.name)
         self._lag = metrics.lag.labels(consumer.name)
@@ -95,13 +96,17 @@ class ConsumerRunner:
             return []
         batch = self.journal.read(cursor, self.batch_size)
         if self.max_wait_s > 0 and len(batch) < self.batch_size:
-            # wait a little for a fuller batch (storage writes fewer, larger requests)
-            deadline = time.monotonic() + self.max_wait_s
+            # Pacing, not waiting: a partial batch is handed over at most once per max_wait_s
+            # (storage writes fewer, larger requests under load), counted from the last
+            # hand-over, so an event after a quiet spell goes at once instead of waiting for
+            # company that is not coming.
+            deadline = self._handed_at + self.max_wait_s
             while len(batch) < self.batch_size and not self._stop.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self.journal.wait_for(batch[-1].offset, remaining):
                     break
                 batch = self.journal.read(cursor, self.batch_size)
+        self._handed_at = time.monotonic()
         return batch
 
     def _commit_cursor(self, force: bool = True) -> None:

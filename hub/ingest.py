@@ -44,7 +44,6 @@ from schemas.topics import Topics
 
 BATCH_MAX = 1000
 QUEUE_MAX = 2 * BATCH_MAX  # messages received and not yet taken by the ingest thread (memory)
-BATCH_WAIT_S = 0.05
 REPLAY_CHECK_S = 1.0
 PRUNE_EVERY_S = 2.0
 PRUNE_SEEN_EVERY_S = 600.0
@@ -239,24 +238,20 @@ class Ingest:
 
     # ---- the ingest thread -------------------------------------------------------------------
     def _take_batch(self) -> list[Inbound]:
+        """Wait for one message, then take what else is queued (up to ``BATCH_MAX``) without
+        waiting for more: a lone event is recorded and handed on at once, and under load a
+        batch is what arrived while the previous one was being recorded (a group commit)."""
         try:
             first = self._queue.get(timeout=0.2)
         except queue.Empty:
             return []
         batch = [first]
-        deadline = time.monotonic() + BATCH_WAIT_S
         get = self._queue.get_nowait
-        while len(batch) < BATCH_MAX:
-            try:
+        try:
+            while len(batch) < BATCH_MAX:
                 batch.append(get())
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(self._queue.get(timeout=remaining))
-                except queue.Empty:
-                    break
+        except queue.Empty:
+            pass
         self._room.set()
         return batch
 
