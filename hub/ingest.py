@@ -44,6 +44,11 @@ from schemas.topics import Topics
 
 BATCH_MAX = 1000
 QUEUE_MAX = 2 * BATCH_MAX  # messages received and not yet taken by the ingest thread (memory)
+#: Load is when at least this many messages wait as the ingest thread comes round: only then
+#: does it wait, up to BATCH_FILL_S, for a full batch (a backlog drains in fewer, larger
+#: transactions). A lone event, or a trickle of a few thousand a second, never waits.
+BATCH_LOAD_MIN = 50
+BATCH_FILL_S = 0.02
 REPLAY_CHECK_S = 1.0
 PRUNE_EVERY_S = 2.0
 PRUNE_SEEN_EVERY_S = 600.0
@@ -238,20 +243,29 @@ class Ingest:
 
     # ---- the ingest thread -------------------------------------------------------------------
     def _take_batch(self) -> list[Inbound]:
-        """Wait for one message, then take what else is queued (up to ``BATCH_MAX``) without
-        waiting for more: a lone event is recorded and handed on at once, and under load a
-        batch is what arrived while the previous one was being recorded (a group commit)."""
+        """Wait for one message, then take what else is queued (up to ``BATCH_MAX``): a lone
+        event is recorded and handed on at once, and a batch is what arrived while the
+        previous one was being recorded (a group commit). Only under load (``BATCH_LOAD_MIN``
+        queued) does it wait, at most ``BATCH_FILL_S``, to fill the batch."""
+        q = self._queue
         try:
-            first = self._queue.get(timeout=0.2)
+            first = q.get(timeout=0.2)
         except queue.Empty:
             return []
         batch = [first]
-        get = self._queue.get_nowait
+        get = q.get_nowait
         try:
             while len(batch) < BATCH_MAX:
                 batch.append(get())
         except queue.Empty:
             pass
+        if BATCH_LOAD_MIN <= len(batch) < BATCH_MAX:
+            deadline = time.monotonic() + BATCH_FILL_S
+            try:
+                while len(batch) < BATCH_MAX:
+                    batch.append(q.get(timeout=max(deadline - time.monotonic(), 0.0)))
+            except queue.Empty:
+                pass
         self._room.set()
         return batch
 
