@@ -22,10 +22,12 @@ Resident memory is the largest VmRSS seen per hub process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +35,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,42 @@ from schemas.topics import Topics  # noqa: E402
 from tests.servers import InfluxDB1, Mosquitto, free_port, start_server  # noqa: E402
 
 ROOT_TOPIC = "bench"
+README = ROOT / "bench" / "README.md"
+#: the line of bench/README.md that records the floor of ``--check``
+FLOOR_LINE = re.compile(r"^`--check` floor: \*\*([0-9.]+)x\*\*", re.M)
+
+
+@contextlib.contextmanager
+def private_servers(prefix: str, keep_env: str,
+                    ) -> Iterator[tuple[Path, Mosquitto, InfluxDB1]]:
+    """A work directory with a private Mosquitto and InfluxDB 1.x in it, all removed after
+    (the directory is kept when the environment variable ``keep_env`` is set)."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    broker = start_server(Mosquitto, workdir / "mosquitto")
+    try:
+        influx = start_server(InfluxDB1, workdir / "influxdb")
+    except BaseException:
+        broker.stop()
+        raise
+    assert isinstance(broker, Mosquitto)
+    assert isinstance(influx, InfluxDB1)
+    try:
+        yield workdir, broker, influx
+    finally:
+        broker.stop()
+        influx.stop()
+        if not os.environ.get(keep_env):
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"kept {workdir}")
+
+
+def check_floor() -> float:
+    """The floor of ``--check`` as recorded in bench/README.md."""
+    m = FLOOR_LINE.search(README.read_text())
+    if m is None:
+        raise SystemExit(f"no line '`--check` floor: **N.NNx**' in {README}")
+    return float(m.group(1))
 
 
 def make_messages(n: int) -> list[tuple[str, bytes]]:
@@ -186,6 +225,25 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
+def hub_toml(hub_id: str, data_dir: Path, *, broker: Mosquitto, root: str, client_id: str,
+             influx: InfluxDB1, db: str, mqtt_extra: str = "") -> str:
+    """The start of a bench hub's config: its broker and storage to InfluxDB 1.x."""
+    return f"""hub_id = "{hub_id}"
+data_dir = "{data_dir}"
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+topic_root = "{root}"
+client_id = "{client_id}"
+{mqtt_extra}
+[storage]
+enabled = true
+mode = "v1"
+url = "{influx.url}"
+database = "{db}"
+"""
+
+
 def hub_drain(broker: Mosquitto, influx: InfluxDB1, messages: list[tuple[str, bytes]],
               workers: int, workdir: Path, *, profile: str | None = None,
               storage_only: bool = False, switch_interval: float = 0.0,
@@ -199,19 +257,9 @@ def hub_drain(broker: Mosquitto, influx: InfluxDB1, messages: list[tuple[str, by
     http_port = free_port()
     client_id = f"bench-hub-w{workers}{tag}"
     config = workdir / f"hub-w{workers}{tag}.toml"
-    config.write_text(f"""hub_id = "bench{workers}"
-data_dir = "{data_dir}"
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-topic_root = "{ROOT_TOPIC}"
-client_id = "{client_id}"
-{f'shared_group = "{group}"' if group else ""}
-[storage]
-enabled = true
-mode = "v1"
-url = "{influx.url}"
-database = "{db}"
+    config.write_text(hub_toml(f"bench{workers}", data_dir, broker=broker, root=ROOT_TOPIC,
+                               client_id=client_id, influx=influx, db=db,
+                               mqtt_extra=f'shared_group = "{group}"' if group else "") + f"""
 [alerting]
 enabled = {"false" if storage_only else "true"}
 state_dir = "{data_dir}/alerting"
@@ -309,13 +357,19 @@ def main() -> int:
                         help="print events in / handled and RSS every 200 ms while a hub drains")
     parser.add_argument("--storage-only", action="store_true",
                         help="alerting and dashboard off (to see what they cost)")
+    parser.add_argument("--check", action="store_true",
+                        help="one process only: print the hub's per-event cost against the bare "
+                             "stock paho drain of the same run (median of --repeat rounds) and "
+                             "exit 1 below the floor recorded in bench/README.md")
+    parser.add_argument("--floor", type=float,
+                        help="with --check: this floor instead of bench/README.md's")
     args = parser.parse_args()
+    if args.check:
+        args.skip_workers = True
+    floor = (args.floor or check_floor()) if args.check else 0.0
     # SIGTERM (e.g. from `timeout`) unwinds through the finally blocks: no server left behind
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    workdir = Path(tempfile.mkdtemp(prefix="hub-bench-"))
-    broker = start_server(Mosquitto, workdir / "mosquitto")
-    influx = start_server(InfluxDB1, workdir / "influxdb")
-    try:
+    with private_servers("hub-bench-", "HUB_BENCH_KEEP") as (workdir, broker, influx):
         print(f"preparing {args.events} events...", flush=True)
         messages = make_messages(args.events)
         # ratios against stock paho (the issue's baseline) and against a bare subscriber with
@@ -328,21 +382,26 @@ def main() -> int:
                 print(f"-- round {round_no} of {args.repeat}", flush=True)
             tag = f"-r{round_no}"
             bare = bare_drain(broker, messages, tag)
-            print(f"bare paho drain:          {bare:9.0f} events/s  (stock paho client)",
-                  flush=True)
-            fast = bare_drain(broker, messages, tag, BufferedClient)
-            print(f"bare drain, hub client:   {fast:9.0f} events/s  ({fast / bare:.2f}x stock: "
-                  "hub.mqtt_client.BufferedClient, counting only)", flush=True)
+            print(f"bare paho drain:          {bare:9.0f} events/s  (stock paho client, "
+                  f"{1e6 / bare:.1f} us/event)", flush=True)
+            fast = 0.0
+            if not args.check:
+                fast = bare_drain(broker, messages, tag, BufferedClient)
+                print(f"bare drain, hub client:   {fast:9.0f} events/s  ({fast / bare:.2f}x "
+                      "stock: hub.mqtt_client.BufferedClient, counting only)", flush=True)
             one = hub_drain(broker, influx, messages, 1, workdir, profile=args.profile,
                             storage_only=args.storage_only,
                             switch_interval=args.switch_interval, tag=tag,
                             progress=args.progress)
+            of_fast = f" ({one['rate'] / fast:.2f}x of the hub client's bare drain)" if fast \
+                else ""
             print(f"hub (1 process):          {one['rate']:9.0f} events/s  "
-                  f"ratio {one['rate'] / bare:.2f}x ({one['rate'] / fast:.2f}x of the hub "
-                  f"client's bare drain)  stored {one['stored']} "
+                  f"({1e6 / one['rate']:.1f} us/event)  ratio {one['rate'] / bare:.2f}x"
+                  f"{of_fast}  stored {one['stored']} "
                   f"(distinct {one['distinct']})  RSS {one['rss_mb']:.0f} MB", flush=True)
             ratios["1"].append(one["rate"] / bare)
-            ratios["1f"].append(one["rate"] / fast)
+            if fast:
+                ratios["1f"].append(one["rate"] / fast)
             rss["1"].append(one["rss_mb"])
             runs = [one]
             if not args.skip_workers:
@@ -362,18 +421,19 @@ def main() -> int:
             ok = ok and all(r["stored"] == args.events == r["distinct"] for r in runs)
         for key, label in (("1", "1 process"), ("w", f"--workers {args.workers}")):
             if ratios[key]:
-                print(f"{label}: ratio {min(ratios[key]):.2f}-{max(ratios[key]):.2f}x stock paho, "
-                      f"{min(ratios[key + 'f']):.2f}-{max(ratios[key + 'f']):.2f}x the hub "
-                      f"client's bare drain;  RSS {min(rss[key]):.0f}-{max(rss[key]):.0f} MB")
+                of_fast = (f", {min(ratios[key + 'f']):.2f}-{max(ratios[key + 'f']):.2f}x the "
+                           "hub client's bare drain" if ratios[key + "f"] else "")
+                print(f"{label}: ratio {min(ratios[key]):.2f}-{max(ratios[key]):.2f}x stock paho"
+                      f"{of_fast};  RSS {min(rss[key]):.0f}-{max(rss[key]):.0f} MB")
         print(f"nothing lost or duplicated: {ok}")
+        if args.check:
+            ratio = statistics.median(ratios["1"])
+            passed = ratio >= floor
+            print(f"check: the hub handles an event in {1 / ratio:.2f}x the time the bare stock "
+                  f"paho drain takes (ratio {ratio:.2f}x, median of {len(ratios['1'])}); "
+                  f"floor {floor:.2f}x (bench/README.md): {'ok' if passed else 'BELOW THE FLOOR'}")
+            ok = ok and passed
         return 0 if ok else 1
-    finally:
-        broker.stop()
-        influx.stop()
-        if not os.environ.get("HUB_BENCH_KEEP"):
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"kept {workdir}")
 
 
 if __name__ == "__main__":

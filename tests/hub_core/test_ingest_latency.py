@@ -1,0 +1,101 @@
+"""Batching never waits when nothing else is queued (issue 16): a lone event is recorded and
+handed to the consumers at once, and a consumer's ``max_wait_s`` paces partial batches instead
+of holding a lone event back.
+
+Timing assertions here have wide margins on purpose (the machine is shared): the strict figures
+are in ``bench/latency_bench.py``. Each check either takes the best of many tries (it fails only
+if every try is slow) or is a lower bound (load only makes it later).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from hub.app import Hub
+from hub.consumers.base import ConsumerDefaults, Envelope
+from schemas.codec import encode
+from schemas.topics import Topics
+from tests.hub_core.helpers import Publisher, hub_config, reading, wait_until
+
+pytestmark = [pytest.mark.servers]
+
+
+class Stamper(ConsumerDefaults):
+    """A consumer that notes when (perf_counter) it was handed each event."""
+
+    def __init__(self, name: str, max_wait_s: float = 0.0) -> None:
+        self.name = name
+        self.max_wait_s = max_wait_s
+        self.handed: dict[str, float] = {}
+        self.cond = threading.Condition()
+
+    def handle(self, batch: Sequence[Envelope]) -> None:
+        now = time.perf_counter()
+        with self.cond:
+            for env in batch:
+                self.handed[env.message.event_id] = now
+            self.cond.notify_all()
+
+    def wait(self, event_id: str, timeout: float) -> float:
+        with self.cond:
+            assert self.cond.wait_for(lambda: event_id in self.handed, timeout), event_id
+            return self.handed[event_id]
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_lone_event_is_handed_over_without_waiting_for_a_batch(
+        tmp_path: Path, mosquitto, topic_root) -> None:
+    # Ingest used to wait 50 ms for a batch to fill, so no lone event ever took less than
+    # 50 ms from publish to a consumer; now it takes about as long as the commit. The best of
+    # 20 lone events under 40 ms fails only if every one of them is slow. The journal's
+    # synchronous=normal keeps the disk out of it (an fsync on a busy disk is not the subject).
+    topics = Topics(topic_root)
+    fast = Stamper("fast")
+    paced = Stamper("paced", max_wait_s=30.0)  # storage-like pacing, far longer than the test
+    config = hub_config(tmp_path, mosquitto, topic_root, journal={"synchronous": "normal"})
+    pub = Publisher(mosquitto.host, mosquitto.port)
+    try:
+        with Hub(config, extra_consumers=[fast, paced]) as hub:
+            wait_until(hub.ingest.subscribed.is_set, 15, what="subscribed")
+            took: list[float] = []
+            for seq in range(1, 21):
+                event = reading(seq)
+                t0 = time.perf_counter()
+                pub.client.publish(topics.for_event(event), encode(event), qos=1)
+                took.append(fast.wait(event.event_id, 10) - t0)
+                time.sleep(0.02)
+            # the first event after a quiet spell reaches a paced consumer at once, not after
+            # its 30 s; the later ones are paced into one hand-over per 30 s
+            first_paced = paced.wait(event_id=next(iter(fast.handed)), timeout=10)
+            assert len(paced.handed) == 1
+    finally:
+        pub.close()
+    assert min(took) < 0.040, sorted(round(t * 1000, 1) for t in took)
+    assert first_paced - min(fast.handed.values()) < 5.0
+
+
+def test_a_paced_consumer_gets_partial_batches_at_most_once_per_max_wait(
+        tmp_path: Path, mosquitto, topic_root) -> None:
+    topics = Topics(topic_root)
+    paced = Stamper("paced", max_wait_s=1.0)
+    config = hub_config(tmp_path, mosquitto, topic_root, journal={"synchronous": "normal"})
+    pub = Publisher(mosquitto.host, mosquitto.port)
+    try:
+        with Hub(config, extra_consumers=[paced]) as hub:
+            wait_until(hub.ingest.subscribed.is_set, 15, what="subscribed")
+            first, second = reading(1), reading(2)
+            pub.client.publish(topics.for_event(first), encode(first), qos=1)
+            t_first = paced.wait(first.event_id, 10)
+            pub.client.publish(topics.for_event(second), encode(second), qos=1)
+            t_second = paced.wait(second.event_id, 10)
+    finally:
+        pub.close()
+    # a lower bound: a loaded machine can only make the second hand-over later
+    assert t_second - t_first >= 0.9
