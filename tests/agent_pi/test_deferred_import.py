@@ -1,0 +1,89 @@
+"""``edge-agent run`` leaves asyncio unloaded (structlog imports it; the agent never uses it), and
+a deferred module still works the moment something does use it. Each case runs in a fresh
+interpreter: the test process has imported asyncio long ago."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from tests.agent_pi.helpers import ROOT
+
+
+def python(code: str) -> str:
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_agent_and_its_logging_do_not_load_asyncio() -> None:
+    out = python("""
+        import sys
+        from edge_agent.cli import defer_import
+        defer_import("asyncio")
+        import structlog
+        from schemas import log_setup
+        import edge_agent.agent, edge_agent.sources.onewire, edge_agent.supervisor
+        log_setup.configure("info", "json", site="s", device_id="d", stream=sys.stdout)
+        structlog.get_logger().info("test.logged", sensor="28-1")
+        print(type(sys.modules["asyncio"]).__name__)
+    """)
+    assert '"event": "test.logged"' in out
+    assert out.splitlines()[-1] == "_Deferred"
+
+
+def test_a_deferred_module_loads_on_first_use_and_then_is_the_real_one() -> None:
+    out = python("""
+        import sys, threading
+        from edge_agent.cli import defer_import
+        defer_import("asyncio")
+        import asyncio                      # binds the stand-in, loads nothing
+        assert type(sys.modules["asyncio"]).__name__ == "_Deferred"
+        from structlog import get_logger    # structlog.stdlib and _native hold the stand-in
+
+        async def work() -> int:
+            get_logger()  # no configure: the default logger
+            await asyncio.sleep(0)
+            return 42
+
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(asyncio.run(work())))
+                   for _ in range(4)]  # first use from several threads at once
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        import asyncio as again
+        print(results, type(sys.modules["asyncio"]).__name__, again.run is asyncio.run)
+    """)
+    assert out.strip() == "[42, 42, 42, 42] module True"
+
+
+def test_a_submodule_import_loads_the_real_package_first() -> None:
+    out = python("""
+        import sys
+        from edge_agent.cli import defer_import
+        defer_import("asyncio")
+        import asyncio
+        import asyncio.events
+        events = sys.modules["asyncio.events"]
+        print(type(sys.modules["asyncio"]).__name__, asyncio.events is events)
+
+        async def one() -> int:
+            return 1
+
+        print(asyncio.run(one()))
+    """)
+    assert out.split() == ["module", "True", "1"]
+
+
+def test_a_module_already_imported_is_left_alone() -> None:
+    out = python("""
+        import sys, json
+        from edge_agent.cli import defer_import
+        defer_import("json")
+        print(sys.modules["json"] is json)
+    """)
+    assert out.strip() == "True"
