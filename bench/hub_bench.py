@@ -99,7 +99,7 @@ def make_messages(n: int) -> list[tuple[str, bytes]]:
     out = []
     for i in range(n):
         event = ReadingEvent(event_id=uuid.uuid4().hex, site="bench", device_id=f"d{i % 16}",
-                             sensor_id=f"t{(i // 16) % 2}", seq=i + 1,
+                             sensor_id=f"t{(i // 16) % 2}", seq=i // 16 + 1,  # per device
                              time=base + timedelta(microseconds=i * 50), clock_synced=True,
                              value=20.0 + (i % 100) / 10, unit="degC")
         out.append((topics.for_event(event), encode(event)))

@@ -221,17 +221,20 @@ def load_child(host: str, port: int, rate: float) -> int:
     tick = 0.01
     per_tick = rate * tick
     owed = 0.0
-    seq = 0
+    n = 0
     next_at = time.monotonic()
     while not stop.is_set():
         owed += per_tick
         now = datetime.now(UTC)
         while owed >= 1:
             owed -= 1
-            seq += 1
-            event = ReadingEvent(event_id=uuid.uuid4().hex, site=SITE, device_id=f"d{seq % 16}",
-                                 sensor_id=f"s{(seq // 16) % 2}", seq=seq, time=now,
-                                 clock_synced=True, value=20.0 + (seq % 50) / 10, unit="degC")
+            # seq counts per device from 1 with no gaps (a gap is a loss to the hub), and
+            # every load process has its own devices
+            event = ReadingEvent(event_id=uuid.uuid4().hex, site=SITE,
+                                 device_id=f"d{n % 16}p{os.getpid()}",
+                                 sensor_id=f"s{(n // 16) % 2}", seq=n // 16 + 1, time=now,
+                                 clock_synced=True, value=20.0 + (n % 50) / 10, unit="degC")
+            n += 1
             sem.acquire()
             client.publish(topics.for_event(event), encode(event), qos=1)
         next_at += tick
