@@ -469,17 +469,34 @@ class Outbox:
         return int(self._bytes)
 
     def oldest_age_s(self) -> float:
+        return self._oldest()[1]
+
+    def oldest_seq(self) -> int:
+        """The lowest seq the outbox still holds (stored or buffered); ``next_seq`` when empty.
+        Everything below it has left the outbox (receipted, acknowledged or dropped): the hub
+        turns a gap below it into a data_loss record at once (hub/loss_detector.py)."""
+        return self._oldest()[0]
+
+    def _oldest(self) -> tuple[int, float]:
         with self._db_lock:
             self._check_open()
-            row = self._db.execute("SELECT created_at FROM events ORDER BY seq LIMIT 1").fetchone()
-        return max(0.0, self._clock() - row[0]) if row else 0.0
+            row = self._db.execute(
+                "SELECT seq, created_at FROM events ORDER BY seq LIMIT 1").fetchone()
+            with self._stage_lock:
+                staged = min((r[0][0] for r in self._staged), default=None)
+                next_seq = self._next_seq
+        seqs = [s for s in (row[0] if row else None, staged) if s is not None]
+        age = max(0.0, self._clock() - row[1]) if row else 0.0
+        return (min(seqs) if seqs else next_seq), age
 
     def counters(self) -> dict[str, float]:
         meta = self._meta
+        oldest_seq, oldest_age = self._oldest()
         return {
             "outbox_depth": float(self._rows),
             "outbox_bytes": float(self._bytes),
-            "outbox_oldest_age_s": round(self.oldest_age_s(), 3),
+            "outbox_oldest_age_s": round(oldest_age, 3),
+            "outbox_oldest_seq": float(oldest_seq),
             "outbox_staged": float(self.staged),
             "outbox_commits": float(self.commits),
             **{f"dropped_{name}": float(meta[f"dropped_{name}"])

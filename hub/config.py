@@ -165,6 +165,19 @@ class JournalConfig(_Section):
     dedup_max_ids: int = Field(5_000_000, ge=1000)
 
 
+class ReceiptsConfig(_Section):
+    """``[receipts]``: tell each device which of its events this hub holds (schemas/TOPICS.md,
+    "Receipts"), and turn the seqs no hub holds into ``data_loss`` records."""
+
+    enabled: bool = True
+    interval_s: float = Field(1.0, gt=0, le=60)   # at most one receipt per device this often
+    encoding: Literal["json", "avro"] = "json"
+    #: read every hub's receipts and report the gaps (worker 0 only with ``--workers N``)
+    detect_gaps: bool = True
+    gap_timeout_s: float = Field(300.0, gt=0)     # a gap without progress this long is lost
+    grace_s: float = Field(5.0, ge=0)
+
+
 class HubConfig(_Section):
     hub_id: str = "hub"
     data_dir: Path = Path("/var/lib/thermopipe-hub")
@@ -178,6 +191,7 @@ class HubConfig(_Section):
     log: LogConfig = LogConfig()
     dispatch: DispatchConfig = DispatchConfig()
     journal: JournalConfig = JournalConfig()
+    receipts: ReceiptsConfig = ReceiptsConfig()
 
     @field_validator("hub_id")
     @classmethod
@@ -205,8 +219,11 @@ class HubConfig(_Section):
             update={"client_id": f"{self.client_id}-w{index}"})
         http = self.http.model_copy(
             update={"port": self.http.port + index if self.http.port else 0})
+        # one loss detector for all workers: it reads every worker's receipts
+        receipts = self.receipts.model_copy(
+            update={"detect_gaps": self.receipts.detect_gaps and index == 0})
         return self.model_copy(update={"data_dir": self.data_dir / f"worker-{index}",
-                                       "mqtt": mqtt, "http": http,
+                                       "mqtt": mqtt, "http": http, "receipts": receipts,
                                        "hub_id": f"{self.hub_id}-w{index}"})
 
 

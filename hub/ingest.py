@@ -15,12 +15,14 @@ them again to the persistent session; a crash after it gives duplicates that the
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -30,16 +32,20 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from hub.config import HubConfig
-from hub.ingest_decision import decide_batch
+from hub.ingest_decision import Decision, decide_batch
 from hub.journal import Journal, JournalError, Pending
+from hub.loss_detector import Loss, LossDetector
 from hub.metrics import HubMetrics
 from hub.mqtt_client import BufferedClient, apply_account, wait_acked
+from hub.receipts import ReceiptBook, merge_ranges
 from hub.records import DeadRecord
 from hub.validate import OrderTracker
 from schemas.backoff import exponential_delay
 from schemas.client_id_clash import ClashDetector
+from schemas.codec import decode, encode
 from schemas.connect_errors import connect_error
-from schemas.errors import DeliveryError
+from schemas.errors import ContractError, DeliveryError
+from schemas.models import DataLoss, DeviceStatus, Receipt
 from schemas.topics import Topics
 
 BATCH_MAX = 1000
@@ -52,6 +58,7 @@ BATCH_FILL_S = 0.02
 REPLAY_CHECK_S = 1.0
 PRUNE_EVERY_S = 2.0
 PRUNE_SEEN_EVERY_S = 600.0
+LOSS_CHECK_EVERY_S = 1.0
 
 log = structlog.get_logger("hub.ingest")
 
@@ -71,6 +78,12 @@ class Inbound:
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def loss_id(loss: Loss) -> str:
+    """The same loss always has the same record id (recorded and alerted once)."""
+    key = f"data_loss/{loss.site}/{loss.device_id}/{loss.first_seq}-{loss.last_seq}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 class Ingest:
@@ -96,6 +109,11 @@ class Ingest:
         self._last_replay_check = 0.0
         self._last_prune = time.monotonic()
         self._last_prune_seen = 0.0
+        rc = config.receipts
+        self.receipts = ReceiptBook(config.hub_id, rc.interval_s) if rc.enabled else None
+        self.detector = (LossDetector(rc.gap_timeout_s, rc.grace_s, journal.load_loss_state())
+                         if rc.detect_gaps else None)
+        self._next_loss_check = 0.0
 
     # ---- MQTT --------------------------------------------------------------------------------
     def _make_client(self) -> BufferedClient:
@@ -150,6 +168,8 @@ class Ingest:
         log.info("mqtt.connected", session_present=bool(flags.session_present),
                  client_id=self.config.client_id)
         filters = self.topics.hub_filters(self.config.mqtt.shared_group)
+        if self.detector is not None:  # every hub's receipts: not shared
+            filters.append(self.topics.receipt_filter())
         client.subscribe([(f, 1) for f in filters])
 
     def _on_subscribe(self, _c: Any, _u: Any, _mid: Any, reasons: Any, _p: Any) -> None:
@@ -234,10 +254,12 @@ class Ingest:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop taking messages, record what was taken, then disconnect (the session stays)."""
+        """Stop taking messages, record what was taken, send the receipts owed, then disconnect
+        (the session stays)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(30)
+        self._send_receipts(time.time(), force=True)
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -282,6 +304,8 @@ class Ingest:
                     self.metrics.ingest_queue.set(self._queue.qsize())
                     self.process(batch)
                 self._housekeeping(now)
+                self._send_receipts(time.time())
+                self._check_losses(time.time())
             except JournalError as exc:
                 # Nothing of this batch was acknowledged: the broker keeps it. Stop taking more.
                 self.failed = self.last_error = f"journal: {exc}"
@@ -307,13 +331,22 @@ class Ingest:
             self.journal.prune_seen()
 
     def process(self, batch: list[Inbound]) -> None:
-        """Decide (hub/ingest_decision.py), record in one transaction, then acknowledge."""
-        decision = decide_batch(batch, self.topics,
+        """Decide (hub/ingest_decision.py), record in one transaction, then acknowledge; what
+        the batch made the hub hold is owed a receipt from then on."""
+        events = batch
+        if self.detector is not None:
+            receipts = [m for m in batch if m.topic.endswith("/receipt")]
+            if receipts:
+                events = [m for m in batch if not m.topic.endswith("/receipt")]
+                self._read_receipts(receipts)
+        decision = decide_batch(events, self.topics,
                                 max_size=self.config.mqtt.max_payload_bytes,
                                 late_after_s=self.config.late_after_s, tracker=self.tracker,
                                 known_ids=self.journal.known_ids, new_id=new_id)
         self.journal.record(decision.pending, decision.seen, decision.seq_marks, decision.dead,
-                            decision.replays)
+                            decision.replays, loss_state=self._detect(decision))
+        if self.receipts is not None:
+            self.receipts.note(decision.held)
         self._ack(batch)
         self._count(decision.live, decision.pending, decision.duplicates, decision.dead)
         for record in decision.dead:
@@ -321,6 +354,97 @@ class Ingest:
         for outcome in decision.replays:
             log.info("ingest.dead_letter_replayed", row=outcome.row_id, accepted=outcome.accepted,
                      reason=outcome.reason)
+
+    # ---- receipts and losses (schemas/TOPICS.md "Receipts", hub/loss_detector.py) -----------
+    def _read_receipts(self, items: list[Inbound]) -> None:
+        assert self.detector is not None
+        now = time.time()
+        for item in items:
+            try:
+                receipt = decode(item.payload)
+                if not isinstance(receipt, Receipt):
+                    raise ContractError(f"a {receipt.kind!r} message on a receipt topic")
+            except ContractError as exc:
+                log.warning("ingest.bad_receipt", topic=item.topic, reason=str(exc))
+                continue
+            if receipt.hub_id != self.config.hub_id:  # our own are noted at the commit
+                self.detector.held(receipt.site, receipt.device_id,
+                                   [(r.first, r.last) for r in receipt.ranges], now)
+
+    def _detect(self, decision: Decision) -> dict[str, Any] | None:
+        """Tell the loss detector what this batch holds and what the agents' statuses say;
+        its changed state is recorded with the batch."""
+        detector = self.detector
+        if detector is None:
+            return None
+        now = time.time()
+        for (site, device), seqs in decision.held.items():
+            detector.held(site, device, merge_ranges(seqs), now)
+        for p in decision.pending:
+            message = p.message
+            if isinstance(message, DeviceStatus) and "outbox_oldest_seq" in message.counters:
+                c = message.counters
+                drops = ", ".join(f"{k.removeprefix('dropped_')}={int(v)}"
+                                  for k, v in sorted(c.items())
+                                  if k.startswith("dropped_by_") and v)
+                detector.status(message.site, message.device_id,
+                                int(c["outbox_oldest_seq"]), now, drops)
+        if not detector.changed:
+            return None
+        state = detector.snapshot(detector.changed)
+        detector.changed.clear()
+        return state
+
+    def _send_receipts(self, now: float, force: bool = False) -> None:
+        book = self.receipts
+        if book is None:
+            return
+        encoding = self.config.receipts.encoding
+        for receipt in book.due(now, force=force):
+            published = self.connected.is_set() and self._client.publish(
+                self.topics.receipt(receipt.site, receipt.device_id),
+                encode(receipt, encoding), qos=1).rc == mqtt.MQTT_ERR_SUCCESS
+            if not published:
+                book.requeue(receipt)  # with the next one, once connected
+                continue
+            self.metrics.receipts_sent.inc()
+            self.metrics.receipted.inc(sum(r.last - r.first + 1 for r in receipt.ranges))
+
+    def _check_losses(self, now: float) -> None:
+        detector = self.detector
+        if detector is None or now < self._next_loss_check:
+            return
+        self._next_loss_check = now + LOSS_CHECK_EVERY_S
+        losses = detector.due(now)
+        self.metrics.open_gaps.set(detector.open_gaps)
+        if losses:
+            self._record_losses(losses, now)
+
+    def _record_losses(self, losses: list[Loss], now: float) -> None:
+        """Each loss becomes one ``data_loss`` record in the journal (so storage, alerting and
+        the live page get it like an event), with the detector's state, in one transaction."""
+        assert self.detector is not None
+        when = datetime.fromtimestamp(now, UTC)
+        records = [DataLoss(event_id=loss_id(x), site=x.site, device_id=x.device_id, time=when,
+                            first_seq=x.first_seq, last_seq=x.last_seq,
+                            count=x.last_seq - x.first_seq + 1, cause=x.cause,
+                            hub_id=self.config.hub_id) for x in losses]
+        known = self.journal.known_ids([r.event_id for r in records])
+        pending = [Pending(r, f"{self.topics.root}/_hub/data_loss/{r.site}/{r.device_id}",
+                           r.model_dump_json().encode(), when, False, False, now)
+                   for r in records if r.event_id not in known]
+        state = self.detector.snapshot(self.detector.changed)
+        self.detector.changed.clear()
+        self.journal.record(pending, [(p.message.event_id, now) for p in pending], {}, [],
+                            loss_state=state)
+        for record in records:
+            self.metrics.data_loss.inc()
+            self.metrics.data_loss_events.inc(record.count)
+            log.error("ingest.data_loss", site=record.site, device=record.device_id,
+                      first_seq=record.first_seq, last_seq=record.last_seq, count=record.count,
+                      cause=record.cause or "unknown: not received within "
+                      f"{self.config.receipts.gap_timeout_s:g} s",
+                      already_recorded=record.event_id in known)
 
     def _ack(self, batch: list[Inbound]) -> None:
         # A message from an earlier connection is redelivered by the broker on this one; its

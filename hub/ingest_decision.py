@@ -18,6 +18,7 @@ one transaction and only then acknowledges the batch to the broker.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,8 +27,11 @@ from typing import Protocol
 from hub.journal import Pending, ReplayOutcome
 from hub.records import DeadRecord
 from hub.validate import Accepted, OrderTracker, Rejection, check_payload, is_late
+from schemas.errors import TopicError
 from schemas.models import DeviceStatus
 from schemas.topics import Topics
+
+MAX_SEQ_PROBE = 1 << 20  # a refused payload larger than this is not parsed for its seq
 
 
 class Message(Protocol):
@@ -49,6 +53,7 @@ class Screened:
 
     candidates: list[tuple[Message, Accepted]] = field(default_factory=list)
     dead: list[DeadRecord] = field(default_factory=list)
+    dead_seqs: list[tuple[tuple[str, str], int]] = field(default_factory=list)
     replays: list[ReplayOutcome] = field(default_factory=list)
     live: int = 0  # messages from the broker (not replays of dead letters)
 
@@ -65,6 +70,9 @@ class Decision:
     dead: list[DeadRecord]
     replays: list[ReplayOutcome]
     live: int
+    #: per (site, device), the seqs this batch makes the hub hold: accepted, duplicates (held
+    #: already) and dead letters whose seq could be read; what the hub receipts once recorded
+    held: dict[tuple[str, str], list[int]] = field(default_factory=dict)
 
 
 def screen(batch: Iterable[Message], topics: Topics, max_size: int,
@@ -83,7 +91,27 @@ def screen(batch: Iterable[Message], topics: Topics, max_size: int,
             out.dead.append(DeadRecord.refused(  # bounded: a prefix, the size and a hash
                 new_id(), datetime.fromtimestamp(item.received_at, UTC), item.topic,
                 item.payload, reason_code=result.code, reason=result.reason))
+            held = rejected_seq(topics, item.topic, item.payload)
+            if held is not None:
+                out.dead_seqs.append(held)
     return out
+
+
+def rejected_seq(topics: Topics, topic: str, payload: bytes,
+                 ) -> tuple[tuple[str, str], int] | None:
+    """The device (from its topic, which the broker's ACL vouches for) and ``seq`` of a JSON
+    payload the contract refused, if both can be read: the dead-letter store holds it, so it is
+    receipted and the agent stops sending it again. Anything less readable is not receipted."""
+    if not payload.startswith(b"{") or len(payload) > MAX_SEQ_PROBE:
+        return None
+    try:
+        where = topics.parse(topic)
+        seq = json.loads(payload).get("seq")
+    except (ValueError, TopicError, AttributeError):
+        return None
+    if where.kind not in ("event", "summary") or type(seq) is not int or seq < 0:
+        return None
+    return (where.site, where.device_id), seq
 
 
 def decide(screened: Screened, known: set[str], tracker: OrderTracker,
@@ -92,6 +120,9 @@ def decide(screened: Screened, known: set[str], tracker: OrderTracker,
     out of order (``tracker`` remembers the highest seq per sensor across batches)."""
     pending: list[Pending] = []
     seen: list[tuple[str, float]] = []
+    held: dict[tuple[str, str], list[int]] = {}
+    for key, seq in screened.dead_seqs:
+        held.setdefault(key, []).append(seq)
     taken: set[str] = set()
     replays = list(screened.replays)
     duplicates = 0
@@ -102,6 +133,8 @@ def decide(screened: Screened, known: set[str], tracker: OrderTracker,
             replays.append(ReplayOutcome(item.replay_row, True, "accepted",
                                          "accepted on replay (already stored)" if duplicate
                                          else "accepted on replay"))
+        if not isinstance(message, DeviceStatus):
+            held.setdefault((message.site, message.device_id), []).append(message.seq)
         if duplicate:
             duplicates += 1
             continue
@@ -114,7 +147,7 @@ def decide(screened: Screened, known: set[str], tracker: OrderTracker,
                                is_late(message, received, late_after_s), out_of_order,
                                item.received_at))
     return Decision(pending, seen, tracker.take_changes(), duplicates, screened.dead, replays,
-                    screened.live)
+                    screened.live, held)
 
 
 def decide_batch(batch: Sequence[Message], topics: Topics, *, max_size: int,

@@ -37,13 +37,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from hub.consumers.base import Envelope, JournalEntry, LocalRecord
 from hub.records import DeadRecord, Point
 from hub.validate import Accepted
 from schemas.codec import decode
 from schemas.errors import ThermopipeError
-from schemas.models import DeviceStatus, SensorEvent
+from schemas.models import DataLoss, DeviceStatus, SensorEvent
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -62,6 +63,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     status TEXT NOT NULL DEFAULT 'open', updated_at REAL NOT NULL, outcome TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS dead_letters_status ON dead_letters(status);
+CREATE TABLE IF NOT EXISTS loss_state (device TEXT PRIMARY KEY, state TEXT NOT NULL);
 """
 
 TAIL_CAPACITY = 6_000  # decoded envelopes kept at most for consumers that lag (memory)
@@ -96,7 +98,7 @@ def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
 class Pending:
     """An accepted event not yet in the journal."""
 
-    message: Accepted
+    message: Accepted | DataLoss  # a DataLoss: the hub's own record (hub/loss_detector.py)
     topic: str
     payload: bytes
     received_at: datetime
@@ -175,16 +177,25 @@ class Journal:
         return {(d, s): q for d, s, q in self._conn.execute(
             "SELECT device, sensor, seq FROM seq_high")}
 
-    def record(self, pending: Sequence[Pending], seen_ids: Iterable[tuple[str, float]],
+    def record(self, pending: Sequence[Pending], seen_ids: Iterable[tuple[str, float]],  # noqa: PLR0917
                seq_marks: dict[tuple[str, str], int], dead: Sequence[DeadRecord],
-               replays: Sequence[ReplayOutcome] = ()) -> list[Envelope]:
-        """Commit one ingest batch atomically; return the new envelopes with their offsets."""
+               replays: Sequence[ReplayOutcome] = (),
+               loss_state: dict[str, Any] | None = None) -> list[Envelope]:
+        """Commit one ingest batch atomically; return the new envelopes with their offsets.
+        ``loss_state``: the loss detector's state of the devices it changed, in the same
+        transaction (what the hub holds and what it reported lost never disagree)."""
         with self._write_lock:
-            return self._record(pending, seen_ids, seq_marks, dead, replays)
+            return self._record(pending, seen_ids, seq_marks, dead, replays, loss_state)
 
-    def _record(self, pending: Sequence[Pending], seen_ids: Iterable[tuple[str, float]],
+    def load_loss_state(self) -> dict[str, Any]:
+        """The loss detector's state as :meth:`record` stored it, ``site/device`` -> state."""
+        rows = self._conn.execute("SELECT device, state FROM loss_state").fetchall()
+        return {device: json.loads(state) for device, state in rows}
+
+    def _record(self, pending: Sequence[Pending], seen_ids: Iterable[tuple[str, float]],  # noqa: PLR0917
                 seq_marks: dict[tuple[str, str], int], dead: Sequence[DeadRecord],
-                replays: Sequence[ReplayOutcome]) -> list[Envelope]:
+                replays: Sequence[ReplayOutcome],
+                loss_state: dict[str, Any] | None = None) -> list[Envelope]:
         first = self._last + 1
         rows = []
         envelopes = []
@@ -198,6 +209,11 @@ class Journal:
         with self._transaction("record an ingest batch in"):
             conn = self._conn
             self._append_rows(rows)
+            if loss_state:
+                conn.executemany(
+                    "INSERT INTO loss_state VALUES (?,?) ON CONFLICT(device) "
+                    "DO UPDATE SET state=excluded.state",
+                    [(k, json.dumps(v, separators=(",", ":"))) for k, v in loss_state.items()])
             conn.executemany("INSERT OR IGNORE INTO seen VALUES (?,?)", seen_ids)
             if seq_marks:
                 conn.executemany(

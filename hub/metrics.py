@@ -101,6 +101,17 @@ class HubMetrics:
         self.ingest_queue = Gauge(p + "ingest_queue", "Messages received, not yet recorded",
                                   registry=r)
         self.journal_pruned = Counter(p + "journal_pruned", "Journal rows pruned", registry=r)
+        self.receipts_sent = Counter(p + "receipts_sent", "Receipts published to devices",
+                                     registry=r)
+        self.receipted = Counter(p + "receipted_events",
+                                 "Event seqs named in published receipts", registry=r)
+        self.data_loss = Counter(p + "data_loss_records",
+                                 "data_loss records: seq ranges of a device that never arrived",
+                                 registry=r)
+        self.data_loss_events = Counter(p + "data_loss_events",
+                                        "Events (seqs) named in data_loss records", registry=r)
+        self.open_gaps = Gauge(p + "seq_gaps_open",
+                               "Seq gaps not yet filled nor reported lost", registry=r)
         self.dead_letter_publish_failed = Counter(
             p + "dead_letter_publish_failed", "Dead letters not published on the DLQ topic",
             registry=r)

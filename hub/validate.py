@@ -35,7 +35,7 @@ from schemas.errors import (
     UnknownEncoding,
     UnknownSchema,
 )
-from schemas.models import DeviceStatus, SensorEvent
+from schemas.models import DataLoss, DeviceStatus, SensorEvent
 from schemas.topics import DeviceTopic, Topics, check_topic_matches
 
 Accepted = SensorEvent | DeviceStatus
@@ -83,7 +83,7 @@ def check_payload(topics: Topics, topic: str, payload: bytes, max_size: int,
     return message
 
 
-def is_will(message: Accepted) -> bool:
+def is_will(message: Accepted | DataLoss) -> bool:
     """The broker's announcement that the device's connection died (its MQTT will).
 
     Its ``time`` is when that session *connected* (the agent sets the will before connecting),

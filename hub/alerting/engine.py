@@ -53,6 +53,7 @@ from hub.validate import is_late as judged_late
 from hub.validate import is_will
 from schemas.models import (
     Alert,
+    DataLoss,
     DeviceStatus,
     FaultEvent,
     RateAlarmEvent,
@@ -220,6 +221,11 @@ def signal_for(env: Envelope, offline_severity: Severity) -> Signal | None:
                 f"(limit {msg.limit_per_min:g})" if msg.active
                 else f"{sensor} rate of change back under {msg.limit_per_min:g} {msg.unit}/min")
         return Signal("rate", msg.kind, msg.active, msg.severity, (msg.seq,), text)
+    if isinstance(msg, DataLoss):
+        cause = f": {msg.cause}" if msg.cause else ""
+        return Signal("data_loss", msg.kind, True, "critical", (msg.first_seq,),
+                      f"device {where} lost {msg.count} event(s), seq {msg.first_seq}-"
+                      f"{msg.last_seq}{cause}")
     if isinstance(msg, DeviceStatus):
         # A will is made when its session connects, so its time is older than the birth of
         # that same session: within a session, going offline always ranks after online.
@@ -240,6 +246,8 @@ def is_late(env: Envelope, late_after_s: float) -> bool:
     ``late_after_s`` (hub.validate.is_late, the one definition). A will is never late: it is
     live whenever the broker delivers it, which also overrides a late flag that a hub before
     that fix journaled for it."""
+    if isinstance(env.message, DataLoss):
+        return False
     if is_will(env.message):
         return False
     return env.late or judged_late(env.message, env.received_at, late_after_s)
@@ -285,6 +293,9 @@ class AlertEngine:
         if signal is None:
             return out
         msg = env.message
+        if isinstance(msg, DataLoss):
+            self._fire_once(out, Cause.of(env), signal, now)
+            return out
         cause = Cause.of(env)
         ckey = condition_key(msg.site, msg.device_id, cause.sensor_id, signal.condition)
         cond = self.conditions.get(ckey)
@@ -454,6 +465,18 @@ class AlertEngine:
                                   now=now, ids=ids)
             else:
                 out.deduplicated += 1
+
+    def _fire_once(self, out: Outcome, cause: Cause, signal: Signal, now: datetime) -> None:
+        """A ``data_loss`` record: one alert per record and matching rule, never repeated nor
+        resolved (nothing can bring the events back). Its id comes from the record's, so a
+        redelivered batch sends nothing new (the notifier outbox drops the repeat)."""
+        out.changed = True
+        for rule in self._matching(signal, cause):
+            key = f"{self._group_key(rule, cause, signal.condition)}/{cause.event_id}"
+            alert = self._alert(key, "firing", severity=signal.severity, rule=rule.name,
+                                cause=cause, summary=signal.summary, late=False, now=now,
+                                id_parts=(key, "firing", cause.event_id))
+            self._route(out, alert, list(rule.notifiers), signal=signal, now=now)
 
     def _send_firing(self, out: Outcome, rule: Rule, group: GroupState, *, cause: Cause,
                      signal: Signal, late: bool, now: datetime, ids: tuple[str, ...]) -> None:

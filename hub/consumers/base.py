@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from hub.records import Point
-from schemas.models import DeviceStatus, SensorEvent
+from schemas.models import DataLoss, DeviceStatus, SensorEvent
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class Envelope:
     offset: int                          # position in the hub journal, strictly increasing
-    message: SensorEvent | DeviceStatus  # validated contract message
+    message: SensorEvent | DeviceStatus | DataLoss  # a contract message (DataLoss: the hub's)
     topic: str
     received_at: datetime                # when the hub accepted it (UTC)
     late: bool                           # replayed by the agent, or older than the late limit

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from hub.consumers.base import Envelope
 from schemas.models import (
     Alert,
+    DataLoss,
     DeviceStatus,
     FaultEvent,
     RateAlarmEvent,
@@ -118,6 +119,7 @@ class DashboardState:
         # latest arrival per device, newest reading per sensor (keyed by the dicts' "key")
         arrivals: dict[str, datetime] = {}
         newest: dict[str, tuple[Any, Envelope]] = {}
+        losses: list[Change] = []
         for env in batch:
             msg = env.message
             event_id = msg.event_id
@@ -148,12 +150,15 @@ class DashboardState:
             # anything else: settle the pending readings first, so it sees (and may change)
             # the values as they are at this point of the batch
             self._settle(arrivals, newest)
+            if isinstance(msg, DataLoss):
+                losses += self.apply_data_loss(msg)
+                continue
             self._apply_one(env, touched_devices, touched_sensors, events)
         self._settle(arrivals, newest)
         changes = [self._change("device", d) for d in touched_devices.values()]
         changes += [self._change("sensor", s) for s in touched_sensors.values()]
         changes += [self._change("event", item) for item in events]
-        return changes
+        return changes + losses
 
     def _settle(self, arrivals: dict[str, datetime],
                 newest: dict[str, tuple[Any, Envelope]]) -> None:
@@ -168,6 +173,7 @@ class DashboardState:
                    touched_sensors: dict[str, dict[str, Any]],
                    events: list[dict[str, Any]]) -> None:
         msg = env.message
+        assert not isinstance(msg, DataLoss), "apply() shows data_loss records itself"
         device = self._device(msg.site, msg.device_id)
         device["last_seen"] = _iso(env.received_at)
         device["events"] += 1

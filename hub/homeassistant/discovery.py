@@ -38,6 +38,7 @@ from typing import Any, get_args
 
 from hub.consumers.base import Envelope
 from schemas.models import (
+    DataLoss,
     DeviceStatus,
     FaultCode,
     FaultEvent,
@@ -107,6 +108,8 @@ class Discovery:
         dirty: dict[tuple[str, str, str], None] = {}
         for env in batch:
             msg = env.message
+            if isinstance(msg, DataLoss):
+                continue
             if isinstance(msg, DeviceStatus):
                 if msg.online:
                     out += self._birth(msg, dirty)

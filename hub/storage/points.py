@@ -16,6 +16,8 @@ measurement        tags                                fields
                                                        one ``c_<name>`` field per device counter
 ``alert``          site, device, sensor, rule,         alert_id, summary, late, event_id, firing
                    severity, status
+``data_loss``      site, device                        first_seq, last_seq, count (ints), cause,
+                                                       event_id, hub
 ``hub_health``     hub                                 events_in, duplicates, dead_lettered (ints,
                                                        counted since the process started),
                                                        ``backlog_<consumer>`` (int, one per
@@ -40,6 +42,11 @@ crash overwrites it with itself. ``hub_health`` is one point per hub process (ta
 handled, ``lag_s`` the age of the oldest journal entry some consumer has not handled yet (0 when
 every consumer is idle).
 
+A ``data_loss`` point is the hub's record of a range of a device's events that never arrived
+(hub/loss_detector.py), stamped when the hub decided so, plus ``first_seq % 1000`` ns; ``cause``
+is "" when unknown. Query: ``SELECT sum("count") FROM "data_loss" WHERE time > now() - 7d GROUP BY
+"device"``.
+
 Alerts carry no sequence number: their last three nanosecond digits come from a hash of the
 alert id instead, for the same reason.
 
@@ -57,6 +64,7 @@ from datetime import UTC, datetime
 from hub.records import FieldValue, Point
 from schemas.models import (
     Alert,
+    DataLoss,
     DeviceStatus,
     FaultEvent,
     Message,
@@ -85,6 +93,8 @@ def point_for(message: Message) -> Point | None:
         return _status(message)
     if isinstance(message, Alert):
         return _alert(message)
+    if isinstance(message, DataLoss):
+        return _data_loss(message)
     return None
 
 
@@ -141,6 +151,14 @@ def _status(status: DeviceStatus) -> Point:
         fields[f"c_{name}"] = float(value)
     return Point("device_status", {"site": status.site, "device": status.device_id}, fields,
                  time_ns(status.time))
+
+
+def _data_loss(loss: DataLoss) -> Point:
+    fields: dict[str, FieldValue] = {"first_seq": loss.first_seq, "last_seq": loss.last_seq,
+                                     "count": loss.count, "cause": loss.cause or "",
+                                     "event_id": loss.event_id, "hub": loss.hub_id}
+    return Point("data_loss", {"site": loss.site, "device": loss.device_id}, fields,
+                 time_ns(loss.time, loss.first_seq))
 
 
 def _alert(alert: Alert) -> Point:
