@@ -164,6 +164,7 @@ format = "json"
 host = "{host}"
 port = {port}
 topic_root = "{root}"
+receipts = "off"  # a recorder, not a hub: deleted at the broker's PUBACK
 reconnect_min_s = 0.2
 reconnect_max_s = 1.0
 status_interval_s = 5.0
