@@ -327,6 +327,9 @@ def test_chaos_every_event_stored_once_every_alert_delivered_once(chaos: Chaos) 
         return all(sum(e.sensor_id == s for e in lost) == 2 for s in (S1, S2))
 
     wait_until(lost_twice, 60, "device_lost at the unplug and at the end")
+    # the sources are done: every event leaves the outbox once the hub receipts it
+    wait_until(lambda: outbox_state(run.outbox)["pending"] == 0, 120,
+               "the hub's receipts to empty the agent's outbox")
     assert run.agent.stop() == 0
     state = outbox_state(run.outbox)
     made = state["next_seq"]
