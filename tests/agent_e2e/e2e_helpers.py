@@ -23,7 +23,7 @@ from edge_agent.decide import Reading, SensorDecider, SensorRules
 from firmware_sim import scenario as scenarios
 from firmware_sim.device import expected
 from schemas import decode
-from schemas.models import DeviceStatus
+from schemas.models import DeviceStatus, Receipt
 from schemas.serial_protocol import ReadingFrame, SensorError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +71,7 @@ class Subscriber:
 
     def events(self) -> list[Any]:
         with self._lock:
-            return [m for _, m in self.messages if not isinstance(m, DeviceStatus)]
+            return [m for _, m in self.messages if not isinstance(m, DeviceStatus | Receipt)]
 
     def statuses(self) -> list[DeviceStatus]:
         with self._lock:
