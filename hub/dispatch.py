@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import structlog
 
 from hub.consumers.base import Consumer, Envelope, JournalEntry
-from hub.journal import Journal
+from hub.journal import Journal, JournalError
 from hub.metrics import HubMetrics
 from schemas.backoff import exponential_delay
 
@@ -79,6 +79,7 @@ class ConsumerRunner:
     def stop(self, timeout: float = 10.0) -> bool:
         """Ask the thread to stop after its current batch; False if it is hung in ``handle``."""
         self._stop.set()
+        self.journal.wake()  # a paced consumer may be waiting up to max_wait_s for company
         if not self._thread.is_alive():  # finished, or never started (a failed start-up)
             return True
         self._thread.join(timeout)
@@ -92,7 +93,7 @@ class ConsumerRunner:
         cursor = self.state.cursor
         if self.journal.last_offset <= cursor:
             self._commit_cursor()  # idle: make the position durable now
-        if not self.journal.wait_for(cursor, 1.0):
+        if not self.journal.wait_for(cursor, 1.0, self._stop):
             return []
         batch = self.journal.read(cursor, self.batch_size)
         if self.max_wait_s > 0 and len(batch) < self.batch_size:
@@ -103,7 +104,8 @@ class ConsumerRunner:
             deadline = self._handed_at + self.max_wait_s
             while len(batch) < self.batch_size and not self._stop.is_set():
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self.journal.wait_for(batch[-1].offset, remaining):
+                if remaining <= 0 or not self.journal.wait_for(batch[-1].offset, remaining,
+                                                               self._stop):
                     break
                 batch = self.journal.read(cursor, self.batch_size)
         self._handed_at = time.monotonic()
@@ -121,8 +123,14 @@ class ConsumerRunner:
     def _run(self) -> None:
         try:
             self._deliver()
+        except JournalError as exc:  # the hub shut down while this consumer was still busy
+            log.warning("consumer.stopped_late", consumer=self.consumer.name, error=str(exc))
         finally:
-            self._commit_cursor()
+            try:
+                self._commit_cursor()
+            except JournalError as exc:  # restarts from the last saved position: replayed
+                log.warning("consumer.cursor_not_saved", consumer=self.consumer.name,
+                            error=str(exc))
 
     def _deliver(self) -> None:
         name = self.consumer.name

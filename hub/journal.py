@@ -148,6 +148,7 @@ class Journal:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one write transaction at a time on self._conn
+        self._read_lock = threading.Lock()  # reader connections vs close (catch-up reads only)
         self._cond = threading.Condition(self._lock)
         self._closed = False
         self.dedup_retention_s = dedup_retention_s
@@ -369,17 +370,28 @@ class Journal:
 
     def commit_cursor(self, name: str, offset: int) -> None:
         with self._lock:
+            if self._closed:  # a consumer thread that outlived the hub's shutdown
+                raise JournalError(f"cannot move the cursor of {name}: the journal is closed")
             try:
                 self._cursor_conn.execute("UPDATE cursors SET offset=? WHERE name=?",
                                           (offset, name))
             except sqlite3.Error as exc:
                 raise JournalError(f"cannot move the cursor of {name}: {exc}") from exc
 
-    def wait_for(self, after: int, timeout: float) -> bool:
-        """Block until an offset above ``after`` exists (True), or timeout/close (False)."""
+    def wait_for(self, after: int, timeout: float,
+                 stop: threading.Event | None = None) -> bool:
+        """Block until an offset above ``after`` exists (True), or timeout, close or ``stop``
+        (set, then :meth:`wake`) (False)."""
+        def ready() -> bool:
+            return self._last > after or self._closed or (stop is not None and stop.is_set())
         with self._cond:
-            return self._cond.wait_for(lambda: self._last > after or self._closed, timeout) \
+            return self._cond.wait_for(ready, timeout) and self._last > after \
                 and not self._closed
+
+    def wake(self) -> None:
+        """Wake every :meth:`wait_for` to look at its ``stop`` again (a consumer stopping)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def read(self, after: int, limit: int) -> list[JournalEntry]:
         """Up to ``limit`` entries with offsets above ``after``, in order."""
@@ -399,9 +411,13 @@ class Journal:
         return conn
 
     def _read_db(self, after: int, limit: int) -> list[JournalEntry]:
-        rows = self._reader().execute(
-            "SELECT offset, kind, topic, payload, received_at, late, out_of_order FROM journal "
-            "WHERE offset > ? ORDER BY offset LIMIT ?", (after, limit)).fetchall()
+        with self._read_lock:
+            if self._closed:
+                raise JournalError(f"cannot read {self.path}: the journal is closed")
+            rows = self._reader().execute(
+                "SELECT offset, kind, topic, payload, received_at, late, out_of_order "
+                "FROM journal WHERE offset > ? ORDER BY offset LIMIT ?",
+                (after, limit)).fetchall()
         out: list[JournalEntry] = []
         for offset, kind, topic, payload, received_at, late, ooo in rows:
             if kind == LOCAL_KIND:
@@ -422,15 +438,21 @@ class Journal:
                 return None
             if self._tail and self._tail[0].offset <= offset + 1:
                 return self._tail[offset + 1 - self._tail[0].offset].received_at
-        row = self._reader().execute(
-            "SELECT received_at FROM journal WHERE offset > ? ORDER BY offset LIMIT 1",
-            (offset,)).fetchone()
+        with self._read_lock:
+            if self._closed:
+                return None
+            row = self._reader().execute(
+                "SELECT received_at FROM journal WHERE offset > ? ORDER BY offset LIMIT 1",
+                (offset,)).fetchone()
         return None if row is None else _dt(row[0])
 
     def close(self) -> None:
-        with self._cond:
+        """Close every connection, each under the lock its users take: a consumer thread that
+        outlived shutdown (hung in its consumer) then gets a JournalError, not a closed
+        connection under its feet (sqlite3 may crash the process on that)."""
+        with self._write_lock, self._read_lock, self._cond:
             self._closed = True
             self._cond.notify_all()
             readers, self._readers = self._readers, []
-        for conn in (*readers, self._cursor_conn, self._conn):
-            conn.close()
+            for conn in (*readers, self._cursor_conn, self._conn):
+                conn.close()
