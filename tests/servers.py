@@ -138,7 +138,7 @@ class ServerProcess:
 
 @dataclass
 class Mosquitto(ServerProcess):
-    """A private Mosquitto 2.x with persistence, on its own port.
+    """A private Mosquitto 2.x with persistence (unless ``persistence=False``), on its own port.
 
     ``extra_config`` lines are appended (password_file, acl_file, TLS listener...). ``tls_port``
     adds a second listener when set by the caller through ``extra_config``.
@@ -146,6 +146,10 @@ class Mosquitto(ServerProcess):
 
     extra_config: list[str] = field(default_factory=list)
     binary: str = "mosquitto"
+    #: Mosquitto's own default is false (a restart loses every session and queue)
+    persistence: bool = True
+    #: seconds between saves of the in-memory store (deploy/'s broker: 60; SIGUSR1 saves now)
+    autosave_interval: int = 1
 
     @property
     def host(self) -> str:
@@ -164,9 +168,9 @@ class Mosquitto(ServerProcess):
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true" if not any(
                 x.startswith("password_file") for x in self.extra_config) else "",
-            "persistence true",
+            f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {data}/",
-            "autosave_interval 1",
+            f"autosave_interval {self.autosave_interval}",
             "max_queued_messages 0",        # unlimited: the tests count every message
             "max_inflight_messages 0",
             "persistent_client_expiration 1d",

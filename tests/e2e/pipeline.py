@@ -84,8 +84,10 @@ def simulator_source(scenario: Path, speed: float, seed: int = 1, loop: bool = T
 def agent_toml(*, device_id: str, mqtt: MqttAccess, topic_root: str, outbox: Path,
                sources: str, rules: str, site: str = "e2e", tick_s: float = 0.2,
                status_interval_s: float = 5.0, log_level: str = "info",
-               backlog_rate_per_s: float = 0) -> str:
-    """An agent config (edge_agent/config.py) with fast reconnects and group commits."""
+               backlog_rate_per_s: float = 0, mqtt_extra: str = "",
+               outbox_extra: str = "") -> str:
+    """An agent config (edge_agent/config.py) with fast reconnects and group commits;
+    ``mqtt_extra`` / ``outbox_extra``: more lines for ``[mqtt]`` / ``[outbox]``."""
     return f"""
 site = "{site}"
 device_id = "{device_id}"
@@ -102,11 +104,13 @@ reconnect_min_s = 0.2
 reconnect_max_s = 1.0
 connect_timeout_s = 5.0
 status_interval_s = {status_interval_s}
+{mqtt_extra}
 {mqtt.tls_toml("mqtt.tls")}
 [outbox]
 path = "{outbox}"
 flush_interval_s = 0.2
 backlog_rate_per_s = {backlog_rate_per_s}
+{outbox_extra}
 
 {sources}
 [defaults]
@@ -117,10 +121,11 @@ backlog_rate_per_s = {backlog_rate_per_s}
 def hub_toml(*, data_dir: Path, mqtt: MqttAccess, topic_root: str, influx_url: str,
              database: str, http_port: int, webhook_url: str | None = None,
              hub_id: str = "e2e", log_level: str = "info",
-             offline_for_s: float | None = None) -> str:
+             offline_for_s: float | None = None, mqtt_extra: str = "") -> str:
     """A hub config (hub/config.py): v1 storage, HTTP metrics on ``http_port``, and (with a
     ``webhook_url``) alerting to that webhook only, one group per condition, late alerts too,
-    with the device-offline grace ``offline_for_s`` (None: the hub's default)."""
+    with the device-offline grace ``offline_for_s`` (None: the hub's default). ``mqtt_extra``:
+    more lines for ``[mqtt]``; more tables may be appended to the text."""
     password = f'password = "file:{mqtt.password_file}"\n' if mqtt.password_file else ""
     username = f'username = "{mqtt.username}"\n' if mqtt.username else ""
     text = f"""
@@ -132,6 +137,7 @@ host = "{mqtt.host}"
 port = {mqtt.port}
 topic_root = "{topic_root}"
 client_id = "hub-{topic_root}-{hub_id}"
+{mqtt_extra}
 {username}{password}{mqtt.tls_toml("mqtt.tls")}
 [storage]
 enabled = true
@@ -200,11 +206,12 @@ class HubProc:
     http_port: int
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    args: tuple[str, ...] = ()  # more arguments of ``hub run`` (``--workers 3``)
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hub.cli", "run", "-c", str(self.config)],
+                [sys.executable, "-m", "hub.cli", "run", "-c", str(self.config), *self.args],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.starts += 1
