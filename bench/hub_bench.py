@@ -1,28 +1,33 @@
-"""Sustained hub throughput against the bare paho drain rate, on this machine.
+"""Sustained hub throughput against a bare paho subscriber writing to InfluxDB, on this machine.
 
     python bench/hub_bench.py [--events 50000] [--workers 2] [--repeat 3] [--storage-only]
 
 Starts a private Mosquitto and a private InfluxDB 1.x, then for each contender preloads the same
 N events (JSON readings of 16 devices x 2 sensors) into its persistent MQTT session while it is
-offline, and measures how fast it drains them:
+offline, and measures how fast it drains them into InfluxDB:
 
-1. bare: a paho subscriber that only counts QoS-1 messages (auto-acknowledged): stock paho,
-   and the same with the hub's receive path (``hub.mqtt_client.BufferedClient``), so the ratios
-   show both what a user gains over stock paho and what the hub's own work costs;
-2. hub: one ``hub run`` process, every consumer on (storage to InfluxDB 1.x, alerting, and the
-   dashboard when installed), counted in InfluxDB at the end;
-3. hub --workers W: W processes on one MQTT 5 shared subscription.
+1. bare -> InfluxDB (the baseline of the targets): a stock paho subscriber (QoS 1, auto-ack)
+   that does what a user's own bridge does: ``json.loads`` each payload, format a line of line
+   protocol, and a writer thread posts batches (up to ``INFLUX_BATCH`` lines, at least every
+   ``INFLUX_FLUSH_S``: the hub storage's defaults) to InfluxDB 1.x ``/write``; timed from its
+   first message to the write that stored the N-th event;
+2. for reference, subscribers that only count: stock paho, and the hub's receive path
+   (``hub.mqtt_client.BufferedClient``);
+3. hub: one ``hub run`` process, every consumer on (storage to InfluxDB 1.x, alerting, the
+   dashboard), receipts on (the default) and, in the same round, receipts off;
+4. hub --workers W: W processes on one MQTT 5 shared subscription.
 
 The hub's time runs from its first received event to the moment EVERY consumer (storage,
-alerting, dashboard) has handled N (scraped from /metrics every 200 ms); nothing lost or
-duplicated is checked by counting the points and the distinct event ids in InfluxDB.
-Resident memory is the largest VmRSS seen per hub process.
+alerting, dashboard) has handled N (scraped from /metrics; storage counts an event once
+InfluxDB answered its write); nothing lost or duplicated is checked by counting the points and
+the distinct event ids in InfluxDB. Resident memory is the largest VmRSS seen per hub process.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -55,6 +60,9 @@ from schemas.topics import Topics  # noqa: E402
 from tests.servers import InfluxDB1, Mosquitto, free_port, start_server  # noqa: E402
 
 ROOT_TOPIC = "bench"
+#: the bare -> InfluxDB baseline batches like the hub's storage does by default
+INFLUX_BATCH = 2000
+INFLUX_FLUSH_S = 0.2
 README = ROOT / "bench" / "README.md"
 #: the line of bench/README.md that records the floor of ``--check``
 FLOOR_LINE = re.compile(r"^`--check` floor: \*\*([0-9.]+)x\*\*", re.M)
@@ -190,6 +198,78 @@ def bare_drain(broker: Mosquitto, messages: list[tuple[str, bytes]], tag: str = 
     return n / (last - first)
 
 
+def _post_lines(influx: InfluxDB1, db: str, lines: list[str]) -> None:
+    request = urllib.request.Request(
+        f"{influx.url}/write?db={db}&precision=ns", data="\n".join(lines).encode(),
+        method="POST")
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        resp.read()
+
+
+def bare_influx_drain(broker: Mosquitto, influx: InfluxDB1, messages: list[tuple[str, bytes]],
+                      tag: str = "") -> dict[str, Any]:
+    """The baseline of the targets: a bare stock paho subscriber storing every reading in
+    InfluxDB the way a user's own bridge would (no validation, no journal, no dedup): the
+    callback parses the JSON and formats a line; a writer thread posts what has accumulated,
+    up to ``INFLUX_BATCH`` lines, whenever that many wait or ``INFLUX_FLUSH_S`` has passed,
+    one request at a time. Timed from the first message to the write that stored the N-th."""
+    n = len(messages)
+    db = f"bench_bare_{uuid.uuid4().hex[:6]}"
+    influx.create_database(db)
+    client_id = f"bench-bare-influx{tag}"
+    create_session(broker, client_id, Topics(ROOT_TOPIC).hub_filters())
+    publish(broker, messages)
+    lines: list[str] = []
+    cond = threading.Condition()
+    first = 0.0
+
+    def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        nonlocal first
+        if not first:
+            first = time.perf_counter()
+        d = json.loads(msg.payload)
+        ns = int(datetime.fromisoformat(d["time"]).timestamp() * 1e6) * 1000 + d["seq"] % 1000
+        line = (f'sensor_event,device={d["device_id"]},sensor={d["sensor_id"]},'
+                f'site={d["site"]},unit={d["unit"]} value={float(d["value"])},seq={d["seq"]}i,'
+                f'event_id="{d["event_id"]}" {ns}')
+        with cond:
+            lines.append(line)
+            if len(lines) == INFLUX_BATCH:
+                cond.notify()
+
+    written = 0
+    last = 0.0
+    error: list[BaseException] = []
+
+    def writer() -> None:
+        nonlocal written, last
+        try:
+            while written < n:
+                with cond:
+                    cond.wait_for(lambda: len(lines) >= INFLUX_BATCH, INFLUX_FLUSH_S)
+                    chunk = lines[:INFLUX_BATCH]
+                    del lines[:INFLUX_BATCH]
+                if chunk:
+                    _post_lines(influx, db, chunk)
+                    written += len(chunk)
+            last = time.perf_counter()
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    client = _connect(client_id, broker.host, broker.port, on_message=on_message)
+    client.loop_start()
+    thread.join(300)
+    client.disconnect()
+    client.loop_stop()
+    drop_session(broker, client_id)
+    if error or thread.is_alive():
+        raise RuntimeError(f"bare -> InfluxDB wrote {written} of {n}: {error}")
+    count = influx.series_rows('SELECT COUNT("seq") FROM "sensor_event"', db)[0]["count"]
+    return {"rate": n / (last - first), "stored": count}
+
+
 def _scrape(port: int) -> dict[str, float]:
     """Events in, and events handled per consumer (``consumer:NAME``), from /metrics."""
     try:
@@ -247,8 +327,11 @@ database = "{db}"
 def hub_drain(broker: Mosquitto, influx: InfluxDB1, messages: list[tuple[str, bytes]],
               workers: int, workdir: Path, *, profile: str | None = None,
               storage_only: bool = False, switch_interval: float = 0.0,
-              tag: str = "", progress: bool = False) -> dict[str, Any]:
+              tag: str = "", progress: bool = False, receipts: bool = True,
+              profile_s: float = 10.0) -> dict[str, Any]:
     n = len(messages)
+    if not receipts:
+        tag += "-noreceipts"
     db = f"bench_w{workers}_{uuid.uuid4().hex[:6]}"
     influx.create_database(db)
     group = f"g{workers}{tag}" if workers > 1 else ""  # per round: no offline member left
@@ -269,7 +352,7 @@ enabled = {"false" if storage_only else "true"}
 port = {http_port}
 [log]
 level = "warning"
-""")
+""" + ("" if receipts else "[receipts]\nenabled = false\ndetect_gaps = false\n"))
     topics = Topics(ROOT_TOPIC)
     ports = [http_port + i for i in range(workers)]
     if workers == 1:
@@ -286,12 +369,7 @@ level = "warning"
         cmd += ["--workers", str(workers)]
     log = (workdir / f"hub-w{workers}{tag}.log").open("wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    spy = None
-    if profile:  # py-spy's collapsed stacks of the hub process, for the first seconds
-        # --gil: only the thread holding the GIL (the process is GIL-bound; waits do not count)
-        spy = subprocess.Popen(["py-spy", "record", "--format", "raw", "-r", "200", "-d", "20",
-                                "--gil", "--pid", str(proc.pid), "-o", profile],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spy: subprocess.Popen[bytes] | None = None
     first = last = 0.0
     expected = 1 if storage_only else 3  # storage, alerting, dashboard
     rss: dict[int, int] = {}
@@ -312,6 +390,12 @@ level = "warning"
                         handled[key] = handled.get(key, 0) + value
             if got_in > 0 and not first:
                 first = now
+                if profile:  # py-spy's collapsed stacks of the hub process while it drains
+                    # --gil: only the thread holding the GIL (the process is GIL-bound)
+                    spy = subprocess.Popen(
+                        ["py-spy", "record", "--format", "raw", "-r", "200", "-d",
+                         str(max(1, round(profile_s))), "--gil", "--pid", str(proc.pid), "-o",
+                         profile], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for pid in [proc.pid, *_children(proc.pid)]:
                 rss[pid] = max(rss.get(pid, 0), _rss_kb(pid))
             if progress:
@@ -323,7 +407,10 @@ level = "warning"
                 last = now
                 per_worker = [s.get("in", 0) for s in samples]
                 break
-            time.sleep(0.2)
+            # every 20 ms around the start and the end (they set the time), else every 200 ms
+            # (a scrape costs the hub a little CPU)
+            done = min(handled.values()) if len(handled) >= expected else 0
+            time.sleep(0.02 if not first or done >= 0.85 * n else 0.2)
         else:
             raise RuntimeError("the hub did not store every event in 600 s")
     finally:
@@ -357,81 +444,100 @@ def main() -> int:
                         help="print events in / handled and RSS every 200 ms while a hub drains")
     parser.add_argument("--storage-only", action="store_true",
                         help="alerting and dashboard off (to see what they cost)")
+    parser.add_argument("--no-receipts-off", action="store_true",
+                        help="skip the one-process hub with receipts off")
+    parser.add_argument("--profile-seconds", type=float, default=10.0,
+                        help="with --profile: seconds of py-spy from the first event")
     parser.add_argument("--check", action="store_true",
-                        help="one process only: print the hub's per-event cost against the bare "
-                             "stock paho drain of the same run (median of --repeat rounds) and "
-                             "exit 1 below the floor recorded in bench/README.md")
+                        help="one process, receipts on, only: print the hub's rate against the "
+                             "bare stock paho -> InfluxDB drain of the same run (median of "
+                             "--repeat rounds) and exit 1 below the floor in bench/README.md")
     parser.add_argument("--floor", type=float,
                         help="with --check: this floor instead of bench/README.md's")
     args = parser.parse_args()
     if args.check:
-        args.skip_workers = True
+        args.skip_workers = args.no_receipts_off = True
     floor = (args.floor or check_floor()) if args.check else 0.0
     # SIGTERM (e.g. from `timeout`) unwinds through the finally blocks: no server left behind
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with private_servers("hub-bench-", "HUB_BENCH_KEEP") as (workdir, broker, influx):
         print(f"preparing {args.events} events...", flush=True)
         messages = make_messages(args.events)
-        # ratios against stock paho (the issue's baseline) and against a bare subscriber with
-        # the hub's own receive path (hub.mqtt_client): the second is the hub's own overhead
-        ratios: dict[str, list[float]] = {"1": [], "w": [], "1f": [], "wf": []}
-        rss: dict[str, list[float]] = {"1": [], "w": []}
+        # every ratio is against the bare stock paho -> InfluxDB drain of the same round
+        ratios: dict[str, list[float]] = {"1": [], "off": [], "on/off": [], "w": []}
+        rss: dict[str, list[float]] = {"1": [], "off": [], "w": []}
         ok = True
+        hub_args = {"storage_only": args.storage_only, "switch_interval": args.switch_interval,
+                    "progress": args.progress}
         for round_no in range(1, args.repeat + 1):
             if args.repeat > 1:
                 print(f"-- round {round_no} of {args.repeat}", flush=True)
             tag = f"-r{round_no}"
-            bare = bare_drain(broker, messages, tag)
-            print(f"bare paho drain:          {bare:9.0f} events/s  (stock paho client, "
-                  f"{1e6 / bare:.1f} us/event)", flush=True)
-            fast = 0.0
+            base = bare_influx_drain(broker, influx, messages, tag)
+            bare = base["rate"]
+            print(f"bare paho -> InfluxDB:    {bare:9.0f} events/s  ({1e6 / bare:.1f} us/event; "
+                  f"stock paho, json.loads, line protocol, /write; stored {base['stored']})  "
+                  "the baseline", flush=True)
+            ok = ok and base["stored"] == args.events
             if not args.check:
+                count = bare_drain(broker, messages, tag)
                 fast = bare_drain(broker, messages, tag, BufferedClient)
-                print(f"bare drain, hub client:   {fast:9.0f} events/s  ({fast / bare:.2f}x "
-                      "stock: hub.mqtt_client.BufferedClient, counting only)", flush=True)
-            one = hub_drain(broker, influx, messages, 1, workdir, profile=args.profile,
-                            storage_only=args.storage_only,
-                            switch_interval=args.switch_interval, tag=tag,
-                            progress=args.progress)
-            of_fast = f" ({one['rate'] / fast:.2f}x of the hub client's bare drain)" if fast \
-                else ""
-            print(f"hub (1 process):          {one['rate']:9.0f} events/s  "
-                  f"({1e6 / one['rate']:.1f} us/event)  ratio {one['rate'] / bare:.2f}x"
-                  f"{of_fast}  stored {one['stored']} "
-                  f"(distinct {one['distinct']})  RSS {one['rss_mb']:.0f} MB", flush=True)
-            ratios["1"].append(one["rate"] / bare)
-            if fast:
-                ratios["1f"].append(one["rate"] / fast)
-            rss["1"].append(one["rss_mb"])
-            runs = [one]
+                print(f"bare paho, counting only: {count:9.0f} events/s  ({count / bare:.2f}x "
+                      "the baseline; nothing stored)", flush=True)
+                print(f"hub client, counting only:{fast:9.0f} events/s  ({fast / bare:.2f}x: "
+                      "hub.mqtt_client.BufferedClient, nothing stored)", flush=True)
+            # receipts on and off in turn, the order swapped every round (drift on the machine)
+            order = [True, False] if round_no % 2 else [False, True]
+            if args.no_receipts_off:
+                order = [True]
+            runs: list[dict[str, Any]] = []
+            by_receipts: dict[bool, dict[str, Any]] = {}
+            for receipts in order:
+                one = hub_drain(broker, influx, messages, 1, workdir,
+                                profile=args.profile if receipts else None,
+                                profile_s=args.profile_seconds, tag=tag, receipts=receipts,
+                                **hub_args)
+                label = "receipts on " if receipts else "receipts off"
+                print(f"hub (1 process, {label}): {one['rate']:9.0f} events/s  "
+                      f"({1e6 / one['rate']:.1f} us/event)  ratio {one['rate'] / bare:.2f}x  "
+                      f"stored {one['stored']} (distinct {one['distinct']})  "
+                      f"RSS {one['rss_mb']:.0f} MB", flush=True)
+                key = "1" if receipts else "off"
+                ratios[key].append(one["rate"] / bare)
+                rss[key].append(one["rss_mb"])
+                by_receipts[receipts] = one
+                runs.append(one)
+            if len(by_receipts) == 2:
+                on_off = by_receipts[True]["rate"] / by_receipts[False]["rate"]
+                ratios["on/off"].append(on_off)
+                print(f"receipts on / off:        {on_off:.2f}x", flush=True)
             if not args.skip_workers:
-                many = hub_drain(broker, influx, messages, args.workers, workdir,
-                                 storage_only=args.storage_only,
-                                 switch_interval=args.switch_interval, tag=tag,
-                                 progress=args.progress)
+                many = hub_drain(broker, influx, messages, args.workers, workdir, tag=tag,
+                                 **hub_args)
                 print(f"hub --workers {args.workers}:          {many['rate']:9.0f} events/s  "
-                      f"ratio {many['rate'] / bare:.2f}x ({many['rate'] / fast:.2f}x)  "
-                      f"stored {many['stored']} "
+                      f"ratio {many['rate'] / bare:.2f}x  stored {many['stored']} "
                       f"(distinct {many['distinct']})  RSS {many['rss_mb']:.0f} MB/worker  "
                       f"split {[int(x) for x in many['split']]}", flush=True)
                 ratios["w"].append(many["rate"] / bare)
-                ratios["wf"].append(many["rate"] / fast)
                 rss["w"].append(many["rss_mb"])
                 runs.append(many)
             ok = ok and all(r["stored"] == args.events == r["distinct"] for r in runs)
-        for key, label in (("1", "1 process"), ("w", f"--workers {args.workers}")):
+        for key, label in (("1", "1 process"), ("off", "1 process, receipts off"),
+                           ("w", f"--workers {args.workers}")):
             if ratios[key]:
-                of_fast = (f", {min(ratios[key + 'f']):.2f}-{max(ratios[key + 'f']):.2f}x the "
-                           "hub client's bare drain" if ratios[key + "f"] else "")
-                print(f"{label}: ratio {min(ratios[key]):.2f}-{max(ratios[key]):.2f}x stock paho"
-                      f"{of_fast};  RSS {min(rss[key]):.0f}-{max(rss[key]):.0f} MB")
+                print(f"{label}: ratio {min(ratios[key]):.2f}-{max(ratios[key]):.2f}x "
+                      f"(median {statistics.median(ratios[key]):.2f}x) the bare paho -> "
+                      f"InfluxDB drain;  RSS {min(rss[key]):.0f}-{max(rss[key]):.0f} MB")
+        if ratios["on/off"]:
+            print(f"receipts on / off: {min(ratios['on/off']):.2f}-{max(ratios['on/off']):.2f}x "
+                  f"(median {statistics.median(ratios['on/off']):.2f}x)")
         print(f"nothing lost or duplicated: {ok}")
         if args.check:
             ratio = statistics.median(ratios["1"])
             passed = ratio >= floor
-            print(f"check: the hub handles an event in {1 / ratio:.2f}x the time the bare stock "
-                  f"paho drain takes (ratio {ratio:.2f}x, median of {len(ratios['1'])}); "
-                  f"floor {floor:.2f}x (bench/README.md): {'ok' if passed else 'BELOW THE FLOOR'}")
+            print(f"check: the hub drains into InfluxDB at {ratio:.2f}x the bare stock paho -> "
+                  f"InfluxDB drain (median of {len(ratios['1'])}); floor {floor:.2f}x "
+                  f"(bench/README.md): {'ok' if passed else 'BELOW THE FLOOR'}")
             ok = ok and passed
         return 0 if ok else 1
 
