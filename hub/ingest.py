@@ -5,12 +5,14 @@ paho's network thread only appends each message to a queue. The broker should se
 session (Mosquitto 2.0 with ``max_inflight_messages 0`` sends the whole backlog at once), so the
 hub bounds the queue itself: at ``QUEUE_MAX`` messages ``on_message`` waits until the ingest
 thread has taken a batch, paho stops reading the socket, and TCP holds the rest back. The
-ingest thread takes batches (up to ``BATCH_MAX`` messages or ``BATCH_WAIT_S``), validates each
-(``hub.validate``), drops duplicates by event id, flags late and out-of-order events, records the
-batch in one SQLite transaction (``Journal.record``) and then acknowledges every message of the
-batch with paho's manual ack: accepted events, duplicates and dead letters alike (they are all
-recorded). A crash before the commit leaves the messages unacknowledged, and the broker sends
-them again to the persistent session; a crash after it gives duplicates that the dedup drops.
+ingest thread takes as a batch what is queued (up to ``BATCH_MAX`` messages) without waiting;
+only under load (``BATCH_LOAD_MIN`` queued) does it wait, at most ``BATCH_FILL_S``, to fill the
+batch. It validates each message (``hub.validate``), drops duplicates by event id, flags late
+and out-of-order events, records the batch in one SQLite transaction (``Journal.record``) and
+then acknowledges every message of the batch with paho's manual ack: accepted events,
+duplicates and dead letters alike (they are all recorded). A crash before the commit leaves
+the messages unacknowledged, and the broker sends them again to the persistent session; a
+crash after it gives duplicates that the dedup drops.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from hub.journal import Journal, JournalError, Pending
 from hub.loss_detector import Loss, LossDetector
 from hub.metrics import HubMetrics
 from hub.mqtt_client import BufferedClient, apply_account, wait_acked
-from hub.receipts import ReceiptBook, merge_ranges
+from hub.receipts import ReceiptBook, seq_ranges
 from hub.records import DeadRecord
 from hub.validate import OrderTracker
 from schemas.backoff import exponential_delay
@@ -130,6 +132,7 @@ class Ingest:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_plain_message = self._on_plain_message  # most messages: no MQTTMessage made
         client.on_subscribe = self._on_subscribe
         client.on_connect_fail = self._on_connect_fail
         return client
@@ -218,9 +221,11 @@ class Ingest:
                   flaps=flaps, reconnect_in_s=delay)
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self._on_plain_message(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
+
+    def _on_plain_message(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         q = self._queue
-        q.put(Inbound(msg.topic, bytes(msg.payload), time.time(), msg.mid, msg.qos,
-                      self._generation))
+        q.put(Inbound(topic, payload, time.time(), mid, qos, self._generation))
         if q.qsize() >= QUEUE_MAX:
             # back-pressure: paho's thread waits here, so it reads no more from the socket
             self._room.clear()
@@ -343,10 +348,13 @@ class Ingest:
                                 max_size=self.config.mqtt.max_payload_bytes,
                                 late_after_s=self.config.late_after_s, tracker=self.tracker,
                                 known_ids=self.journal.known_ids, new_id=new_id)
+        # what the batch holds, per device as seq ranges (made once for receipts and detector)
+        held = ({key: seq_ranges(seqs) for key, seqs in decision.held.items()}
+                if self.receipts is not None or self.detector is not None else {})
         self.journal.record(decision.pending, decision.seen, decision.seq_marks, decision.dead,
-                            decision.replays, loss_state=self._detect(decision))
+                            decision.replays, loss_state=self._detect(decision, held))
         if self.receipts is not None:
-            self.receipts.note(decision.held)
+            self.receipts.note(held)
         self._ack(batch)
         self._count(decision.live, decision.pending, decision.duplicates, decision.dead)
         for record in decision.dead:
@@ -371,15 +379,16 @@ class Ingest:
                 self.detector.held(receipt.site, receipt.device_id,
                                    [(r.first, r.last) for r in receipt.ranges], now)
 
-    def _detect(self, decision: Decision) -> dict[str, Any] | None:
-        """Tell the loss detector what this batch holds and what the agents' statuses say;
-        its changed state is recorded with the batch."""
+    def _detect(self, decision: Decision, held: dict[tuple[str, str], list[tuple[int, int]]],
+                ) -> dict[str, Any] | None:
+        """Tell the loss detector what this batch holds (``held``: seq ranges per device) and
+        what the agents' statuses say; its changed state is recorded with the batch."""
         detector = self.detector
         if detector is None:
             return None
         now = time.time()
-        for (site, device), seqs in decision.held.items():
-            detector.held(site, device, merge_ranges(seqs), now)
+        for (site, device), ranges in held.items():
+            detector.held(site, device, ranges, now)
         for p in decision.pending:
             message = p.message
             if isinstance(message, DeviceStatus) and "outbox_oldest_seq" in message.counters:

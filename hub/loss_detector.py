@@ -137,5 +137,7 @@ class LossDetector:
 
     @staticmethod
     def _refresh_gaps(dev: _Device, now: float) -> None:
+        if len(dev.held) <= 1 and not dev.gaps:  # the usual device: one run, nothing missing
+            return
         gaps = {(a[1] + 1, b[0] - 1) for a, b in zip(dev.held, dev.held[1:], strict=False)}
         dev.gaps = {g: dev.gaps.get(g, now) for g in gaps}

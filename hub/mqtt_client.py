@@ -17,7 +17,10 @@ as fast as the same subscriber with this read path). Here:
   message, which together cost more than everything else the hub does with it. Any other packet
   (properties present, QoS 2, callbacks added with ``message_callback_add``) takes paho's own path;
   a test decodes random packets both ways and compares them;
-- ``ack_many`` queues the PUBACKs of a whole batch as one write.
+- ``ack_many`` queues the PUBACKs of a whole batch as one write;
+- ``on_plain_message``, when set, takes such a PUBLISH as ``(topic, payload, mid, qos)``
+  without the ``MQTTMessage`` made for ``on_message`` (the hub's ingest: one object fewer per
+  message); messages that take paho's path still go to ``on_message``.
 
 Only paho's hooks for a socket-like transport and packet handling are used; ``HOOKS`` lists them
 and a test checks that the installed paho still has them. MQTT semantics are unchanged: the same
@@ -29,7 +32,7 @@ packets, the same order, the same acknowledgements. What differs from stock paho
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
@@ -97,6 +100,8 @@ class BufferedClient(mqtt.Client):
     ``ack_many``."""
 
     _filtered_callbacks = False  # message_callback_add used: paho matches topics itself
+    #: ``(topic, payload, mid, qos)`` of a plain QoS 0/1 PUBLISH, instead of ``on_message``
+    on_plain_message: Callable[[str, bytes, int, int], None] | None = None
 
     def message_callback_add(self, sub: str, callback: Any) -> None:
         self._filtered_callbacks = True
@@ -107,21 +112,26 @@ class BufferedClient(mqtt.Client):
         qos = (header & 0x06) >> 1
         if qos == 2 or self._filtered_callbacks:
             return super()._handle_publish()
-        message = decode_plain_publish(header, self._in_packet["packet"],
-                                       self._protocol == mqtt.MQTTv5)
-        if message is None:  # it has properties: paho decodes those
+        fields = decode_plain_fields(header, self._in_packet["packet"],
+                                     self._protocol == mqtt.MQTTv5)
+        if fields is None:  # it has properties: paho decodes those
             return super()._handle_publish()
+        topic, mid, payload = fields
+        plain = self.on_plain_message
         on_message = self.on_message
-        if on_message is not None:
+        if plain is not None or on_message is not None:
             with self._in_callback_mutex:
                 try:
-                    on_message(self, self._userdata, message)
+                    if plain is not None:
+                        plain(topic.decode(), payload, mid, qos)
+                    elif on_message is not None:
+                        on_message(self, self._userdata, _message(header, topic, mid, payload))
                 except Exception as err:
                     self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
                     if not self.suppress_exceptions:
                         raise
         if qos == 1 and not self._manual_ack:
-            return self._send_puback(message.mid)
+            return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _create_socket(self) -> Any:
@@ -153,6 +163,14 @@ def decode_plain_publish(header: int, packet: bytes | bytearray,
     """Decode a QoS 0/1 PUBLISH body without MQTT 5 properties (None if it has some).
 
     Raises paho's ``MalformedPacket`` where paho's own decoder would."""
+    fields = decode_plain_fields(header, packet, mqtt5)
+    return None if fields is None else _message(header, *fields)
+
+
+def decode_plain_fields(header: int, packet: bytes | bytearray,
+                        mqtt5: bool) -> tuple[bytes, int, bytes] | None:
+    """``(topic, mid, payload)`` of a QoS 0/1 PUBLISH body without MQTT 5 properties (None if it
+    has some); raises paho's ``MalformedPacket`` where paho's own decoder would."""
     try:
         topic_len = (packet[0] << 8) | packet[1]
         pos = 2 + topic_len
@@ -172,13 +190,17 @@ def decode_plain_publish(header: int, packet: bytes | bytearray,
             raise MalformedPacket("topic can't be empty in MQTTv3")
     except IndexError as exc:
         raise MalformedPacket(str(exc)) from exc
+    return topic, mid, bytes(packet[pos:])
+
+
+def _message(header: int, topic: bytes, mid: int, payload: bytes) -> mqtt.MQTTMessage:
     message = mqtt.MQTTMessage.__new__(mqtt.MQTTMessage)
     message._topic = topic
     message.mid = mid
-    message.qos = qos
+    message.qos = (header & 0x06) >> 1
     message.dup = bool(header & 0x08)
     message.retain = bool(header & 0x01)
-    message.payload = bytes(packet[pos:])
+    message.payload = payload
     message.properties = None
     message.info = None  # type: ignore[assignment]  # only outgoing messages have one
     message.state = mqtt.mqtt_ms_invalid

@@ -1,10 +1,15 @@
 """Receipts: which events of each device this hub holds, told to the device in seq ranges.
 
 Pure: the ingest thread notes what each recorded batch made the hub hold (accepted events,
-duplicates it already had, dead letters it stored; ``Decision.held``) only after the journal
-commit, and asks :meth:`ReceiptBook.due` for the receipts to publish. At most one receipt per
-device per ``interval_s``; a receipt names at most ``max_ranges`` ranges (the rest waits for
-the next one). A receipt that could not be published is handed back (:meth:`requeue`).
+duplicates it already had, dead letters it stored; ``Decision.held``, turned into ranges once per
+device and batch by :func:`seq_ranges`) only after the journal commit, and asks
+:meth:`ReceiptBook.due` for the receipts to publish. At most one receipt per device per
+``interval_s``; a receipt names at most ``max_ranges`` ranges (the rest waits for the next one).
+A receipt that could not be published is handed back (:meth:`requeue`).
+
+Cost: the book keeps merged ranges per device, never one entry per seq, so noting a batch costs
+a few operations per device (a device's seqs in one batch are almost always one run), and a
+receipt is made from ranges already merged (bench/README.md, "Receipts on and off").
 
 A hub restarted after a crash answers for what its journal holds through the dedup: the agent
 sends again what was not receipted, the hub finds it a duplicate, and receipts it.
@@ -13,9 +18,10 @@ sends again what was not receipted, the hub finds it a duplicate, and receipts i
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 
+from hub.loss_detector import add_range
 from schemas.models import Receipt, SeqRange
 
 Key = tuple[str, str]  # (site, device)
@@ -32,6 +38,18 @@ def merge_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
     return out
 
 
+def seq_ranges(seqs: Collection[int]) -> list[tuple[int, int]]:
+    """:func:`merge_ranges`, with a fast path for the usual batch: one device's seqs form one
+    run (``set``, ``min`` and ``max`` only, no Python loop per seq)."""
+    if not seqs:
+        return []
+    distinct = set(seqs)
+    low, high = min(distinct), max(distinct)
+    if high - low + 1 == len(distinct):
+        return [(low, high)]
+    return merge_ranges(distinct)
+
+
 class ReceiptBook:
     """What each device is owed a receipt for, and when to send it."""
 
@@ -39,18 +57,24 @@ class ReceiptBook:
         self.hub_id = hub_id
         self.interval_s = interval_s
         self.max_ranges = max_ranges
-        self._owed: dict[Key, set[int]] = {}
+        self._owed: dict[Key, list[list[int]]] = {}  # sorted, disjoint [first, last] ranges
         self._next_at = 0.0
 
-    def note(self, held: Mapping[Key, Iterable[int]]) -> None:
-        """A batch is on disk: its devices are owed a receipt for these seqs."""
-        for key, seqs in held.items():
-            self._owed.setdefault(key, set()).update(seqs)
+    def note(self, held: Mapping[Key, Iterable[tuple[int, int]]]) -> None:
+        """A batch is on disk: its devices are owed a receipt for these seq ranges
+        (``(first, last)``, as :func:`seq_ranges` makes them)."""
+        owed = self._owed
+        for key, ranges in held.items():
+            book = owed.get(key)
+            for first, last in ranges:
+                if book is None:
+                    owed[key] = book = []
+                add_range(book, first, last)
 
     @property
     def owed(self) -> int:
         """Seqs recorded and not yet receipted."""
-        return sum(len(s) for s in self._owed.values())
+        return sum(last - first + 1 for book in self._owed.values() for first, last in book)
 
     def wait_s(self, now: float) -> float | None:
         """Seconds until receipts are due; ``None`` when nothing is owed."""
@@ -64,11 +88,10 @@ class ReceiptBook:
         self._next_at = now + self.interval_s
         out = []
         when = datetime.now(UTC)
-        for (site, device), seqs in list(self._owed.items()):
-            ranges = merge_ranges(seqs)
+        for (site, device), ranges in list(self._owed.items()):
             now_ranges, later = ranges[:self.max_ranges], ranges[self.max_ranges:]
             if later:
-                self._owed[(site, device)] = {s for a, b in later for s in range(a, b + 1)}
+                self._owed[(site, device)] = later
             else:
                 del self._owed[(site, device)]
             out.append(Receipt(event_id=uuid.uuid4().hex, site=site, device_id=device,
@@ -78,5 +101,5 @@ class ReceiptBook:
 
     def requeue(self, receipt: Receipt) -> None:
         """Not published (no connection): owed again, with the next receipt."""
-        self._owed.setdefault((receipt.site, receipt.device_id), set()).update(
-            s for r in receipt.ranges for s in range(r.first, r.last + 1))
+        self.note({(receipt.site, receipt.device_id): [(r.first, r.last)
+                                                       for r in receipt.ranges]})

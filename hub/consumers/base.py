@@ -62,7 +62,8 @@ class Consumer(Protocol):
 
     @property
     def max_wait_s(self) -> float:
-        """Seconds to wait for a fuller batch before handing one over (0: what is there)."""
+        """Pacing: at most one partial batch per ``max_wait_s``, counted from the last
+        hand-over (an event after a quiet spell goes at once); 0: what is there, at once."""
 
     @property
     def accepts_local(self) -> bool:
