@@ -30,7 +30,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from hub.receipts import merge_ranges
-from tests.agent_e2e.e2e_helpers import AgentProc, wait_until
+from schemas.models import Receipt
+from tests.agent_e2e.e2e_helpers import AgentProc, Subscriber, wait_until
 from tests.e2e.pipeline import (
     HubProc,
     MqttAccess,
@@ -99,6 +100,14 @@ class Tally:
                 f"stored as resends {self.replayed_stored}{extra}")
 
 
+class ReceiptWatch(Subscriber):
+    """An independent subscriber that also sees every hub's receipts."""
+
+    def receipts(self, hub_id: str) -> list[Receipt]:
+        with self._lock:
+            return [m for _, m in self.messages if isinstance(m, Receipt) and m.hub_id == hub_id]
+
+
 class ReceiptRun:
     """The processes of one test and what they left behind."""
 
@@ -131,6 +140,12 @@ class ReceiptRun:
         self.hub = HubProc(hub_cfg, tmp / "hub.log", http_port,
                            args=("--workers", str(workers)) if workers > 1 else ())
         self.workers = workers
+        self.watch: ReceiptWatch | None = None
+
+    def watch_receipts(self) -> ReceiptWatch:
+        """Start an independent subscriber that sees every receipt (stopped by close())."""
+        self.watch = ReceiptWatch(self.broker.host, self.broker.port, self.root)
+        return self.watch
 
     # -- the hub's client id (what a takeover uses) and its connections ----------------------------
     @property
@@ -268,6 +283,8 @@ class ReceiptRun:
         for proc in (self.agent, self.hub):
             if proc.proc is not None and proc.proc.poll() is None:
                 proc.stop()
+        if self.watch is not None:
+            self.watch.close()
 
 
 def assert_nothing_lost(run: ReceiptRun, tally: Tally) -> None:

@@ -4,8 +4,9 @@ InfluxDB 1.x (tests/e2e/receipts_harness.py).
 
 d. ``hub run --workers 3`` on one shared subscription; worker 0 (the one that also reads every
    worker's receipts and detects gaps) is SIGKILLed while events flow, and the supervisor starts
-   it again. Each worker receipts what it journaled, the agent merges: 0 lost, 0 duplicates, no
-   data_loss.
+   it again, about half a second after one of its receipts: it dies owing receipts for what it
+   journaled since. Each worker receipts what it journaled, the agent merges, and sends again
+   what no receipt covers: 0 lost, 0 duplicates, no data_loss.
 e. a broker outage long enough for the agent's outbox (capped at 48 KiB, about 100 events) to
    evict: the hub's data_loss records in InfluxDB name exactly the seqs that never arrived, each
    of them one the agent's own log says its outbox evicted (``outbox.dropped``), and every other
@@ -38,13 +39,19 @@ pytestmark = [pytest.mark.servers, pytest.mark.slow, pytest.mark.timeout(300)]
 def test_three_workers_on_a_shared_subscription_one_sigkilled_and_restarted(
         mosquitto: Mosquitto, receipt_run: Callable[..., ReceiptRun]) -> None:
     run = receipt_run(mosquitto, workers=3)
+    watch = run.watch_receipts()
     run.start()
     run.wait_made(80, "events flowing to three workers")
     assert run.hub.proc is not None
     victim = worker_pid(run.hub.proc.pid, 0)
     assert victim is not None, "no worker 0 under `hub run --workers 3`"
+    # between two of its receipts (one a second): it owes receipts for what it journaled since
+    worker0 = f"{run.hub_id}-w0"
+    sent = len(watch.receipts(worker0))
+    wait_until(lambda: len(watch.receipts(worker0)) > sent, 60, "a receipt from worker 0")
+    run.wait_made(16, "worker 0 journaling events it has not receipted yet")
     before = run.hub_connections()
-    os.kill(victim, signal.SIGKILL)  # with receipts owed for what it journaled last
+    os.kill(victim, signal.SIGKILL)
     killed_at = run.made()
     wait_until(lambda: run.hub_connections() > before, 120,
                "worker 0 started again by `hub run --workers 3` and connected")
