@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -316,8 +317,8 @@ def bench_commit_bytes(n: int = 300) -> None:
           f"{results[4096] / results[1024]:5.2f}x fewer  (store + ack, one commit each)")
 
 
-def reading_events(n: int) -> list[ReadingEvent]:
-    return [ReadingEvent(event_id=f"{i:032x}", site="bench", device_id="pi-bench",
+def reading_events(n: int, device: str = "pi-bench") -> list[ReadingEvent]:
+    return [ReadingEvent(event_id=f"{i:032x}", site="bench", device_id=device,
                          sensor_id=SENSORS[i % 16], seq=i, time=datetime.now(UTC),
                          clock_synced=True, value=20.0, unit="degC") for i in range(n)]
 
@@ -420,70 +421,190 @@ def bare_paho_publish(host: str, port: int, items: list[tuple[str, bytes]],
     return rate
 
 
-def delivery_publish(host: str, port: int, events: list[ReadingEvent], tmp: Path,
-                     backlog: bool) -> float:
-    """Delivery from the outbox: messages/s until the last event is acknowledged.
+class ReceiptResponder:
+    """A minimal hub for the receipts: subscribes to every device event and summary, and
+    publishes real :class:`schemas.models.Receipt` messages to each device's receipt topic
+    through the hub's own :class:`hub.receipts.ReceiptBook` (at most one receipt per device per
+    ``interval_s``, the hub's default 1 s). Unlike the hub it journals nothing: it answers as
+    soon as a message arrives, so it measures what receipts cost the agent, not the hub."""
+
+    def __init__(self, host: str, port: int, root: str = "bench", interval_s: float = 1.0) -> None:
+        from hub.receipts import ReceiptBook
+
+        self.topics = Topics(root)
+        self.book = ReceiptBook("bench-responder", interval_s)
+        self._seen: dict[tuple[str, str], list[int]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.receipts = 0
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=f"responder-{uuid.uuid4().hex[:8]}",
+                                  protocol=mqtt.MQTTv5)
+        self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_connect = lambda c, *a: c.subscribe(
+            [(f"{root}/+/+/event/+", 1), (f"{root}/+/+/summary/+", 1)])
+        self.client.connect(host, port)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise TimeoutError("the receipt responder did not subscribe")
+        self._thread = threading.Thread(target=self._run, name="responder", daemon=True)
+        self._thread.start()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        event = json.loads(msg.payload)
+        with self._lock:
+            self._seen.setdefault((event["site"], event["device_id"]), []).append(event["seq"])
+
+    def _run(self) -> None:
+        from hub.receipts import seq_ranges
+        from schemas import encode as encode_message
+
+        while not self._stop.wait(0.02):
+            with self._lock:
+                seen, self._seen = self._seen, {}
+            if seen:
+                self.book.note({key: seq_ranges(seqs) for key, seqs in seen.items()})
+            for receipt in self.book.due(time.monotonic()):
+                self.client.publish(self.topics.receipt(receipt.site, receipt.device_id),
+                                    encode_message(receipt), qos=1)
+                self.receipts += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def delivery_publish(host: str, port: int, n: int, tmp: Path, *, backlog: bool,
+                     receipts: str = "off") -> dict[str, float]:
+    """Delivery from the outbox: events/s until the last PUBACK, and until the outbox is empty
+    (with receipts on: every event receipted and deleted), and the bytes written to disk per
+    event (/proc/self/io write_bytes: the outbox file and its WAL; ``tmp`` on a real disk).
 
     live: Delivery is connected first, then the events are submitted in batches of 500 and go
     through the group commit, publish and ack. backlog: the events are committed to the outbox
-    before Delivery starts (as after an outage), then replayed at an unlimited rate."""
+    before Delivery starts (as after an outage), then replayed at an unlimited rate.
+    ``receipts="off"`` deletes at the PUBACK (no hub needed); ``"on"`` keeps every event until
+    a receipt covers it (a :class:`ReceiptResponder` must be running). Each call is a device of
+    its own (its seqs start at 0: a late receipt for another run's device must not match)."""
+    device = f"pi-bench-{uuid.uuid4().hex[:6]}"
+    events = reading_events(n, device)
     outbox = Outbox(OutboxSettings(path=tmp / f"o-{uuid.uuid4().hex[:6]}.db", min_free_bytes=0,
                                    backlog_rate_per_s=0))
-    settings = MqttSettings(host=host, port=port, topic_root="bench",
+    settings = MqttSettings(host=host, port=port, topic_root="bench", receipts=receipts,
                             client_id=f"agent-{uuid.uuid4().hex[:8]}", status_interval_s=3600)
-    delivery = Delivery(outbox, settings, "bench", "pi-bench", None, 0)
+    delivery = Delivery(outbox, settings, "bench", device, None, 0)
     topics = delivery.link.topics
-    n = len(events)
     try:
         if backlog:
             for i in range(0, n, 500):
                 outbox.append((e, topics.for_event(e)) for e in events[i:i + 500])
                 outbox.commit()
+            os.sync()
+            written = self_write_bytes()
             t = time.perf_counter()
             delivery.start()
         else:
             delivery.start()
             delivery.link.wait_connected(10)
+            os.sync()
+            written = self_write_bytes()
             t = time.perf_counter()
             for i in range(0, n, 500):
                 delivery.submit(events[i:i + 500])
-        wait_for(lambda: delivery.counters()["acked"] >= n, 120, "every PUBACK")
-        rate = n / (time.perf_counter() - t)
+        wait_for(lambda: delivery.count("acked") >= n, 120, "every PUBACK")
+        acked = n / (time.perf_counter() - t)
+        wait_for(lambda: outbox.depth == 0 and not outbox.staged, 120,
+                 "every event to leave the outbox")
+        emptied = n / (time.perf_counter() - t)
         counters = delivery.counters()
-        if (counters["published"], counters["rejected"], counters["replayed"]) != (
-                n, 0, n if backlog else 0):
+        delivery.flush()
+        os.sync()
+        written = self_write_bytes() - written
+        # with receipts on, an event whose receipt is late may go out again (the window, or
+        # the receipt timeout): counted in resent_*, sent with the same id and seq, replayed
+        resent = sum(v for k, v in counters.items() if k.startswith("resent_"))
+        published, replayed = counters["published"], counters["replayed"]
+        if not (n <= published <= n + resent and replayed == published - (0 if backlog else n)
+                and counters["rejected"] == counters["undecodable"] == 0):
             raise RuntimeError(f"Delivery did not publish each event once: {counters}")
+        resent = published - n
     finally:
         delivery.stop()
         outbox.close()
-    return rate
+    return {"acked": acked, "emptied": emptied, "bytes": written / n, "resent": resent}
 
 
-def bench_publish(n: int) -> None:
+def bench_publish(n: int, rounds: int) -> None:
+    """The QoS-1 publish rates (issue 12 item 6, issue 16 item 3): live and backlog replay with
+    receipts off (deleted at the PUBACK), then live and backlog replay with receipts on against
+    a receipt responder, each beside a bare paho publisher of the same round (with the responder
+    running too for the receipts-on figures: it receives every message either way). ``rounds``
+    rounds of each, interleaved; the medians are printed, and each round's replay ratio."""
     events = reading_events(n)
     topics = Topics("bench")
     items = [(topics.for_event(e), e.model_dump_json().encode()) for e in events]
     max_inflight = MqttSettings().max_inflight
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = start_server(Mosquitto, Path(tmp) / "mosquitto")
-        assert isinstance(broker, Mosquitto)
+    work = Path(tempfile.mkdtemp(prefix="publish-", dir=ROOT / ".cache"))  # a real disk
+    broker = start_server(Mosquitto, work / "mosquitto")
+    assert isinstance(broker, Mosquitto)
+    runs: dict[str, list[dict[str, float]]] = {}
+    bare: dict[str, list[float]] = {"off": [], "on": []}
+
+    def one_round(mode: str) -> None:
+        bare[mode].append(bare_paho_publish(broker.host, broker.port, items, max_inflight))
+        for backlog in (False, True):
+            runs.setdefault(f"{'backlog' if backlog else 'live'}, receipts {mode}", []).append(
+                delivery_publish(broker.host, broker.port, n, work, backlog=backlog,
+                                 receipts=mode))
+
+    try:
+        for _ in range(rounds):
+            one_round("off")
+        responder = ReceiptResponder(broker.host, broker.port)
         try:
-            bare = bare_paho_publish(broker.host, broker.port, items, max_inflight)
-            live = delivery_publish(broker.host, broker.port, events, Path(tmp), backlog=False)
-            replay = delivery_publish(broker.host, broker.port, events, Path(tmp), backlog=True)
+            for _ in range(rounds):
+                one_round("on")
         finally:
-            broker.stop()
-    print(f"QoS-1 publish, live    : {live:9,.0f} ev/s | bare paho publish "
-          f"{bare:9,.0f} msg/s | ratio {bare / live:5.1f}x slower  ({n} messages, "
-          f"in-flight cap {max_inflight})")
-    print(f"QoS-1 publish, backlog : {replay:9,.0f} ev/s | bare paho publish "
-          f"{bare:9,.0f} msg/s | ratio {bare / replay:5.1f}x slower")
+            responder.close()
+    finally:
+        broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    med = statistics.median
+    print(f"bare paho publish      : {med(bare['off']):9,.0f} msg/s ({n} messages, in-flight cap "
+          f"{max_inflight}, median of {rounds}); with the receipt responder subscribed "
+          f"{med(bare['on']):9,.0f} msg/s")
+    for name, results in runs.items():
+        base = bare[name.rsplit(" ", 1)[1]]
+        ratios = [r["acked"] / b for r, b in zip(results, base, strict=True)]
+        print(f"QoS-1 {name:<21}: {med(r['acked'] for r in results):9,.0f} ev/s to the last "
+              f"PUBACK, ratio {med(ratios):5.2f}x the bare publisher (rounds: "
+              f"{', '.join(f'{x:.2f}' for x in ratios)}) | outbox empty "
+              f"{med(r['emptied'] for r in results):9,.0f} ev/s | "
+              f"{med(r['bytes'] for r in results):6.0f} bytes written per event"
+              + (f" | resent {sum(r['resent'] for r in results):.0f}"
+                 if any(r["resent"] for r in results) else ""))
+    for kind in ("live", "backlog"):
+        on, off = runs[f"{kind}, receipts on"], runs[f"{kind}, receipts off"]
+        rate = med(r["acked"] for r in on) / med(r["acked"] for r in off)
+        extra = med(r["bytes"] for r in on) - med(r["bytes"] for r in off)
+        print(f"receipts on vs off     : {kind:<7} rate {rate:5.2f}x, bytes written per event "
+              f"{extra:+6.0f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--readings", type=int, default=20_000)
     parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the publish figures (interleaved with the bare "
+                             "publisher's; medians printed)")
+    parser.add_argument("--publish-only", action="store_true",
+                        help="only the QoS-1 publish figures (live and backlog replay, "
+                             "receipts off and on)")
     parser.add_argument("--pi-seconds", type=float, default=120.0,
                         help="how long the production-install agent is measured (broker up)")
     parser.add_argument("--outage-seconds", type=float, default=60.0,
@@ -493,10 +614,13 @@ def main() -> None:
     args = parser.parse_args()
     configure_logs("warning")  # the figures on stdout; only problems on stderr
     print(f"edge agent benchmark (python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
+    if args.publish_only:
+        bench_publish(args.messages, args.rounds)
+        return
     if not args.pi_only:
         bench_processing(args.readings)
         bench_outbox(args.readings)
-        bench_publish(args.messages)
+        bench_publish(args.messages, args.rounds)
     bench_commit_bytes()
     bench_pi(args.pi_seconds, args.outage_seconds)
 

@@ -49,7 +49,7 @@ import bisect
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Generic, Literal, NamedTuple, Protocol, TypeVar
 
 from schemas.backoff import TokenBucket
 
@@ -65,10 +65,9 @@ class Row(Protocol):
 R = TypeVar("R", bound=Row)
 
 
-@dataclass(frozen=True, slots=True)
-class Acked:
+class Acked(NamedTuple):
     """What a broker acknowledgement was for; ``delete``: the row may leave the outbox now (no
-    receipts awaited, or a receipt already covered it)."""
+    receipts awaited, or a receipt already covered it). A tuple: one is made per PUBACK."""
 
     seq: int
     replayed: bool
@@ -113,6 +112,10 @@ class DeliveryPolicy(Generic[R]):
                  receipts_seen: bool = False) -> None:
         self.max_inflight = max_inflight
         self.read_batch = read_batch
+        # the backlog is topped up once a quarter of the in-flight window is free, not after
+        # every PUBACK: one outbox read per many rows instead of one per row (the window stays
+        # at least three quarters full, so the broker is never left waiting)
+        self.refill = max(1, min(max_inflight, read_batch) // 4)
         self.bucket = TokenBucket(backlog_rate_per_s, now=now)
         self.is_connected = False
         self.cursor = -1                  # the backlog scan's position (last seq read)
@@ -295,6 +298,8 @@ class DeliveryPolicy(Generic[R]):
                 or len(self._awaiting) >= self.rules.window):
             return 0
         room = self.max_inflight - len(self._inflight)
+        if room < self.refill:
+            return 0
         return max(0, min(self.bucket.available(now), room, self.read_batch))
 
     def backlog_read(self, rows: Sequence[R]) -> list[R]:
@@ -313,7 +318,7 @@ class DeliveryPolicy(Generic[R]):
         the bucket (the loop then sleeps until the next event or timer)."""
         waits: list[float] = []
         if (self.is_connected and not self._stopping and not self.backlog_done
-                and not self._live and len(self._inflight) < self.max_inflight
+                and not self._live and self.max_inflight - len(self._inflight) >= self.refill
                 and len(self._awaiting) < self.rules.window):
             waits.append(max(0.005, self.bucket.wait_time(now)))
         if self.is_connected and self._awaiting:

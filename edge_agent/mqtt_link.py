@@ -90,9 +90,11 @@ class Disconnected:
 
 @dataclass(frozen=True, slots=True)
 class Acked:
-    mid: int
-    ok: bool
-    reason: str
+    """The broker's acknowledgements read in one turn of the network loop, in order, as
+    ``(mid, ok, reason)`` (``reason`` is ``""`` when ``ok``): one event per turn, not per
+    message, so a backlog's thousands of PUBACKs a second wake the delivery thread once a turn."""
+
+    acks: tuple[tuple[int, bool, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,10 @@ def connack_error(reason: ReasonCode | int | str, host: str, port: int) -> Serve
     return ServerError(f"broker {host}:{port} refused the connection: {reason}")
 
 
+def _written_by_the_link_thread(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """Nothing to register: :meth:`MqttLink._connect_once` runs paho's own ``loop()``."""
+
+
 class MqttLink:
     """One device's connection to the broker. ``notify`` receives every :data:`LinkEvent`."""
 
@@ -151,6 +157,7 @@ class MqttLink:
         self._up_at = 0.0  # when the last CONNACK accepted us (monotonic)
         self.reconnects = 0
         self.connect_failures = 0
+        self._acks: list[tuple[int, bool, str]] = []  # this loop turn's PUBACKs (link thread)
         self._client = self._make_client()
         self._log = log.bind(device=device_id, site=site, client_id=self.client_id,
                              broker=f"{settings.host}:{settings.port}")
@@ -163,6 +170,12 @@ class MqttLink:
                              clean_session=None if v5 else False)
         client.max_inflight_messages_set(0)  # unlimited in paho; the delivery loop caps it
         client.max_queued_messages_set(0)
+        # paho's hook for an external event loop: with it set, publish() only queues the packet
+        # and wakes the link thread, whose loop() writes it (select() waits for writability
+        # while paho has data to send). Without it, a publish from the delivery thread would
+        # write to the socket itself while holding paho's message lock, which the link thread
+        # needs for every PUBACK: the two threads queue on that lock (bench/README.md)
+        client.on_socket_register_write = _written_by_the_link_thread
         client.connect_timeout = s.connect_timeout_s
         if s.username is not None:
             client.username_pw_set(s.username, s.password.get_secret_value()
@@ -298,6 +311,7 @@ class MqttLink:
             except OSError as exc:  # an ssl or socket error paho let through
                 self._log.warning("mqtt.loop_error", error=str(exc))
                 rc = MQTTErrorCode.MQTT_ERR_CONN_LOST
+            self._hand_over_acks()
             was_up = was_up or self._up.is_set()
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 break
@@ -323,11 +337,18 @@ class MqttLink:
                 self._client.loop(timeout=0.1)
             except OSError as exc:
                 self._log.debug("mqtt.close_error", error=str(exc))
+            self._hand_over_acks()
             sock = self._client.socket()
             if sock is not None:
                 sock.close()
 
+    def _hand_over_acks(self) -> None:
+        if self._acks:
+            acks, self._acks = self._acks, []
+            self._notify(Acked(tuple(acks)))
+
     def _mark_down(self, reason: str) -> None:
+        self._hand_over_acks()  # what was acknowledged before the connection went down first
         if self._up.is_set():
             self._up.clear()
             self._notify(Disconnected(reason))
@@ -364,7 +385,8 @@ class MqttLink:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
-        self._notify(Acked(mid, not reason_code.is_failure, str(reason_code)))
+        failed = reason_code.is_failure
+        self._acks.append((mid, not failed, str(reason_code) if failed else ""))
 
     def _on_message(self, client: mqtt.Client, userdata: Any,
                     message: mqtt.MQTTMessage) -> None:

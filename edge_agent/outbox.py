@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -100,9 +100,15 @@ def drop_class(kind: str) -> DropClass:
     return _CLASS_OF_KIND[kind]
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """One event as the outbox keeps it. ``event`` is set for rows committed in this process."""
+_LIVE_FLAG = b'"replayed":false'
+_REPLAYED_FLAG = b'"replayed":true'
+
+
+class Stored(NamedTuple):
+    """One event as the outbox keeps it. ``event`` is set for rows committed in this process.
+
+    A tuple, not a dataclass: the backlog replay makes one per row read, straight from the
+    SQLite row (``Stored._make``), and that is most of what a replayed event costs the agent."""
 
     seq: int
     event_id: str
@@ -118,6 +124,19 @@ class Stored:
         message = decode(self.payload)
         assert message.kind in _CLASS_OF_KIND, message.kind
         return message  # type: ignore[return-value]
+
+    def replayed_json(self) -> bytes | None:
+        """The stored JSON with ``replayed`` set, without decoding and encoding it again.
+
+        The payload is this outbox's own serialization of a contract event (``model_dump_json``:
+        compact, ``replayed`` a top-level boolean, no free-form object keys), so the flag is
+        the one byte sequence ``"replayed":false`` (inside a JSON string a quote is escaped,
+        so the sequence cannot come from a value). ``None`` unless it is there exactly once
+        (a row that is not such JSON: the caller decodes it, and drops it if it is damaged)."""
+        payload = self.payload
+        if payload.count(_LIVE_FLAG) != 1:
+            return None
+        return payload.replace(_LIVE_FLAG, _REPLAYED_FLAG, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,21 +462,34 @@ class Outbox:
 
     # -- reading ---------------------------------------------------------------------------------
     def read(self, after_seq: int = -1, limit: int = 500) -> list[Stored]:
-        """Committed events with ``seq > after_seq`` in seq order, not counting acked ones."""
+        """Committed events with ``seq > after_seq`` in seq order, at most ``limit``, leaving out
+        those acknowledged or receipted and not deleted yet (the next commit deletes them)."""
+        out: list[Stored] = []
         with self._db_lock:
             self._check_open()
-            with self._stage_lock:
-                acked = set(self._acked)
-                receipted = sorted(self._receipted)
-            rows = self._db.execute(
-                "SELECT seq, event_id, kind, topic, payload, created_at FROM events "
-                "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit + len(acked))).fetchall()
-        starts = [a for a, _ in receipted]
-        ends = [b for _, b in receipted]
-        out = [Stored(seq, eid, kind, topic, bytes(payload), created)
-               for seq, eid, kind, topic, payload, created in rows
-               if seq not in acked and not (starts and in_ranges(seq, starts, ends))]
-        return out[:limit]
+            cursor = after_seq
+            while len(out) < limit:
+                want = limit - len(out)
+                rows = self._db.execute(
+                    "SELECT seq, event_id, kind, topic, payload, created_at, NULL FROM events "
+                    "WHERE seq > ? ORDER BY seq LIMIT ?", (cursor, want)).fetchall()
+                if not rows:
+                    break
+                cursor = rows[-1][0]
+                with self._stage_lock:
+                    acked = self._acked
+                    receipted = sorted(self._receipted) if self._receipted else []
+                    if not acked and not receipted:
+                        out.extend(map(Stored._make, rows))
+                    else:
+                        starts = [a for a, _ in receipted]
+                        ends = [b for _, b in receipted]
+                        out.extend(Stored._make(row) for row in rows
+                                   if row[0] not in acked
+                                   and not (starts and in_ranges(row[0], starts, ends)))
+                if len(rows) < want:
+                    break
+        return out
 
     # -- status ----------------------------------------------------------------------------------
     @property

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from edge_agent.outbox import Outbox, OutboxSettings
+from edge_agent.outbox import Outbox, OutboxSettings, Stored
 from edge_agent.stamping import EventStamper
-from schemas import SensorEvent, Topics
+from schemas import SensorEvent, Topics, encode
 from tests.agent_delivery.helpers import T0, draft
 
 TOPICS = Topics("tp")
@@ -82,6 +82,35 @@ def test_read_is_in_seq_order_whatever_the_append_order(tmp_path: Path) -> None:
         assert [r.seq for r in ob.read(events[9].seq, 5)] == [e.seq for e in events[10:15]]
         back = ob.read(-1, 1)[0].to_event()
         assert back == events[0]
+
+
+def test_a_read_skips_what_is_acked_or_receipted_and_still_fills_the_limit(
+        tmp_path: Path) -> None:
+    with Outbox(settings(tmp_path)) as ob:
+        events = add(ob, ["reading"] * 30)
+        ob.commit()
+        seqs = [e.seq for e in events]
+        ob.ack(seqs[:5])
+        ob.receipt([(seqs[5], seqs[14])])  # not deleted before the next commit
+        assert [r.seq for r in ob.read(-1, 10)] == seqs[15:25]
+        assert [r.seq for r in ob.read(seqs[20], 100)] == seqs[21:]
+        ob.ack(seqs[15:])
+        assert ob.read(-1, 10) == []
+
+
+def test_a_replayed_row_is_the_stored_json_with_the_flag_set(tmp_path: Path) -> None:
+    with Outbox(settings(tmp_path)) as ob:
+        add(ob, ["reading", "state_change", "fault", "summary", "rate_alarm"])
+        ob.commit()
+        rows = ob.read(-1, 10)
+        assert len(rows) == 5
+        for row in rows:
+            event = row.to_event().model_copy(update={"replayed": True})
+            assert row.replayed_json() == encode(event)
+    # not the outbox's own JSON (damaged, or another writer's): decoded instead
+    damaged = Stored(0, "0" * 32, "reading", "tp/x", b'{"replayed":false,"replayed":false}', T0)
+    assert damaged.replayed_json() is None
+    assert Stored(0, "0" * 32, "reading", "tp/x", b"\x00\x01", T0).replayed_json() is None
 
 
 def test_acks_are_deleted_with_the_next_commit(tmp_path: Path) -> None:
