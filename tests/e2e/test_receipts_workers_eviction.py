@@ -77,7 +77,6 @@ def test_outbox_evicts_in_a_long_broker_outage_and_the_hub_records_the_loss(
     run = receipt_run(broker, hub_receipts="interval_s = 0.2\ngap_timeout_s = 30\ngrace_s = 1\n",
                       outbox_extra="max_bytes = 49152\n")
     run.start()
-    assert not run.evictions(), f"the cap is too small for the steady flow: {run.evictions()}"
     broker.stop()
     run.wait_made(320, "made while the broker is away (about 100 fit in the outbox)")
     before = run.hub_connections()
