@@ -258,16 +258,20 @@ def bare_influx_drain(broker: Mosquitto, influx: InfluxDB1, messages: list[tuple
 
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
+    servers = [p.pid for p in (broker.proc, influx.proc) if p is not None]
+    cpu0 = [time.process_time(), *map(_cpu_s, servers)]
     client = _connect(client_id, broker.host, broker.port, on_message=on_message)
     client.loop_start()
     thread.join(300)
+    cpu1 = [time.process_time(), *map(_cpu_s, servers)]
     client.disconnect()
     client.loop_stop()
     drop_session(broker, client_id)
     if error or thread.is_alive():
         raise RuntimeError(f"bare -> InfluxDB wrote {written} of {n}: {error}")
     count = influx.series_rows('SELECT COUNT("seq") FROM "sensor_event"', db)[0]["count"]
-    return {"rate": n / (last - first), "stored": count}
+    return {"rate": n / (last - first), "stored": count,
+            "cpu_us": [(b - a) / n * 1e6 for a, b in zip(cpu0, cpu1, strict=True)]}
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -295,6 +299,15 @@ def _rss_kb(pid: int) -> int:
         return 0
     m = re.search(r"VmRSS:\s+(\d+) kB", text)
     return int(m.group(1)) if m else 0
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _children(pid: int) -> list[int]:
@@ -371,6 +384,9 @@ level = "warning"
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     spy: subprocess.Popen[bytes] | None = None
     first = last = 0.0
+    servers = [p.pid for p in (broker.proc, influx.proc) if p is not None]
+    cpu0: list[float] = []
+    cpu1: list[float] = []
     expected = 1 if storage_only else 3  # storage, alerting, dashboard
     rss: dict[int, int] = {}
     per_worker: list[float] = []
@@ -390,6 +406,8 @@ level = "warning"
                         handled[key] = handled.get(key, 0) + value
             if got_in > 0 and not first:
                 first = now
+                cpu0 = [sum(map(_cpu_s, [proc.pid, *_children(proc.pid)])),
+                        *map(_cpu_s, servers)]
                 if profile:  # py-spy's collapsed stacks of the hub process while it drains
                     # --gil: only the thread holding the GIL (the process is GIL-bound)
                     spy = subprocess.Popen(
@@ -405,6 +423,8 @@ level = "warning"
             if handled.get("consumer:storage", 0) >= n and len(handled) >= expected and \
                     min(handled.values()) >= n:
                 last = now
+                cpu1 = [sum(map(_cpu_s, [proc.pid, *_children(proc.pid)])),
+                        *map(_cpu_s, servers)]
                 per_worker = [s.get("in", 0) for s in samples]
                 break
             # every 20 ms around the start and the end (they set the time), else every 200 ms
@@ -427,7 +447,15 @@ level = "warning"
                                   db)[0]["count"]
     hub_pids = [p for p in rss if workers == 1 or p != proc.pid]
     return {"rate": n / (last - first), "stored": count, "distinct": distinct,
+            "cpu_us": [(b - a) / n * 1e6 for a, b in zip(cpu0, cpu1, strict=True)],
             "rss_mb": max(rss[p] for p in hub_pids) / 1024, "split": per_worker}
+
+
+def _cpu_text(cpu_us: list[float], who: str) -> str:
+    """CPU time per event of the contender, Mosquitto and InfluxDB during a drain."""
+    names = [who, "mosquitto", "influxd"]
+    return ", ".join(f"{name} {us:.1f} us" for name, us in zip(names, cpu_us, strict=False)) + \
+        f" (total {sum(cpu_us):.1f} us)"
 
 
 def main() -> int:
@@ -478,6 +506,7 @@ def main() -> int:
             print(f"bare paho -> InfluxDB:    {bare:9.0f} events/s  ({1e6 / bare:.1f} us/event; "
                   f"stock paho, json.loads, line protocol, /write; stored {base['stored']})  "
                   "the baseline", flush=True)
+            print(f"  CPU per event: {_cpu_text(base['cpu_us'], 'subscriber')}", flush=True)
             ok = ok and base["stored"] == args.events
             if not args.check:
                 count = bare_drain(broker, messages, tag)
@@ -502,6 +531,7 @@ def main() -> int:
                       f"({1e6 / one['rate']:.1f} us/event)  ratio {one['rate'] / bare:.2f}x  "
                       f"stored {one['stored']} (distinct {one['distinct']})  "
                       f"RSS {one['rss_mb']:.0f} MB", flush=True)
+                print(f"  CPU per event: {_cpu_text(one['cpu_us'], 'hub')}", flush=True)
                 key = "1" if receipts else "off"
                 ratios[key].append(one["rate"] / bare)
                 rss[key].append(one["rss_mb"])

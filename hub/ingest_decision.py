@@ -134,18 +134,23 @@ def decide(screened: Screened, known: set[str], tracker: OrderTracker,
                                          "accepted on replay (already stored)" if duplicate
                                          else "accepted on replay"))
         if not isinstance(message, DeviceStatus):
-            held.setdefault((message.site, message.device_id), []).append(message.seq)
+            key = (message.site, message.device_id)
+            seqs = held.get(key)
+            if seqs is None:
+                held[key] = seqs = []
+            seqs.append(message.seq)
         if duplicate:
             duplicates += 1
             continue
         taken.add(event_id)
-        seen.append((event_id, item.received_at))
-        received = datetime.fromtimestamp(item.received_at, UTC)
+        received_at = item.received_at
+        seen.append((event_id, received_at))
+        received = datetime.fromtimestamp(received_at, UTC)
         out_of_order = (not isinstance(message, DeviceStatus)
                         and tracker.observe(message.device_id, message.sensor_id, message.seq))
         pending.append(Pending(message, item.topic, item.payload, received,
                                is_late(message, received, late_after_s), out_of_order,
-                               item.received_at))
+                               received_at))
     return Decision(pending, seen, tracker.take_changes(), duplicates, screened.dead, replays,
                     screened.live, held)
 

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,11 @@ CREATE INDEX IF NOT EXISTS dead_letters_status ON dead_letters(status);
 CREATE TABLE IF NOT EXISTS loss_state (device TEXT PRIMARY KEY, state TEXT NOT NULL);
 """
 
+#: Rows per multi-row ``INSERT ... VALUES`` (:func:`insert_rows`). ``executemany`` runs one SQLite
+#: step per row and releases and retakes the GIL around each: under load every row of a batch
+#: could wait for another thread's time slice (``sys.getswitchinterval()``, 5 ms), and the whole
+#: hub waits on the ingest thread. One statement per chunk steps once.
+INSERT_CHUNK = 256
 TAIL_CAPACITY = 6_000  # decoded envelopes kept at most for consumers that lag (memory)
 TAIL_SLACK = 1_000  # trimmed by whole slices, not one entry at a time
 LOCAL_KIND = "_local_point"  # the journal ``kind`` of a LocalRecord (no event kind starts with _)
@@ -92,6 +98,29 @@ def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise JournalError(f"cannot open the hub database {path}: {exc}") from exc
     return conn
+
+
+@lru_cache(maxsize=128)
+def _values_sql(head: str, width: int, count: int, tail: str) -> str:
+    one = "(" + ",".join("?" * width) + ")"
+    return f"{head} VALUES {','.join([one] * count)}{tail}"
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[object]],
+                tail: str = "") -> None:
+    """``{head} VALUES (?,...),(?,...){tail}`` for every row, in as few statements as it takes:
+    chunks of ``INSERT_CHUNK`` rows, then the rest in power-of-two sizes (so only a few distinct
+    statement texts exist, each compiled once and cached)."""
+    if not rows:
+        return
+    width = len(rows[0])
+    done, total = 0, len(rows)
+    while done < total:
+        left = total - done
+        count = INSERT_CHUNK if left >= INSERT_CHUNK else 1 << (left.bit_length() - 1)
+        conn.execute(_values_sql(head, width, count, tail),
+                     [value for row in rows[done:done + count] for value in row])
+        done += count
 
 
 @dataclass(slots=True)  # not frozen: one per event on the ingest thread (3x cheaper to make)
@@ -211,16 +240,15 @@ class Journal:
             conn = self._conn
             self._append_rows(rows)
             if loss_state:
-                conn.executemany(
-                    "INSERT INTO loss_state VALUES (?,?) ON CONFLICT(device) "
-                    "DO UPDATE SET state=excluded.state",
-                    [(k, json.dumps(v, separators=(",", ":"))) for k, v in loss_state.items()])
-            conn.executemany("INSERT OR IGNORE INTO seen VALUES (?,?)", seen_ids)
+                insert_rows(
+                    conn, "INSERT INTO loss_state",
+                    [(k, json.dumps(v, separators=(",", ":"))) for k, v in loss_state.items()],
+                    " ON CONFLICT(device) DO UPDATE SET state=excluded.state")
+            insert_rows(conn, "INSERT OR IGNORE INTO seen", list(seen_ids))
             if seq_marks:
-                conn.executemany(
-                    "INSERT INTO seq_high VALUES (?,?,?) ON CONFLICT(device, sensor) "
-                    "DO UPDATE SET seq=MAX(seq, excluded.seq)",
-                    [(d, s, q) for (d, s), q in seq_marks.items()])
+                insert_rows(conn, "INSERT INTO seq_high",
+                            [(d, s, q) for (d, s), q in seq_marks.items()],
+                            " ON CONFLICT(device, sensor) DO UPDATE SET seq=MAX(seq, excluded.seq)")
             if dead:
                 now = time.time()
                 conn.executemany(
@@ -278,7 +306,7 @@ class Journal:
     def _append_rows(self, rows: Sequence[tuple[object, ...]]) -> None:
         """Journal rows, and the last offset (kept apart: pruning may empty the journal)."""
         if rows:
-            self._conn.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?,?,?)", rows)
+            insert_rows(self._conn, "INSERT INTO journal", rows)
             self._conn.execute("INSERT INTO meta VALUES ('last_offset', ?) ON CONFLICT(key) "
                                "DO UPDATE SET value=excluded.value", (rows[-1][0],))
 

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from schemas.codec import decode
+from pydantic import TypeAdapter, ValidationError
+
+from schemas.codec import decode, invalid_message
 from schemas.errors import (
     ContractError,
     DecodeError,
@@ -35,7 +37,7 @@ from schemas.errors import (
     UnknownEncoding,
     UnknownSchema,
 )
-from schemas.models import DataLoss, DeviceStatus, SensorEvent
+from schemas.models import DataLoss, DeviceStatus, Message, SensorEvent
 from schemas.topics import DeviceTopic, Topics, check_topic_matches
 
 Accepted = SensorEvent | DeviceStatus
@@ -60,6 +62,11 @@ def reason_code(exc: ContractError) -> str:
     return next((code for kind, code in _CODES if isinstance(exc, kind)), "invalid")
 
 
+#: the contract's ``Message`` union, as ``schemas.codec.decode`` validates JSON with it, called
+#: without its wrappers (about 0.7 us of the hub's per-event time)
+_VALIDATE_JSON = TypeAdapter(Message).validator.validate_json
+
+
 @lru_cache(maxsize=65_536)
 def _parse_topic(topics: Topics, topic: str) -> DeviceTopic:
     # a hub sees the same few thousand topics over and over; failures are not cached
@@ -71,7 +78,13 @@ def check_payload(topics: Topics, topic: str, payload: bytes, max_size: int,
     """Decode and validate one payload against its topic: the contract message, or why not."""
     try:
         parsed = _parse_topic(topics, topic)
-        message = decode(payload, max_size=max_size)
+        if payload[:1] == b"{" and len(payload) <= max_size:  # JSON: what decode() would do
+            try:
+                message = _VALIDATE_JSON(payload)
+            except ValidationError as exc:
+                raise invalid_message(exc) from None
+        else:  # Avro, too large, unknown: decode() says which
+            message = decode(payload, max_size=max_size)
         if not isinstance(message, SensorEvent | DeviceStatus):
             return Rejection("wrong_kind",
                              f"a {message.kind!r} message is not accepted from a device topic")
