@@ -15,8 +15,9 @@ c. another client takes over the hub's client id with a clean start, three times
 Each prints the events made (the agent's outbox ``next_seq``) against the distinct event ids
 stored, the missing seq ranges and what the agent sent again, and requires 0 lost, 0 duplicates
 and no data_loss record (the hub's loss detector runs with ``gap_timeout_s = 10``, and must end
-with no open gap while the agent still held every missing event). "Stored as resends" (rows with ``replayed``) shows the broker really
-lost events: the stored copy of such an event is a resend, its first copy never reached the hub.
+with no open gap while the agent still held every missing event). "Stored as resends" (rows with
+``replayed``) shows the broker really lost events: the stored copy of such an event is a resend,
+its first copy never reached the hub.
 """
 
 from __future__ import annotations
