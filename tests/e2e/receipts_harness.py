@@ -176,6 +176,10 @@ class ReceiptRun:
     def hub_connections(self) -> int:
         return self.hub.log_text().count('"mqtt.connected"')
 
+    def wait_hub_connected(self, since: int, what: str, timeout: float = 120) -> None:
+        """Wait for a connection of the hub after the ``since``-th (``hub_connections()``)."""
+        wait_until(lambda: self.hub_connections() > since, timeout, what)
+
     def start_hub(self) -> None:
         """Start the hub and wait until all its processes are connected."""
         before = self.hub_connections()
@@ -298,6 +302,9 @@ class ReceiptRun:
         state = outbox_state(self.outbox)
         notes: dict[str, Any] = {"agent_resends": self.resends() or "none",
                                  "left_in_outbox_at_stop": state["pending"]}
+        if state["pending"]:  # awaiting a receipt when the agent stopped: which seqs
+            notes["left_in_outbox_at_stop"] = (f"{state['pending']} (from seq "
+                                               f"{self.outbox_oldest()})")
         drops = {k: v for k, v in state.items() if k.startswith("dropped_") and v}
         if drops:
             notes["agent_outbox_drops"] = drops

@@ -28,7 +28,6 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.agent_e2e.e2e_helpers import wait_until
 from tests.e2e.receipts_harness import (
     ReceiptRun,
     assert_nothing_lost,
@@ -99,8 +98,7 @@ def test_hub_client_id_taken_over_three_times_while_events_flow(
         run.wait_made(AFTER, f"events flowing before takeover {i}")
         before = run.hub_connections()
         assert take_over_client_id(mosquitto.host, mosquitto.port, run.hub_client_id), i
-        wait_until(lambda b=before: run.hub_connections() > b, 120,
-                   f"the hub connected again after takeover {i}")
+        run.wait_hub_connected(before, f"the hub connected again after takeover {i}")
     mark = run.wait_made(AFTER, "events flowing after the last takeover")
     run.wait_stored_through(mark, 120, "the events lost with the hub's session, sent again")
     tally = run.finish("c: the hub's client id taken over 3 times")

@@ -53,8 +53,7 @@ def test_three_workers_on_a_shared_subscription_one_sigkilled_and_restarted(
     before = run.hub_connections()
     os.kill(victim, signal.SIGKILL)
     killed_at = run.made()
-    wait_until(lambda: run.hub_connections() > before, 120,
-               "worker 0 started again by `hub run --workers 3` and connected")
+    run.wait_hub_connected(before, "worker 0 started again by `hub run --workers 3`")
     restarted = worker_pid(run.hub.proc.pid, 0)
     assert restarted not in (None, victim), restarted
     mark = run.wait_made(80, "events flowing after the restart")
@@ -81,7 +80,7 @@ def test_outbox_evicts_in_a_long_broker_outage_and_the_hub_records_the_loss(
     run.wait_made(320, "made while the broker is away (about 100 fit in the outbox)")
     before = run.hub_connections()
     broker.start()
-    wait_until(lambda: run.hub_connections() > before, 120, "the hub back on the broker")
+    run.wait_hub_connected(before, "the hub back on the broker")
     mark = run.wait_made(80, "events flowing after the outage")
 
     def evicted() -> set[int]:
