@@ -182,7 +182,10 @@ def defer_import(name: str) -> None:
     """Load module ``name`` only when something first uses it (see :class:`_Deferred`); a
     module already imported stays as it is."""
     if name not in sys.modules:
-        sys.modules[name] = _Deferred(name)
+        stand_in = sys.modules[name] = _Deferred(name)
+        parent, _, child = name.rpartition(".")
+        if parent:  # ``import a.b`` then ``a.b.f()`` reads the package's attribute ``b``
+            setattr(importlib.import_module(parent), child, stand_in)
 
 
 def run(path: Path, status_line: bool) -> int:
@@ -190,6 +193,9 @@ def run(path: Path, status_line: bool) -> int:
     # log methods ``ainfo()`` and the like) whatever it is configured with; the agent has no
     # event loop and never calls them: 1.4 MiB of resident memory not spent (bench/README.md)
     defer_import("asyncio")
+    # paho imports urllib.request (and with it http.client and most of email) only to read the
+    # proxy settings, which it does only with PySocks installed: the agent's install has none
+    defer_import("urllib.request")
     from schemas import log_setup
 
     try:

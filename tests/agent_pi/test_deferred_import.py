@@ -87,3 +87,17 @@ def test_a_module_already_imported_is_left_alone() -> None:
         print(sys.modules["json"] is json)
     """)
     assert out.strip() == "True"
+
+
+def test_paho_leaves_urllib_request_unloaded_and_a_use_of_it_still_works() -> None:
+    out = python("""
+        import sys
+        from edge_agent.cli import defer_import
+        defer_import("urllib.request")
+        import paho.mqtt.client as client
+        loaded = [m for m in ("http.client", "email.parser") if m in sys.modules]
+        print(type(sys.modules["urllib.request"]).__name__, loaded)
+        print(type(client.urllib.request.getproxies()).__name__,
+              type(sys.modules["urllib.request"]).__name__)
+    """)
+    assert out.splitlines() == ["_Deferred []", "dict module"]
