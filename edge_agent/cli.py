@@ -25,8 +25,6 @@ Under systemd the one-line failures carry the journal priority ``<3>`` like the 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import signal
 import sqlite3
@@ -34,12 +32,16 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import FrameType
 from typing import TYPE_CHECKING
 
-from schemas.config_loading import format_config_error
-from schemas.errors import ConfigError, ThermopipeError
-from schemas.version import version_line
+from edge_agent.deferred_imports import defer_unused, load_ssl
+
+defer_unused()  # before pydantic and paho are imported (edge_agent/deferred_imports.py)
+
+from schemas.config_loading import format_config_error  # noqa: E402
+from schemas.errors import ConfigError, ThermopipeError  # noqa: E402
+from schemas.version import version_line  # noqa: E402
 
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig
@@ -146,56 +148,7 @@ def check_config(path: Path, no_secrets: bool = False) -> int:
     return 0
 
 
-class _Deferred(ModuleType):
-    """A stand-in in ``sys.modules`` for a module nothing uses yet: ``import name`` binds this
-    placeholder, and the first attribute anyone reads from it imports the real module (which
-    then replaces it in ``sys.modules``) and answers from that. Nothing behaves differently;
-    a module that is never used is never loaded."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        # ``import name`` of a module already in sys.modules reads its ``__spec__`` (is it still
-        # initialising?); importing a submodule reads ``__path__``, which is not here, so that
-        # loads the real package first (its submodules must not run without it)
-        self.__spec__ = importlib.util.find_spec(name)
-        self.__dict__["_deferred_lock"] = threading.RLock()
-        self.__dict__["_deferred_real"] = None
-
-    def __getattr__(self, attr: str) -> object:
-        real = self.__dict__["_deferred_real"]
-        if real is None:
-            with self.__dict__["_deferred_lock"]:
-                real = self.__dict__["_deferred_real"]
-                if real is None:
-                    if sys.modules.get(self.__name__) is self:
-                        del sys.modules[self.__name__]
-                    try:
-                        real = importlib.import_module(self.__name__)
-                    except BaseException:
-                        sys.modules.setdefault(self.__name__, self)
-                        raise
-                    self.__dict__["_deferred_real"] = real
-        return getattr(real, attr)
-
-
-def defer_import(name: str) -> None:
-    """Load module ``name`` only when something first uses it (see :class:`_Deferred`); a
-    module already imported stays as it is."""
-    if name not in sys.modules:
-        stand_in = sys.modules[name] = _Deferred(name)
-        parent, _, child = name.rpartition(".")
-        if parent:  # ``import a.b`` then ``a.b.f()`` reads the package's attribute ``b``
-            setattr(importlib.import_module(parent), child, stand_in)
-
-
 def run(path: Path, status_line: bool) -> int:
-    # structlog imports asyncio (structlog/stdlib.py and structlog/_native.py, for the async
-    # log methods ``ainfo()`` and the like) whatever it is configured with; the agent has no
-    # event loop and never calls them: 1.4 MiB of resident memory not spent (bench/README.md)
-    defer_import("asyncio")
-    # paho imports urllib.request (and with it http.client and most of email) only to read the
-    # proxy settings, which it does only with PySocks installed: the agent's install has none
-    defer_import("urllib.request")
     from schemas import log_setup
 
     try:
@@ -204,6 +157,8 @@ def run(path: Path, status_line: bool) -> int:
         _print_errors(exc)
         return EXIT_CONFIG
     log_setup.configure(cfg.log.level, cfg.log.format, site=cfg.site, device_id=cfg.device_id)
+    if cfg.mqtt.tls is not None:
+        load_ssl()  # the stand-in's exception names must be the real ones from here on
     from edge_agent.agent import AGENT_VERSION, Agent
     from edge_agent.clock import clock_synchronised
     from edge_agent.state_file import state_path

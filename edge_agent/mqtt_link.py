@@ -26,12 +26,11 @@ messages itself at ``max_inflight``.
 
 from __future__ import annotations
 
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import paho.mqtt.client as mqtt
 import structlog
@@ -46,7 +45,10 @@ from schemas.backoff import backoff_delay
 from schemas.client_id_clash import ClashDetector
 from schemas.connect_errors import connect_error
 from schemas.errors import ContractError, DeliveryError, ServerError, ThermopipeError, TopicError
-from schemas.mqtt_settings import ClosingContext, MqttConnection
+from schemas.mqtt_settings import MqttConnection
+
+if TYPE_CHECKING:
+    from schemas.tls_context import ClosingContext
 
 log = structlog.get_logger(__name__)
 
@@ -180,7 +182,7 @@ class MqttLink:
         if s.username is not None:
             client.username_pw_set(s.username, s.password.get_secret_value()
                                    if s.password is not None else None)
-        self._tls_context: ssl.SSLContext | None = None
+        self._tls_context: ClosingContext | None = None
         if s.tls is not None:
             self._tls_context = s.tls.context()
             client.tls_set_context(self._tls_context)
@@ -298,10 +300,10 @@ class MqttLink:
         try:
             self._client.connect(s.host, s.port, s.keepalive_s, **kwargs)
         except OSError as exc:
-            if isinstance(self._tls_context, ClosingContext):
+            if self._tls_context is not None:
                 self._tls_context.close_failed()
             return connect_error(exc, s.host, s.port, tls=s.tls is not None)
-        if isinstance(self._tls_context, ClosingContext):
+        if self._tls_context is not None:
             self._tls_context.last_socket = None  # paho owns it now
         sent_at = time.monotonic()
         was_up = False

@@ -20,9 +20,8 @@ deprecation note that ``check-config`` prints and ``run`` logs.
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -30,21 +29,8 @@ from schemas.config_loading import deprecated, resolve_secret
 from schemas.errors import ServerError
 from schemas.topics import DEFAULT_ROOT, Topics
 
-
-class ClosingContext(ssl.SSLContext):
-    """paho leaves the socket of a failed TLS handshake open; remember it so we can close it."""
-
-    last_socket: ssl.SSLSocket | None = None
-
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        sock = super().wrap_socket(*args, **kwargs)
-        self.last_socket = sock
-        return sock
-
-    def close_failed(self) -> None:
-        sock, self.last_socket = self.last_socket, None
-        if sock is not None:
-            sock.close()
+if TYPE_CHECKING:
+    from schemas.tls_context import ClosingContext
 
 
 class TlsSettings(BaseModel):
@@ -85,6 +71,10 @@ class TlsSettings(BaseModel):
 
     def context(self) -> ClosingContext:
         """An SSL context; raises :class:`ServerError` when a file cannot be used."""
+        import ssl  # only with TLS configured (schemas/tls_context.py)
+
+        from schemas.tls_context import ClosingContext
+
         try:
             ctx = ClosingContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname checked, cert required
             if self.ca_file is not None:

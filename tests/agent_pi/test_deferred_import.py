@@ -21,7 +21,7 @@ def python(code: str) -> str:
 def test_the_agent_and_its_logging_do_not_load_asyncio() -> None:
     out = python("""
         import sys
-        from edge_agent.cli import defer_import
+        from edge_agent.deferred_imports import defer_import
         defer_import("asyncio")
         import structlog
         from schemas import log_setup
@@ -37,7 +37,7 @@ def test_the_agent_and_its_logging_do_not_load_asyncio() -> None:
 def test_a_deferred_module_loads_on_first_use_and_then_is_the_real_one() -> None:
     out = python("""
         import sys, threading
-        from edge_agent.cli import defer_import
+        from edge_agent.deferred_imports import defer_import
         defer_import("asyncio")
         import asyncio                      # binds the stand-in, loads nothing
         assert type(sys.modules["asyncio"]).__name__ == "_Deferred"
@@ -64,7 +64,7 @@ def test_a_deferred_module_loads_on_first_use_and_then_is_the_real_one() -> None
 def test_a_submodule_import_loads_the_real_package_first() -> None:
     out = python("""
         import sys
-        from edge_agent.cli import defer_import
+        from edge_agent.deferred_imports import defer_import
         defer_import("asyncio")
         import asyncio
         import asyncio.events
@@ -82,7 +82,7 @@ def test_a_submodule_import_loads_the_real_package_first() -> None:
 def test_a_module_already_imported_is_left_alone() -> None:
     out = python("""
         import sys, json
-        from edge_agent.cli import defer_import
+        from edge_agent.deferred_imports import defer_import
         defer_import("json")
         print(sys.modules["json"] is json)
     """)
@@ -92,7 +92,7 @@ def test_a_module_already_imported_is_left_alone() -> None:
 def test_paho_leaves_urllib_request_unloaded_and_a_use_of_it_still_works() -> None:
     out = python("""
         import sys
-        from edge_agent.cli import defer_import
+        from edge_agent.deferred_imports import defer_import
         defer_import("urllib.request")
         import paho.mqtt.client as client
         loaded = [m for m in ("http.client", "email.parser") if m in sys.modules]
@@ -101,3 +101,49 @@ def test_paho_leaves_urllib_request_unloaded_and_a_use_of_it_still_works() -> No
               type(sys.modules["urllib.request"]).__name__)
     """)
     assert out.splitlines() == ["_Deferred []", "dict module"]
+
+
+def test_without_tls_the_agent_loads_neither_ssl_nor_hashlib_nor_openssl() -> None:
+    # OpenSSL's libcrypto and libssl and the ssl module: about 4 MiB of an agent's memory
+    out = python("""
+        import sys
+        import edge_agent.cli
+        import edge_agent.agent, edge_agent.supervisor, edge_agent.sources.onewire
+        import edge_agent.sources.serial_source, paho.mqtt.client
+        print(sorted(m for m in ("ssl", "_ssl", "hashlib", "_hashlib", "secrets", "hmac")
+                     if type(sys.modules.get(m)).__name__ == "module"))
+        print([line.split()[-1] for line in open("/proc/self/maps")
+               if "libcrypto" in line or "libssl" in line][:1])
+    """)
+    assert out.splitlines() == ["[]", "[]"]
+
+
+def test_the_ssl_stand_in_names_exceptions_nothing_raises_until_ssl_is_used() -> None:
+    out = python("""
+        import sys
+        import edge_agent.cli
+        import ssl
+        try:  # what paho does around every socket call
+            raise BlockingIOError()
+        except ssl.SSLWantReadError:
+            print("wrong")
+        except BlockingIOError:
+            print("blocking", type(sys.modules["ssl"]).__name__)
+        placeholder = ssl.SSLError
+        context = ssl.create_default_context()  # any other use loads the real module
+        print(type(context).__name__, type(sys.modules["ssl"]).__name__,
+              ssl.SSLError is sys.modules["ssl"].SSLError, placeholder is ssl.SSLError)
+    """)
+    assert out.splitlines() == ["blocking _DeferredSsl", "SSLContext module True False"]
+
+
+def test_a_tls_config_loads_the_real_ssl_before_paho_sees_it() -> None:
+    out = python("""
+        import sys
+        import edge_agent.cli
+        from edge_agent.deferred_imports import load_ssl
+        load_ssl()
+        import ssl, paho.mqtt.client as client
+        print(type(sys.modules["ssl"]).__name__, client.ssl.SSLError is sys.modules["ssl"].SSLError)
+    """)
+    assert out.splitlines() == ["module True"]

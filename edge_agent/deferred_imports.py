@@ -1,0 +1,101 @@
+"""Modules the agent's imports bring in but its run never uses, loaded only if something does.
+
+What ``edge-agent`` leaves unloaded, and why (resident memory on a Pi, issue 13;
+bench/README.md has the figures):
+
+- ``asyncio``: structlog imports it for its async log methods, which the agent never calls;
+- ``urllib.request`` (with ``http.client`` and most of ``email``): paho reads proxy settings
+  with it, only when PySocks is installed, which the agent's install is not;
+- ``secrets`` and ``hashlib`` (and with them OpenSSL's libcrypto): pydantic uses ``secrets`` only
+  to compare two ``SecretStr``, paho ``hashlib`` only for a WebSocket handshake;
+- ``ssl`` (and libssl), when the config has no ``[mqtt.tls]``: paho imports it at its top and
+  names its exceptions in the ``except`` clauses around every socket call. Without TLS no SSL
+  socket exists, so none of those can be raised: until the real module loads, the stand-in
+  answers those names with exception classes nothing raises. Any other use loads the real one,
+  and ``run`` loads it as soon as it has read a config with TLS (:func:`load_ssl`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import threading
+from types import ModuleType
+
+#: the ``ssl`` exceptions paho (and sockets code in general) name in ``except`` clauses
+SSL_EXCEPTIONS = frozenset({
+    "SSLError", "SSLWantReadError", "SSLWantWriteError", "SSLZeroReturnError", "SSLEOFError",
+    "SSLSyscallError", "SSLCertVerificationError", "CertificateError"})
+
+
+class _Deferred(ModuleType):
+    """A stand-in in ``sys.modules`` for a module nothing uses yet: ``import name`` binds this
+    placeholder, and the first attribute anyone reads from it imports the real module (which
+    then replaces it in ``sys.modules``) and answers from that. Nothing behaves differently;
+    a module that is never used is never loaded."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        # ``import name`` of a module already in sys.modules reads its ``__spec__`` (is it still
+        # initialising?); importing a submodule reads ``__path__``, which is not here, so that
+        # loads the real package first (its submodules must not run without it)
+        self.__spec__ = importlib.util.find_spec(name)
+        self.__dict__["_deferred_lock"] = threading.RLock()
+        self.__dict__["_deferred_real"] = None
+
+    def __getattr__(self, attr: str) -> object:
+        real = self.__dict__["_deferred_real"]
+        if real is None:
+            with self.__dict__["_deferred_lock"]:
+                real = self.__dict__["_deferred_real"]
+                if real is None:
+                    if sys.modules.get(self.__name__) is self:
+                        del sys.modules[self.__name__]
+                    try:
+                        real = importlib.import_module(self.__name__)
+                    except BaseException:
+                        sys.modules.setdefault(self.__name__, self)
+                        raise
+                    self.__dict__["_deferred_real"] = real
+        return getattr(real, attr)
+
+
+def defer_import(name: str, kind: type[_Deferred] | None = None) -> None:
+    """Load module ``name`` only when something first uses it (see :class:`_Deferred`, or the
+    stand-in ``kind``); a module already imported stays as it is."""
+    if name not in sys.modules:
+        stand_in = sys.modules[name] = (kind or _Deferred)(name)
+        parent, _, child = name.rpartition(".")
+        if parent:  # ``import a.b`` then ``a.b.f()`` reads the package's attribute ``b``
+            setattr(importlib.import_module(parent), child, stand_in)
+
+
+class _DeferredSsl(_Deferred):
+    """``ssl`` for an agent without TLS: its exception names answer without loading it."""
+
+    def __getattr__(self, attr: str) -> object:
+        if self.__dict__["_deferred_real"] is None and attr in SSL_EXCEPTIONS:
+            stand_ins = self.__dict__.setdefault("_never_raised", {})
+            if attr not in stand_ins:  # one class per name: ``except`` sees the same one
+                stand_ins[attr] = type(attr, (OSError,), {
+                    "__module__": __name__,
+                    "__doc__": "Never raised: no SSL socket exists without [mqtt.tls]."})
+            return stand_ins[attr]
+        return super().__getattr__(attr)
+
+
+def defer_unused() -> None:
+    """What ``edge-agent`` leaves unloaded until used (see the module's docstring); called
+    before pydantic and paho are imported."""
+    for name in ("asyncio", "urllib.request", "secrets", "hashlib"):
+        defer_import(name)
+    defer_import("ssl", _DeferredSsl)
+
+
+def load_ssl() -> None:
+    """Load the real ``ssl`` now (a config with ``[mqtt.tls]``): from here on every name,
+    the exceptions too, is the real module's."""
+    module = sys.modules.get("ssl")
+    if isinstance(module, _Deferred):
+        module.SSLContext  # noqa: B018 - reading any other attribute loads it
