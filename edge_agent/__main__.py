@@ -2,6 +2,6 @@
 
 import sys
 
-from edge_agent.cli import main
+from edge_agent.entry import main
 
 sys.exit(main())

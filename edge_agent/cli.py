@@ -35,13 +35,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from edge_agent.deferred_imports import defer_unused, load_ssl
-
-defer_unused()  # before pydantic and paho are imported (edge_agent/deferred_imports.py)
-
-from schemas.config_loading import format_config_error  # noqa: E402
-from schemas.errors import ConfigError, ThermopipeError  # noqa: E402
-from schemas.version import version_line  # noqa: E402
+from edge_agent.deferred_imports import load_ssl
+from schemas.errors import ConfigError, ThermopipeError
+from schemas.version import version_line
 
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig
@@ -94,6 +90,8 @@ def _stderr(text: str) -> None:
 
 
 def _print_errors(exc: ConfigError) -> None:
+    from schemas.config_loading import format_config_error
+
     _stderr(format_config_error(exc))
 
 

@@ -107,6 +107,8 @@ def test_without_tls_the_agent_loads_neither_ssl_nor_hashlib_nor_openssl() -> No
     # OpenSSL's libcrypto and libssl and the ssl module: about 4 MiB of an agent's memory
     out = python("""
         import sys
+        from edge_agent.deferred_imports import defer_unused
+        defer_unused()  # what edge-agent run does first
         import edge_agent.cli
         import edge_agent.agent, edge_agent.supervisor, edge_agent.sources.onewire
         import edge_agent.sources.serial_source, paho.mqtt.client
@@ -121,7 +123,8 @@ def test_without_tls_the_agent_loads_neither_ssl_nor_hashlib_nor_openssl() -> No
 def test_the_ssl_stand_in_names_exceptions_nothing_raises_until_ssl_is_used() -> None:
     out = python("""
         import sys
-        import edge_agent.cli
+        from edge_agent.deferred_imports import defer_unused
+        defer_unused()
         import ssl
         try:  # what paho does around every socket call
             raise BlockingIOError()
@@ -140,8 +143,8 @@ def test_the_ssl_stand_in_names_exceptions_nothing_raises_until_ssl_is_used() ->
 def test_a_tls_config_loads_the_real_ssl_before_paho_sees_it() -> None:
     out = python("""
         import sys
-        import edge_agent.cli
-        from edge_agent.deferred_imports import load_ssl
+        from edge_agent.deferred_imports import defer_unused, load_ssl
+        defer_unused()
         load_ssl()
         import ssl, paho.mqtt.client as client
         print(type(sys.modules["ssl"]).__name__, client.ssl.SSLError is sys.modules["ssl"].SSLError)

@@ -51,6 +51,9 @@ def test_notify_status_and_priorities_of_a_running_agent(
                 s["last_value"] is not None for s in state["sensors"]) and len(
                 state["sensors"]) == 2
         wait_until(sensors_seen, 60, "the state file to show both sensors and the broker")
+        # connected without TLS: OpenSSL never loaded (edge_agent/deferred_imports.py)
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert [lib for lib in ("libcrypto", "libssl") if lib in maps] == []
         code, state = status_json(cfg)
         assert code == 0
         assert state["running"] is True and state["pid"] == proc.pid
