@@ -63,6 +63,14 @@ from tests.servers import Mosquitto, start_server  # noqa: E402
 SENSORS = [f"28-0000000000{i:02x}" for i in range(16)]
 
 
+def disk_dir() -> Path:
+    """Where the bench's outboxes go: the checkout's .cache on a real disk (/tmp may be a
+    tmpfs, whose writes say nothing about an SD card), made on first use."""
+    path = ROOT / ".cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 def lines(n: int) -> bytes:
     return b"".join(encode(ReadingFrame(SENSORS[i % 16], 20 + (i % 100) / 10, i, i * 10))
                     for i in range(n))
@@ -194,7 +202,7 @@ def bench_pi(seconds: float, outage_s: float) -> None:
     grow with the events it buffers, linearly) and the drain after it."""
     venv = production_agent()
     # the outbox on a real disk (this machine's /), the state file in RAM as under the unit
-    work = Path(tempfile.mkdtemp(prefix="agent-pi-", dir=ROOT / ".cache"))
+    work = Path(tempfile.mkdtemp(prefix="agent-pi-", dir=disk_dir()))
     state_dir = Path(tempfile.mkdtemp(prefix="agent-pi-state-", dir="/dev/shm"))
     broker = start_server(Mosquitto, work / "mosquitto")
     assert isinstance(broker, Mosquitto)
@@ -291,7 +299,7 @@ def bench_commit_bytes(n: int = 300) -> None:
     topic = "thermopipe/bench/pi-bench/event/x"
     results = {}
     for page_size in (4096, 1024):
-        work = Path(tempfile.mkdtemp(prefix="commit-bytes-", dir=ROOT / ".cache"))
+        work = Path(tempfile.mkdtemp(prefix="commit-bytes-", dir=disk_dir()))
         path = work / "o.db"
         if page_size != 1024:  # an outbox file from before: SQLite's default page size
             raw = sqlite3.connect(path)
@@ -551,7 +559,7 @@ def bench_publish(n: int, rounds: int) -> None:
     topics = Topics("bench")
     items = [(topics.for_event(e), e.model_dump_json().encode()) for e in events]
     max_inflight = MqttSettings().max_inflight
-    work = Path(tempfile.mkdtemp(prefix="publish-", dir=ROOT / ".cache"))  # a real disk
+    work = Path(tempfile.mkdtemp(prefix="publish-", dir=disk_dir()))  # a real disk
     broker = start_server(Mosquitto, work / "mosquitto")
     assert isinstance(broker, Mosquitto)
     runs: dict[str, list[dict[str, float]]] = {}
