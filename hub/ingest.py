@@ -357,6 +357,8 @@ class Ingest:
             self.receipts.note(held)
         self._ack(batch)
         self._count(decision.live, decision.pending, decision.duplicates, decision.dead)
+        if decision.own:  # acknowledged above, like every message of the batch
+            log.debug("ingest.own_topics_ignored", count=decision.own)
         for record in decision.dead:
             self._report_dead_letter(record)
         for outcome in decision.replays:

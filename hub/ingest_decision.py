@@ -56,6 +56,7 @@ class Screened:
     dead_seqs: list[tuple[tuple[str, str], int]] = field(default_factory=list)
     replays: list[ReplayOutcome] = field(default_factory=list)
     live: int = 0  # messages from the broker (not replays of dead letters)
+    own: int = 0   # messages on the hubs' own topics (``Topics.is_hub_topic``), left alone
 
     def event_ids(self) -> list[str]:
         return [m.event_id for _, m in self.candidates]
@@ -73,6 +74,7 @@ class Decision:
     #: per (site, device), the seqs this batch makes the hub hold: accepted, duplicates (held
     #: already) and dead letters whose seq could be read; what the hub receipts once recorded
     held: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    own: int = 0  # messages on the hubs' own topics: neither events nor dead letters
 
 
 def screen(batch: Iterable[Message], topics: Topics, max_size: int,
@@ -81,6 +83,9 @@ def screen(batch: Iterable[Message], topics: Topics, max_size: int,
     out = Screened()
     for item in batch:
         if item.replay_row is None:
+            if topics.is_hub_topic(item.topic):  # a hub's alert matching a device filter
+                out.own += 1
+                continue
             out.live += 1
         result = check_payload(topics, item.topic, item.payload, max_size)
         if not isinstance(result, Rejection):
@@ -152,7 +157,7 @@ def decide(screened: Screened, known: set[str], tracker: OrderTracker,
                                is_late(message, received, late_after_s), out_of_order,
                                received_at))
     return Decision(pending, seen, tracker.take_changes(), duplicates, screened.dead, replays,
-                    screened.live, held)
+                    screened.live, held, screened.own)
 
 
 def decide_batch(batch: Sequence[Message], topics: Topics, *, max_size: int,

@@ -84,6 +84,12 @@ class Topics:
     def __post_init__(self) -> None:
         check_levels(self.root, "topic root level")
 
+    def is_hub_topic(self, topic: str) -> bool:
+        """A topic under ``{root}/_hub/``: the hubs' own (alerts, dead letters, Home Assistant
+        states). ``{root}/_hub/alerts/event/{device}`` (a site named ``event``) matches the
+        hub's ``{root}/+/+/event/+`` filter, so the hub meets its own alerts there."""
+        return topic.startswith(self.root + "/_hub/")
+
     def event(self, site: str, device_id: str, sensor_id: str) -> str:
         return f"{self.device_prefix(site, device_id)}/event/{check_identifier(sensor_id)}"
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from tests.hub_core.helpers import (
     hub_config,
     influx_count,
     reading,
+    state_change,
     wait_until,
     write_toml,
 )
@@ -267,3 +269,29 @@ def test_a_second_client_with_the_hubs_client_id_is_reported_as_a_clash(
             intruder.disconnect()
             intruder.loop_stop()
         wait_until(hub.ingest.subscribed.is_set, 30, what="the hub back on its session")
+
+
+def test_the_hubs_own_alerts_are_not_taken_for_events_of_a_site_named_event(
+        tmp_path: Path, mosquitto, topic_root) -> None:
+    # {root}/_hub/alerts/event/d1 matches the hub's own filter {root}/+/+/event/+
+    topics = Topics(topic_root)
+    alerting = {"rules": [{"name": "bus", "notifiers": ["bus"]}],
+                "notifiers": {"bus": {"type": "mqtt"}}}
+    config = hub_config(tmp_path, mosquitto, topic_root, alerting=alerting)
+    crossing = state_change(1, "high", "normal").model_copy(update={"site": "event"})
+    alerts = Subscriber(mosquitto.host, mosquitto.port, f"{topic_root}/_hub/alerts/#")
+    dlq = Subscriber(mosquitto.host, mosquitto.port, topics.deadletter())
+    try:
+        with Hub(config) as hub:
+            wait_until(hub.ingest.subscribed.is_set, 15, what="subscribed")
+            _publish(mosquitto, [(topics.for_event(crossing), encode(crossing))])
+            wait_until(lambda: alerts.messages, 30, what="the alert published")
+            # the alert came back to the hub's own subscription; give it time to be judged
+            wait_until(lambda: hub.metrics.totals()["events_in"] >= 1, 15, what="event in")
+            time.sleep(1.5)
+            totals = hub.metrics.totals()
+    finally:
+        alerts.close()
+        dlq.close()
+    assert totals["events_in"] == 1
+    assert totals["dead_lettered"] == 0 and dlq.messages == []

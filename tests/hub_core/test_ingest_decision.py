@@ -30,7 +30,7 @@ class Msg:
 
 # one message: (kind, id number, device, sensor, seq, replay row or None, replayed flag)
 MESSAGES = st.tuples(
-    st.sampled_from(["good", "good", "good", "garbage", "spoofed"]),
+    st.sampled_from(["good", "good", "good", "garbage", "spoofed", "own"]),
     st.integers(0, 15), st.sampled_from(["d1", "d2"]), st.sampled_from(["t1", "t2"]),
     st.integers(0, 30), st.one_of(st.none(), st.integers(1, 5)), st.booleans())
 
@@ -45,6 +45,8 @@ def build(spec: tuple[str, int, str, str, int, int | None, bool]) -> tuple[Msg, 
     if kind == "spoofed":  # a device publishing as another
         other = TOPICS.for_event(event.model_copy(update={"device_id": "intruder"}))
         return Msg(other, encode(event), received, replay_row), None
+    if kind == "own":  # a hub's alert for a site named "event" (matches t/+/+/event/+)
+        return Msg(f"t/_hub/alerts/event/{device}", encode(event), received, replay_row), None
     return Msg(topic, encode(event), received, replay_row), event.event_id
 
 
@@ -69,7 +71,8 @@ def test_every_message_ends_in_exactly_one_place(
                             tracker=OrderTracker(marks), known_ids=known_ids,
                             new_id=lambda: f"dl{next(ids)}")
     good = [(m, eid) for m, eid in built if eid is not None]
-    live = [m for m in batch if m.replay_row is None]
+    own = [m for m in batch if m.replay_row is None and TOPICS.is_hub_topic(m.topic)]
+    live = [m for m in batch if m.replay_row is None and not TOPICS.is_hub_topic(m.topic)]
     replay_items = [m for m in batch if m.replay_row is not None]
 
     # the journal is asked once, for exactly the decodable messages' ids
@@ -79,6 +82,7 @@ def test_every_message_ends_in_exactly_one_place(
     live_dups = decision.duplicates - sum(
         1 for o in decision.replays if o.reason == "accepted on replay (already stored)")
     assert decision.live == len(live)
+    assert decision.own == len(own)  # the hubs' own topics: neither events nor dead letters
     assert len(decision.dead) == len(live) - live_good
     assert len(decision.replays) == len(replay_items)
     assert sum(o.accepted for o in decision.replays) == sum(
