@@ -1,7 +1,7 @@
 """Edge agent benchmark: each figure beside a baseline measured in the same run.
 
     python3 bench/agent_bench.py [--readings 20000] [--messages 20000] [--pi-seconds 120]
-                                 [--outage-seconds 60] [--pi-only]
+                                 [--outage-seconds 60] [--pi-only] [--pi-tls]
 
 1. processing cost per reading: protocol decode + frame mapping + SensorDecider + stamping,
    against a bare loop that only decodes the same protocol lines (FrameDecoder);
@@ -126,6 +126,8 @@ BARE_PAHO = """
 import sys, time, paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bare-baseline", protocol=mqtt.MQTTv5)
+if len(sys.argv) > 2:  # TLS and a password, as the agent connects with --pi-tls
+    c.tls_set(ca_certs=sys.argv[2]); c.username_pw_set(sys.argv[3], sys.argv[4])
 c.connect("127.0.0.1", int(sys.argv[1])); c.loop_start()
 payload = b'{"kind":"reading","value":20.125,"unit":"degC","seq":0,"event_id":"' + b"0" * 32 + b'"}'
 next_at = time.monotonic()
@@ -168,18 +170,23 @@ def production_agent() -> Path:
         return make_role_env(wheel, "agent", where).venv
 
 
-def pi_config(work: Path, port: int, state_dir: Path, w1_dirs: list[Path]) -> Path:
+def pi_config(work: Path, port: int, state_dir: Path, w1_dirs: list[Path],
+              tls: tuple[Path, str, Path] | None = None) -> Path:
     """16 DS18B20s on two 1-Wire buses (8 each), each read once a second, with the shipped
     example's rules (deadband 0.5, report every 300 s, summaries every 60 s), outbox defaults."""
     sources = "".join(f'[[sources]]\nkind = "onewire"\nname = "bus{i}"\nw1_dir = "{d}"\n'
                       f'interval_s = 1.0\n\n' for i, d in enumerate(w1_dirs))
     cfg = work / "agent.toml"
+    secured = ""
+    if tls is not None:  # (CA file, username, password file)
+        secured = (f'username = "{tls[1]}"\npassword = "file:{tls[2]}"\n'
+                   f'[mqtt.tls]\nca_file = "{tls[0]}"\n')
     cfg.write_text(
         f'site = "bench"\ndevice_id = "pi-bench"\nstate_file = "{state_dir}/agent-state.json"\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ntopic_root = "bench"\n'
         # no hub in this bench: events leave the outbox at the broker's PUBACK (with "auto" they
         # would wait up to receipt_detect_s for a receipt, and the drain would never end)
-        f'receipts = "off"\n'
+        f'receipts = "off"\n{secured}'
         f'[outbox]\npath = "{work}/outbox.db"\n'
         f'[defaults]\ndeadband = 0.5\nreport_every_s = 300.0\nsummary_interval_s = 60.0\n\n'
         f'{sources}')
@@ -194,18 +201,35 @@ def w1_scenario(work: Path, bus: int) -> Path:
     return scen
 
 
-def bench_pi(seconds: float, outage_s: float) -> None:
+def bench_pi(seconds: float, outage_s: float, tls: bool = False) -> None:
     """The agent from a production install, 16 sensors x 1 Hz, against a private Mosquitto:
     resident memory and CPU against a bare paho publisher (same venv, same broker, 16 QoS-1
     messages/s), bytes written to disk per hour (/proc/PID/io write_bytes), then the same during
     a broker outage of ``outage_s`` seconds (extrapolated to 10 minutes: the writes of an outage
-    grow with the events it buffers, linearly) and the drain after it."""
+    grow with the events it buffers, linearly) and the drain after it. With ``tls`` both connect
+    over TLS with a password (the broker's certificate from a test CA), as deploy/ recommends."""
     venv = production_agent()
     # the outbox on a real disk (this machine's /), the state file in RAM as under the unit
     work = Path(tempfile.mkdtemp(prefix="agent-pi-", dir=disk_dir()))
     state_dir = Path(tempfile.mkdtemp(prefix="agent-pi-state-", dir="/dev/shm"))
-    broker = start_server(Mosquitto, work / "mosquitto")
-    assert isinstance(broker, Mosquitto)
+    secured: tuple[Path, str, Path] | None = None
+    base_args: list[str] = []
+    if tls:
+        from tests.e2e.tls import make_tls_broker
+
+        password = uuid.uuid4().hex
+        tls_broker = make_tls_broker(
+            lambda **kw: start_server(Mosquitto, work / "mosquitto", **kw), work / "tls",
+            {"pi-bench": password, "bare-baseline": password})
+        broker, port = tls_broker.broker, tls_broker.tls_port
+        pw_file = work / "mqtt-password"
+        pw_file.write_text(password)
+        secured = (tls_broker.ca_file, "pi-bench", pw_file)
+        base_args = [str(tls_broker.ca_file), "bare-baseline", password]
+    else:
+        started = start_server(Mosquitto, work / "mosquitto")
+        assert isinstance(started, Mosquitto)
+        broker, port = started, started.port
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(PYTHONDONTWRITEBYTECODE="1", MALLOC_ARENA_MAX="2")  # as the unit runs it
     # the kernel's 1-Wire sysfs tree, simulated in RAM by firmware-sim (a process of its own)
@@ -216,11 +240,11 @@ def bench_pi(seconds: float, outage_s: float) -> None:
             for bus, d in enumerate(w1_dirs)]
     wait_for(lambda: sum(len(list(d.glob("28-*/w1_slave"))) for d in w1_dirs) == 16, 30,
              "the 1-Wire trees")
-    cfg = pi_config(work, broker.port, state_dir, w1_dirs)
+    cfg = pi_config(work, port, state_dir, w1_dirs, secured)
     log = (work / "agent.log").open("wb")
     agent = subprocess.Popen([str(venv / "bin" / "edge-agent"), "run", "-c", str(cfg)],
                              stdout=subprocess.DEVNULL, stderr=log, env=env)
-    base = subprocess.Popen([str(venv / "bin" / "python"), "-c", BARE_PAHO, str(broker.port)],
+    base = subprocess.Popen([str(venv / "bin" / "python"), "-c", BARE_PAHO, str(port), *base_args],
                             env=env)
     state_file = state_dir / "agent-state.json"
     try:
@@ -249,7 +273,7 @@ def bench_pi(seconds: float, outage_s: float) -> None:
         commits = s1["outbox"]["commits"] - s0["outbox"]["commits"]
         hour = 3600 / elapsed
         a, b = max(rss_a) / 1024, max(rss_b) / 1024
-        print(f"production install     : {venv}")
+        print(f"production install     : {venv}{'  (over TLS, with a password)' if tls else ''}")
         print(f"resident memory        : agent (16 sensors x 1 Hz, {elapsed:.0f} s, max) "
               f"{a:6.1f} MiB | bare paho publisher {b:6.1f} MiB | ratio {a / b:5.2f}x")
         print(f"CPU, one core          : agent {cpu_a:6.2f} % | bare paho publisher (16 msg/s) "
@@ -622,6 +646,9 @@ def main() -> None:
                         help="the broker outage measured (extrapolated to 10 minutes)")
     parser.add_argument("--pi-only", action="store_true",
                         help="only the production-install run (memory, CPU, disk writes)")
+    parser.add_argument("--pi-tls", action="store_true",
+                        help="the production-install run over TLS with a password (both the "
+                             "agent and the bare publisher)")
     args = parser.parse_args()
     configure_logs("warning")  # the figures on stdout; only problems on stderr
     print(f"edge agent benchmark (python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
@@ -633,7 +660,7 @@ def main() -> None:
         bench_outbox(args.readings)
         bench_publish(args.messages, args.rounds)
     bench_commit_bytes()
-    bench_pi(args.pi_seconds, args.outage_seconds)
+    bench_pi(args.pi_seconds, args.outage_seconds, tls=args.pi_tls)
 
 
 if __name__ == "__main__":
