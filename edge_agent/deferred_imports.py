@@ -8,6 +8,10 @@ bench/README.md has the figures):
   with it, only when PySocks is installed, which the agent's install is not;
 - ``secrets`` and ``hashlib`` (and with them OpenSSL's libcrypto): pydantic uses ``secrets`` only
   to compare two ``SecretStr``, paho ``hashlib`` only for a WebSocket handshake;
+- ``importlib.metadata`` (with ``email``, ``zipfile``, ``csv`` and ``tempfile``: 1.6 MB):
+  pydantic's plugin loader binds ``entry_points`` from it at import and calls it when the first
+  model is built, to look for pydantic plugins; the agent has none and says so
+  (``PYDANTIC_DISABLE_PLUGINS``), and its version is read without it (``schemas/version.py``);
 - ``ssl`` (and libssl), when the config has no ``[mqtt.tls]``: paho imports it at its top and
   names its exceptions in the ``except`` clauses around every socket call. Without TLS no SSL
   socket exists, so none of those can be raised: until the real module loads, the stand-in
@@ -19,8 +23,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 import threading
+from collections.abc import Callable
 from types import ModuleType
 
 #: the ``ssl`` exceptions paho (and sockets code in general) name in ``except`` clauses
@@ -85,12 +91,44 @@ class _DeferredSsl(_Deferred):
         return super().__getattr__(attr)
 
 
+class _DeferredMetadata(_Deferred):
+    """``importlib.metadata``: ``from importlib.metadata import entry_points`` binds a function
+    that loads the real module when it is called, not when it is imported."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        # ``from package import name`` reads ``__path__`` first (may ``name`` be a submodule?);
+        # answered from the spec, so that reading it does not load the package
+        if self.__spec__ is not None and self.__spec__.submodule_search_locations is not None:
+            self.__path__ = list(self.__spec__.submodule_search_locations)
+
+    def __getattr__(self, attr: str) -> object:
+        if self.__dict__["_deferred_real"] is None and attr in METADATA_FUNCTIONS:
+            load: Callable[[str], Callable[..., object]] = super().__getattr__  # type: ignore[assignment]
+
+            def call(*args: object, **kwargs: object) -> object:
+                return load(attr)(*args, **kwargs)
+
+            call.__name__ = call.__qualname__ = attr
+            return call
+        return super().__getattr__(attr)
+
+
+#: the functions of ``importlib.metadata`` that others bind at import and call later
+METADATA_FUNCTIONS = frozenset({
+    "entry_points", "version", "distribution", "distributions", "metadata", "requires", "files",
+    "packages_distributions"})
+
+
 def defer_unused() -> None:
     """What ``edge-agent`` leaves unloaded until used (see the module's docstring); called
     before pydantic and paho are imported."""
     for name in ("asyncio", "urllib.request", "secrets", "hashlib"):
         defer_import(name)
     defer_import("ssl", _DeferredSsl)
+    # no pydantic plugins in the agent: pydantic then never lists the installed packages
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    defer_import("importlib.metadata", _DeferredMetadata)
 
 
 def load_ssl() -> None:

@@ -120,6 +120,27 @@ def test_without_tls_the_agent_loads_neither_ssl_nor_hashlib_nor_openssl() -> No
     assert out.splitlines() == ["[]", "[]"]
 
 
+def test_the_agent_reads_its_version_and_builds_models_without_importlib_metadata() -> None:
+    # importlib.metadata brings email, zipfile and csv: 1.6 MB; pydantic's plugin loader binds
+    # entry_points from it at import, and the agent's birth carries the installed version
+    out = python("""
+        import sys
+        from edge_agent.deferred_imports import defer_unused
+        defer_unused()
+        import edge_agent.cli, edge_agent.agent, edge_agent.config
+        from schemas.models import ReadingEvent
+        from pydantic import create_model
+        create_model("Fresh", x=(int, 1))(x=2)  # a model built after start-up too
+        print(edge_agent.agent.AGENT_VERSION, type(sys.modules["importlib.metadata"]).__name__,
+              sorted(m for m in ("email", "zipfile", "csv") if m in sys.modules))
+        from importlib.metadata import entry_points, version  # still there when called
+        print(version("thermopipe") == edge_agent.agent.AGENT_VERSION,
+              type(sys.modules["importlib.metadata"]).__name__)
+    """)
+    from importlib.metadata import version
+    assert out.splitlines() == [f"{version('thermopipe')} _DeferredMetadata []", "True module"]
+
+
 def test_the_ssl_stand_in_names_exceptions_nothing_raises_until_ssl_is_used() -> None:
     out = python("""
         import sys
