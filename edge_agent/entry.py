@@ -2,7 +2,8 @@
 
 A process started here is the agent and nothing else, so before anything imports pydantic or
 paho it leaves the modules the agent never uses unloaded (``edge_agent/deferred_imports.py``:
-OpenSSL, asyncio, urllib.request; about 6 MiB of resident memory on a Pi). Importing
+OpenSSL without TLS, asyncio, urllib.request, importlib.metadata; about 7 MiB of resident
+memory on a Pi). Importing
 ``edge_agent.cli`` anywhere else (tests, other programs) changes nothing in that process.
 """
 

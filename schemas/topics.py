@@ -88,7 +88,12 @@ class Topics:
         """A topic under ``{root}/_hub/``: the hubs' own (alerts, dead letters, Home Assistant
         states). ``{root}/_hub/alerts/event/{device}`` (a site named ``event``) matches the
         hub's ``{root}/+/+/event/+`` filter, so the hub meets its own alerts there."""
-        return topic.startswith(self.root + "/_hub/")
+        return topic.startswith(self.hub_prefix + "/")
+
+    @property
+    def hub_prefix(self) -> str:
+        """``{root}/_hub``: where the hubs publish (devices' ids never start with ``_``)."""
+        return f"{self.root}/_hub"
 
     def event(self, site: str, device_id: str, sensor_id: str) -> str:
         return f"{self.device_prefix(site, device_id)}/event/{check_identifier(sensor_id)}"
@@ -111,20 +116,20 @@ class Topics:
         return f"{self.device_prefix(site, device_id)}/cmd/{check_identifier(command, 'command')}"
 
     def alerts(self, site: str, device_id: str) -> str:
-        return f"{self.root}/_hub/alerts/{check_identifier(site)}/{check_identifier(device_id)}"
+        return f"{self.hub_prefix}/alerts/{check_identifier(site)}/{check_identifier(device_id)}"
 
     def for_alert(self, alert: Alert) -> str:
         return self.alerts(alert.site, alert.device_id)
 
     def deadletter(self) -> str:
-        return f"{self.root}/_hub/deadletter"
+        return f"{self.hub_prefix}/deadletter"
 
     def ha_state(self, site: str, device_id: str, sensor_id: str) -> str:
-        return (f"{self.root}/_hub/ha/{check_identifier(site, 'site')}/"
+        return (f"{self.hub_prefix}/ha/{check_identifier(site, 'site')}/"
                 f"{check_identifier(device_id, 'device id')}/{check_identifier(sensor_id)}")
 
     def ha_status(self) -> str:
-        return f"{self.root}/_hub/ha/availability"
+        return f"{self.hub_prefix}/ha/availability"
 
     @staticmethod
     def ha_config(prefix: str, node_id: str, object_id: str) -> str:

@@ -22,8 +22,7 @@ def _version_from_metadata_file() -> str | None:
         for name in names:
             if name.endswith(".dist-info") and name.startswith(f"{DIST}-"):
                 path = os.path.join(folder, name, "METADATA")
-            elif name in (f"{DIST}.egg-info",) or (
-                    name.endswith(".egg-info") and name.startswith(f"{DIST}-")):
+            elif name.endswith(".egg-info") and name.startswith((f"{DIST}-", f"{DIST}.")):
                 path = os.path.join(folder, name, "PKG-INFO")
             else:
                 continue
