@@ -74,12 +74,19 @@ class Publisher:
             raise TimeoutError("publisher could not connect")
         self._max = max_in_flight
 
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False,
+                timeout: float = 120) -> None:
+        """One QoS-1 publish, not waiting for its PUBACK. Every publish must take a permit: the
+        PUBACK gives one back, and a permit given back that was never taken raises in paho's
+        thread and ends it (a test then waited in vain for the next message)."""
+        if not self._sem.acquire(timeout=timeout):
+            raise TimeoutError("publisher stalled")
+        self.client.publish(topic, payload, qos=1, retain=retain)
+
     def publish_all(self, messages: Iterable[tuple[str, bytes]], timeout: float = 120) -> int:
         count = 0
         for topic, payload in messages:
-            if not self._sem.acquire(timeout=timeout):
-                raise TimeoutError("publisher stalled")
-            self.client.publish(topic, payload, qos=1)
+            self.publish(topic, payload, timeout=timeout)
             count += 1
         self.flush(timeout)
         return count

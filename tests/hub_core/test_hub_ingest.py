@@ -204,7 +204,7 @@ def test_status_messages_pass_through_the_journal(tmp_path: Path, mosquitto, top
         wait_until(hub.ingest.subscribed.is_set, 15, what="subscribed")
         pub = Publisher(mosquitto.host, mosquitto.port)
         try:
-            pub.client.publish(topics.for_status(status), encode(status), qos=1, retain=True)
+            pub.publish(topics.for_status(status), encode(status), retain=True)
             pub.flush()
         finally:
             pub.close()

@@ -30,9 +30,9 @@ def test_stop_wakes_a_paced_consumer_waiting_for_a_batch_to_fill(
         with hub:
             wait_until(hub.ingest.subscribed.is_set, 15, what="subscribed")
             first, second = reading(1), reading(2)
-            pub.client.publish(topics.for_event(first), encode(first), qos=1)
+            pub.publish(topics.for_event(first), encode(first))
             paced.wait(first.event_id, 10)  # the first goes at once; the second is paced
-            pub.client.publish(topics.for_event(second), encode(second), qos=1)
+            pub.publish(topics.for_event(second), encode(second))
             wait_until(lambda: hub.journal.last_offset >= 2, 10, what="second journaled")
         # stopped within the runner's 10 s join, not after the 60 s pacing: nothing left running
         assert [r.consumer.name for r in hub.runners if r._thread.is_alive()] == []

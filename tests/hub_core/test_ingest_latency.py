@@ -68,7 +68,7 @@ def test_a_lone_event_is_handed_over_without_waiting_for_a_batch(
             for seq in range(1, 21):
                 event = reading(seq)
                 t0 = time.perf_counter()
-                pub.client.publish(topics.for_event(event), encode(event), qos=1)
+                pub.publish(topics.for_event(event), encode(event))
                 took.append(fast.wait(event.event_id, 10) - t0)
                 time.sleep(0.02)
             # the first event after a quiet spell reaches a paced consumer at once, not after
@@ -91,9 +91,9 @@ def test_a_paced_consumer_gets_partial_batches_at_most_once_per_max_wait(
         with Hub(config, extra_consumers=[paced]) as hub:
             wait_until(hub.ingest.subscribed.is_set, 15, what="subscribed")
             first, second = reading(1), reading(2)
-            pub.client.publish(topics.for_event(first), encode(first), qos=1)
+            pub.publish(topics.for_event(first), encode(first))
             t_first = paced.wait(first.event_id, 10)
-            pub.client.publish(topics.for_event(second), encode(second), qos=1)
+            pub.publish(topics.for_event(second), encode(second))
             t_second = paced.wait(second.event_id, 10)
     finally:
         pub.close()
