@@ -185,7 +185,11 @@ def test_tls_and_per_device_passwords_end_to_end(
     assert good.stop() == 0
     left = _outbox_ids(tmp_path / "pi-01-outbox.db")
     assert len(left) == outbox_state(tmp_path / "pi-01-outbox.db")["pending"]
+    connects = good.log_text().count("mqtt.connected")
     good.start()
+    # connected again (so it is past its start-up, where a SIGTERM ends it as a signal does)
+    wait_until(lambda: good.log_text().count("mqtt.connected") > connects, 60,
+               "pi-01 to connect again")
     wait_until(lambda: left <= {r["event_id"] for r in stored("pi-01")}, 60,
                "the events left in pi-01's outbox to reach the hub after a restart")
     assert good.stop() == 0
