@@ -288,8 +288,12 @@ def test_two_hub_workers_with_their_own_accounts_share_the_load(
     topics = Topics("thermopipe")
     events = [reading(i, site=SITE_A, device=DEV_A, sensor=f"t{i % 2}") for i in range(1, n + 1)]
     with _hub_process(config, log, accounts["hub"], "--workers", "2"):
-        wait_until(lambda: log.read_text().count("mqtt.connected") >= 2, 30,
-                   what="both workers connected")
+        try:
+            wait_until(lambda: log.read_text().count("mqtt.connected") >= 2, 30,
+                       what="both workers connected")
+        except AssertionError as exc:  # say why: the hub's and the broker's own words
+            raise AssertionError(f"{exc}\nhub log:\n{log.read_text()[-4000:]}\nbroker log:\n"
+                                 f"{broker_log.text()[-3000:]}") from None
         wait_until(lambda: all(f"as hub-w{i}-ha (" in broker_log.text() for i in (0, 1)), 30,
                    what="both workers' Home Assistant connections")
         pub = SyncClient(server.host, server.port, DEV_A, accounts[DEV_A])
