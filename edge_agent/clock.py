@@ -3,14 +3,17 @@
 A Raspberry Pi has no real-time clock: until NTP (systemd-timesyncd, chrony, ntpd) sets the time,
 events carry wrong times, so each event says whether the clock was synchronised when it was made.
 
-How we ask, cheapest first:
+How we ask, cheapest first (each probe's modules are imported only when it runs: ctypes and
+subprocess cost about 0.5 MB of resident memory, which a Pi with timesyncd never needs):
 
-1. ``adjtimex(2)`` through ctypes (no process spawned): the kernel reports ``TIME_ERROR`` or the
+1. ``/run/systemd/timesync/synchronized`` exists: systemd-timesyncd (Raspberry Pi OS's time
+   daemon) has synchronised the clock since boot. A file test, no syscall beyond ``stat``; it is
+   also the only probe that works under the systemd unit, whose ``ProtectClock=yes`` denies
+   ``adjtimex(2)`` even to read (EPERM). A missing file says nothing (chrony, ntpd, or not yet).
+2. ``adjtimex(2)`` through ctypes (no process spawned): the kernel reports ``TIME_ERROR`` or the
    ``STA_UNSYNC`` status bit while no time daemon has disciplined the clock. This is what chrony,
-   ntpd and systemd-timesyncd all maintain, and what ``timedatectl`` itself reads.
-2. ``/run/systemd/timesync/synchronized`` exists: systemd-timesyncd (Raspberry Pi OS's time
-   daemon) has synchronised the clock. Needed under the systemd unit, whose ``ProtectClock=yes``
-   denies ``adjtimex(2)`` even to read (EPERM); a missing file says nothing (chrony, ntpd).
+   ntpd and systemd-timesyncd all maintain, and what ``timedatectl`` itself reads. Once denied
+   (EPERM, the unit), it is not asked again.
 3. ``timedatectl show -p NTPSynchronized --value`` (a process spawned: the last resort).
 4. Otherwise ``False``: an unknown clock is treated as unsynchronised, never the reverse.
 
@@ -19,12 +22,11 @@ The answer is cached for :data:`CACHE_S` seconds.
 
 from __future__ import annotations
 
-import ctypes
+import errno
 import os
-import shutil
-import subprocess
 import threading
 import time
+from typing import Any
 
 import structlog
 
@@ -35,51 +37,66 @@ TIME_ERROR = 5          # adjtimex() return value: the clock is not synchronised
 STA_UNSYNC = 0x0040     # status bit: "clock unsynchronized"
 
 
-class _Timex(ctypes.Structure):
-    # struct timex from <sys/timex.h>: the leading fields we read, then generous padding for the
-    # rest (the kernel writes the whole struct; 11 reserved ints at the end on every ABI).
-    _fields_ = [
-        ("modes", ctypes.c_uint),
-        ("offset", ctypes.c_long),
-        ("freq", ctypes.c_long),
-        ("maxerror", ctypes.c_long),
-        ("esterror", ctypes.c_long),
-        ("status", ctypes.c_int),
-        ("_rest", ctypes.c_byte * 512),
-    ]
-
-
 def synced_from_adjtimex(result: int, status: int) -> bool:
     """The kernel's answer -> synchronised? (pure: tested without a kernel)."""
     return result >= 0 and result != TIME_ERROR and not status & STA_UNSYNC
 
 
 TIMESYNCD_FLAG = "/run/systemd/timesync/synchronized"
-_libc: ctypes.CDLL | None = None
-
-
-def _adjtimex() -> bool | None:
-    global _libc
-    try:
-        if _libc is None:
-            # the C library this process already has (find_library would run ldconfig, a
-            # process spawned on every probe)
-            _libc = ctypes.CDLL(None, use_errno=True)
-        libc = _libc
-        tx = _Timex()  # modes = 0: read only, needs no privilege
-        result = int(libc.adjtimex(ctypes.byref(tx)))
-    except (OSError, AttributeError):
-        return None
-    if result < 0:
-        return None
-    return synced_from_adjtimex(result, int(tx.status))
 
 
 def _timesyncd() -> bool | None:
     return True if os.path.exists(TIMESYNCD_FLAG) else None
 
 
+class _Adjtimex:
+    """``adjtimex(2)`` read-only, through ctypes imported on the first call."""
+
+    def __init__(self) -> None:
+        self._call: Any = None      # (libc.adjtimex, struct timex type) once loaded
+        self.denied = False         # EPERM once (ProtectClock): never asked again
+
+    def __call__(self) -> bool | None:
+        if self.denied:
+            return None
+        try:
+            import ctypes
+
+            if self._call is None:
+                class Timex(ctypes.Structure):
+                    # struct timex from <sys/timex.h>: the leading fields we read, then generous
+                    # padding (the kernel writes the whole struct; 11 reserved ints at its end)
+                    _fields_ = [
+                        ("modes", ctypes.c_uint),
+                        ("offset", ctypes.c_long),
+                        ("freq", ctypes.c_long),
+                        ("maxerror", ctypes.c_long),
+                        ("esterror", ctypes.c_long),
+                        ("status", ctypes.c_int),
+                        ("_rest", ctypes.c_byte * 512),
+                    ]
+
+                # the C library this process already has (find_library would run ldconfig, a
+                # process spawned on every probe)
+                self._call = (ctypes.CDLL(None, use_errno=True).adjtimex, Timex)
+            adjtimex, timex = self._call
+            tx = timex()  # modes = 0: read only, needs no privilege
+            result = int(adjtimex(ctypes.byref(tx)))
+        except (OSError, AttributeError, ImportError):
+            return None
+        if result < 0:
+            self.denied = ctypes.get_errno() in (errno.EPERM, errno.EACCES, errno.ENOSYS)
+            return None
+        return synced_from_adjtimex(result, int(tx.status))
+
+
+_adjtimex = _Adjtimex()
+
+
 def _timedatectl() -> bool | None:
+    import shutil
+    import subprocess
+
     exe = shutil.which("timedatectl")
     if exe is None:
         return None
@@ -98,7 +115,7 @@ _cached: tuple[float, bool] | None = None
 
 def read_sync_status() -> bool:
     """Ask the system now (uncached)."""
-    for probe in (_adjtimex, _timesyncd, _timedatectl):
+    for probe in (_timesyncd, _adjtimex, _timedatectl):
         answer = probe()
         if answer is not None:
             return answer

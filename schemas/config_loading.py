@@ -11,7 +11,6 @@ credential), and its value is a ``SecretStr`` that prints as ``**********`` in l
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -135,6 +134,8 @@ def _unknown_key(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> s
     if model is not None:
         for candidate in _models_at(model, loc[:-1]):
             known.extend(n for n in candidate.model_fields if n not in known)
+    import difflib  # only for a config with a mistake in it (0.15 MB a running agent never needs)
+
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown key {key!r}{hint}"

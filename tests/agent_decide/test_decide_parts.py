@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import statistics
+from collections import deque
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edge_agent.decide import Smoothing
 from edge_agent.decide.deadband import Reporter
 from edge_agent.decide.faults import FaultEpisodes, FaultTransition
 from edge_agent.decide.rate import RateTracker, slope_per_min
-from edge_agent.decide.smoothing import Smoother
+from edge_agent.decide.smoothing import Smoother, median
 from edge_agent.decide.stale import StaleWatch
 from edge_agent.decide.summary import Summary, SummaryWindows
 
@@ -21,6 +26,12 @@ def test_median_smoothing_removes_a_spike_and_mean_averages() -> None:
     mean.clear()
     assert mean.add(10.0) == 10.0
     assert Smoother(None).add(3.5) == 3.5
+
+
+@given(st.lists(st.floats(-60, 150, allow_nan=False), min_size=1, max_size=40))
+def test_median_is_the_statistics_median(values: list[float]) -> None:
+    assert median(deque(values)) == pytest.approx(statistics.median(values))
+    assert isinstance(median(deque(values)), float)
 
 
 def test_fault_episodes_one_active_per_episode_and_matching_recoveries() -> None:

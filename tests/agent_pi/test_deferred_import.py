@@ -171,3 +171,44 @@ def test_a_tls_config_loads_the_real_ssl_before_paho_sees_it() -> None:
         print(type(sys.modules["ssl"]).__name__, client.ssl.SSLError is sys.modules["ssl"].SSLError)
     """)
     assert out.splitlines() == ["module True"]
+
+
+def test_the_clock_probe_loads_ctypes_and_subprocess_only_when_it_needs_them(tmp_path) -> None:
+    # a Pi with systemd-timesyncd: its flag file answers, nothing else is imported
+    flag = tmp_path / "synchronized"
+    flag.write_text("")
+    out = python(f"""
+        import sys
+        sys.modules["rich"] = None  # as installed: no rich (the dev tools' structlog imports it)
+        from edge_agent.deferred_imports import defer_unused
+        defer_unused()  # as edge-agent runs (asyncio imports subprocess)
+        from edge_agent import clock
+        assert "ctypes" not in sys.modules and "subprocess" not in sys.modules
+        clock.TIMESYNCD_FLAG = {str(flag)!r}
+        print(clock.read_sync_status(), "ctypes" in sys.modules, "subprocess" in sys.modules)
+    """)
+    assert out.split() == ["True", "False", "False"]
+
+
+def test_adjtimex_denied_is_not_asked_again() -> None:
+    # under the unit ProtectClock makes adjtimex(2) fail with EPERM: remembered, then the next
+    # probe (timedatectl) answers
+    out = python("""
+        import ctypes, errno
+        from edge_agent import clock
+
+        class Timex(ctypes.Structure):
+            _fields_ = [("status", ctypes.c_int)]
+
+        calls = []
+
+        def denied(ref):
+            calls.append(1)
+            ctypes.set_errno(errno.EPERM)
+            return -1
+
+        probe = clock._Adjtimex()
+        probe._call = (denied, Timex)
+        print(probe(), probe(), len(calls), probe.denied)
+    """)
+    assert out.split() == ["None", "None", "1", "True"]
