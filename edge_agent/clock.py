@@ -49,12 +49,34 @@ def _timesyncd() -> bool | None:
     return True if os.path.exists(TIMESYNCD_FLAG) else None
 
 
+def _load_adjtimex() -> tuple[Any, Any]:
+    """(libc's ``adjtimex``, the ``struct timex`` type), importing ctypes now."""
+    import ctypes
+
+    class Timex(ctypes.Structure):
+        # struct timex from <sys/timex.h>: the leading fields we read, then generous padding
+        # (the kernel writes the whole struct; 11 reserved ints at its end on every ABI)
+        _fields_ = [
+            ("modes", ctypes.c_uint),
+            ("offset", ctypes.c_long),
+            ("freq", ctypes.c_long),
+            ("maxerror", ctypes.c_long),
+            ("esterror", ctypes.c_long),
+            ("status", ctypes.c_int),
+            ("_rest", ctypes.c_byte * 512),
+        ]
+
+    # the C library this process already has (find_library would run ldconfig, a process
+    # spawned on every probe)
+    return ctypes.CDLL(None, use_errno=True).adjtimex, Timex
+
+
 class _Adjtimex:
     """``adjtimex(2)`` read-only, through ctypes imported on the first call."""
 
     def __init__(self) -> None:
-        self._call: Any = None      # (libc.adjtimex, struct timex type) once loaded
-        self.denied = False         # EPERM once (ProtectClock): never asked again
+        self._call: tuple[Any, Any] | None = None  # _load_adjtimex()'s answer, once asked
+        self.denied = False                         # EPERM once (ProtectClock): never again
 
     def __call__(self) -> bool | None:
         if self.denied:
@@ -63,22 +85,7 @@ class _Adjtimex:
             import ctypes
 
             if self._call is None:
-                class Timex(ctypes.Structure):
-                    # struct timex from <sys/timex.h>: the leading fields we read, then generous
-                    # padding (the kernel writes the whole struct; 11 reserved ints at its end)
-                    _fields_ = [
-                        ("modes", ctypes.c_uint),
-                        ("offset", ctypes.c_long),
-                        ("freq", ctypes.c_long),
-                        ("maxerror", ctypes.c_long),
-                        ("esterror", ctypes.c_long),
-                        ("status", ctypes.c_int),
-                        ("_rest", ctypes.c_byte * 512),
-                    ]
-
-                # the C library this process already has (find_library would run ldconfig, a
-                # process spawned on every probe)
-                self._call = (ctypes.CDLL(None, use_errno=True).adjtimex, Timex)
+                self._call = _load_adjtimex()
             adjtimex, timex = self._call
             tx = timex()  # modes = 0: read only, needs no privilege
             result = int(adjtimex(ctypes.byref(tx)))

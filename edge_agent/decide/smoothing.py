@@ -33,7 +33,6 @@ class Smoother:
         self._window.clear()
 
 
-
 def median(values: Iterable[float]) -> float:
     """The median (the mean of the middle two for an even count), as ``statistics.median``;
     written here because that module and what it imports (random, fractions, decimal) cost a
