@@ -40,12 +40,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from hub.consumers.base import Envelope, JournalEntry, LocalRecord
 from hub.records import DeadRecord, Point
 from hub.validate import Accepted
 from schemas.codec import decode
 from schemas.errors import ThermopipeError
 from schemas.models import DataLoss, DeviceStatus, SensorEvent
+from schemas.supervision import describe
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -74,6 +77,7 @@ CREATE TABLE IF NOT EXISTS loss_state (device TEXT PRIMARY KEY, state TEXT NOT N
 INSERT_CHUNK = 256
 TAIL_CAPACITY = 6_000  # decoded envelopes kept at most for consumers that lag (memory)
 TAIL_SLACK = 1_000  # trimmed by whole slices, not one entry at a time
+log = structlog.get_logger("hub.journal")
 LOCAL_KIND = "_local_point"  # the journal ``kind`` of a LocalRecord (no event kind starts with _)
 
 
@@ -249,13 +253,7 @@ class Journal:
                 insert_rows(conn, "INSERT INTO seq_high",
                             [(d, s, q) for (d, s), q in seq_marks.items()],
                             " ON CONFLICT(device, sensor) DO UPDATE SET seq=MAX(seq, excluded.seq)")
-            if dead:
-                now = time.time()
-                conn.executemany(
-                    "INSERT INTO dead_letters (dead_letter_id, received_at, topic, "
-                    "reason_code, reason, payload, updated_at) VALUES (?,?,?,?,?,?,?)",
-                    [(d.dead_letter_id, _ts(d.received_at), d.topic, d.reason_code, d.reason,
-                      d.payload, now) for d in dead])
+            self._insert_dead(dead)
             if replays:
                 now = time.time()
                 conn.executemany(
@@ -267,6 +265,41 @@ class Journal:
                       now, r.row_id) for r in replays])
         self._publish(envelopes)
         return envelopes
+
+    def _insert_dead(self, dead: Sequence[DeadRecord]) -> None:
+        """Dead letters into the store (inside a transaction of the caller's)."""
+        if dead:
+            now = time.time()
+            self._conn.executemany(
+                "INSERT INTO dead_letters (dead_letter_id, received_at, topic, "
+                "reason_code, reason, payload, updated_at) VALUES (?,?,?,?,?,?,?)",
+                [(d.dead_letter_id, _ts(d.received_at), d.topic, d.reason_code, d.reason,
+                  d.payload, now) for d in dead])
+
+    def add_dead_letters(self, dead: Sequence[DeadRecord]) -> None:
+        """Dead letters made outside ingest (a consumer's poison event), committed now."""
+        if not dead:
+            return
+        with self._write_lock, self._transaction("add dead letters to"):
+            self._insert_dead(dead)
+
+    def _quarantine_rows(self, rows: Sequence[tuple[int, str, bytes, float, str]]) -> None:
+        """Journal rows that cannot be read back: each becomes a dead letter (reason kept,
+        ``hub dlq`` shows it) and leaves the journal, in one transaction, so no consumer and no
+        restart reads it into the same failure again. ``rows``: (offset, topic, payload,
+        received_at, reason)."""
+        dead = [DeadRecord.refused(f"journal-{self.path.stem}-{offset}",
+                                   _dt(received_at), topic, payload,
+                                   reason_code="unreadable_record",
+                                   reason=f"journal row {offset} cannot be read back: {reason}")
+                for offset, topic, payload, received_at, reason in rows]
+        with self._write_lock, self._transaction("quarantine unreadable rows of"):
+            self._insert_dead(dead)
+            self._conn.executemany("DELETE FROM journal WHERE offset=?",
+                                   [(r[0],) for r in rows])
+        for offset, _topic, _payload, _at, reason in rows:
+            log.error("journal.row_quarantined", offset=offset, reason=reason,
+                      meaning="moved to the dead-letter store; consumers go on past it")
 
     def append_local(self, points: Sequence[tuple[str, Point]]) -> list[LocalRecord]:
         """Durably append the hub's own points, ``(record id, point)`` each (any thread).
@@ -447,13 +480,22 @@ class Journal:
                 "FROM journal WHERE offset > ? ORDER BY offset LIMIT ?",
                 (after, limit)).fetchall()
         out: list[JournalEntry] = []
+        bad: list[tuple[int, str, bytes, float, str]] = []
         for offset, kind, topic, payload, received_at, late, ooo in rows:
-            if kind == LOCAL_KIND:
-                out.append(LocalRecord(offset, _point_from(payload), _dt(received_at)))
+            try:
+                if kind == LOCAL_KIND:
+                    out.append(LocalRecord(offset, _point_from(payload), _dt(received_at)))
+                    continue
+                message = decode(payload, max_size=len(payload) + 1)  # validated at ingest
+                if not isinstance(message, SensorEvent | DeviceStatus | DataLoss):
+                    raise ThermopipeError(f"a {message.kind!r} message has no place here")
+            except (ThermopipeError, ValueError, KeyError, TypeError) as exc:
+                bad.append((offset, str(topic), bytes(payload), float(received_at),
+                            describe(exc)))
                 continue
-            message = decode(payload, max_size=len(payload) + 1)  # validated when it came in
-            assert isinstance(message, SensorEvent | DeviceStatus)
             out.append(Envelope(offset, message, topic, _dt(received_at), bool(late), bool(ooo)))
+        if bad:
+            self._quarantine_rows(bad)
         return out
 
     def backlog(self, cursor: int) -> int:

@@ -243,6 +243,9 @@ class Receipt(_Message):
     time: UtcTime
     hub_id: str
     ranges: SeqRanges
+    #: seqs of payloads this hub refused (dead-lettered) on the device's topic: NOT held. The
+    #: agent logs and counts them and keeps its rows (they never leave the outbox on this).
+    refused: SeqRanges = []
 
 
 class DataLoss(_Message):

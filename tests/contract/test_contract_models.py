@@ -47,7 +47,7 @@ def _strategy(annotation: Any, metadata: list[Any], name: str) -> st.SearchStrat
         return st.none() | _strategy(inner[0], metadata, name)
     if origin is Literal:
         return st.sampled_from(get_args(annotation))
-    if origin is list and name == "ranges":  # SeqRanges: ascending, disjoint, merged
+    if origin is list and name in ("ranges", "refused"):  # SeqRanges: ascending, disjoint
         return st.lists(st.integers(0, 2**40), max_size=6, unique=True).map(_ranges)
     if origin is list:
         return st.lists(_strategy(get_args(annotation)[0], [], name), max_size=3)
