@@ -78,7 +78,8 @@ python=/usr/bin/python3   # the system's Python, not a pyenv or conda one
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
   die "Python >= 3.11 is needed (found $("$python" -V 2>&1))"
 if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
-  step "installing python3-venv"
+  step "installing python3-venv (after apt-get update: a fresh image has no package lists)"
+  run apt-get update
   run apt-get install -y python3-venv
 fi
 
@@ -144,6 +145,7 @@ if ! run "$pip" install --upgrade --only-binary="$compiled" "${repo}[${extras}]"
   done
   if [ ${#missing[@]} -gt 0 ]; then
     step "installing the build packages ${missing[*]} (needed to compile ${to_build[*]})"
+    run apt-get update
     run apt-get install -y "${missing[@]}"
   fi
   step "compiling ${to_build[*]} (minutes on a Pi 4, an hour or more on a Pi Zero; progress below)"
