@@ -165,6 +165,23 @@ class JournalConfig(_Section):
     dedup_max_ids: int = Field(5_000_000, ge=1000)
 
 
+class LimitsConfig(_Section):
+    """``[limits]``: the identities the hub takes events from (hub/identity_limits.py). An
+    event or status of a site, device or sensor past a cap is a dead letter (reason code
+    ``identity_limit``), counted in ``thermopipe_hub_identity_refused_total{level}``.
+
+    The defaults are far above a real deployment (a site is a building or a cold room, a
+    device a Pi, a sensor a probe on its bus: a 1-Wire bus rarely carries more than 20) and
+    bound the hub's memory for identities to about 20,000 sensors' worth (hub/README.md,
+    "Limits", has the measured cost per sensor)."""
+
+    max_sites: int = Field(100, ge=1)
+    max_devices_per_site: int = Field(1_000, ge=1)
+    max_devices: int = Field(5_000, ge=1)          # in all sites together
+    max_sensors_per_device: int = Field(64, ge=1)
+    max_sensors: int = Field(20_000, ge=1)         # of all devices together
+
+
 class ReceiptsConfig(_Section):
     """``[receipts]``: tell each device which of its events this hub holds (schemas/TOPICS.md,
     "Receipts"), and turn the seqs no hub holds into ``data_loss`` records."""
@@ -192,6 +209,7 @@ class HubConfig(_Section):
     dispatch: DispatchConfig = DispatchConfig()
     journal: JournalConfig = JournalConfig()
     receipts: ReceiptsConfig = ReceiptsConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @field_validator("hub_id")
     @classmethod
