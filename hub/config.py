@@ -172,14 +172,14 @@ class LimitsConfig(_Section):
 
     The defaults are far above a real deployment (a site is a building or a cold room, a
     device a Pi, a sensor a probe on its bus: a 1-Wire bus rarely carries more than 20) and
-    bound the hub's memory for identities to about 20,000 sensors' worth (hub/README.md,
-    "Limits", has the measured cost per sensor)."""
+    bound what identities can take of the hub's memory (hub/README.md, "Limits", has the
+    measured cost: about 5 KB per device with one sensor, so some 30 MB at the caps)."""
 
     max_sites: int = Field(100, ge=1)
     max_devices_per_site: int = Field(1_000, ge=1)
-    max_devices: int = Field(5_000, ge=1)          # in all sites together
+    max_devices: int = Field(2_000, ge=1)          # in all sites together
     max_sensors_per_device: int = Field(64, ge=1)
-    max_sensors: int = Field(20_000, ge=1)         # of all devices together
+    max_sensors: int = Field(10_000, ge=1)         # of all devices together
 
 
 class ReceiptsConfig(_Section):

@@ -63,7 +63,7 @@ class IdentityLimits:
         self._new: list[Identity] = []
         self.refused = dict.fromkeys(LEVELS, 0)  # refusals per level since start
         self._uncounted = dict.fromkeys(LEVELS, 0)  # ... not yet taken by take_refused
-        self.log = RefusalLog()
+        self.log = RefusalLog()  # the ingest thread logs its lines (hub/ingest.py)
         for site, device, sensor in known:  # admitted once: kept, even past lowered caps
             self._add(site, device, sensor or None)
         self._new.clear()

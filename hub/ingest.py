@@ -516,10 +516,11 @@ class Ingest:
                                 "(hub/README.md, \"Limits\")")
 
     def _report_dead_letter(self, record: DeadRecord) -> None:
-        if record.reason_code != IDENTITY_LIMIT:  # those: a line per cap, _report_identities
-            log.warning("ingest.dead_lettered", topic=record.topic, reason=record.reason,
-                        reason_code=record.reason_code, dead_letter_id=record.dead_letter_id,
-                        size=len(record.payload))
+        if record.reason_code == IDENTITY_LIMIT:  # a flood's worth: a line per cap instead
+            return  # (_report_identities), no DLQ message each (paho would queue them all)
+        log.warning("ingest.dead_lettered", topic=record.topic, reason=record.reason,
+                    reason_code=record.reason_code, dead_letter_id=record.dead_letter_id,
+                    size=len(record.payload))
         if not self.publish(self.topics.deadletter(),
                             record.to_message().model_dump_json().encode()):
             self.metrics.dead_letter_publish_failed.inc()

@@ -172,8 +172,8 @@ def test_the_ingest_decision_dead_letters_identities_past_a_cap() -> None:
 def test_the_limits_section_has_documented_defaults() -> None:
     limits = HubConfig().limits
     assert (limits.max_sites, limits.max_devices_per_site, limits.max_devices,
-            limits.max_sensors_per_device, limits.max_sensors) == (100, 1_000, 5_000, 64,
-                                                                   20_000)
+            limits.max_sensors_per_device, limits.max_sensors) == (100, 1_000, 2_000, 64,
+                                                                   10_000)
     readme = (Path(__file__).resolve().parents[2] / "hub" / "README.md").read_text()
     for key in LimitsConfig.model_fields:
         assert key in readme, f"[limits] {key} is not in hub/README.md"
