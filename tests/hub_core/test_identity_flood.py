@@ -31,9 +31,8 @@ import pytest
 
 from hub.config import LimitsConfig
 from hub.identity_limits import IdentityLimits
-from schemas.models import ReadingEvent
 from tests.e2e.pipeline import HubProc
-from tests.hub_core.helpers import Publisher, wait_until
+from tests.hub_core.helpers import Publisher, reading, wait_until
 from tests.servers import Mosquitto, free_port
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
@@ -132,11 +131,11 @@ def test_a_flood_of_invented_identities_keeps_the_hub_flat(
                 control += 1
                 publisher.publish(*message(topic_root, "home", "ctl", "t1", control,
                                            f"ctl{control:029d}"))
-                expected.check(_reading("home", "ctl", "t1"))
+                expected.check(reading(1, site="home", device="ctl", sensor="t1"))
                 sent += 1
             site, device, sensor = invented(i)
             publisher.publish(*message(topic_root, site, device, sensor, 1, f"{i:032x}"))
-            expected.check(_reading(site, device, sensor))
+            expected.check(reading(1, site=site, device=device, sensor=sensor))
             sent += 1
         publisher.flush()
 
@@ -179,7 +178,3 @@ def test_a_flood_of_invented_identities_keeps_the_hub_flat(
     refusal_lines = [x for x in lines if x.get("event") == "ingest.identity_refused"]
     assert 1 <= len(refusal_lines) <= 2 * (1 + elapsed / 60), refusal_lines[:3]
     assert not [x for x in lines if x.get("event") == "ingest.dead_lettered"]
-
-
-def _reading(site: str, device: str, sensor: str) -> ReadingEvent:
-    return ReadingEvent.model_construct(site=site, device_id=device, sensor_id=sensor)
