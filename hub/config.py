@@ -21,6 +21,10 @@ Example::
     mode = "v1"                    # "v2": influxdb-client (2.x, 3.x, Cloud, 1.8+); "v1": /write
     url = "http://127.0.0.1:8086"
     database = "thermopipe"
+
+    [limits]                       # identities past a cap are dead letters (hub/README.md)
+    max_sites = 100
+    max_devices = 2000
 """
 
 from __future__ import annotations
