@@ -21,6 +21,10 @@ Example::
     mode = "v1"                    # "v2": influxdb-client (2.x, 3.x, Cloud, 1.8+); "v1": /write
     url = "http://127.0.0.1:8086"
     database = "thermopipe"
+
+    [limits]                       # identities past a cap are dead letters (hub/README.md)
+    max_sites = 100
+    max_devices = 2000
 """
 
 from __future__ import annotations
@@ -165,6 +169,23 @@ class JournalConfig(_Section):
     dedup_max_ids: int = Field(5_000_000, ge=1000)
 
 
+class LimitsConfig(_Section):
+    """``[limits]``: the identities the hub takes events from (hub/identity_limits.py). An
+    event or status of a site, device or sensor past a cap is a dead letter (reason code
+    ``identity_limit``), counted in ``thermopipe_hub_identity_refused_total{level}``.
+
+    The defaults are far above a real deployment (a site is a building or a cold room, a
+    device a Pi, a sensor a probe on its bus: a 1-Wire bus rarely carries more than 20) and
+    bound what identities can take of the hub's memory (hub/README.md, "Limits", has the
+    measured cost: about 5 KB per device with one sensor, so some 30 MB at the caps)."""
+
+    max_sites: int = Field(100, ge=1)
+    max_devices_per_site: int = Field(1_000, ge=1)
+    max_devices: int = Field(2_000, ge=1)          # in all sites together
+    max_sensors_per_device: int = Field(64, ge=1)
+    max_sensors: int = Field(10_000, ge=1)         # of all devices together
+
+
 class ReceiptsConfig(_Section):
     """``[receipts]``: tell each device which of its events this hub holds (schemas/TOPICS.md,
     "Receipts"), and turn the seqs no hub holds into ``data_loss`` records."""
@@ -192,6 +213,7 @@ class HubConfig(_Section):
     dispatch: DispatchConfig = DispatchConfig()
     journal: JournalConfig = JournalConfig()
     receipts: ReceiptsConfig = ReceiptsConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @field_validator("hub_id")
     @classmethod

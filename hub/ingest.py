@@ -34,6 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from hub.config import HubConfig
+from hub.identity_limits import IDENTITY_LIMIT, IdentityLimits
 from hub.ingest_decision import Decision, decide_batch
 from hub.journal import Journal, JournalError, Pending
 from hub.loss_detector import Loss, LossDetector
@@ -95,6 +96,10 @@ class Ingest:
         self.metrics = metrics
         self.topics = Topics(config.mqtt.topic_root)
         self.tracker = OrderTracker(journal.load_seq_marks())
+        self.limits = IdentityLimits(config.limits, journal.load_identities())
+        self._count_identities()
+        for over in self.limits.over_caps():  # the caps were lowered: the known ones stay
+            log.warning("ingest.identities_over_cap", cap=over)
         self._queue: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._room = threading.Event()  # set by the ingest thread each time it takes a batch
@@ -347,18 +352,22 @@ class Ingest:
         decision = decide_batch(events, self.topics,
                                 max_size=self.config.mqtt.max_payload_bytes,
                                 late_after_s=self.config.late_after_s, tracker=self.tracker,
-                                known_ids=self.journal.known_ids, new_id=new_id)
+                                known_ids=self.journal.known_ids, new_id=new_id,
+                                limits=self.limits)
         # what the batch holds, per device as seq ranges (made once for receipts and detector)
         held = ({key: seq_ranges(seqs) for key, seqs in decision.held.items()}
                 if self.receipts is not None or self.detector is not None else {})
+        admitted = self.limits.take_new()
         self.journal.record(decision.pending, decision.seen, decision.seq_marks, decision.dead,
-                            decision.replays, loss_state=self._detect(decision, held))
+                            decision.replays, loss_state=self._detect(decision, held),
+                            identities=admitted)
         if self.receipts is not None:
             self.receipts.note(held)
         self._ack(batch)
         self._count(decision.live, decision.pending, decision.duplicates, decision.dead)
         if decision.own:  # acknowledged above, like every message of the batch
             log.debug("ingest.own_topics_ignored", count=decision.own)
+        self._report_identities(bool(admitted))
         for record in decision.dead:
             self._report_dead_letter(record)
         for outcome in decision.replays:
@@ -487,7 +496,28 @@ class Ingest:
         for record in dead:
             m.dead_lettered.labels(record.reason_code).inc()
 
+    def _count_identities(self) -> None:
+        limits = self.limits
+        for level, known in (("site", limits.sites), ("device", limits.devices),
+                             ("sensor", limits.sensors)):
+            self.metrics.identities.labels(level).set(known)
+
+    def _report_identities(self, admitted: bool) -> None:
+        """Identity refusals: counted per level, logged a line per cap at most every minute
+        (hub/identity_limits.py RefusalLog), never a line per message."""
+        if admitted:
+            self._count_identities()
+        for level, count in self.limits.take_refused().items():
+            self.metrics.identity_refused.labels(level).inc(count)
+        for line in self.limits.log.due(time.time()):
+            log.warning("ingest.identity_refused", cap=line.key, refused=line.count,
+                        example=line.example, first=line.first,
+                        meaning="events of identities past this cap are dead letters "
+                                "(hub/README.md, \"Limits\")")
+
     def _report_dead_letter(self, record: DeadRecord) -> None:
+        if record.reason_code == IDENTITY_LIMIT:  # a flood's worth: a line per cap instead
+            return  # (_report_identities), no DLQ message each (paho would queue them all)
         log.warning("ingest.dead_lettered", topic=record.topic, reason=record.reason,
                     reason_code=record.reason_code, dead_letter_id=record.dead_letter_id,
                     size=len(record.payload))

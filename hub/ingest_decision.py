@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from hub.identity_limits import IdentityLimits
 from hub.journal import Pending, ReplayOutcome
 from hub.records import DeadRecord
 from hub.validate import Accepted, OrderTracker, Rejection, check_payload, is_late
@@ -78,8 +79,9 @@ class Decision:
 
 
 def screen(batch: Iterable[Message], topics: Topics, max_size: int,
-           new_id: Callable[[], str]) -> Screened:
-    """Decode and validate every message against the contract and its topic."""
+           new_id: Callable[[], str], limits: IdentityLimits | None = None) -> Screened:
+    """Decode and validate every message against the contract and its topic, then admit its
+    identity (``limits``: hub/identity_limits.py; past a cap it is a dead letter)."""
     out = Screened()
     for item in batch:
         if item.replay_row is None:
@@ -88,6 +90,8 @@ def screen(batch: Iterable[Message], topics: Topics, max_size: int,
                 continue
             out.live += 1
         result = check_payload(topics, item.topic, item.payload, max_size)
+        if limits is not None and not isinstance(result, Rejection):
+            result = limits.check(result, item.received_at)
         if not isinstance(result, Rejection):
             out.candidates.append((item, result))
         elif item.replay_row is not None:
@@ -97,7 +101,8 @@ def screen(batch: Iterable[Message], topics: Topics, max_size: int,
                 new_id(), datetime.fromtimestamp(item.received_at, UTC), item.topic,
                 item.payload, reason_code=result.code, reason=result.reason))
             held = rejected_seq(topics, item.topic, item.payload)
-            if held is not None:
+            # only of admitted devices: the receipts and the loss detector keep state per device
+            if held is not None and (limits is None or limits.knows(*held[0])):
                 out.dead_seqs.append(held)
     return out
 
@@ -163,7 +168,7 @@ def decide(screened: Screened, known: set[str], tracker: OrderTracker,
 def decide_batch(batch: Sequence[Message], topics: Topics, *, max_size: int,
                  late_after_s: float, tracker: OrderTracker,
                  known_ids: Callable[[list[str]], set[str]],
-                 new_id: Callable[[], str]) -> Decision:
+                 new_id: Callable[[], str], limits: IdentityLimits | None = None) -> Decision:
     """Both steps, with ``known_ids`` (the journal's look-up, or a set in a test) between."""
-    screened = screen(batch, topics, max_size, new_id)
+    screened = screen(batch, topics, max_size, new_id, limits)
     return decide(screened, known_ids(screened.event_ids()), tracker, late_after_s)

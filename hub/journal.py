@@ -68,6 +68,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 CREATE INDEX IF NOT EXISTS dead_letters_status ON dead_letters(status);
 CREATE TABLE IF NOT EXISTS loss_state (device TEXT PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS identities (site TEXT NOT NULL, device TEXT NOT NULL,
+    sensor TEXT NOT NULL, PRIMARY KEY (site, device, sensor)) WITHOUT ROWID;
 """
 
 #: Rows per multi-row ``INSERT ... VALUES`` (:func:`insert_rows`). ``executemany`` runs one SQLite
@@ -214,12 +216,20 @@ class Journal:
     def record(self, pending: Sequence[Pending], seen_ids: Iterable[tuple[str, float]],  # noqa: PLR0917
                seq_marks: dict[tuple[str, str], int], dead: Sequence[DeadRecord],
                replays: Sequence[ReplayOutcome] = (),
-               loss_state: dict[str, Any] | None = None) -> list[Envelope]:
+               loss_state: dict[str, Any] | None = None,
+               identities: Sequence[tuple[str, str, str]] = ()) -> list[Envelope]:
         """Commit one ingest batch atomically; return the new envelopes with their offsets.
         ``loss_state``: the loss detector's state of the devices it changed, in the same
-        transaction (what the hub holds and what it reported lost never disagree)."""
+        transaction (what the hub holds and what it reported lost never disagree);
+        ``identities``: (site, device, sensor) the batch admitted (hub/identity_limits.py)."""
         with self._write_lock:
-            return self._record(pending, seen_ids, seq_marks, dead, replays, loss_state)
+            return self._record(pending, seen_ids, seq_marks, dead, replays, loss_state,
+                                identities)
+
+    def load_identities(self) -> list[tuple[str, str, str]]:
+        """The identities admitted so far, (site, device, sensor or "")."""
+        return [(site, device, sensor) for site, device, sensor in self._conn.execute(
+            "SELECT site, device, sensor FROM identities")]
 
     def load_loss_state(self) -> dict[str, Any]:
         """The loss detector's state as :meth:`record` stored it, ``site/device`` -> state."""
@@ -229,7 +239,8 @@ class Journal:
     def _record(self, pending: Sequence[Pending], seen_ids: Iterable[tuple[str, float]],  # noqa: PLR0917
                 seq_marks: dict[tuple[str, str], int], dead: Sequence[DeadRecord],
                 replays: Sequence[ReplayOutcome],
-                loss_state: dict[str, Any] | None = None) -> list[Envelope]:
+                loss_state: dict[str, Any] | None = None,
+                identities: Sequence[tuple[str, str, str]] = ()) -> list[Envelope]:
         first = self._last + 1
         rows = []
         envelopes = []
@@ -249,6 +260,7 @@ class Journal:
                     [(k, json.dumps(v, separators=(",", ":"))) for k, v in loss_state.items()],
                     " ON CONFLICT(device) DO UPDATE SET state=excluded.state")
             insert_rows(conn, "INSERT OR IGNORE INTO seen", list(seen_ids))
+            insert_rows(conn, "INSERT OR IGNORE INTO identities", identities)
             if seq_marks:
                 insert_rows(conn, "INSERT INTO seq_high",
                             [(d, s, q) for (d, s), q in seq_marks.items()],

@@ -4,6 +4,10 @@ thermopipe_hub_events_in_total                      MQTT messages received
 thermopipe_hub_events_accepted_total{kind}          recorded in the journal
 thermopipe_hub_duplicates_dropped_total             same event id seen before (also across restarts)
 thermopipe_hub_dead_lettered_total{reason}          sent to the dead-letter store
+thermopipe_hub_identity_refused_total{level}       events and statuses of a site, device or sensor
+                                                    past a cap of [limits] (hub/identity_limits.py;
+                                                    also counted as dead_lettered{identity_limit})
+thermopipe_hub_identities{level}                    sites, devices and sensors admitted (known)
 thermopipe_hub_late_events_total / _out_of_order_events_total
 thermopipe_hub_consumer_processed_total{consumer}   events a consumer handled
 thermopipe_hub_consumer_retries_total{consumer}     failed batches retried
@@ -86,6 +90,11 @@ class HubMetrics:
                                   registry=r)
         self.dead_lettered = Counter(p + "dead_lettered", "Payloads sent to the dead-letter store",
                                      ["reason"], registry=r)
+        self.identity_refused = Counter(
+            p + "identity_refused", "Events and statuses refused: their site, device or sensor "
+            "would pass a cap of [limits]", ["level"], registry=r)
+        self.identities = Gauge(p + "identities", "Sites, devices and sensors admitted",
+                                ["level"], registry=r)
         self.late = Counter(p + "late_events", "Accepted events flagged late", registry=r)
         self.out_of_order = Counter(p + "out_of_order_events",
                                     "Accepted events flagged out of order", registry=r)

@@ -8,14 +8,26 @@
 #    broker makes the username the client id (use_username_as_clientid in mosquitto.conf): the
 #    agent's own client id (mqtt.client_id, default thermopipe-SITE-DEVICE) is replaced by DEVICE
 #    at the broker, so no other account can connect as this device and take its session;
+#    and writes the device's block in the broker's ACL (default deploy/mosquitto/acl), which
+#    binds the account to SITE and DEVICE: it publishes only thermopipe/SITE/DEVICE/event/+,
+#    summary/+ and status, reads only its own cmd/+ and receipt, and nothing under the hubs'
+#    thermopipe/_hub/ (run again with another SITE to move the device: the block is replaced);
 # 2. writes OUT/agent.toml (deploy/agent.example.toml with site, device id, username, broker and
 #    the password reference filled in) and OUT/mqtt-password (mode 0600), default
 #    OUT=deploy/devices/DEVICE.
 # Then copy both files to the Pi and run deploy/pi/install.sh there (it prints the commands), and
-# make Mosquitto re-read the password file (the compose stack: docker compose kill -s HUP mosquitto).
+# make Mosquitto re-read the password file and the ACL (compose: docker compose kill -s HUP mosquitto).
+#
+# Refused, with one line and exit status 1: a hub account's name (hub, hub-w0, hub-ha...: the
+# broker makes the username the client id, so such a device would take over a hub's session)
+# and any hub-like name (hub or hub-... in any case), a name starting with "_" (the hubs' own
+# topics are under thermopipe/_hub/), and the other service accounts (grafana, homeassistant...).
 #
 # Options:
 #   --passwd FILE          Mosquitto password file to update
+#   --acl FILE             Mosquitto ACL file to update (default deploy/mosquitto/acl)
+#   --acl-only             only write the device's ACL block (a device added before the ACL
+#                          bound devices to their site: keeps its password and agent.toml)
 #   --out DIR              where agent.toml and mqtt-password go
 #   --broker HOST          broker host name the Pi connects to (default: this host's name)
 #   --port PORT            broker port (default 1883, or 8883 with --tls)
@@ -32,6 +44,9 @@ deploy=$(dirname "$here")
 . "$here/lib.sh"
 
 passwd_file="$deploy/mosquitto/passwd"
+acl_file="$deploy/mosquitto/acl"
+acl_only=false
+root=thermopipe  # the topic root of deploy/ (hub.toml mqtt.topic_root, the ACL's hub blocks)
 out=""
 broker=$(hostname -f 2>/dev/null || hostname)
 port=""
@@ -44,6 +59,8 @@ args=()
 while [ $# -gt 0 ]; do
   case $1 in
     --passwd) passwd_file=$2; shift 2 ;;
+    --acl) acl_file=$2; shift 2 ;;
+    --acl-only) acl_only=true; shift ;;
     --out) out=$2; shift 2 ;;
     --broker) broker=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
@@ -57,13 +74,47 @@ done
 [ ${#args[@]} -eq 2 ] || { echo "usage: $0 [options] SITE DEVICE" >&2; exit 2; }
 site=${args[0]}
 device=${args[1]}
+[[ $site != _* ]] || die "invalid site '$site': names starting with '_' are the hubs' ($root/_hub/)"
+[[ $device != _* ]] ||
+  die "invalid device id '$device': names starting with '_' are the hubs' ($root/_hub/)"
+! is_service_account "$device" || die "'$device' is a service account name, not a device id"
+! is_hub_like "$device" || die "'$device' looks like a hub account (hub, hub-...): choose another device id"
 check_id site "$site"
 check_id "device id" "$device"
-! is_service_account "$device" || die "'$device' is a service account name, not a device id"
 if [ -z "$port" ]; then if $tls; then port=8883; else port=1883; fi; fi
 [[ $port =~ ^[0-9]+$ ]] || die "invalid port '$port'"
 [ -f "$example" ] || die "$example is missing"
 out=${out:-"$deploy/devices/$device"}
+
+# The device's ACL block, between markers, replacing the one it had (under any site).
+[ -f "$acl_file" ] || die "$acl_file is missing (the broker's ACL: deploy/mosquitto/acl)"
+[ -w "$acl_file" ] || die "$acl_file is not writable by $(id -un): run this script with sudo"
+begin="# device $device (add-device.sh)"
+end="# end device $device"
+previous=$(awk -v b="$begin" '$0 == b { getline; getline; print $3 }' "$acl_file" |
+           cut -d/ -f2)
+awk -v b="$begin" -v e="$end" '$0 == b { skip = 1 } !skip { print } $0 == e { skip = 0 }' \
+  "$acl_file" >"$acl_file.new"
+cat >>"$acl_file.new" <<BLOCK
+$begin
+user $device
+topic write $root/$site/$device/event/+
+topic write $root/$site/$device/summary/+
+topic write $root/$site/$device/status
+topic read $root/$site/$device/cmd/+
+topic read $root/$site/$device/receipt
+$end
+BLOCK
+cat "$acl_file.new" >"$acl_file"  # in place: the file keeps its owner and mode
+rm -f "$acl_file.new"
+if [ -n "$previous" ] && [ "$previous" != "$site" ]; then
+  echo "note: device '$device' moved from site '$previous' to '$site' in $acl_file" >&2
+fi
+if $acl_only; then
+  echo "Wrote the ACL block of device '$device' (site '$site') in $acl_file."
+  echo "Make Mosquitto re-read it: docker compose -f $deploy/compose.yaml kill -s HUP mosquitto"
+  exit 0
+fi
 
 password=$(random_secret)
 mkdir -p "$(dirname "$passwd_file")"
@@ -111,11 +162,11 @@ done
 chmod 0644 "$out/agent.toml"
 
 cat <<NEXT
-Added device '$device' (site '$site') to $passwd_file.
+Added device '$device' (site '$site') to $passwd_file and $acl_file.
 Wrote $out/agent.toml and $out/mqtt-password (keep that one secret).
 
 Next:
-  1. Make Mosquitto re-read its password file:
+  1. Make Mosquitto re-read its password file and ACL:
        docker compose -f $deploy/compose.yaml kill -s HUP mosquitto   (or: systemctl reload mosquitto)
   2. Copy both files to the Pi and install (from a checkout of thermopipe on the Pi):
        scp $out/agent.toml $out/mqtt-password pi@PI-HOST:

@@ -16,6 +16,14 @@ is_service_account() {
   [[ $name =~ ^hub(-w[0-9]+)?(-ha)?$ ]]
 }
 
+# is_hub_like NAME: true if NAME could be taken for a hub's account or client id: "hub" or
+# "hub-..." / "hub_..." / "hub...." in any case (the hubs' accounts are hub, hub-ha, hub-w<i>
+# and hub-w<i>-ha, and more workers add more of them).
+is_hub_like() {
+  local lower=${1,,}
+  [[ $lower == hub || $lower == hub[-_.]* ]]
+}
+
 # hub_accounts N: the hub's MQTT accounts, one per connection (the broker binds the client id to
 # the username: use_username_as_clientid): hub and hub-ha for one hub process, and hub-w<i> and
 # hub-w<i>-ha for worker i of `hub run --workers N` (hub.toml mqtt.account_per_connection).
