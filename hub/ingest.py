@@ -36,11 +36,12 @@ from paho.mqtt.properties import Properties
 from hub.config import HubConfig
 from hub.ingest_decision import Decision, decide_batch
 from hub.journal import Journal, JournalError, Pending
+from hub.log_budget import LogBudget
 from hub.loss_detector import Loss, LossDetector
 from hub.metrics import HubMetrics
 from hub.mqtt_client import BufferedClient, apply_account, wait_acked
 from hub.receipts import ReceiptBook, seq_ranges
-from hub.records import DeadRecord
+from hub.records import DeadRecord, clip_text
 from hub.validate import OrderTracker
 from schemas.backoff import exponential_delay
 from schemas.client_id_clash import ClashDetector
@@ -60,6 +61,9 @@ BATCH_FILL_S = 0.02
 REPLAY_CHECK_S = 1.0
 PRUNE_EVERY_S = 2.0
 PRUNE_SEEN_EVERY_S = 600.0
+PRUNE_DEAD_EVERY_S = 60.0  # dead-letter retention ([dead_letters]); also once at start
+DEAD_LETTER_LOGS_PER_S = 10  # ingest.dead_lettered lines at most; the rest counted (a flood)
+LOG_TOPIC_KEEP, LOG_REASON_KEEP = 200, 300  # bytes of topic and reason on a log line
 LOSS_CHECK_EVERY_S = 1.0
 
 log = structlog.get_logger("hub.ingest")
@@ -111,6 +115,8 @@ class Ingest:
         self._last_replay_check = 0.0
         self._last_prune = time.monotonic()
         self._last_prune_seen = 0.0
+        self._last_prune_dead: float | None = None  # None: not yet (done at the first turn)
+        self._dead_log_budget = LogBudget(DEAD_LETTER_LOGS_PER_S)
         rc = config.receipts
         self.receipts = ReceiptBook(config.hub_id, rc.interval_s) if rc.enabled else None
         self.detector = (LossDetector(rc.gap_timeout_s, rc.grace_s, journal.load_loss_state())
@@ -334,6 +340,21 @@ class Ingest:
         if now - self._last_prune_seen >= PRUNE_SEEN_EVERY_S:
             self._last_prune_seen = now
             self.journal.prune_seen()
+        if self._last_prune_dead is None or now - self._last_prune_dead >= PRUNE_DEAD_EVERY_S:
+            self._last_prune_dead = now
+            self._prune_dead_letters(time.time())
+
+    def _prune_dead_letters(self, now: float) -> None:
+        """Dead-letter retention: one log line per pass that removed something."""
+        cfg = self.config.dead_letters
+        pruned = self.journal.prune_dead_letters(now, cfg.max_bytes, cfg.max_age_days * 86_400)
+        self.metrics.dead_letter_bytes.set(pruned.kept_bytes)
+        if pruned.by_age or pruned.by_size:
+            self.metrics.dead_letters_pruned.labels("age").inc(pruned.by_age)
+            self.metrics.dead_letters_pruned.labels("size").inc(pruned.by_size)
+            log.info("ingest.dead_letters_pruned", by_age=pruned.by_age, by_size=pruned.by_size,
+                     kept=pruned.kept_rows, kept_bytes=pruned.kept_bytes,
+                     max_age_days=cfg.max_age_days, max_bytes=cfg.max_bytes)
 
     def process(self, batch: list[Inbound]) -> None:
         """Decide (hub/ingest_decision.py), record in one transaction, then acknowledge; what
@@ -488,9 +509,20 @@ class Ingest:
             m.dead_lettered.labels(record.reason_code).inc()
 
     def _report_dead_letter(self, record: DeadRecord) -> None:
-        log.warning("ingest.dead_lettered", topic=record.topic, reason=record.reason,
-                    reason_code=record.reason_code, dead_letter_id=record.dead_letter_id,
-                    size=len(record.payload))
+        """One bounded line (prefixes of topic and reason, sizes and hash, never the payload),
+        at most DEAD_LETTER_LOGS_PER_S a second: the rest are counted, and the next line says
+        how many were not logged. Every one is in the store and on the dead-letter topic."""
+        allowed, suppressed = self._dead_log_budget.take(time.monotonic())
+        if not allowed:
+            self.metrics.dead_letter_logs_suppressed.inc()
+        else:
+            log.warning("ingest.dead_lettered", dead_letter_id=record.dead_letter_id,
+                        reason_code=record.reason_code,
+                        topic=clip_text(record.topic, LOG_TOPIC_KEEP)[0],
+                        topic_size=record.topic_size,
+                        reason=clip_text(record.reason, LOG_REASON_KEEP)[0],
+                        reason_size=record.reason_size, size=record.original_size,
+                        sha256=record.sha256, suppressed_before=suppressed)
         if not self.publish(self.topics.deadletter(),
                             record.to_message().model_dump_json().encode()):
             self.metrics.dead_letter_publish_failed.inc()
