@@ -214,13 +214,16 @@ class Ingest:
             self.last_error = f"disconnected: {reason}"
             log.warning("mqtt.disconnected", reason=str(reason))
             return
-        self.last_error = (f"session taken over: another client is connecting with client id "
-                           f"{self.config.client_id!r} (two hubs or workers with one client_id?)"
+        # /healthz shows last_error: the client id (a secret: whoever has it can take over the
+        # session) stays in the log line below only
+        self.last_error = ("session taken over: another client is connecting with this hub's "
+                           "client id (two hubs or workers with one client_id? see the log's "
+                           "mqtt.client_id_clash)"
                            if taken_over else
                            f"connection dropped {flaps} times in a row within "
                            f"{self._clashes.window_s:.0f} s of connecting ({reason}): another "
-                           "client "
-                           f"with client id {self.config.client_id!r}?")
+                           "client with this hub's client id? (see the log's "
+                           "mqtt.client_id_clash)")
         delay = int(exponential_delay(max(flaps, 1), 1, 60))
         self._client.reconnect_delay_set(delay, 120)
         log.error("mqtt.client_id_clash", client_id=self.config.client_id, reason=str(reason),
