@@ -387,7 +387,7 @@ class Ingest:
             self._report_dead_letter(record)
         for outcome in decision.replays:
             log.info("ingest.dead_letter_replayed", row=outcome.row_id, accepted=outcome.accepted,
-                     reason=outcome.reason)
+                     reason=clip_text(outcome.reason, LOG_REASON_KEEP)[0])
 
     # ---- receipts and losses (schemas/TOPICS.md "Receipts", hub/loss_detector.py) -----------
     def _read_receipts(self, items: list[Inbound]) -> None:

@@ -358,7 +358,7 @@ class Journal:
             self._conn.executemany("DELETE FROM journal WHERE offset=?",
                                    [(r[0],) for r in rows])
         for offset, _topic, _payload, _at, reason in rows:
-            log.error("journal.row_quarantined", offset=offset, reason=reason,
+            log.error("journal.row_quarantined", offset=offset, reason=clip_text(reason, 300)[0],
                       meaning="moved to the dead-letter store; consumers go on past it")
 
     def append_local(self, points: Sequence[tuple[str, Point]]) -> list[LocalRecord]:
