@@ -24,6 +24,7 @@ from hub.ingest import Ingest
 from hub.journal import Journal
 from hub.metrics import HubMetrics
 from hub.records import Point
+from hub.redact import config_secrets
 from hub.storage.health import HealthRecorder
 from hub.storage.points import health_point, point_for
 from hub.web import WebServer, make_app
@@ -147,7 +148,10 @@ class Hub:
     def start(self) -> None:
         # the HTTP port first: taken, it stops the start-up before anything else has begun
         if self.config.http.enabled:
-            app = make_app(self.health, self.metrics, self.routes())
+            token = self.config.http.token
+            app = make_app(self.health, self.metrics, self.routes(),
+                           token=token.get_secret_value() if token else None,
+                           secrets=[self.config.client_id, *config_secrets(self.config)])
             self.web = WebServer(app, self.config.http.host, self.config.http.port)
             self.web.start()
         for runner in self.runners:

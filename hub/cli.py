@@ -35,6 +35,7 @@ from schemas.version import version_line
 
 if TYPE_CHECKING:
     from hub.config import HubConfig
+    from hub.records import DeadRecord
 
 DEFAULT_CONFIG = "/etc/thermopipe/hub.toml"
 EXIT_FAILED = 1
@@ -207,37 +208,23 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     if not database.exists():
         return _fail(f"no hub data in {data_dir} ({database.name} does not exist): is data_dir "
                      f"in {args.config} the running hub's? (hub dlq -c FILE)")
+    esc = dl.printable  # every field came from the wire: escaped before the terminal sees it
     if args.dlq_command == "list":
         rows = dl.list_dead_letters(data_dir, args.status)
         for row in rows:
-            reason = row.reason if len(row.reason) <= 100 else row.reason[:97] + "..."
             size = (f"{row.original_size} B, truncated" if row.truncated
                     else f"{row.original_size} B")
-            print(f"{row.dead_letter_id}  {row.received_at.isoformat()}  {row.status:<16} "
-                  f"{row.reason_code:<16} {row.topic}  ({size})  {reason}")
+            print(f"{esc(row.dead_letter_id, 64)}  {row.received_at.isoformat()}  "
+                  f"{esc(row.status, 20):<16} {esc(row.reason_code, 40):<16} "
+                  f"{esc(row.topic, 120)}  ({size})  {esc(row.reason, 100)}")
         print(f"{len(rows)} dead letter(s)")
         return 0
     if args.dlq_command == "show":
         found = dl.find(data_dir, args.id)
         if found is None:
-            print(f"no dead letter {args.id}", file=sys.stderr)
+            print(f"no dead letter {esc(args.id, 100)}", file=sys.stderr)
             return 1
-        try:
-            payload = found.payload.decode("utf-8")
-            encoding = "utf-8"
-        except UnicodeDecodeError:
-            payload = base64.b64encode(found.payload).decode()
-            encoding = "base64"
-        if found.truncated:
-            size = (f"{found.original_size} bytes (truncated: the first {len(found.payload)} "
-                    f"kept; it cannot be replayed)")
-            shown = f"payload, first {len(found.payload)} bytes ({encoding})"
-        else:
-            size, shown = f"{found.original_size} bytes", f"payload ({encoding})"
-        print(f"id:          {found.dead_letter_id}\nreceived_at: {found.received_at.isoformat()}"
-              f"\ntopic:       {found.topic}\nstatus:      {found.status}\nreason_code: "
-              f"{found.reason_code}\nreason:      {found.reason}\noutcome:     {found.outcome}"
-              f"\nsize:        {size}\nsha256:      {found.sha256}\n{shown}:\n{payload}")
+        print(_show(found))
         return 0
     # replay
     if not args.all and not args.ids:
@@ -245,9 +232,12 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         return 1
     request = dl.request_replay(data_dir, None if args.all else list(args.ids))
     for row in request.refused:
-        print(f"{row.dead_letter_id}: not replayed: only the first {len(row.payload)} of its "
-              f"{row.original_size} bytes were kept (sha256 {row.sha256}); an event cannot be "
-              "accepted from part of its payload", file=sys.stderr)
+        what = (f"only the first {len(row.payload)} of its {row.original_size} bytes were kept "
+                f"(sha256 {row.sha256})" if row.truncated else
+                f"only a prefix of its {row.topic_size}-byte topic was kept "
+                f"(sha256 {row.topic_sha256})")
+        print(f"{dl.printable(row.dead_letter_id, 64)}: not replayed: {what}; an event cannot "
+              "be accepted from part of its payload or topic", file=sys.stderr)
     marked = request.marked
     if not marked:
         if not request.refused:
@@ -269,8 +259,46 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             print(f"{row.dead_letter_id}: accepted")
         else:
             failed += 1
-            print(f"{row.dead_letter_id}: rejected again: {row.reason}")
+            print(f"{row.dead_letter_id}: rejected again: {dl.printable(row.reason, 300)}")
     return 1 if failed or request.refused else 0
+
+
+def _show(found: DeadRecord) -> str:
+    """``hub dlq show``: every field escaped (:func:`hub.deadletters.printable`), each cut part
+    said with its size and SHA-256; the payload as escaped text, and as base64 too when the
+    text is not its exact form (invalid UTF-8, control characters)."""
+    from hub.deadletters import printable as esc
+
+    def cut(size: int | None, sha: str | None, cut_: bool) -> str:
+        return f"  [a prefix: {size} bytes received, sha256 {sha}]" if cut_ else ""
+
+    text = esc(found.payload, lines=True)
+    try:
+        exact = found.payload.decode("utf-8") == text
+    except UnicodeDecodeError:
+        exact = False
+    if found.truncated:
+        size = (f"{found.original_size} bytes (truncated: the first {len(found.payload)} "
+                f"kept; it cannot be replayed)")
+        shown = f"payload, first {len(found.payload)} bytes"
+    else:
+        size, shown = f"{found.original_size} bytes", "payload"
+    lines = [f"id:          {esc(found.dead_letter_id, 64)}",
+             f"received_at: {found.received_at.isoformat()}",
+             f"topic:       {esc(found.topic, 4 * 1024)}"
+             f"{cut(found.topic_size, found.topic_sha256, found.topic_truncated)}",
+             f"status:      {esc(found.status, 40)}",
+             f"reason_code: {esc(found.reason_code, 64)}",
+             f"reason:      {esc(found.reason, 8 * 1024)}"
+             f"{cut(found.reason_size, found.reason_sha256, found.reason_truncated)}",
+             f"outcome:     {esc(found.outcome, 200)}",
+             f"size:        {size}", f"sha256:      {found.sha256}"]
+    if exact:
+        lines += [f"{shown} (utf-8):", text]
+    else:
+        lines += [f"{shown} (escaped: \\xNN bytes and control characters):", text,
+                  f"{shown} (base64):", base64.b64encode(found.payload).decode()]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:

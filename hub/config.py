@@ -145,9 +145,35 @@ class StorageConfig(_Section):
 
 
 class HttpConfig(_Section):
+    """``[http]``: /healthz, /metrics, the dashboard and its API. Loopback by default: for
+    remote access put a reverse proxy in front (deploy/README.md)."""
+
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8780, ge=0, le=65535)  # 0: any free port (tests)
+    #: ``env:NAME`` or ``file:/path``: with a token, every route but /healthz needs it
+    #: (``Authorization: Bearer ...``, or the page's ``?token=`` once, kept as a cookie:
+    #: hub/web.py). None: no authentication (fine on loopback behind a proxy that has its own)
+    token: SecretStr | None = None
+
+    _secrets = field_validator("token", mode="before")(_secret)
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < 16:
+            raise ValueError("too short: use at least 16 characters (e.g. "
+                             "`openssl rand -hex 24`)")
+        return value
+
+
+class DeadLettersConfig(_Section):
+    """``[dead_letters]``: retention of the dead-letter store, oldest first, checked every
+    minute by the ingest thread (hub/journal.py ``prune_dead_letters``). ``max_bytes`` counts
+    the rows' data (each row at most 8 KiB: hub/records.py), not SQLite's page overhead."""
+
+    max_bytes: int = Field(100_000_000, ge=100_000)   # 100 MB
+    max_age_days: float = Field(30.0, gt=0)
 
 
 class LogConfig(_Section):
@@ -209,6 +235,7 @@ class HubConfig(_Section):
     dashboard: DashboardConfig = DashboardConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     http: HttpConfig = HttpConfig()
+    dead_letters: DeadLettersConfig = DeadLettersConfig()
     log: LogConfig = LogConfig()
     dispatch: DispatchConfig = DispatchConfig()
     journal: JournalConfig = JournalConfig()

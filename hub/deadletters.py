@@ -6,9 +6,13 @@ running hub (or the next one to start) feeds them through the same validation as
 in its own ingest transaction, so journal offsets keep one writer. A row that passes becomes
 ``replayed``; one that fails again goes back to ``open`` with the new reason.
 
-A dead letter whose payload was longer than :data:`hub.records.DEAD_LETTER_KEEP` keeps only a
-prefix, its original size and its SHA-256 (:meth:`hub.records.DeadRecord.refused`): ``replay``
-refuses it (an event cannot be accepted from part of its payload) and leaves it ``open``.
+A dead letter keeps a bounded prefix of its payload, topic and reason with the size and SHA-256
+of each whole (:meth:`hub.records.DeadRecord.refused`): ``replay`` refuses one whose payload or
+topic was cut (an event cannot be accepted from part of it) and leaves it ``open``.
+
+Everything here came from the wire: :func:`printable` escapes it before ``hub dlq`` prints it,
+so control characters, terminal escape sequences, invalid UTF-8 and a 65 KB topic never reach
+the operator's terminal raw.
 """
 
 from __future__ import annotations
@@ -22,16 +26,64 @@ from hub.journal import connect
 from hub.records import DeadRecord
 
 _COLUMNS = ("id, dead_letter_id, received_at, topic, reason_code, reason, payload, status, "
-            "outcome")
+            "outcome, payload_size, payload_sha256, topic_size, topic_sha256, reason_size, "
+            "reason_sha256")
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _row(store: Path, r: tuple[object, ...]) -> DeadRecord:
-    row_id, dl_id, received, topic, code, reason, payload, status, outcome = r
+    (row_id, dl_id, received, topic, code, reason, payload, status, outcome,
+     size, sha, t_size, t_sha, r_size, r_sha) = r
     assert isinstance(received, float)
     assert isinstance(row_id, int)
-    assert isinstance(payload, bytes)
+    # a BLOB column: a TEXT value there (a row written by hand) is shown, not a crash
+    raw = payload if isinstance(payload, bytes) else str(payload).encode("utf-8", "replace")
     return DeadRecord(str(dl_id), datetime.fromtimestamp(received, UTC), str(topic), str(code),
-                      str(reason), payload, str(status), str(outcome), row_id, store).as_stored()
+                      str(reason), raw, str(status), str(outcome), row_id, store,
+                      _int(size), _str(sha), _int(t_size), _str(t_sha), _int(r_size),
+                      _str(r_sha)).as_stored()
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(data: str | bytes, limit: int | None = None, *, lines: bool = False) -> str:
+    """``data`` safe for a terminal: printable characters as they are, a backslash doubled,
+    everything else escaped the way Python writes it (``\\x1b``, ``\\x00``, ``\\u202e``), bytes
+    that are not UTF-8 as ``\\xNN``; ``lines``: newlines and tabs kept (a payload shown whole).
+    Past ``limit`` characters of the result, the rest is replaced by a note of what was left."""
+    text = data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else data
+    out: list[str] = []
+    size = 0
+    for i, ch in enumerate(text):
+        code = ord(ch)
+        if ch == "\\":
+            piece = "\\\\"
+        elif ch.isprintable() or (lines and ch in "\n\t"):
+            piece = ch
+        elif ch in _NAMED:
+            piece = _NAMED[ch]
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+            piece = f"\\x{code - 0xDC00:02x}"
+        elif code <= 0xFF:
+            piece = f"\\x{code:02x}"
+        elif code <= 0xFFFF:
+            piece = f"\\u{code:04x}"
+        else:
+            piece = f"\\U{code:08x}"
+        if limit is not None and size + len(piece) > limit:
+            out.append(f"... [{len(text) - i} more characters not shown]")
+            break
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
 
 
 def stores(data_dir: Path) -> list[Path]:
@@ -72,8 +124,8 @@ class ReplayRequest:
 
 
 def request_replay(data_dir: Path, ids: list[str] | None) -> ReplayRequest:
-    """Mark open dead letters for replay (``None``: every open one), except truncated ones
-    (only a prefix of their payload is kept): those are returned as refused, still open."""
+    """Mark open dead letters for replay (``None``: every open one), except those whose payload
+    or topic was cut (:attr:`DeadRecord.replayable`): returned as refused, still open."""
     out = ReplayRequest()
     for store in stores(data_dir):
         conn = connect(store, "normal")
@@ -81,8 +133,8 @@ def request_replay(data_dir: Path, ids: list[str] | None) -> ReplayRequest:
             rows = [_row(store, r) for r in conn.execute(
                 f"SELECT {_COLUMNS} FROM dead_letters WHERE status='open'")]  # noqa: S608
             chosen = [r for r in rows if ids is None or r.dead_letter_id in ids]
-            out.refused.extend(r for r in chosen if r.truncated)
-            chosen = [r for r in chosen if not r.truncated]
+            out.refused.extend(r for r in chosen if not r.replayable)
+            chosen = [r for r in chosen if r.replayable]
             conn.executemany(
                 "UPDATE dead_letters SET status='replay_requested', updated_at=? WHERE id=?",
                 [(time.time(), r.row_id) for r in chosen])

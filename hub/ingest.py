@@ -37,11 +37,12 @@ from hub.config import HubConfig
 from hub.identity_limits import IDENTITY_LIMIT, IdentityLimits
 from hub.ingest_decision import Decision, decide_batch
 from hub.journal import Journal, JournalError, Pending
+from hub.log_budget import LogBudget
 from hub.loss_detector import Loss, LossDetector
 from hub.metrics import HubMetrics
 from hub.mqtt_client import BufferedClient, apply_account, wait_acked
 from hub.receipts import ReceiptBook, seq_ranges
-from hub.records import DeadRecord
+from hub.records import DeadRecord, clip_text
 from hub.validate import OrderTracker
 from schemas.backoff import exponential_delay
 from schemas.client_id_clash import ClashDetector
@@ -61,6 +62,10 @@ BATCH_FILL_S = 0.02
 REPLAY_CHECK_S = 1.0
 PRUNE_EVERY_S = 2.0
 PRUNE_SEEN_EVERY_S = 600.0
+PRUNE_DEAD_EVERY_S = 60.0  # dead-letter retention ([dead_letters]); also once at start
+DEAD_LETTER_LOGS_PER_S = 10  # ingest.dead_lettered lines at most; the rest counted (a flood)
+DEAD_LETTER_PUBLISHES_PER_S = 100  # dead-letter topic messages at most; the rest counted
+LOG_TOPIC_KEEP, LOG_REASON_KEEP = 200, 300  # bytes of topic and reason on a log line
 LOSS_CHECK_EVERY_S = 1.0
 
 log = structlog.get_logger("hub.ingest")
@@ -116,6 +121,9 @@ class Ingest:
         self._last_replay_check = 0.0
         self._last_prune = time.monotonic()
         self._last_prune_seen = 0.0
+        self._last_prune_dead: float | None = None  # None: not yet (done at the first turn)
+        self._dead_log_budget = LogBudget(DEAD_LETTER_LOGS_PER_S)
+        self._dead_publish_budget = LogBudget(DEAD_LETTER_PUBLISHES_PER_S)
         rc = config.receipts
         self.receipts = ReceiptBook(config.hub_id, rc.interval_s) if rc.enabled else None
         self.detector = (LossDetector(rc.gap_timeout_s, rc.grace_s, journal.load_loss_state())
@@ -213,13 +221,16 @@ class Ingest:
             self.last_error = f"disconnected: {reason}"
             log.warning("mqtt.disconnected", reason=str(reason))
             return
-        self.last_error = (f"session taken over: another client is connecting with client id "
-                           f"{self.config.client_id!r} (two hubs or workers with one client_id?)"
+        # /healthz shows last_error: the client id (a secret: whoever has it can take over the
+        # session) stays in the log line below only
+        self.last_error = ("session taken over: another client is connecting with this hub's "
+                           "client id (two hubs or workers with one client_id? see the log's "
+                           "mqtt.client_id_clash)"
                            if taken_over else
                            f"connection dropped {flaps} times in a row within "
                            f"{self._clashes.window_s:.0f} s of connecting ({reason}): another "
-                           "client "
-                           f"with client id {self.config.client_id!r}?")
+                           "client with this hub's client id? (see the log's "
+                           "mqtt.client_id_clash)")
         delay = int(exponential_delay(max(flaps, 1), 1, 60))
         self._client.reconnect_delay_set(delay, 120)
         log.error("mqtt.client_id_clash", client_id=self.config.client_id, reason=str(reason),
@@ -339,6 +350,21 @@ class Ingest:
         if now - self._last_prune_seen >= PRUNE_SEEN_EVERY_S:
             self._last_prune_seen = now
             self.journal.prune_seen()
+        if self._last_prune_dead is None or now - self._last_prune_dead >= PRUNE_DEAD_EVERY_S:
+            self._last_prune_dead = now
+            self._prune_dead_letters(time.time())
+
+    def _prune_dead_letters(self, now: float) -> None:
+        """Dead-letter retention: one log line per pass that removed something."""
+        cfg = self.config.dead_letters
+        pruned = self.journal.prune_dead_letters(now, cfg.max_bytes, cfg.max_age_days * 86_400)
+        self.metrics.dead_letter_bytes.set(pruned.kept_bytes)
+        if pruned.by_age or pruned.by_size:
+            self.metrics.dead_letters_pruned.labels("age").inc(pruned.by_age)
+            self.metrics.dead_letters_pruned.labels("size").inc(pruned.by_size)
+            log.info("ingest.dead_letters_pruned", by_age=pruned.by_age, by_size=pruned.by_size,
+                     kept=pruned.kept_rows, kept_bytes=pruned.kept_bytes,
+                     max_age_days=cfg.max_age_days, max_bytes=cfg.max_bytes)
 
     def process(self, batch: list[Inbound]) -> None:
         """Decide (hub/ingest_decision.py), record in one transaction, then acknowledge; what
@@ -372,7 +398,7 @@ class Ingest:
             self._report_dead_letter(record)
         for outcome in decision.replays:
             log.info("ingest.dead_letter_replayed", row=outcome.row_id, accepted=outcome.accepted,
-                     reason=outcome.reason)
+                     reason=clip_text(outcome.reason, LOG_REASON_KEEP)[0])
 
     # ---- receipts and losses (schemas/TOPICS.md "Receipts", hub/loss_detector.py) -----------
     def _read_receipts(self, items: list[Inbound]) -> None:
@@ -516,11 +542,28 @@ class Ingest:
                                 "(hub/README.md, \"Limits\")")
 
     def _report_dead_letter(self, record: DeadRecord) -> None:
+        """One bounded line (prefixes of topic and reason, sizes and hash, never the payload),
+        at most DEAD_LETTER_LOGS_PER_S a second: the rest are counted, and the next line says
+        how many were not logged. Every one is in the store; the dead-letter topic gets at most
+        DEAD_LETTER_PUBLISHES_PER_S a second (paho queues every QoS 1 publish in memory: a
+        flood published one by one would grow the hub), the rest counted."""
         if record.reason_code == IDENTITY_LIMIT:  # a flood's worth: a line per cap instead
             return  # (_report_identities), no DLQ message each (paho would queue them all)
-        log.warning("ingest.dead_lettered", topic=record.topic, reason=record.reason,
-                    reason_code=record.reason_code, dead_letter_id=record.dead_letter_id,
-                    size=len(record.payload))
+        now = time.monotonic()
+        allowed, suppressed = self._dead_log_budget.take(now)
+        if not allowed:
+            self.metrics.dead_letter_logs_suppressed.inc()
+        else:
+            log.warning("ingest.dead_lettered", dead_letter_id=record.dead_letter_id,
+                        reason_code=record.reason_code,
+                        topic=clip_text(record.topic, LOG_TOPIC_KEEP)[0],
+                        topic_size=record.topic_size,
+                        reason=clip_text(record.reason, LOG_REASON_KEEP)[0],
+                        reason_size=record.reason_size, size=record.original_size,
+                        sha256=record.sha256, suppressed_before=suppressed)
+        if not self._dead_publish_budget.take(now)[0]:
+            self.metrics.dead_letter_publish_failed.inc()
+            return
         if not self.publish(self.topics.deadletter(),
                             record.to_message().model_dump_json().encode()):
             self.metrics.dead_letter_publish_failed.inc()

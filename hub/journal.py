@@ -24,6 +24,11 @@ receive them.
 Dedup ids are kept ``dedup_retention_days`` (default 7) and at most ``dedup_max_ids`` (default 5
 million, about 250 MB): an event replayed after that is stored again (storage writes are
 idempotent, so the point is overwritten with the same values).
+
+Dead letters are bounded rows (``hub/records.py``: at most ``DEAD_LETTER_ROW_MAX`` bytes each,
+with the size and SHA-256 of payload, topic and reason in their own columns, added to an older
+database when it is opened: :func:`migrate_dead_letters`) kept ``[dead_letters] max_age_days``
+and at most ``max_bytes`` of row data, oldest first (:meth:`Journal.prune_dead_letters`).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from typing import Any
 import structlog
 
 from hub.consumers.base import Envelope, JournalEntry, LocalRecord
-from hub.records import DeadRecord, Point
+from hub.records import ID_KEEP, REASON_KEEP, DeadRecord, Point, clip_text
 from hub.validate import Accepted
 from schemas.codec import decode
 from schemas.errors import ThermopipeError
@@ -67,6 +72,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     status TEXT NOT NULL DEFAULT 'open', updated_at REAL NOT NULL, outcome TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS dead_letters_status ON dead_letters(status);
+-- the dead letters' size and hash columns and their retention index: migrate_dead_letters
 CREATE TABLE IF NOT EXISTS loss_state (device TEXT PRIMARY KEY, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS identities (site TEXT NOT NULL, device TEXT NOT NULL,
     sensor TEXT NOT NULL, PRIMARY KEY (site, device, sensor)) WITHOUT ROWID;
@@ -81,6 +87,19 @@ TAIL_CAPACITY = 6_000  # decoded envelopes kept at most for consumers that lag (
 TAIL_SLACK = 1_000  # trimmed by whole slices, not one entry at a time
 log = structlog.get_logger("hub.journal")
 LOCAL_KIND = "_local_point"  # the journal ``kind`` of a LocalRecord (no event kind starts with _)
+
+#: columns added to ``dead_letters`` after its first version (NULL in older rows: the payload's
+#: size and hash are then in the reason's note, topic and reason are whole)
+DEAD_LETTER_ADDED = (("payload_size", "INTEGER"), ("payload_sha256", "TEXT"),
+                     ("topic_size", "INTEGER"), ("topic_sha256", "TEXT"),
+                     ("reason_size", "INTEGER"), ("reason_sha256", "TEXT"),
+                     ("stored_bytes", "INTEGER"))
+#: a row's variable-length data, in SQL (older rows' ``stored_bytes``, and after a replay)
+_ROW_BYTES_SQL = ("length(payload) + length(CAST(topic AS BLOB)) + length(CAST(reason AS BLOB))"
+                  " + length(CAST(dead_letter_id AS BLOB)) + length(CAST(reason_code AS BLOB))"
+                  " + length(CAST(status AS BLOB)) + length(CAST(outcome AS BLOB))"
+                  " + coalesce(length(payload_sha256) + length(topic_sha256)"
+                  " + length(reason_sha256), 0)")
 
 
 class JournalError(ThermopipeError):
@@ -101,9 +120,39 @@ def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
         if synchronous == "full":  # the ingest writer: a little more of the dedup index cached
             conn.execute("PRAGMA cache_size=-4000")
         conn.executescript(SCHEMA)
+        migrate_dead_letters(conn)
     except sqlite3.Error as exc:
         raise JournalError(f"cannot open the hub database {path}: {exc}") from exc
     return conn
+
+
+def migrate_dead_letters(conn: sqlite3.Connection) -> None:
+    """Add the columns of :data:`DEAD_LETTER_ADDED` that a database made by an older hub lacks,
+    fill ``stored_bytes`` of its rows, and index them for retention. Safe to race: a second
+    process adding the same column finds it there."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(dead_letters)")}
+    missing = [(name, kind) for name, kind in DEAD_LETTER_ADDED if name not in have]
+    for name, kind in missing:
+        try:
+            conn.execute(f"ALTER TABLE dead_letters ADD COLUMN {name} {kind}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
+    if missing:
+        conn.execute(f"UPDATE dead_letters SET stored_bytes = {_ROW_BYTES_SQL} "  # noqa: S608
+                     "WHERE stored_bytes IS NULL")
+    conn.execute("CREATE INDEX IF NOT EXISTS dead_letters_age "
+                 "ON dead_letters(received_at, stored_bytes)")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadPruned:
+    """What one retention pass removed from the dead-letter store, and what it holds after."""
+
+    by_age: int
+    by_size: int
+    kept_rows: int
+    kept_bytes: int
 
 
 @lru_cache(maxsize=128)
@@ -268,25 +317,36 @@ class Journal:
             self._insert_dead(dead)
             if replays:
                 now = time.time()
+                updates = []
+                for r in replays:  # the new reason bounded like any dead letter's
+                    reason, r_size, r_sha = clip_text(r.reason, REASON_KEEP)
+                    updates.append(("replayed" if r.accepted else "open",
+                                  clip_text(r.reason_code, ID_KEEP)[0], reason, r_size, r_sha,
+                                  "accepted on replay" if r.accepted
+                                  else "rejected again on replay", now, r.row_id))
                 conn.executemany(
-                    "UPDATE dead_letters SET status=?, reason_code=?, reason=?, outcome=?, "
-                    "updated_at=? WHERE id=?",
-                    [("replayed" if r.accepted else "open",
-                      r.reason_code, r.reason,
-                      "accepted on replay" if r.accepted else "rejected again on replay",
-                      now, r.row_id) for r in replays])
+                    "UPDATE dead_letters SET status=?, reason_code=?, reason=?, reason_size=?, "
+                    "reason_sha256=?, outcome=?, updated_at=? WHERE id=?", updates)
+                conn.executemany(f"UPDATE dead_letters SET stored_bytes = {_ROW_BYTES_SQL} "  # noqa: S608
+                                 "WHERE id=?", [(r.row_id,) for r in replays])
         self._publish(envelopes)
         return envelopes
 
     def _insert_dead(self, dead: Sequence[DeadRecord]) -> None:
-        """Dead letters into the store (inside a transaction of the caller's)."""
+        """Dead letters into the store (inside a transaction of the caller's), each bounded
+        (:meth:`DeadRecord.bounded`) however it was made."""
         if dead:
             now = time.time()
+            rows = []
+            for d in (record.bounded() for record in dead):
+                rows.append((d.dead_letter_id, _ts(d.received_at), d.topic, d.reason_code,
+                              d.reason, d.payload, now, d.size, d.sha256, d.topic_size,
+                              d.topic_sha256, d.reason_size, d.reason_sha256, d.stored_bytes))
             self._conn.executemany(
-                "INSERT INTO dead_letters (dead_letter_id, received_at, topic, "
-                "reason_code, reason, payload, updated_at) VALUES (?,?,?,?,?,?,?)",
-                [(d.dead_letter_id, _ts(d.received_at), d.topic, d.reason_code, d.reason,
-                  d.payload, now) for d in dead])
+                "INSERT INTO dead_letters (dead_letter_id, received_at, topic, reason_code, "
+                "reason, payload, updated_at, payload_size, payload_sha256, topic_size, "
+                "topic_sha256, reason_size, reason_sha256, stored_bytes) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def add_dead_letters(self, dead: Sequence[DeadRecord]) -> None:
         """Dead letters made outside ingest (a consumer's poison event), committed now."""
@@ -310,7 +370,7 @@ class Journal:
             self._conn.executemany("DELETE FROM journal WHERE offset=?",
                                    [(r[0],) for r in rows])
         for offset, _topic, _payload, _at, reason in rows:
-            log.error("journal.row_quarantined", offset=offset, reason=reason,
+            log.error("journal.row_quarantined", offset=offset, reason=clip_text(reason, 300)[0],
                       meaning="moved to the dead-letter store; consumers go on past it")
 
     def append_local(self, points: Sequence[tuple[str, Point]]) -> list[LocalRecord]:
@@ -408,6 +468,33 @@ class Journal:
         else:
             low = last
         return int(self._conn.execute("DELETE FROM journal WHERE offset <= ?", (low,)).rowcount)
+
+    def prune_dead_letters(self, now: float, max_bytes: int, max_age_s: float) -> DeadPruned:
+        """Retention of the dead-letter store: rows received before ``now - max_age_s``, then
+        the oldest until the rest hold at most ``max_bytes`` (``stored_bytes``: the rows' data,
+        not SQLite's page overhead). Open rows go too: the store is bounded before it is
+        complete; what was pruned is counted and logged by the caller."""
+        with self._write_lock, self._transaction("prune dead letters of"):
+            conn = self._conn
+            by_age = conn.execute("DELETE FROM dead_letters WHERE received_at < ?",
+                                  (now - max_age_s,)).rowcount
+            rows, total = conn.execute(
+                "SELECT COUNT(*), coalesce(SUM(stored_bytes), 0) FROM dead_letters").fetchone()
+            by_size = 0
+            if total > max_bytes:
+                # the newest row at which the running total (newest first) passes the cap:
+                # it and every older row go
+                cut = conn.execute(
+                    "SELECT received_at, id FROM (SELECT received_at, id, SUM(stored_bytes) "
+                    "OVER (ORDER BY received_at DESC, id DESC) AS running FROM dead_letters) "
+                    "WHERE running > ? ORDER BY running LIMIT 1", (max_bytes,)).fetchone()
+                by_size = conn.execute(
+                    "DELETE FROM dead_letters WHERE received_at < ? OR "
+                    "(received_at = ? AND id <= ?)", (cut[0], cut[0], cut[1])).rowcount
+                rows, total = conn.execute(
+                    "SELECT COUNT(*), coalesce(SUM(stored_bytes), 0) FROM dead_letters"
+                ).fetchone()
+        return DeadPruned(int(by_age), int(by_size), int(rows), int(total))
 
     def prune_seen(self, now: float | None = None) -> None:
         """Forget dedup ids past their retention or beyond the maximum count (oldest first)."""

@@ -21,6 +21,9 @@ thermopipe_hub_mqtt_connected                       1 while connected to the bro
 thermopipe_hub_ingest_queue                         received, not yet recorded
 thermopipe_hub_journal_pruned_total                 journal rows pruned
 thermopipe_hub_dead_letter_publish_failed_total     dead letters not published on the DLQ topic
+thermopipe_hub_dead_letters_pruned_total{by}        dead letters removed by retention (age, size)
+thermopipe_hub_dead_letter_bytes                    data the dead-letter store holds (rows' bytes)
+thermopipe_hub_dead_letter_logs_suppressed_total    ingest.dead_lettered lines not logged (flood)
 thermopipe_hub_storage_rejected_total               points the database refused (InfluxDB modes)
 thermopipe_alerts_*                                 the alerting consumer's (hub/alerting/README.md)
 process_*, python_info, python_gc_*                 the standard collectors
@@ -124,6 +127,15 @@ class HubMetrics:
         self.dead_letter_publish_failed = Counter(
             p + "dead_letter_publish_failed", "Dead letters not published on the DLQ topic",
             registry=r)
+        self.dead_letters_pruned = Counter(
+            p + "dead_letters_pruned", "Dead letters removed by retention", ["by"], registry=r)
+        for by in ("age", "size"):  # both shown from the start, at 0
+            self.dead_letters_pruned.labels(by)
+        self.dead_letter_bytes = Gauge(
+            p + "dead_letter_bytes", "Data the dead-letter store holds (rows' bytes)", registry=r)
+        self.dead_letter_logs_suppressed = Counter(
+            p + "dead_letter_logs_suppressed",
+            "ingest.dead_lettered log lines not written (rate limit)", registry=r)
 
     def watch_backlog(self, source: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_Backlog(source))

@@ -1,39 +1,124 @@
-"""/healthz and /metrics (and the routes consumers expose), served by uvicorn in a thread."""
+"""/healthz and /metrics (and the routes consumers expose), served by uvicorn in a thread.
+
+Neither shows a secret: every string of the health report and the metrics text goes through
+:func:`hub.redact.redact` with the config's secrets and the client id (``secrets``).
+
+With ``[http] token`` set, every route but /healthz needs it (:class:`TokenGate`): an
+``Authorization: Bearer <token>`` header (scripts, Prometheus' ``authorization`` setting), or,
+for a browser, ``?token=<token>`` once: the answer is a redirect to the same page without it and
+an HttpOnly, SameSite=Strict cookie that the page's own requests (its state, its event stream)
+carry from then on. Anything else gets 401 with one line. The token is compared in constant time
+and never logged; the cookie holds a hash of it, not the token.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.datastructures import Headers, QueryParams
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hub.metrics import HubMetrics
+from hub.redact import redact, redact_all
 from schemas.errors import ServerError
 
 log = structlog.get_logger("hub.web")
 
 
 def make_app(health: Callable[[], dict[str, Any]], metrics: HubMetrics,
-             extra_routes: list[BaseRoute] | None = None) -> Starlette:
+             extra_routes: list[BaseRoute] | None = None, *, token: str | None = None,
+             secrets: Sequence[str] = ()) -> Starlette:
+    """The hub's web app; ``token``: required by every route but /healthz (None: open);
+    ``secrets``: strings never shown by /healthz or /metrics (besides URL credentials)."""
+    hidden = (*secrets, *([token] if token else []))
+
     async def healthz(_request: Request) -> JSONResponse:
         report = health()
-        return JSONResponse(report, status_code=200 if report["ok"] else 503)
+        return JSONResponse(redact_all(report, hidden),
+                            status_code=200 if report["ok"] else 503)
 
     async def metrics_route(_request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        text = generate_latest(metrics.registry).decode("utf-8", "replace")
+        return Response(redact(text, hidden), media_type=CONTENT_TYPE_LATEST)
 
     routes: list[BaseRoute] = [Route("/healthz", healthz), Route("/metrics", metrics_route)]
-    return Starlette(routes=[*routes, *(extra_routes or [])])
+    middleware = [Middleware(TokenGate, token=token)] if token else []
+    return Starlette(routes=[*routes, *(extra_routes or [])], middleware=middleware)
+
+
+COOKIE = "thermopipe_hub_token"
+OPEN_PATHS = frozenset({"/healthz"})  # health checks (compose, systemd, a proxy) need no token
+
+
+def cookie_value(token: str) -> str:
+    """What the browser keeps: a hash of the token (the cookie alone is not the API token)."""
+    return hashlib.sha256(f"thermopipe-hub-cookie:{token}".encode()).hexdigest()
+
+
+class TokenGate:
+    """ASGI middleware (pure ASGI: the dashboard's event stream is passed through untouched):
+    a request without the token gets 401; ``?token=`` on a GET sets the cookie and redirects to
+    the same URL without it."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+        self._cookie = cookie_value(token).encode()
+
+    def _is(self, given: str, expected: bytes) -> bool:
+        return hmac.compare_digest(given.encode("utf-8", "replace"), expected)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and self._is(given.strip(), self._token):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        if self._is(request.cookies.get(COOKIE, ""), self._cookie):
+            await self.app(scope, receive, send)
+            return
+        query = QueryParams(scope.get("query_string", b"").decode("latin-1"))
+        if scope["type"] == "http" and scope.get("method") == "GET" and self._is(
+                query.get("token", ""), self._token):
+            response: Response = _into_cookie(scope, query)
+        else:
+            response = PlainTextResponse(
+                "401 unauthorized: this hub needs its [http] token (Authorization: Bearer "
+                "<token>, or ?token=<token> once in a browser)\n", status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="thermopipe-hub"'})
+        await response(scope, receive, send)
+
+
+def _into_cookie(scope: Scope, query: QueryParams) -> Response:
+    """The redirect that takes the token out of the address bar (and history, and logs),
+    leaving it as a cookie. Relative, so it stays right behind a proxy that adds a prefix."""
+    path = str(scope["path"])
+    rest = [(k, v) for k, v in query.multi_items() if k != "token"]
+    target = (path.rsplit("/", 1)[-1] or "./") + (f"?{QueryParams(rest)}" if rest else "")
+    response = RedirectResponse(target, status_code=303)
+    token = next(v for k, v in query.multi_items() if k == "token")
+    response.set_cookie(COOKIE, cookie_value(token), httponly=True, samesite="strict",
+                        secure=scope.get("scheme") == "https", path="/")
+    return response
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -186,9 +186,15 @@ class DeadLetter(_Message):
     kind: Literal["dead_letter"] = "dead_letter"
     dead_letter_id: EventId
     received_at: UtcTime
-    topic: str
-    reason: str
-    payload_b64: str
+    topic: str  # at most hub.records.TOPIC_KEEP bytes of it: topic_size says when cut
+    reason: str  # likewise REASON_KEEP bytes
+    payload_b64: str  # likewise DEAD_LETTER_KEEP bytes
+    #: the sizes (bytes) of payload, topic and reason as received, and the payload's SHA-256
+    #: (None: a message from before they existed)
+    payload_size: int | None = None
+    payload_sha256: str | None = None
+    topic_size: int | None = None
+    reason_size: int | None = None
 
 
 class HomeAssistantState(_Message):

@@ -138,8 +138,25 @@ def test_the_hub_config_of_the_stack_is_valid(compose: dict[str, Any],
     acl = (DEPLOY / "mosquitto" / "acl").read_text()
     assert f"user {config.mqtt.username}\n" in acl
     assert f"topic read {config.mqtt.topic_root}/#" in acl
-    port = str(config.http.port)
-    assert any(p.startswith(f"{port}:") for p in compose["services"]["hub"]["ports"])
+    port = config.http.port
+    # inside the container on its own 0.0.0.0, published on the host's loopback only
+    assert config.http.host == "0.0.0.0"
+    assert compose["services"]["hub"]["ports"] == [f"127.0.0.1:{port}:{port}"]
+
+
+def test_the_hub_service_installs_its_config_with_the_web_on_loopback(tmp_path: Path) -> None:
+    """hub.service's install recipe (its header) rewrites the stack's [http] host, and nothing
+    else, to 127.0.0.1: the web of a hub without containers is not on every interface."""
+
+    unit = (DEPLOY / "systemd" / "hub.service").read_text()
+    script = next(line for line in unit.splitlines() if line.startswith("#   sed "))
+    expression = script.split("'")[1]
+    done = subprocess.run(["sed", expression, str(DEPLOY / "hub" / "hub.toml")],
+                          capture_output=True, text=True, check=True)
+    written = tomllib.loads(done.stdout)
+    stack = tomllib.loads((DEPLOY / "hub" / "hub.toml").read_text())
+    assert written["http"]["host"] == "127.0.0.1"
+    assert {**written, "http": stack["http"]} == stack
 
 
 def test_mosquitto_config_keeps_messages_and_requires_passwords(compose: dict[str, Any]) -> None:

@@ -60,3 +60,27 @@ def test_page_shows_a_value_change_live_without_reload() -> None:
         assert page.evaluate("window.__sameDocument") == "yes"  # no reload happened
         assert errors == []
         page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+
+@pytest.mark.slow
+def test_with_a_token_the_page_stays_live_on_its_cookie() -> None:
+    """``[http] token``: opened once with ``?token=``, the page loses the token from its address,
+    and its own requests (state, the live event stream) go on with the HttpOnly cookie."""
+    require_browser()
+    token = "browser-token-0123456789"
+    dash = DashboardConsumer(DashboardConfig(title="Locked room"))
+    f = Feed("pi-7", "lab")
+    dash.handle([env(f.status(True, "birth", sensors=("bench",))), env(f.reading("bench", 20.5))])
+    with live_page(dash, token=token) as (page, errors):  # went live: the stream is connected
+        assert "token" not in page.url
+        page.wait_for_function(_cell_is("lab/pi-7/bench", "20.5"), timeout=10_000)
+        dash.handle([env(f.reading("bench", 22.5))])
+        page.wait_for_function(_cell_is("lab/pi-7/bench", "22.5"), timeout=10_000)
+        assert page.evaluate("document.cookie") == ""  # HttpOnly: scripts cannot read it
+        assert page.evaluate("fetch('api/state').then(r => r.status)") == 200
+        stranger = page.context.browser.new_page()  # another context: no cookie
+        try:
+            assert stranger.goto(page.url).status == 401
+        finally:
+            stranger.close()
+        assert errors == []
