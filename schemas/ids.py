@@ -36,8 +36,8 @@ def check_identifier(value: str, what: str = "identifier") -> str:
     """Return ``value`` if it is safe in a topic level, else raise :class:`InvalidIdentifier`."""
     if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise InvalidIdentifier(
-            f"invalid {what} {quoted(value)}: use 1-64 of A-Z a-z 0-9 _ . - starting with a letter or "
-            "digit (no '+', '#', '/', spaces)"
+            f"invalid {what} {quoted(value)}: use 1-64 of A-Z a-z 0-9 _ . - starting with a "
+            "letter or digit (no '+', '#', '/', spaces)"
         )
     return value
 
