@@ -64,7 +64,8 @@ class Loss:
 @dataclass(frozen=True, slots=True)
 class Jump:
     """A device's seq jumped further than ``max_seq_jump``: its tracking restarted at ``to_seq``
-    (``from_seq``: the highest seq held before, or the lowest for a jump down)."""
+    (the first seq of the new range; ``from_seq``: the highest seq held before, or the lowest
+    for a jump down)."""
 
     site: str
     device_id: str
@@ -167,7 +168,7 @@ class LossDetector:
             if held and (first > held[-1][1] + jump or last < held[0][0] - jump):
                 up = first > held[-1][1]
                 self.jumps.append(Jump(site, device, held[-1][1] if up else held[0][0],
-                                       first if up else last, len(dev.gaps),
+                                       first, len(dev.gaps),
                                        sum(b - a + 1 for a, b in dev.gaps)))
                 dev.held = [[first, last]]
                 dev.gaps = {}
