@@ -265,10 +265,11 @@ SeqRanges = Annotated[list[SeqRange], Field(max_length=RANGES_MAX),
 
 
 class Receipt(_Message):
-    """The hub -> one device, on ``{root}/{site}/{device}/receipt``: the events of this device
-    (by ``seq``) that the hub ``hub_id`` holds durably (journaled, or already held: a duplicate, a
-    dead letter). The agent deletes them from its outbox; whatever is not receipted in time is
-    sent again. Several hubs (workers) each receipt what they hold; the agent merges them."""
+    """The hub -> one device, on ``{root}/{site}/{device}/receipt``: in ``ranges`` the events of
+    this device (by ``seq``) that the hub ``hub_id`` holds durably (journaled, or a duplicate of
+    one it holds; never a payload it refused). The agent deletes them from its outbox; whatever is
+    not receipted in time is sent again. Several hubs (workers) each receipt what they hold; the
+    agent merges them. ``refused``: see below and schemas/TOPICS.md, "Receipts"."""
 
     kind: Literal["receipt"] = "receipt"
     event_id: EventId

@@ -48,8 +48,8 @@ is its own point: the tag ``seqs`` (``{first_seq}-{last_seq}``) makes each range
 own series, so records decided in the same instant (one loss check can decide thousands) never
 overwrite each other, and a record written twice (a retry after a crash) is the same point again
 (idempotent). A device's lost ranges are disjoint: one tag value (one series) per record. Points
-written before the tag existed have none (and may have overwritten each other). Query: ``SELECT sum("count") FROM
-"data_loss" WHERE time > now() - 7d GROUP BY "device"``.
+written before the tag existed have none (and may have overwritten each other). Query:
+``SELECT sum("count") FROM "data_loss" WHERE time > now() - 7d GROUP BY "device"``.
 
 Alerts carry no sequence number: their last three nanosecond digits come from a hash of the
 alert id instead, for the same reason.
