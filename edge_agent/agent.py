@@ -37,7 +37,7 @@ from edge_agent.outbox import Outbox
 from edge_agent.sources.base import SensorSource, SensorSpec
 from edge_agent.stamping import EventStamper
 from schemas.errors import ContractError
-from schemas.models import SensorEvent, SensorInfo
+from schemas.models import TEXT_MAX, SensorEvent, SensorInfo
 from schemas.version import thermopipe_version
 
 log = structlog.get_logger("edge_agent.agent")
@@ -129,7 +129,9 @@ class Agent:
                           name=cfg.name if cfg is not None else "")
 
     def firmware(self) -> str:
-        return "; ".join(f"{s.name}: {s.firmware}" for s in self.sources if s.firmware)
+        # bounded like the contract's field (a serial source is named after its port path)
+        return "; ".join(f"{s.name}: {s.firmware}" for s in self.sources if s.firmware
+                         )[:TEXT_MAX]
 
     def agent_counters(self) -> dict[str, float]:
         """The agent's own counters plus every source's, prefixed by nothing when unambiguous."""

@@ -21,7 +21,7 @@ from schemas.config_loading import checking_elsewhere, directory_problem, load_c
 from schemas.errors import ConfigError
 from schemas.extras import missing_reason
 from schemas.ids import DeviceId, SiteId, check_identifier
-from schemas.models import Unit
+from schemas.models import NAME_MAX, Unit
 
 
 class _Strict(BaseModel):
@@ -95,7 +95,7 @@ class SensorConfig(_Strict):
     """``[sensors.<id>]``: a sensor's unit, a name for people, and its decision rules."""
 
     unit: Unit = "degC"
-    name: str = ""
+    name: str = Field("", max_length=NAME_MAX)  # the contract's bound (SensorInfo.name)
     #: None = the ``[defaults]`` rules
     rules: SensorRules | None = None
 

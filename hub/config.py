@@ -223,6 +223,10 @@ class ReceiptsConfig(_Section):
     detect_gaps: bool = True
     gap_timeout_s: float = Field(300.0, gt=0)     # a gap without progress this long is lost
     grace_s: float = Field(5.0, ge=0)
+    #: a seq more than this above the highest held for the device (or below the lowest) is a
+    #: jump, not a gap: the loss detector restarts the device's tracking there and logs
+    #: ``ingest.seq_jump``; no data_loss record is ever larger than this
+    max_seq_jump: int = Field(1_000_000, ge=1, le=2**63 - 1)
 
 
 class HubConfig(_Section):

@@ -22,6 +22,7 @@ import queue
 import sys
 import threading
 import time
+import traceback
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ from paho.mqtt.properties import Properties
 
 from hub.config import HubConfig
 from hub.identity_limits import IDENTITY_LIMIT, IdentityLimits
-from hub.ingest_decision import Decision, decide_batch
+from hub.ingest_decision import INTERNAL_ERROR, Decision, decide_batch, internal_error
 from hub.journal import Journal, JournalError, Pending
 from hub.log_budget import LogBudget
 from hub.loss_detector import Loss, LossDetector
@@ -50,6 +51,7 @@ from schemas.codec import decode, encode
 from schemas.connect_errors import connect_error
 from schemas.errors import ContractError, DeliveryError
 from schemas.models import DataLoss, DeviceStatus, Receipt
+from schemas.supervision import describe
 from schemas.topics import Topics
 
 BATCH_MAX = 1000
@@ -126,8 +128,11 @@ class Ingest:
         self._dead_publish_budget = LogBudget(DEAD_LETTER_PUBLISHES_PER_S)
         rc = config.receipts
         self.receipts = ReceiptBook(config.hub_id, rc.interval_s) if rc.enabled else None
-        self.detector = (LossDetector(rc.gap_timeout_s, rc.grace_s, journal.load_loss_state())
+        self.detector = (LossDetector(rc.gap_timeout_s, rc.grace_s, journal.load_loss_state(),
+                                      max_seq_jump=rc.max_seq_jump)
                          if rc.detect_gaps else None)
+        for key, what in (self.detector.repaired.items() if self.detector else ()):
+            log.warning("ingest.loss_state_repaired", device=key, repaired=what)
         self._next_loss_check = 0.0
 
     # ---- MQTT --------------------------------------------------------------------------------
@@ -370,16 +375,20 @@ class Ingest:
         """Decide (hub/ingest_decision.py), record in one transaction, then acknowledge; what
         the batch made the hub hold is owed a receipt from then on."""
         events = batch
+        bad_receipts: list[DeadRecord] = []
         if self.detector is not None:
             receipts = [m for m in batch if m.topic.endswith("/receipt")]
             if receipts:
                 events = [m for m in batch if not m.topic.endswith("/receipt")]
-                self._read_receipts(receipts)
+                bad_receipts = self._read_receipts(receipts)
         decision = decide_batch(events, self.topics,
                                 max_size=self.config.mqtt.max_payload_bytes,
                                 late_after_s=self.config.late_after_s, tracker=self.tracker,
                                 known_ids=self.journal.known_ids, new_id=new_id,
                                 limits=self.limits)
+        decision.dead.extend(bad_receipts)
+        if decision.errors:  # each such message is a dead letter (internal_error)
+            self._failed("decide", decision.errors[0], count=len(decision.errors))
         # what the batch holds, per device as seq ranges (made once for receipts and detector)
         held = ({key: seq_ranges(seqs) for key, seqs in decision.held.items()}
                 if self.receipts is not None or self.detector is not None else {})
@@ -388,7 +397,8 @@ class Ingest:
                             decision.replays, loss_state=self._detect(decision, held),
                             identities=admitted)
         if self.receipts is not None:
-            self.receipts.note(held)
+            self.receipts.note(held, {key: seq_ranges(seqs)
+                                      for key, seqs in decision.refused.items()})
         self._ack(batch)
         self._count(decision.live, decision.pending, decision.duplicates, decision.dead)
         if decision.own:  # acknowledged above, like every message of the batch
@@ -401,20 +411,70 @@ class Ingest:
                      reason=clip_text(outcome.reason, LOG_REASON_KEEP)[0])
 
     # ---- receipts and losses (schemas/TOPICS.md "Receipts", hub/loss_detector.py) -----------
-    def _read_receipts(self, items: list[Inbound]) -> None:
-        assert self.detector is not None
+    def _read_receipts(self, items: list[Inbound]) -> list[DeadRecord]:
+        """Every hub's receipts tell the loss detector what they hold (``ranges`` only: their
+        ``refused`` seqs are not held). A receipt that is not one is ignored (logged); one whose
+        reading raises is a dead letter (``internal_error``) and its device's detection state is
+        dropped, so it cannot fail the same way again."""
+        detector = self.detector
+        assert detector is not None
         now = time.time()
+        dead: list[DeadRecord] = []
         for item in items:
             try:
-                receipt = decode(item.payload)
+                receipt = decode(item.payload, max_size=self.config.mqtt.max_payload_bytes)
                 if not isinstance(receipt, Receipt):
                     raise ContractError(f"a {receipt.kind!r} message on a receipt topic")
             except ContractError as exc:
-                log.warning("ingest.bad_receipt", topic=item.topic, reason=str(exc))
+                log.warning("ingest.bad_receipt", topic=item.topic[:200],
+                            reason=str(exc)[:300])
                 continue
-            if receipt.hub_id != self.config.hub_id:  # our own are noted at the commit
-                self.detector.held(receipt.site, receipt.device_id,
-                                   [(r.first, r.last) for r in receipt.ranges], now)
+            except Exception as exc:  # noqa: BLE001 - no input stops ingest: a dead letter
+                self._failed("receipt", exc)
+                dead.append(self._dead_letter(item, exc))
+                continue
+            if receipt.hub_id == self.config.hub_id:  # our own are noted at the commit
+                continue
+            try:
+                detector.held(receipt.site, receipt.device_id,
+                              [(r.first, r.last) for r in receipt.ranges], now)
+            except Exception as exc:  # noqa: BLE001 - no input stops ingest: a dead letter
+                self._failed("loss_detection", exc, site=receipt.site,
+                             device=receipt.device_id)
+                detector.forget(receipt.site, receipt.device_id)
+                dead.append(self._dead_letter(item, exc))
+        self._take_jumps()
+        return dead
+
+    def _dead_letter(self, item: Inbound, exc: Exception) -> DeadRecord:
+        rejection = internal_error(exc)
+        return DeadRecord.refused(new_id(), datetime.fromtimestamp(item.received_at, UTC),
+                                  item.topic, item.payload, reason_code=INTERNAL_ERROR,
+                                  reason=rejection.reason)
+
+    def _failed(self, step: str, exc: Exception, count: int = 1, **where: Any) -> None:
+        """An unexpected exception in an ingest step, survived: logged once with its
+        traceback, counted (``thermopipe_hub_ingest_internal_errors_total{step}``)."""
+        self.metrics.ingest_errors.labels(step).inc(count)
+        log.error("ingest.internal_error", step=step, error=describe(exc), count=count,
+                  traceback="".join(traceback.format_exception(exc))[-4000:], **where)
+
+    def _take_jumps(self) -> None:
+        """Log and count what the loss detector saw since last asked: seq jumps, and devices
+        whose evaluation failed (their state dropped)."""
+        detector = self.detector
+        if detector is None:
+            return
+        for jump in detector.jumps:
+            self.metrics.seq_jumps.inc()
+            log.warning("ingest.seq_jump", site=jump.site, device=jump.device_id,
+                        from_seq=jump.from_seq, to_seq=jump.to_seq,
+                        max_seq_jump=detector.max_seq_jump, open_gaps_dropped=jump.dropped_gaps,
+                        open_gap_seqs_dropped=jump.dropped_seqs)
+        detector.jumps.clear()
+        for (site, device), exc in detector.failures:
+            self._failed("loss_detection", exc, site=site, device=device)
+        detector.failures.clear()
 
     def _detect(self, decision: Decision, held: dict[tuple[str, str], list[tuple[int, int]]],
                 ) -> dict[str, Any] | None:
@@ -425,16 +485,26 @@ class Ingest:
             return None
         now = time.time()
         for (site, device), ranges in held.items():
-            detector.held(site, device, ranges, now)
+            try:
+                detector.held(site, device, ranges, now)
+            except Exception as exc:  # noqa: BLE001 - one device's failure stops no other
+                self._failed("loss_detection", exc, site=site, device=device)
+                detector.forget(site, device)
         for p in decision.pending:
             message = p.message
             if isinstance(message, DeviceStatus) and "outbox_oldest_seq" in message.counters:
-                c = message.counters
-                drops = ", ".join(f"{k.removeprefix('dropped_')}={int(v)}"
-                                  for k, v in sorted(c.items())
-                                  if k.startswith("dropped_by_") and v)
-                detector.status(message.site, message.device_id,
-                                int(c["outbox_oldest_seq"]), now, drops)
+                try:
+                    c = message.counters
+                    drops = ", ".join(f"{k.removeprefix('dropped_')}={int(v)}"
+                                      for k, v in sorted(c.items())
+                                      if k.startswith("dropped_by_") and v)
+                    detector.status(message.site, message.device_id,
+                                    int(c["outbox_oldest_seq"]), now, drops)
+                except Exception as exc:  # noqa: BLE001 - one device's failure stops no other
+                    self._failed("loss_detection", exc, site=message.site,
+                                 device=message.device_id)
+                    detector.forget(message.site, message.device_id)
+        self._take_jumps()
         if not detector.changed:
             return None
         state = detector.snapshot(detector.changed)
@@ -447,14 +517,23 @@ class Ingest:
             return
         encoding = self.config.receipts.encoding
         for receipt in book.due(now, force=force):
-            published = self.connected.is_set() and self._client.publish(
-                self.topics.receipt(receipt.site, receipt.device_id),
-                encode(receipt, encoding), qos=1).rc == mqtt.MQTT_ERR_SUCCESS
+            try:
+                published = self.connected.is_set() and self._client.publish(
+                    self.topics.receipt(receipt.site, receipt.device_id),
+                    encode(receipt, encoding), qos=1).rc == mqtt.MQTT_ERR_SUCCESS
+            except Exception as exc:  # noqa: BLE001 - dropped, not retried forever
+                # the agent sends those events again; they are receipted as duplicates
+                self._failed("receipt", exc, site=receipt.site, device=receipt.device_id)
+                continue
             if not published:
                 book.requeue(receipt)  # with the next one, once connected
                 continue
             self.metrics.receipts_sent.inc()
             self.metrics.receipted.inc(sum(r.last - r.first + 1 for r in receipt.ranges))
+            self.metrics.refused_named.inc(sum(r.last - r.first + 1 for r in receipt.refused))
+        for (site, device), error in book.failures:  # receipts that could not be made
+            self._failed("receipt", error, site=site, device=device)
+        book.failures.clear()
 
     def _check_losses(self, now: float) -> None:
         detector = self.detector
@@ -462,6 +541,7 @@ class Ingest:
             return
         self._next_loss_check = now + LOSS_CHECK_EVERY_S
         losses = detector.due(now)
+        self._take_jumps()
         self.metrics.open_gaps.set(detector.open_gaps)
         if losses:
             self._record_losses(losses, now)
@@ -469,18 +549,26 @@ class Ingest:
     def _record_losses(self, losses: list[Loss], now: float) -> None:
         """Each loss becomes one ``data_loss`` record in the journal (so storage, alerting and
         the live page get it like an event), with the detector's state, in one transaction."""
-        assert self.detector is not None
+        detector = self.detector
+        assert detector is not None
         when = datetime.fromtimestamp(now, UTC)
-        records = [DataLoss(event_id=loss_id(x), site=x.site, device_id=x.device_id, time=when,
-                            first_seq=x.first_seq, last_seq=x.last_seq,
-                            count=x.last_seq - x.first_seq + 1, cause=x.cause,
-                            hub_id=self.config.hub_id) for x in losses]
+        records = []
+        for x in losses:
+            try:
+                records.append(DataLoss(event_id=loss_id(x), site=x.site, device_id=x.device_id,
+                                        time=when, first_seq=x.first_seq, last_seq=x.last_seq,
+                                        count=x.last_seq - x.first_seq + 1, cause=x.cause,
+                                        hub_id=self.config.hub_id))
+            except Exception as exc:  # noqa: BLE001 - the device's state is dropped instead
+                self._failed("loss_record", exc, site=x.site, device=x.device_id,
+                             first_seq=x.first_seq, last_seq=x.last_seq)
+                detector.forget(x.site, x.device_id)
         known = self.journal.known_ids([r.event_id for r in records])
         pending = [Pending(r, f"{self.topics.root}/_hub/data_loss/{r.site}/{r.device_id}",
                            r.model_dump_json().encode(), when, False, False, now)
                    for r in records if r.event_id not in known]
-        state = self.detector.snapshot(self.detector.changed)
-        self.detector.changed.clear()
+        state = detector.snapshot(detector.changed)
+        detector.changed.clear()
         self.journal.record(pending, [(p.message.event_id, now) for p in pending], {}, [],
                             loss_state=state)
         for record in records:

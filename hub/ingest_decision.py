@@ -14,11 +14,23 @@ Every message of the batch ends in exactly one place: a pending event, a duplica
 journal or an earlier message of the batch already has) or a dead letter; a dead letter being
 replayed (``replay_row``) also gets its outcome. The ingest thread records the ``Decision`` in
 one transaction and only then acknowledges the batch to the broker.
+
+No message stops the batch: whatever raises while one message is screened or decided (a bug, an
+input nobody planned for) makes that message a dead letter with reason code ``internal_error``
+and the exception as its reason (``schemas.supervision.describe``: type and message, bounded);
+the rest of the batch is decided as usual.
+
+What the hub tells the device (``Decision.held`` and ``Decision.refused``, per device, by seq):
+``held`` is what it holds: accepted events and duplicates of events it holds; ``refused`` is the
+seq of each payload it dead-lettered on the device's event or summary topic whose ``seq`` could
+be read (an int within the contract's range, ``0 .. SEQ_MAX``). A refused seq is never held (the
+loss detector does not count it, the receipt names it apart: schemas/TOPICS.md, "Receipts").
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,10 +41,12 @@ from hub.journal import Pending, ReplayOutcome
 from hub.records import DeadRecord
 from hub.validate import Accepted, OrderTracker, Rejection, check_payload, is_late
 from schemas.errors import TopicError
-from schemas.models import DeviceStatus
+from schemas.models import SEQ_MAX, DeviceStatus
+from schemas.supervision import describe
 from schemas.topics import Topics
 
 MAX_SEQ_PROBE = 1 << 20  # a refused payload larger than this is not parsed for its seq
+INTERNAL_ERROR = "internal_error"  # the reason code of a message whose decision raised
 
 
 class Message(Protocol):
@@ -58,6 +72,7 @@ class Screened:
     replays: list[ReplayOutcome] = field(default_factory=list)
     live: int = 0  # messages from the broker (not replays of dead letters)
     own: int = 0   # messages on the hubs' own topics (``Topics.is_hub_topic``), left alone
+    errors: list[Exception] = field(default_factory=list)  # what raised (``internal_error``)
 
     def event_ids(self) -> list[str]:
         return [m.event_id for _, m in self.candidates]
@@ -72,10 +87,16 @@ class Decision:
     dead: list[DeadRecord]
     replays: list[ReplayOutcome]
     live: int
-    #: per (site, device), the seqs this batch makes the hub hold: accepted, duplicates (held
-    #: already) and dead letters whose seq could be read; what the hub receipts once recorded
+    #: per (site, device), the seqs this batch makes the hub hold: accepted events and
+    #: duplicates (held already); what the hub receipts (``ranges``) once recorded
     held: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     own: int = 0  # messages on the hubs' own topics: neither events nor dead letters
+    #: per (site, device), the readable seqs of payloads dead-lettered on its event or summary
+    #: topics: NOT held (a receipt's ``refused``; the loss detector ignores them)
+    refused: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    #: the exceptions behind this batch's ``internal_error`` dead letters (ingest logs the
+    #: first with its traceback and counts them all)
+    errors: list[Exception] = field(default_factory=list)
 
 
 def screen(batch: Iterable[Message], topics: Topics, max_size: int,
@@ -89,80 +110,126 @@ def screen(batch: Iterable[Message], topics: Topics, max_size: int,
                 out.own += 1
                 continue
             out.live += 1
-        result = check_payload(topics, item.topic, item.payload, max_size)
-        if limits is not None and not isinstance(result, Rejection):
-            result = limits.check(result, item.received_at)
+        try:
+            result: Accepted | Rejection = check_payload(topics, item.topic, item.payload,
+                                                         max_size)
+            if limits is not None and not isinstance(result, Rejection):
+                result = limits.check(result, item.received_at)
+        except Exception as exc:  # noqa: BLE001 - no input stops the batch: a dead letter
+            out.errors.append(exc)
+            result = internal_error(exc)
         if not isinstance(result, Rejection):
             out.candidates.append((item, result))
-        elif item.replay_row is not None:
-            out.replays.append(ReplayOutcome(item.replay_row, False, result.code, result.reason))
         else:
-            out.dead.append(DeadRecord.refused(  # bounded: a prefix, the size and a hash
-                new_id(), datetime.fromtimestamp(item.received_at, UTC), item.topic,
-                item.payload, reason_code=result.code, reason=result.reason))
-            held = rejected_seq(topics, item.topic, item.payload)
-            # only of admitted devices: the receipts and the loss detector keep state per device
-            if held is not None and (limits is None or limits.knows(*held[0])):
-                out.dead_seqs.append(held)
+            refuse(out, item, result, topics, new_id)
+    if limits is not None and out.dead_seqs:
+        # only of admitted devices (this batch's included): receipts and the loss detector
+        # keep state per device, and an invented identity must not make any
+        out.dead_seqs = [s for s in out.dead_seqs if limits.knows(*s[0])]
     return out
+
+
+def internal_error(exc: BaseException) -> Rejection:
+    """The rejection of a message whose screening or decision raised (the exception, bounded)."""
+    return Rejection(INTERNAL_ERROR, f"the hub failed on this message: {describe(exc)}")
+
+
+def refuse(out: Screened, item: Message, rejection: Rejection, topics: Topics,
+           new_id: Callable[[], str]) -> None:
+    """``item`` is a dead letter (or, replayed, stays one), with its readable seq noted."""
+    if item.replay_row is not None:
+        out.replays.append(ReplayOutcome(item.replay_row, False, rejection.code,
+                                         rejection.reason))
+        return
+    out.dead.append(DeadRecord.refused(  # bounded: a prefix, the size and a hash
+        new_id(), _received(item.received_at), item.topic, item.payload,
+        reason_code=rejection.code, reason=rejection.reason))
+    seq = rejected_seq(topics, item.topic, item.payload)
+    if seq is not None:
+        out.dead_seqs.append(seq)
+
+
+def _received(received_at: float) -> datetime:
+    try:
+        return datetime.fromtimestamp(received_at, UTC)
+    except (OverflowError, OSError, ValueError):  # a replayed row's time from a broken store
+        return datetime.now(UTC)
 
 
 def rejected_seq(topics: Topics, topic: str, payload: bytes,
                  ) -> tuple[tuple[str, str], int] | None:
-    """The device (from its topic, which the broker's ACL vouches for) and ``seq`` of a JSON
-    payload the contract refused, if both can be read: the dead-letter store holds it, so it is
-    receipted and the agent stops sending it again. Anything less readable is not receipted."""
+    """The device (from its event or summary topic, which the broker's ACL vouches for) and
+    ``seq`` of a JSON payload the contract refused, if both can be read and the seq is within
+    the contract's range (``0 .. SEQ_MAX``): the receipt names it as ``refused``, so the agent
+    learns that this event of its outbox was refused (it keeps it). Anything less readable is
+    named nowhere."""
     if not payload.startswith(b"{") or len(payload) > MAX_SEQ_PROBE:
         return None
     try:
         where = topics.parse(topic)
+        if where.kind not in ("event", "summary"):
+            return None
         seq = json.loads(payload).get("seq")
-    except (ValueError, TopicError, AttributeError):
+    except (ValueError, TopicError, AttributeError, RecursionError):  # deep JSON: RecursionError
         return None
-    if where.kind not in ("event", "summary") or type(seq) is not int or seq < 0:
+    if type(seq) is not int or not 0 <= seq <= SEQ_MAX:
         return None
     return (where.site, where.device_id), seq
 
 
-def decide(screened: Screened, known: set[str], tracker: OrderTracker,
-           late_after_s: float) -> Decision:
+def decide(screened: Screened, known: set[str], tracker: OrderTracker,  # noqa: PLR0917
+           late_after_s: float, topics: Topics | None = None,
+           new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> Decision:
     """Duplicates dropped (``known``: ids the journal already holds), the rest flagged late and
-    out of order (``tracker`` remembers the highest seq per sensor across batches)."""
+    out of order (``tracker`` remembers the highest seq per sensor across batches). A candidate
+    whose decision raises becomes a dead letter (``internal_error``), its seq refused."""
     pending: list[Pending] = []
     seen: list[tuple[str, float]] = []
     held: dict[tuple[str, str], list[int]] = {}
-    for key, seq in screened.dead_seqs:
-        held.setdefault(key, []).append(seq)
     taken: set[str] = set()
-    replays = list(screened.replays)
     duplicates = 0
+    failed = Screened(dead=screened.dead, dead_seqs=screened.dead_seqs,
+                      replays=screened.replays, errors=screened.errors)
     for item, message in screened.candidates:
-        event_id = message.event_id
-        duplicate = event_id in known or event_id in taken
+        try:
+            event_id = message.event_id
+            duplicate = event_id in known or event_id in taken
+            where = (None if isinstance(message, DeviceStatus)
+                     else ((message.site, message.device_id), message.seq))
+            if duplicate:
+                entry = None
+            else:
+                received_at = item.received_at
+                received = datetime.fromtimestamp(received_at, UTC)
+                out_of_order = (not isinstance(message, DeviceStatus) and tracker.observe(
+                    message.device_id, message.sensor_id, message.seq))
+                entry = Pending(message, item.topic, item.payload, received,
+                                is_late(message, received, late_after_s), out_of_order,
+                                received_at)
+        except Exception as exc:  # noqa: BLE001 - no input stops the batch: a dead letter
+            failed.errors.append(exc)
+            refuse(failed, item, internal_error(exc), topics or Topics(), new_id)
+            continue
         if item.replay_row is not None:
-            replays.append(ReplayOutcome(item.replay_row, True, "accepted",
-                                         "accepted on replay (already stored)" if duplicate
-                                         else "accepted on replay"))
-        if not isinstance(message, DeviceStatus):
-            key = (message.site, message.device_id)
-            seqs = held.get(key)
+            failed.replays.append(ReplayOutcome(item.replay_row, True, "accepted",
+                                                "accepted on replay (already stored)"
+                                                if duplicate else "accepted on replay"))
+        if where is not None:
+            seqs = held.get(where[0])
             if seqs is None:
-                held[key] = seqs = []
-            seqs.append(message.seq)
-        if duplicate:
+                held[where[0]] = seqs = []
+            seqs.append(where[1])
+        if entry is None:
             duplicates += 1
             continue
         taken.add(event_id)
-        received_at = item.received_at
-        seen.append((event_id, received_at))
-        received = datetime.fromtimestamp(received_at, UTC)
-        out_of_order = (not isinstance(message, DeviceStatus)
-                        and tracker.observe(message.device_id, message.sensor_id, message.seq))
-        pending.append(Pending(message, item.topic, item.payload, received,
-                               is_late(message, received, late_after_s), out_of_order,
-                               received_at))
-    return Decision(pending, seen, tracker.take_changes(), duplicates, screened.dead, replays,
-                    screened.live, held, screened.own)
+        seen.append((event_id, item.received_at))
+        pending.append(entry)
+    refused: dict[tuple[str, str], list[int]] = {}
+    for key, seq in failed.dead_seqs:
+        refused.setdefault(key, []).append(seq)
+    return Decision(pending, seen, tracker.take_changes(), duplicates, failed.dead,
+                    failed.replays, screened.live, held, screened.own, refused, failed.errors)
 
 
 def decide_batch(batch: Sequence[Message], topics: Topics, *, max_size: int,
@@ -171,4 +238,5 @@ def decide_batch(batch: Sequence[Message], topics: Topics, *, max_size: int,
                  new_id: Callable[[], str], limits: IdentityLimits | None = None) -> Decision:
     """Both steps, with ``known_ids`` (the journal's look-up, or a set in a test) between."""
     screened = screen(batch, topics, max_size, new_id, limits)
-    return decide(screened, known_ids(screened.event_ids()), tracker, late_after_s)
+    return decide(screened, known_ids(screened.event_ids()), tracker, late_after_s, topics,
+                  new_id)

@@ -124,6 +124,16 @@ class HubMetrics:
                                         "Events (seqs) named in data_loss records", registry=r)
         self.open_gaps = Gauge(p + "seq_gaps_open",
                                "Seq gaps not yet filled nor reported lost", registry=r)
+        self.refused_named = Counter(p + "receipt_refused_events",
+                                     "Refused seqs named in published receipts (refused)",
+                                     registry=r)
+        self.seq_jumps = Counter(p + "seq_jumps",
+                                 "Device seq jumps beyond [receipts] max_seq_jump (tracking "
+                                 "restarted)", registry=r)
+        self.ingest_errors = Counter(p + "ingest_internal_errors",
+                                     "Unexpected exceptions in an ingest step, survived (the "
+                                     "message dead-lettered or the device's state dropped)",
+                                     ["step"], registry=r)
         self.dead_letter_publish_failed = Counter(
             p + "dead_letter_publish_failed", "Dead letters not published on the DLQ topic",
             registry=r)

@@ -2,7 +2,10 @@
 
 An identifier is 1-64 characters of ``A-Z a-z 0-9 _ . -`` and starts with a letter or digit, so it
 can never contain the MQTT wildcards ``+`` and ``#``, the level separator ``/``, a NUL, or start
-with ``$`` (reserved by brokers) or ``_`` (reserved for the hub's own topics).
+with ``$`` (reserved by brokers) or ``_`` (reserved for the hub's own topics). An event id is 8-64
+of ``A-Z a-z 0-9 _ -``. These are the contract's bounds on ids and topic levels (schemas/TOPICS.md,
+"Bounds"); an error quotes at most :data:`QUOTE_MAX` characters of what it refused, so a 64 KiB
+topic level from the wire never becomes a 64 KiB reason.
 """
 
 from __future__ import annotations
@@ -18,21 +21,30 @@ IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 EVENT_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 _EVENT_ID = re.compile(EVENT_ID_PATTERN)
+QUOTE_MAX = 80
+
+
+def quoted(value: object, limit: int = QUOTE_MAX) -> str:
+    """``repr(value)``, at most about ``limit`` characters (longer: a prefix, then the length)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def check_identifier(value: str, what: str = "identifier") -> str:
     """Return ``value`` if it is safe in a topic level, else raise :class:`InvalidIdentifier`."""
     if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise InvalidIdentifier(
-            f"invalid {what} {value!r}: use 1-64 of A-Z a-z 0-9 _ . - starting with a letter or "
-            "digit (no '+', '#', '/', spaces)"
+            f"invalid {what} {quoted(value)}: use 1-64 of A-Z a-z 0-9 _ . - starting with a "
+            "letter or digit (no '+', '#', '/', spaces)"
         )
     return value
 
 
 def check_event_id(value: str) -> str:
     if not isinstance(value, str) or not _EVENT_ID.fullmatch(value):
-        raise InvalidIdentifier(f"invalid event id {value!r}: use 8-64 of A-Z a-z 0-9 _ -")
+        raise InvalidIdentifier(f"invalid event id {quoted(value)}: use 8-64 of A-Z a-z 0-9 _ -")
     return value
 
 

@@ -14,6 +14,16 @@ Field meanings shared by the device events:
 - ``clock_synced``: the device clock was NTP-synchronised when the event was made (a Raspberry Pi
   has no RTC: times made before sync may be wrong, the hub flags them).
 - ``replayed``: sent from the outbox backlog after an outage or restart, not live.
+
+Bounds (schemas/TOPICS.md, "Bounds"): everything read from the wire is bounded here, once, for
+both encodings (the Avro schemas have no bounds; a payload is validated by these models whichever
+encoding carried it), so the rest of the hub can trust a message it holds: ``seq`` (and every seq
+range) is ``0 .. SEQ_MAX`` (2**63 - 1: a signed 64-bit integer, as SQLite, Avro ``long`` and
+InfluxDB store it); identifiers are ``schemas/ids.py``'s; free text is at most ``NAME_MAX`` (names,
+versions, sources, counter names) or ``TEXT_MAX`` (details, causes, firmware) characters; lists
+and maps have a most (``SENSORS_MAX``, ``THRESHOLDS_MAX``, ``COUNTERS_MAX``, ``RANGES_MAX``); every
+float is finite (no NaN, no infinity: JSON's ``NaN``/``Infinity``/``1e999`` and Avro's NaN alike).
+A payload outside a bound fails validation like any other invalid payload: a dead letter.
 """
 
 from __future__ import annotations
@@ -25,6 +35,20 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from schemas.ids import DeviceId, EventId, SensorId, SiteId, StateName
+
+#: the highest ``seq`` (and seq range end) the contract allows: a signed 64-bit integer
+SEQ_MAX = 2**63 - 1
+NAME_MAX = 128      # a name for people, a version, a source kind, a counter's name, a hub id
+TEXT_MAX = 1024     # a fault's detail, a loss's cause, a device's firmware line
+SENSORS_MAX = 1024  # sensors in one status
+THRESHOLDS_MAX = 32  # thresholds of one sensor
+COUNTERS_MAX = 256  # counters in one status
+RANGES_MAX = 1000   # seq ranges in one receipt (the hub sends at most 500)
+
+Seq = Annotated[int, Field(ge=0, le=SEQ_MAX)]
+Count = Annotated[int, Field(ge=0, le=SEQ_MAX)]
+Name = Annotated[str, Field(max_length=NAME_MAX)]
+Text = Annotated[str, Field(max_length=TEXT_MAX)]
 
 Unit = Literal["degC", "degF"]
 Severity = Literal["info", "warning", "critical"]
@@ -53,7 +77,8 @@ UtcTime = Annotated[datetime, AfterValidator(_utc_micros)]
 class _Message(BaseModel):
     # strict: a mistyped field is an error, never coerced; forbid: a misspelt field is an error,
     # never silently ignored (newer writers are handled by the Avro registry / DLQ replay).
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    # allow_inf_nan=False: every float of every message is finite (NaN and inf are refused).
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class _DeviceEvent(_Message):
@@ -61,7 +86,7 @@ class _DeviceEvent(_Message):
     site: SiteId
     device_id: DeviceId
     sensor_id: SensorId
-    seq: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    seq: Seq
     time: UtcTime
     clock_synced: bool
     replayed: bool = False
@@ -108,7 +133,7 @@ class FaultEvent(_DeviceEvent):
     active: bool
     value: float | None = None
     unit: Unit
-    detail: str = ""
+    detail: Text = ""
     severity: Severity = "warning"
 
 
@@ -118,7 +143,7 @@ class SummaryEvent(_DeviceEvent):
     kind: Literal["summary"] = "summary"
     unit: Unit
     window_start: UtcTime
-    count: Annotated[int, Field(ge=0)]
+    count: Count
     min: float | None = None
     max: float | None = None
     mean: float | None = None
@@ -137,10 +162,17 @@ class ThresholdInfo(_Message):
 class SensorInfo(_Message):
     sensor_id: SensorId
     unit: Unit
-    source: str  # serial | onewire | simulator
-    thresholds: list[ThresholdInfo] = []
+    source: Name  # serial | onewire | simulator
+    thresholds: Annotated[list[ThresholdInfo], Field(max_length=THRESHOLDS_MAX)] = []
     #: a name for people ("freezer compartment": the agent's ``[sensors.<id>] name``), or ""
-    name: str = ""
+    name: Name = ""
+
+
+def _counter_names(counters: dict[str, float]) -> dict[str, float]:
+    for name in counters:
+        if len(name) > NAME_MAX:
+            raise ValueError(f"a counter name is at most {NAME_MAX} characters, not {len(name)}")
+    return counters
 
 
 class DeviceStatus(_Message):
@@ -154,11 +186,12 @@ class DeviceStatus(_Message):
     clock_synced: bool
     online: bool
     reason: Literal["birth", "will", "shutdown", "update"]
-    session: Annotated[int, Field(ge=0)]  # increments on every connect (Sparkplug's bdSeq)
-    agent_version: str = ""
-    firmware: str = ""
-    sensors: list[SensorInfo] = []
-    counters: dict[str, float] = {}
+    session: Count  # increments on every connect (Sparkplug's bdSeq)
+    agent_version: Name = ""
+    firmware: Text = ""
+    sensors: Annotated[list[SensorInfo], Field(max_length=SENSORS_MAX)] = []
+    counters: Annotated[dict[str, float], Field(max_length=COUNTERS_MAX),
+                        AfterValidator(_counter_names)] = {}
 
 
 class Alert(_Message):
@@ -218,8 +251,8 @@ class HomeAssistantState(_Message):
 class SeqRange(_Message):
     """Sequence numbers ``first`` through ``last`` (both included) of one device."""
 
-    first: Annotated[int, Field(ge=0, le=2**63 - 1)]
-    last: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    first: Seq
+    last: Seq
 
 
 def _ordered_ranges(ranges: list[SeqRange]) -> list[SeqRange]:
@@ -233,23 +266,26 @@ def _ordered_ranges(ranges: list[SeqRange]) -> list[SeqRange]:
     return ranges
 
 
-SeqRanges = Annotated[list[SeqRange], AfterValidator(_ordered_ranges)]
+SeqRanges = Annotated[list[SeqRange], Field(max_length=RANGES_MAX),
+                      AfterValidator(_ordered_ranges)]
 
 
 class Receipt(_Message):
-    """The hub -> one device, on ``{root}/{site}/{device}/receipt``: the events of this device
-    (by ``seq``) that the hub ``hub_id`` holds durably (journaled, or already held: a duplicate, a
-    dead letter). The agent deletes them from its outbox; whatever is not receipted in time is
-    sent again. Several hubs (workers) each receipt what they hold; the agent merges them."""
+    """The hub -> one device, on ``{root}/{site}/{device}/receipt``: in ``ranges`` the events of
+    this device (by ``seq``) that the hub ``hub_id`` holds durably (journaled, or a duplicate of
+    one it holds; never a payload it refused). The agent deletes them from its outbox; whatever is
+    not receipted in time is sent again. Several hubs (workers) each receipt what they hold; the
+    agent merges them. ``refused``: see below and schemas/TOPICS.md, "Receipts"."""
 
     kind: Literal["receipt"] = "receipt"
     event_id: EventId
     site: SiteId
     device_id: DeviceId
     time: UtcTime
-    hub_id: str
+    hub_id: Name
     ranges: SeqRanges
-    #: seqs of payloads this hub refused (dead-lettered) on the device's topic: NOT held. The
+    #: seqs of payloads this hub refused (dead-lettered) on the device's event or summary topic,
+    #: whose ``seq`` it could read: NOT held, and never in ``ranges`` of the same receipt. The
     #: agent logs and counts them and keeps its rows (they never leave the outbox on this).
     refused: SeqRanges = []
 
@@ -265,11 +301,11 @@ class DataLoss(_Message):
     site: SiteId
     device_id: DeviceId
     time: UtcTime  # when the hub decided the range was lost
-    first_seq: Annotated[int, Field(ge=0, le=2**63 - 1)]
-    last_seq: Annotated[int, Field(ge=0, le=2**63 - 1)]
-    count: Annotated[int, Field(ge=1)]
-    cause: str | None = None
-    hub_id: str = ""
+    first_seq: Seq
+    last_seq: Seq
+    count: Annotated[int, Field(ge=1, le=SEQ_MAX)]
+    cause: Text | None = None
+    hub_id: Name = ""
 
 
 SensorEvent = ReadingEvent | StateChangeEvent | RateAlarmEvent | FaultEvent | SummaryEvent

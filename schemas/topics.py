@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from schemas.errors import SpoofedTopic, TopicError
-from schemas.ids import check_identifier
+from schemas.ids import check_identifier, quoted
 from schemas.models import Alert, DeviceStatus, SensorEvent
 
 DEFAULT_ROOT = "thermopipe"
@@ -170,7 +170,7 @@ class Topics:
         """Parse a device topic; raise :class:`TopicError` with the reason if it is not one."""
         prefix = self.root + "/"
         if not topic.startswith(prefix):
-            raise TopicError(f"topic {topic!r} is outside the namespace {self.root!r}")
+            raise TopicError(f"topic {quoted(topic)} is outside the namespace {self.root!r}")
         levels = topic[len(prefix):].split("/")
         try:
             if len(levels) == 3 and levels[2] == "status":
@@ -189,8 +189,8 @@ class Topics:
                                    check_identifier(levels[1], "device id"),
                                    command=check_identifier(levels[3], "command"))
         except ValueError as exc:
-            raise TopicError(f"topic {topic!r}: {exc}") from None
-        raise TopicError(f"topic {topic!r} is not a device event, summary, status, cmd or "
+            raise TopicError(f"topic {quoted(topic)}: {exc}") from None
+        raise TopicError(f"topic {quoted(topic)} is not a device event, summary, status, cmd or "
                          "receipt topic")
 
 

@@ -47,7 +47,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.ids import check_identifier
-from schemas.models import Severity
+from schemas.models import THRESHOLDS_MAX, Severity
 
 #: State names the decider uses itself; a threshold cannot be called this.
 NORMAL = "normal"
@@ -56,7 +56,9 @@ RESERVED_STATES = frozenset({NORMAL, UNKNOWN})
 
 
 class _Rules(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # finite numbers only (TOML has inf and nan): the thresholds go into the birth status, and
+    # the contract refuses a non-finite float
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Smoothing(_Rules):
@@ -116,7 +118,7 @@ class SensorRules(_Rules):
     # smoothing (None = raw values)
     smoothing: Smoothing | None = None
     # threshold bands
-    thresholds: list[Threshold] = Field(default_factory=list)
+    thresholds: list[Threshold] = Field(default_factory=list, max_length=THRESHOLDS_MAX)
     # rate of change alarm (None = off)
     rate_limit_per_min: float | None = Field(default=None, gt=0.0)
     rate_window_s: float = Field(default=60.0, gt=0.0)

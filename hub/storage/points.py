@@ -16,7 +16,7 @@ measurement        tags                                fields
                                                        one ``c_<name>`` field per device counter
 ``alert``          site, device, sensor, rule,         alert_id, summary, late, event_id, firing
                    severity, status
-``data_loss``      site, device                        first_seq, last_seq, count (ints), cause,
+``data_loss``      site, device, seqs                  first_seq, last_seq, count (ints), cause,
                                                        event_id, hub
 ``hub_health``     hub                                 events_in, duplicates, dead_lettered (ints,
                                                        counted since the process started),
@@ -43,9 +43,13 @@ handled, ``lag_s`` the age of the oldest journal entry some consumer has not han
 every consumer is idle).
 
 A ``data_loss`` point is the hub's record of a range of a device's events that never arrived
-(hub/loss_detector.py), stamped when the hub decided so, plus ``first_seq % 1000`` ns; ``cause``
-is "" when unknown. Query: ``SELECT sum("count") FROM "data_loss" WHERE time > now() - 7d GROUP BY
-"device"``.
+(hub/loss_detector.py), stamped when the hub decided so; ``cause`` is "" when unknown. Every record
+is its own point: the tag ``seqs`` (``{first_seq}-{last_seq}``) makes each range of a device its
+own series, so records decided in the same instant (one loss check can decide thousands) never
+overwrite each other, and a record written twice (a retry after a crash) is the same point again
+(idempotent). A device's lost ranges are disjoint: one tag value (one series) per record. Points
+written before the tag existed have none (and may have overwritten each other). Query:
+``SELECT sum("count") FROM "data_loss" WHERE time > now() - 7d GROUP BY "device"``.
 
 Alerts carry no sequence number: their last three nanosecond digits come from a hash of the
 alert id instead, for the same reason.
@@ -157,8 +161,9 @@ def _data_loss(loss: DataLoss) -> Point:
     fields: dict[str, FieldValue] = {"first_seq": loss.first_seq, "last_seq": loss.last_seq,
                                      "count": loss.count, "cause": loss.cause or "",
                                      "event_id": loss.event_id, "hub": loss.hub_id}
-    return Point("data_loss", {"site": loss.site, "device": loss.device_id}, fields,
-                 time_ns(loss.time, loss.first_seq))
+    tags = {"site": loss.site, "device": loss.device_id,
+            "seqs": f"{loss.first_seq}-{loss.last_seq}"}  # one series per record: see above
+    return Point("data_loss", tags, fields, time_ns(loss.time))
 
 
 def _alert(alert: Alert) -> Point:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.ingest_decision import decide_batch
+from hub.ingest_decision import decide_batch, rejected_seq
 from hub.validate import OrderTracker
 from schemas.codec import encode
 from schemas.topics import Topics
@@ -113,3 +114,83 @@ def test_every_message_ends_in_exactly_one_place(
     for d in decision.dead:
         assert d.reason and d.reason_code in ("invalid", "spoofed", "unknown_encoding")
         assert d.payload in {m.payload for m in live}
+
+
+# ---- refused seqs and internal errors (issue 21) -----------------------------------------------
+
+def _decide(batch: list[Msg], known: frozenset[str] = frozenset()) -> Any:
+    ids = itertools.count()
+    return decide_batch(batch, TOPICS, max_size=65536, late_after_s=600,
+                        tracker=OrderTracker(), known_ids=lambda c: set(c) & known,
+                        new_id=lambda: f"dl{next(ids)}")
+
+
+def test_a_refused_payload_with_an_out_of_range_seq_names_no_seq() -> None:
+    """Regression (issue 21): seq 2**64 on a device's own topic was read unbounded, so the
+    receipt (and the loss detector's DataLoss) could not be built and ingest died."""
+    topic = "t/s1/d1/event/t1"
+    good = reading(5)
+    batch = [Msg(topic, b'{"kind": "reading", "seq": 18446744073709551616}', 0.0),
+             Msg(topic, b'{"kind": "reading", "seq": -1}', 0.0),
+             Msg(topic, b'{"kind": "reading", "seq": 9223372036854775807}', 0.0),
+             Msg(topic, b'{"kind": "reading", "seq": 7.0}', 0.0),
+             Msg(topic, b'{"seq": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 0.0),
+             Msg("t/s1/d1/status", b'{"kind": "reading", "seq": 3}', 0.0),
+             Msg(topic, encode(good), 0.0)]
+    assert rejected_seq(TOPICS, topic, batch[0].payload) is None
+    decision = _decide(batch)
+    assert len(decision.dead) == 6
+    assert decision.held == {("s1", "d1"): [5]}
+    assert decision.refused == {("s1", "d1"): [2**63 - 1]}  # the only readable, in-range seq
+
+
+def test_refused_seqs_are_not_held() -> None:
+    topic = "t/s1/d1/event/t1"
+    decision = _decide([Msg(topic, b'{"kind": "reading", "seq": 9}', 0.0),
+                        Msg(topic, encode(reading(10)), 0.0)])
+    assert decision.held == {("s1", "d1"): [10]}
+    assert decision.refused == {("s1", "d1"): [9]}
+
+
+def test_a_duplicate_is_held_an_accepted_event_too() -> None:
+    event = reading(4, event_id="event-0001")
+    msg = Msg(TOPICS.for_event(event), encode(event), 0.0)
+    decision = _decide([msg, msg], known=frozenset({"event-0001"}))
+    assert decision.duplicates == 2 and decision.held == {("s1", "d1"): [4, 4]}
+
+
+def test_a_message_whose_decision_raises_is_a_dead_letter_and_the_batch_goes_on(
+        monkeypatch: Any) -> None:
+    import hub.ingest_decision as module
+
+    real = module.check_payload
+
+    def flaky(topics: Topics, topic: str, payload: bytes, max_size: int) -> Any:
+        if b'"poison"' in payload:
+            raise RuntimeError("boom " + "x" * 5000)
+        return real(topics, topic, payload, max_size)
+
+    monkeypatch.setattr(module, "check_payload", flaky)
+    real_late = module.is_late
+
+    def late(message: Any, received: Any, after: float) -> bool:
+        if message.seq == 13:
+            raise OverflowError("late")
+        return real_late(message, received, after)
+
+    monkeypatch.setattr(module, "is_late", late)
+    topic = "t/s1/d1/event/t1"
+    batch = [Msg(topic, b'{"kind": "poison", "seq": 12}', 0.0),
+             Msg(topic, encode(reading(13)), 0.0),
+             Msg(topic, encode(reading(14)), 0.0),
+             Msg(topic, b'{"kind": "poison"}', 0.0, replay_row=3)]
+    decision = _decide(batch)
+    assert [p.message.seq for p in decision.pending] == [14]
+    assert [d.reason_code for d in decision.dead] == ["internal_error", "internal_error"]
+    assert ["RuntimeError: boom" in d.reason for d in decision.dead] == [True, False]
+    assert "OverflowError: late" in decision.dead[1].reason
+    assert all(len(d.reason) < 400 for d in decision.dead)  # the exception, bounded
+    assert [(o.accepted, o.reason_code) for o in decision.replays] == [(False, "internal_error")]
+    assert decision.held == {("s1", "d1"): [14]}
+    assert decision.refused == {("s1", "d1"): [12, 13]}
+    assert len(decision.errors) == 3

@@ -71,3 +71,73 @@ def test_nothing_noted_for_an_empty_batch() -> None:
     book = ReceiptBook("hub")
     book.note({KEY: []})
     assert book.due(0.0) == []
+
+
+# ---- refused seqs (issue 21): receipts say only what the hub holds ----------------------------
+
+@given(held=st.lists(st.integers(0, 80), max_size=40),
+       refused=st.lists(st.integers(0, 80), max_size=40))
+def test_refused_seqs_are_named_apart_and_never_in_ranges(held: list[int],
+                                                           refused: list[int]) -> None:
+    book = ReceiptBook("hub", interval_s=1.0)
+    book.note({KEY: seq_ranges(held)}, {KEY: seq_ranges(refused)})
+    receipts = book.due(0.0)
+    if not held and not refused:
+        assert receipts == []
+        return
+    (receipt,) = receipts
+    named = {s for r in receipt.ranges for s in range(r.first, r.last + 1)}
+    named_refused = {s for r in receipt.refused for s in range(r.first, r.last + 1)}
+    assert named == set(held)                       # ranges: only what the hub holds
+    assert named_refused == set(refused) - set(held)  # refused: the rest, apart
+    assert book.wait_s(5.0) is None
+
+
+def test_a_refused_seq_held_later_is_named_in_ranges_then() -> None:
+    book = ReceiptBook("hub", interval_s=1.0)
+    book.note({}, {KEY: [(7, 9)]})
+    (first,) = book.due(0.0)
+    assert ([(r.first, r.last) for r in first.ranges],
+            [(r.first, r.last) for r in first.refused]) == ([], [(7, 9)])
+    book.note({KEY: [(8, 8)]})
+    (second,) = book.due(1.0)
+    assert [(r.first, r.last) for r in second.ranges] == [(8, 8)] and second.refused == []
+
+
+def test_a_receipt_not_published_keeps_its_refused_ranges() -> None:
+    book = ReceiptBook("hub", interval_s=1.0)
+    book.note({KEY: [(1, 2)]}, {KEY: [(5, 5)]})
+    (receipt,) = book.due(0.0)
+    book.requeue(receipt)
+    (again,) = book.due(1.0)
+    assert [(r.first, r.last) for r in again.refused] == [(5, 5)]
+
+
+def test_refused_ranges_past_max_ranges_are_dropped_and_counted() -> None:
+    book = ReceiptBook("hub", interval_s=1.0, max_ranges=3)
+    book.note({}, {KEY: [(1, 1), (3, 3), (5, 5), (7, 8), (10, 10)]})
+    assert book.refused_dropped == 3
+    (receipt,) = book.due(0.0)
+    assert [(r.first, r.last) for r in receipt.refused] == [(1, 1), (3, 3), (5, 5)]
+    assert book.due(1.0) == []
+
+
+def test_a_receipt_that_cannot_be_made_is_dropped_and_reported_not_retried_forever() -> None:
+    """A device's receipt that fails to build (here: a hub id beyond the contract's bound)
+    is listed in ``failures`` and its owed ranges dropped; other devices get theirs."""
+    book = ReceiptBook("h" * 500, interval_s=1.0)
+    book.note({KEY: [(1, 3)]})
+    assert book.due(0.0) == []
+    ((key, exc),) = book.failures
+    assert key == KEY and "hub_id" in str(exc)
+    assert book.wait_s(1.0) is None  # nothing owed: it does not fail again
+
+
+def test_seqs_of_the_hubs_receipt_stay_within_the_contract() -> None:
+    """Regression (issue 21): a refused payload's seq 2**64 made the receipt fail to build and
+    killed ingest. Seqs beyond SEQ_MAX never reach the book (the decision drops them); a
+    receipt of the highest allowed seq builds."""
+    book = ReceiptBook("hub", interval_s=1.0)
+    book.note({KEY: [(2**63 - 1, 2**63 - 1)]}, {KEY: [(2**63 - 2, 2**63 - 2)]})
+    (receipt,) = book.due(0.0)
+    assert receipt.ranges[0].last == 2**63 - 1 and receipt.refused[0].first == 2**63 - 2
