@@ -123,7 +123,8 @@ class Delivery:
             else backlog_rate_per_s
         rules = ReceiptRules(mode=settings.receipts, timeout_s=settings.receipt_timeout_s,
                              gap_s=settings.receipt_gap_s, detect_s=settings.receipt_detect_s,
-                             window=settings.receipt_window)
+                             window=settings.receipt_window,
+                             refused_backoff_s=settings.receipt_timeout_s)
         self.policy: DeliveryPolicy[Stored] = DeliveryPolicy(
             settings.max_inflight, rate, now=time.monotonic(), receipts=rules,
             receipts_seen=outbox.receipts_seen)

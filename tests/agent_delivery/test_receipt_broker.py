@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,10 +37,11 @@ EVENTS = 1500
 SEQ_MAX = 2**63 - 1  # the contract's highest seq
 
 
-def forged(ranges: list[tuple[int, int]], refused: list[tuple[int, int]]) -> bytes:
+def forged(ranges: list[tuple[int, int]], refused: list[tuple[int, int]],
+           hub_id: str = "attacker") -> bytes:
     return encode(Receipt(
         event_id=str(uuid.uuid4()), site="site1", device_id="dev1", time=datetime.now(UTC),
-        hub_id="attacker",
+        hub_id=hub_id,
         ranges=[SeqRange(first=a, last=b) for a, b in ranges],
         refused=[SeqRange(first=a, last=b) for a, b in refused]))
 
@@ -71,8 +72,11 @@ class Attacker:
         return self
 
     def stop(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.ident is not None:
+            self._thread.join(5)
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -105,7 +109,7 @@ def test_forged_receipts_for_the_whole_seq_space_lose_no_event(
     delivery = Delivery(outbox, settings, "site1", "dev1", dict, backlog_rate_per_s=300)
     attacker = Attacker(mosquitto.host, mosquitto.port,
                         Topics(topic_root).receipt("site1", "dev1"))
-    logs: list[dict[str, Any]]
+    logs: list[MutableMapping[str, Any]]
     try:
         with capture_logs() as logs:
             delivery.start()
@@ -142,3 +146,53 @@ def test_forged_receipts_for_the_whole_seq_space_lose_no_event(
     refused = [e for e in logs if e["event"] == "delivery.refused"]
     assert counters["refused"] == sum(e["count"] for e in refused)
     assert counters["dropped_by_size"] == counters["dropped_by_age"] == 0
+
+
+def test_refused_events_stay_are_sent_again_after_their_backoff_and_a_receipt_deletes_them(
+        mosquitto: Mosquitto, topic_root: str, recorder: Recorder, tmp_path: Path) -> None:
+    outbox = Outbox(OutboxSettings(path=tmp_path / "outbox.db", min_free_bytes=0,
+                                   flush_interval_s=0.1))
+    stamper = EventStamper("site1", "dev1", outbox)
+    settings = MqttSettings(host=mosquitto.host, port=mosquitto.port, topic_root=topic_root,
+                            reconnect_min_s=0.2, reconnect_max_s=1.0, receipts="on",
+                            receipt_timeout_s=2.0)
+    delivery = Delivery(outbox, settings, "site1", "dev1", dict)
+    hub = Attacker(mosquitto.host, mosquitto.port, Topics(topic_root).receipt("site1", "dev1"))
+    logs: list[MutableMapping[str, Any]]
+    try:
+        with capture_logs() as logs:
+            delivery.start()
+            delivery.link.wait_connected(10)
+            delivery.submit([stamper.stamp(draft("reading", "s1", value=float(i)), True)
+                             for i in range(10)])
+            assert wait(lambda: delivery.counters()["awaiting_receipt"] == 10, 10)
+            # the hub holds 0-4 and dead-lettered payloads with seqs 5-9
+            hub.client.publish(hub.topic, forged([(0, 4)], [(5, 9)], "hub-1"),
+                               qos=1).wait_for_publish(5)
+            assert wait(lambda: delivery.counters()["refused"] == 5, 10)
+            assert wait(lambda: delivery.counters()["outbox_depth"] == 5, 10)  # 5-9 kept
+            # sent again once their backoff (receipt_timeout_s) is over, replayed
+            assert recorder.wait_for(
+                lambda _: {e.seq for e in recorder.events() if e.replayed} >= set(range(5, 10)),
+                20)
+            hub.client.publish(hub.topic, forged([(5, 9)], [], "hub-1"),
+                               qos=1).wait_for_publish(5)
+            assert wait(lambda: delivery.counters()["outbox_depth"] == 0, 10)
+            counters = delivery.counters()
+    finally:
+        hub.stop()
+        delivery.stop(3)
+        outbox.close()
+    refused = [e for e in logs if e["event"] == "delivery.refused"]
+    assert [(e["hub_id"], e["count"], e["seqs"]) for e in refused] == [("hub-1", 5, "5-9")]
+    assert refused[0]["log_level"] == "warning"
+    assert counters["receipt_ignored"] == 0 and counters["refused_ignored"] == 0
+
+
+def wait(pred: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
