@@ -355,14 +355,17 @@ class DeliveryPolicy(Generic[R]):
                 newest = max(newest, awaiting.pop(seq))
             self._newest_receipted_ack = newest
             for pool in (self._to_resend, self._held):
-                more = _among(pool, holds, starts, ends, span)
-                for seq in more:
-                    del pool[seq]
-                hits.extend(more)
-            for seq in hits:
-                self._gone(seq)
+                if pool:
+                    more = _among(pool, holds, starts, ends, span)
+                    for seq in more:
+                        del pool[seq]
+                    hits.extend(more)
+            if self._refusals:
+                for seq in hits:
+                    self._gone(seq)
             later = _among(self._inflight_seqs, holds, starts, ends, span)
-            self._receipted_inflight.update(later)
+            if later:
+                self._receipted_inflight.update(later)
             out.delete = hits
             out.at_puback = len(later)
         out.ignored = named - len(out.delete) - out.at_puback
