@@ -45,7 +45,7 @@ from typing import Any
 import structlog
 
 from edge_agent.clock import clock_synchronised
-from edge_agent.delivery_policy import DeliveryPolicy, ReceiptRules
+from edge_agent.delivery_policy import DeliveryPolicy, ReceiptRules, merged_ranges
 from edge_agent.mqtt_link import (
     Acked,
     Command,
@@ -83,17 +83,6 @@ _Control = LinkEvent | _FlushRequest | _StopRequest
 
 #: ranges a log line shows (the rest is counted)
 RANGES_LOGGED = 5
-
-
-def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
-    """``seqs`` as sorted runs ``(first, last)``."""
-    out: list[tuple[int, int]] = []
-    for seq in sorted(seqs):
-        if out and seq == out[-1][1] + 1:
-            out[-1] = (out[-1][0], seq)
-        else:
-            out.append((seq, seq))
-    return out
 
 
 def _ranges_text(ranges: Sequence[tuple[int, int]]) -> str:
@@ -464,9 +453,10 @@ class Delivery:
                         "(not sent yet, from before a restart, deleted already, or forged): "
                         "nothing of them is deleted")
         if out.refused:
+            runs, _, _ = merged_ranges(((s, s) for s in out.refused), len(out.refused))
             self._log.warning(
                 "delivery.refused", hub_id=receipt.hub_id, count=len(out.refused),
-                seqs=_ranges_text(_runs(out.refused)), already_refused=out.refused_again,
+                seqs=_ranges_text(runs), already_refused=out.refused_again,
                 retry_in_s=round(out.retry_in_s, 1),
                 meaning="the hub dead-lettered payloads with these seqs: the events stay in "
                         "the outbox and are sent again after a backoff")

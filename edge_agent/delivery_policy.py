@@ -2,15 +2,18 @@
 
 The sans-I/O core of :mod:`edge_agent.delivery` (in the style of the ``decide/`` package). It
 holds no socket, no database and no clock: the delivery thread feeds it what happened (a commit,
-the link up or down, a publish handed to the client, a broker acknowledgement) with the time as
-an argument, asks it what to publish, and carries the answer out::
+the link up or down, a publish handed to the client, a broker acknowledgement, a hub's receipt)
+with the time as an argument, asks it what to publish and what to delete, and carries the answer
+out::
 
     committed(rows)      ─┐                        ┌─▶ next_live()        rows to publish now
     connected(now)        │                        │
     disconnected()        ├──▶  DeliveryPolicy  ───┼─▶ backlog_wanted(now) how many backlog rows
     sent(seq, mid, ...)   │     (state, no I/O)    │   backlog_read(rows)  which of them to send
-    send_failed(seq)      │                        ├─▶ acked(mid, ok)      which event that was
-    stopping()           ─┘                        └─▶ wake_in(now)        when to ask again
+    send_failed(seq)      │                        ├─▶ acked(mid, ok)      which event, delete it?
+    stopping()            │                        ├─▶ receipted(...)      rows to delete, refused
+    forget(seqs)         ─┘                        ├─▶ tick(now)           what to send again
+                                                   └─▶ wake_in(now)        when to ask again
 
 The rules (the delivery module's docstring tells the why):
 
@@ -369,10 +372,10 @@ class DeliveryPolicy(Generic[R]):
             out.delete = hits
             out.at_puback = len(later)
         out.ignored = named - len(out.delete) - out.at_puback
-        self._refused(refused, now, out)
+        self._note_refused(refused, now, out)
         return out
 
-    def _refused(self, ranges: Iterable[tuple[int, int]], now: float, out: Receipted) -> None:
+    def _note_refused(self, ranges: Iterable[tuple[int, int]], now: float, out: Receipted) -> None:
         refused, _, dropped_span = merged_ranges(ranges, self.rules.max_ranges)
         named = sum(b - a + 1 for a, b in refused) + dropped_span
         if not refused:
