@@ -45,7 +45,7 @@ from typing import Any
 import structlog
 
 from edge_agent.clock import clock_synchronised
-from edge_agent.delivery_policy import DeliveryPolicy, ReceiptRules
+from edge_agent.delivery_policy import DeliveryPolicy, ReceiptRules, merged_ranges
 from edge_agent.mqtt_link import (
     Acked,
     Command,
@@ -81,6 +81,18 @@ class _StopRequest:
 _Control = LinkEvent | _FlushRequest | _StopRequest
 
 
+#: ranges a log line shows (the rest is counted)
+RANGES_LOGGED = 5
+
+
+def _ranges_text(ranges: Sequence[tuple[int, int]]) -> str:
+    """At most :data:`RANGES_LOGGED` ranges as ``"3-9,12"``, then how many more."""
+    text = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges[:RANGES_LOGGED])
+    if len(ranges) > RANGES_LOGGED:
+        text += f",... ({len(ranges) - RANGES_LOGGED} more)"
+    return text
+
+
 class Delivery:
     """Durable, paced, acknowledged delivery of one device's events to the broker."""
 
@@ -100,7 +112,8 @@ class Delivery:
             else backlog_rate_per_s
         rules = ReceiptRules(mode=settings.receipts, timeout_s=settings.receipt_timeout_s,
                              gap_s=settings.receipt_gap_s, detect_s=settings.receipt_detect_s,
-                             window=settings.receipt_window)
+                             window=settings.receipt_window,
+                             refused_backoff_s=settings.receipt_timeout_s)
         self.policy: DeliveryPolicy[Stored] = DeliveryPolicy(
             settings.max_inflight, rate, now=time.monotonic(), receipts=rules,
             receipts_seen=outbox.receipts_seen)
@@ -121,7 +134,8 @@ class Delivery:
         self._shutdown_sent = False
         self._counts: dict[str, int] = dict.fromkeys(
             ("events_made", "published", "acked", "replayed", "rejected", "commit_errors",
-             "undecodable", "status_published", "rebirths", "receipted"), 0)
+             "undecodable", "status_published", "rebirths", "receipted", "receipt_ignored",
+             "refused", "refused_ignored"), 0)
         self._made_lock = threading.Lock()
         self._stopped = False
 
@@ -216,6 +230,7 @@ class Delivery:
             backlog_depth=float(max(0, self.outbox.depth - inflight - live - policy.awaiting)),
             awaiting_receipt=float(policy.awaiting),
             awaiting_receipt_oldest_age_s=round(policy.awaiting_oldest_age(time.monotonic()), 3),
+            refused_waiting=float(policy.refused_waiting),
             receipts=float(policy.receipts),
             receipts_awaited=1.0 if policy.awaiting_receipts else 0.0,
             **{f"resent_{reason}": float(n) for reason, n in policy.resent.items()},
@@ -415,14 +430,36 @@ class Delivery:
 
     def _on_receipt(self, receipt: ReceiptArrived) -> None:
         first = not self.policy.receipts_seen
-        covered = self.policy.receipted(receipt.ranges, time.monotonic())
-        self.outbox.receipt(receipt.ranges)
-        self._counts["receipted"] += covered
+        out = self.policy.receipted(receipt.ranges, time.monotonic(), receipt.refused)
+        self.outbox.receipted(out.delete)  # exactly these rows, never the ranges named
+        counts = self._counts
+        counts["receipted"] += len(out.delete) + out.at_puback
+        counts["receipt_ignored"] += out.ignored
+        counts["refused"] += len(out.refused)
+        counts["refused_ignored"] += out.refused_ignored
         if first:
             self._log.info("delivery.receipts_seen", hub_id=receipt.hub_id,
                            meaning="events stay in the outbox until a hub receipts them")
         self._log.debug("delivery.receipt", hub_id=receipt.hub_id, ranges=len(receipt.ranges),
-                        covered=covered)
+                        deleted=len(out.delete), at_puback=out.at_puback)
+        if out.ignored or out.refused_ignored:
+            # one line per receipt at most, of bounded size, whatever the receipt names
+            self._log.warning(
+                "delivery.receipt_ignored", hub_id=receipt.hub_id, ignored=out.ignored,
+                refused_ignored=out.refused_ignored, deleted=len(out.delete),
+                ranges=_ranges_text(receipt.ranges), refused=_ranges_text(receipt.refused),
+                ranges_dropped=out.ranges_dropped,
+                meaning="the receipt names seqs this run did not send and see acknowledged "
+                        "(not sent yet, from before a restart, deleted already, or forged): "
+                        "nothing of them is deleted")
+        if out.refused:
+            runs, _, _ = merged_ranges(((s, s) for s in out.refused), len(out.refused))
+            self._log.warning(
+                "delivery.refused", hub_id=receipt.hub_id, count=len(out.refused),
+                seqs=_ranges_text(runs), already_refused=out.refused_again,
+                retry_in_s=round(out.retry_in_s, 1),
+                meaning="the hub dead-lettered payloads with these seqs: the events stay in "
+                        "the outbox and are sent again after a backoff")
 
     def _receipt_tick(self, now: float) -> None:
         tick = self.policy.tick(now)

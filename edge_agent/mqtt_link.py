@@ -107,10 +107,20 @@ class Command:
 
 @dataclass(frozen=True, slots=True)
 class ReceiptArrived:
-    """A hub holds these seq ranges of this device (sorted, disjoint, both ends included)."""
+    """A hub says it holds the seqs in ``ranges`` of this device and refused (dead-lettered)
+    payloads carrying the seqs in ``refused`` (each sorted, disjoint, both ends included, as the
+    contract checked them; what they may delete is the delivery policy's decision). ``hub_id``
+    is cut to :data:`HUB_ID_LOGGED` characters: it is only logged."""
 
     hub_id: str
     ranges: tuple[tuple[int, int], ...]
+    refused: tuple[tuple[int, int], ...] = ()
+
+
+#: the longest ``hub_id`` of a receipt the agent keeps (for its logs)
+HUB_ID_LOGGED = 64
+#: the longest reason logged for a receipt that does not decode (it may quote the payload)
+REASON_LOGGED = 300
 
 
 LinkEvent = Connected | Disconnected | Acked | Command | ReceiptArrived
@@ -410,9 +420,11 @@ class MqttLink:
             if (receipt.site, receipt.device_id) != (self.site, self.device_id):
                 raise ContractError(f"a receipt for {receipt.site}/{receipt.device_id}")
         except ContractError as exc:
-            # a receipt only ever deletes: a bad one is ignored, and what it would have covered
-            # is sent again after the receipt timeout
-            self._log.warning("mqtt.bad_receipt", topic=self.receipt_topic, reason=str(exc))
+            # a bad receipt is ignored: what it would have covered is sent again after the
+            # receipt timeout
+            self._log.warning("mqtt.bad_receipt", topic=self.receipt_topic,
+                              reason=str(exc)[:REASON_LOGGED])
             return
-        self._notify(ReceiptArrived(receipt.hub_id,
-                                    tuple((r.first, r.last) for r in receipt.ranges)))
+        self._notify(ReceiptArrived(receipt.hub_id[:HUB_ID_LOGGED],
+                                    tuple((r.first, r.last) for r in receipt.ranges),
+                                    tuple((r.first, r.last) for r in receipt.refused)))

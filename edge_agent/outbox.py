@@ -20,6 +20,16 @@ the sources simply read the sensors again). Acknowledgements are batched the sam
 acked in the last interval before a crash is published again after the restart, with the same
 ``event_id``, and the hub drops it as a duplicate. Nothing committed is ever lost by a crash.
 
+What deletes a row, besides the bounds below: only the delivery loop, by exact seq. With no hub
+receipt awaited, the broker's PUBACK (:meth:`Outbox.ack`); with receipts, a hub's receipt
+(:meth:`Outbox.receipted`) for the rows the delivery policy names: those this run published and
+saw acknowledged by the broker (edge_agent/delivery_policy.py), never the whole range a receipt
+names. A receipt naming rows not sent yet (the backlog, rows of an earlier run) deletes nothing
+of them; rows a hub says it refused (the receipt's ``refused``) stay and are sent again later.
+Not covered: a receipt that is forged, or wrong, about a row the broker did acknowledge deletes
+that row, and the agent cannot tell (the broker had it; the hub's loss detection is what
+reports a seq no hub ever got).
+
 Bounds, enforced at every commit, in this order:
 
 1. age: events older than ``max_age_s`` are dropped, whatever their class. Only events stored
@@ -50,7 +60,6 @@ from typing import Annotated, NamedTuple
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_agent.delivery_policy import in_ranges
 from schemas import SensorEvent, decode
 from schemas.errors import DeliveryError
 
@@ -184,8 +193,7 @@ class Outbox:
         self._stage_lock = threading.Lock()
         self._db_lock = threading.RLock()
         self._staged: list[tuple[_Row, SensorEvent]] = []
-        self._acked: set[int] = set()
-        self._receipted: list[tuple[int, int]] = []  # seq ranges a hub holds: deleted at commit
+        self._acked: set[int] = set()  # acknowledged or receipted: deleted at the next commit
         self._receipts_seen = False
         self.dropped_seqs: set[int] = set()  # what the last commit's bounds dropped
         self._closed = False
@@ -308,11 +316,12 @@ class Outbox:
         with self._stage_lock:
             self._acked.update(seqs)
 
-    def receipt(self, ranges: Iterable[tuple[int, int]]) -> None:
-        """A hub holds these seq ranges (both ends included): delete them with the next commit;
-        the first receipt this outbox ever gets is remembered (``receipts_seen``)."""
+    def receipted(self, seqs: Iterable[int]) -> None:
+        """A receipt arrived: delete exactly these rows with the next commit (the ones the
+        delivery policy decided a receipt may delete: sent in this run and acknowledged, never
+        a whole range), and remember that this outbox has had a receipt (``receipts_seen``)."""
         with self._stage_lock:
-            self._receipted.extend(ranges)
+            self._acked.update(seqs)
             self._receipts_seen = True
 
     @property
@@ -335,24 +344,22 @@ class Outbox:
             with self._stage_lock:
                 batch, self._staged = self._staged, []
                 acked, self._acked = self._acked, set()
-                receipted, self._receipted = self._receipted, []
                 seen = self._receipts_seen
                 next_seq = self._next_seq
             now = time.monotonic()
             self.dropped_seqs = set()
-            if not (batch or acked or receipted or force) \
+            if not (batch or acked or force or (seen and not self._meta["receipts_seen"])) \
                     and now - self._bounds_checked_at < BOUNDS_IDLE_S:
                 return []  # idle: nothing to write; age and disk are still checked every few s
             self._bounds_checked_at = now
             try:
-                stored, drops = self._commit(batch, acked, receipted, next_seq, seen)
+                stored, drops = self._commit(batch, acked, next_seq, seen)
             except sqlite3.Error as exc:
                 self._rollback()
                 self._reload_stats()
                 with self._stage_lock:
                     self._staged[:0] = batch
                     self._acked |= acked
-                    self._receipted[:0] = receipted
                 raise DeliveryError(f"outbox commit failed: {exc}") from exc
             self.commits += 1
         for drop in drops:
@@ -361,8 +368,7 @@ class Outbox:
                         policy="summaries first, then readings, alarms last")
         return stored
 
-    def _commit(self, batch: list[tuple[_Row, SensorEvent]], acked: set[int],
-                receipted: list[tuple[int, int]], next_seq: int,
+    def _commit(self, batch: list[tuple[_Row, SensorEvent]], acked: set[int], next_seq: int,
                 receipts_seen: bool) -> tuple[list[Stored], list[Drop]]:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -378,11 +384,6 @@ class Outbox:
             marks = ",".join("?" * len(chunk))
             sizes = db.execute(f"DELETE FROM events WHERE seq IN ({marks}) RETURNING size",  # noqa: S608
                                chunk).fetchall()
-            self._rows -= len(sizes)
-            self._bytes -= sum(s for (s,) in sizes)
-        for first, last in receipted:
-            sizes = db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ? RETURNING size",
-                               (first, last)).fetchall()
             self._rows -= len(sizes)
             self._bytes -= sum(s for (s,) in sizes)
         drops, dropped = self._enforce_bounds(sum(row[8] for row, _ in batch))
@@ -478,15 +479,10 @@ class Outbox:
                 cursor = rows[-1][0]
                 with self._stage_lock:
                     acked = self._acked
-                    receipted = sorted(self._receipted) if self._receipted else []
-                    if not acked and not receipted:
+                    if not acked:
                         out.extend(map(Stored._make, rows))
                     else:
-                        starts = [a for a, _ in receipted]
-                        ends = [b for _, b in receipted]
-                        out.extend(Stored._make(row) for row in rows
-                                   if row[0] not in acked
-                                   and not (starts and in_ranges(row[0], starts, ends)))
+                        out.extend(Stored._make(row) for row in rows if row[0] not in acked)
                 if len(rows) < want:
                     break
         return out

@@ -91,7 +91,7 @@ def test_a_read_skips_what_is_acked_or_receipted_and_still_fills_the_limit(
         ob.commit()
         seqs = [e.seq for e in events]
         ob.ack(seqs[:5])
-        ob.receipt([(seqs[5], seqs[14])])  # not deleted before the next commit
+        ob.receipted(seqs[5:15])  # not deleted before the next commit
         assert [r.seq for r in ob.read(-1, 10)] == seqs[15:25]
         assert [r.seq for r in ob.read(seqs[20], 100)] == seqs[21:]
         ob.ack(seqs[15:])

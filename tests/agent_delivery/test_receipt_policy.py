@@ -100,9 +100,8 @@ class World:
         if self.unreceipted:
             ranges = ranges_of(self.unreceipted)
             self.unreceipted.clear()
-            self.policy.receipted(ranges, self.now)
-            for first, last in ranges:
-                self.outbox.difference_update(range(first, last + 1))
+            # exactly the rows the policy names (never the whole range)
+            self.outbox.difference_update(self.policy.receipted(ranges, self.now).delete)
 
     def broker_loses_queue(self) -> None:
         self.broker_queue.clear()
