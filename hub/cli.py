@@ -121,7 +121,7 @@ def _test_crash_seam(hub: object) -> None:
     def crash(_now: float) -> None:
         raise RuntimeError(f"crash injected by {TEST_CRASH_ENV} (a test)")
 
-    hub.ingest._housekeeping = crash  # type: ignore[method-assign]
+    hub.ingest._housekeeping = crash  # type: ignore[method-assign,assignment]
     hub.supervisor.restart_initial_s = hub.supervisor.restart_max_s = 0.05  # a quick test
 
 

@@ -96,6 +96,12 @@ class ConsumerRunner:
         self._quarantined = metrics.quarantined.labels(consumer.name)
 
     @property
+    def alive(self) -> bool:
+        """Its thread is running (a runner stopped, or never started, is not)."""
+        component = self.supervisor.components.get(self.component_name)
+        return component is not None and component.alive
+
+    @property
     def backlog(self) -> int:
         return self.journal.backlog(self.state.cursor)
 
