@@ -10,6 +10,14 @@ One thread owns the deciders (they are plain state machines, not thread-safe). I
 queue with a deadline at the next tick (stale detection, summary windows), so it never polls.
 A full queue drops the reading (counted, logged) rather than blocking a source. An unreachable
 broker stops nothing: events go to the outbox and leave when the broker is back.
+
+Supervision (``schemas/supervision.py``): every thread of the agent is a component of the one
+:attr:`Agent.supervisor` (each source's reader, ``delivery``, ``mqtt-link``, the ``keeper`` of
+``edge_agent/supervisor.py``). A crash is logged once with its traceback and restarted after a
+backoff from durable state (a source opens its device again, delivery starts again from the
+outbox); while a component is down the keeper stops pinging systemd's watchdog. Past the restart
+budget the supervisor is *fatal*: :meth:`Agent.run` stops the agent as on a signal, and
+``edge-agent run`` exits 70 (``EXIT_COMPONENT_FAILED``) for systemd to restart it.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from edge_agent.sources.base import SensorSource, SensorSpec
 from edge_agent.stamping import EventStamper
 from schemas.errors import ContractError
 from schemas.models import TEXT_MAX, SensorEvent, SensorInfo
+from schemas.supervision import Supervisor
 from schemas.version import thermopipe_version
 
 log = structlog.get_logger("edge_agent.agent")
@@ -87,6 +96,8 @@ class Agent:
                  clock: Callable[[], float] = time.time,
                  clock_synced: Callable[[], bool] = clock_synchronised) -> None:
         self.config = config
+        #: every thread of the agent runs under it (the keeper included, once it starts)
+        self.supervisor = Supervisor()
         self._clock = clock
         self._clock_synced = clock_synced
         self.sources = sources if sources is not None else [build_source(s)
@@ -99,7 +110,8 @@ class Agent:
         self.outbox = Outbox(config.outbox)
         self.stamper = EventStamper(config.site, config.device_id, self.outbox)
         self.delivery = Delivery(self.outbox, config.mqtt, config.site, config.device_id,
-                                 self.status_info, config.outbox.backlog_rate_per_s)
+                                 self.status_info, config.outbox.backlog_rate_per_s,
+                                 supervisor=self.supervisor)
         self.started = threading.Event()
         #: when the run loop last turned (monotonic): the watchdog pings only while it moves
         self.last_turn = time.monotonic()
@@ -188,18 +200,20 @@ class Agent:
         return True
 
     def run(self, stop: threading.Event) -> None:
-        """Run until ``stop`` is set; then stop the sources, flush the outbox, say goodbye."""
+        """Run until ``stop`` is set (or a component failed past its restart budget:
+        ``supervisor.fatal``); then stop the sources, flush the outbox, say goodbye."""
         log.info("agent.starting", sources=[s.name for s in self.sources],
                  broker=f"{self.config.mqtt.host}:{self.config.mqtt.port}",
                  outbox=str(self.config.outbox.path), pending=self.outbox.depth)
         self.delivery.start()
         for source in self.sources:
-            source.start(self._sink)
+            source.start(self._sink, self.supervisor)
         self.started.set()
         tick_s = self.config.tick_s
         next_tick = time.monotonic() + tick_s
+        fatal = self.supervisor.fatal
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not fatal.is_set():
                 self.last_turn = time.monotonic()
                 timeout = next_tick - time.monotonic()
                 if timeout > 0:
@@ -299,7 +313,8 @@ class Agent:
             self.delivery.submit(events)
 
     def _shutdown(self) -> None:
-        log.info("agent.stopping")
+        log.info("agent.stopping", reason=self.supervisor.fatal_reason or "asked to")
+        self.supervisor.stop()  # no more restarts: every component ends with its owner's stop
         for source in self.sources:
             source.stop()
         rest = self._drain(self._queue.qsize() + BATCH)

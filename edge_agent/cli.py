@@ -9,7 +9,10 @@
 A bad config exits 2 with every error and its key path, before anything starts (a directory the
 outbox cannot be created in and a missing optional package included). Any other start-up failure
 is one line with the reason, exit 1. An unreachable broker does not stop the agent: it keeps
-reading sensors and buffering events in its outbox.
+reading sensors and buffering events in its outbox. A running agent whose thread (a source,
+delivery, the MQTT link) crashed more often than its restart budget allows stops as on SIGTERM
+(the outbox flushed) and exits 70 with one line naming the component and the reason, for systemd
+to restart it.
 
 ``status`` reads the state file the running agent rewrites every few seconds
 (:mod:`edge_agent.state_file`), so it needs neither the broker nor the agent's cooperation: exit 0
@@ -163,6 +166,7 @@ def run(path: Path, status_line: bool) -> int:
     from edge_agent.status import status_line as format_status
     from edge_agent.supervisor import Supervisor
     from edge_agent.systemd_notify import Notifier
+    from schemas.supervision import EXIT_COMPONENT_FAILED
 
     stop = threading.Event()
     notifier = Notifier.from_environ()
@@ -206,9 +210,14 @@ def run(path: Path, status_line: bool) -> int:
     finally:
         keeper.stop()
     if printer is not None:
+        stop.set()
         printer.join(1)
         if sys.stdout.isatty():
             print()
+    if agent.supervisor.fatal.is_set():
+        _stderr(f"edge-agent: stopped: {agent.supervisor.fatal_reason}; exit "
+                f"{EXIT_COMPONENT_FAILED} for systemd to restart it")
+        return EXIT_COMPONENT_FAILED
     return 0
 
 

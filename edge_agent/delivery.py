@@ -30,6 +30,13 @@ Messages handed to paho and not yet acknowledged when the connection drops stay 
 and are resent (with the DUP flag) after the reconnect, so they are not published a second time
 from the backlog. A PUBACK with a failure reason code (e.g. not authorised) leaves the event in
 the outbox, counted as ``rejected``; it is retried after the next reconnect or restart.
+
+Supervision (``schemas/supervision.py``): the loop is the ``delivery`` component of the agent's
+supervisor (and the link's thread ``mqtt-link``). If the loop raises, the crash is logged once
+with its traceback and the loop restarts after a backoff from the outbox, its durable state: the
+publishing decisions start afresh (a new policy, everything in the outbox is backlog again and is
+published as replayed; a copy the broker already has is a duplicate the hub drops), flush waiters
+are told the flush failed, and the link's queue of events is kept.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ from edge_agent.outbox import Outbox, Stored
 from edge_agent.stamping import new_event_id
 from schemas import DeviceStatus, SensorEvent, encode
 from schemas.errors import ContractError, DeliveryError, ThermopipeError
+from schemas.supervision import Component, Supervisor
 
 log = structlog.get_logger(__name__)
 
@@ -99,8 +107,10 @@ class Delivery:
     def __init__(self, outbox: Outbox, settings: MqttSettings, site: str, device_id: str,  # noqa: PLR0917 - the agreed API
                  status_provider: StatusProvider | None = None,
                  backlog_rate_per_s: float | None = None, *,
-                 clock_synced: Callable[[], bool] = clock_synchronised) -> None:
+                 clock_synced: Callable[[], bool] = clock_synchronised,
+                 supervisor: Supervisor | None = None) -> None:
         self.outbox = outbox
+        self.supervisor = supervisor or Supervisor()
         self.settings = settings
         self.site = site
         self.device_id = device_id
@@ -108,22 +118,18 @@ class Delivery:
         self._clock_synced = clock_synced
         self._flush_interval = outbox.settings.flush_interval_s
         self._flush_max = outbox.settings.flush_max_events
-        rate = outbox.settings.backlog_rate_per_s if backlog_rate_per_s is None \
+        self._rate = outbox.settings.backlog_rate_per_s if backlog_rate_per_s is None \
             else backlog_rate_per_s
-        rules = ReceiptRules(mode=settings.receipts, timeout_s=settings.receipt_timeout_s,
-                             gap_s=settings.receipt_gap_s, detect_s=settings.receipt_detect_s,
-                             window=settings.receipt_window,
-                             refused_backoff_s=settings.receipt_timeout_s)
-        self.policy: DeliveryPolicy[Stored] = DeliveryPolicy(
-            settings.max_inflight, rate, now=time.monotonic(), receipts=rules,
-            receipts_seen=outbox.receipts_seen)
+        self.policy: DeliveryPolicy[Stored] = self._new_policy()
         self._control: queue.SimpleQueue[_Control] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._committed = threading.Condition()
         self.link = MqttLink(settings, site, device_id, notify=self._notify,
-                             next_session=outbox.next_session, will_payload=self._will_payload)
+                             next_session=outbox.next_session, will_payload=self._will_payload,
+                             supervisor=self.supervisor)
         self._log = log.bind(device=device_id, site=site)
-        self._thread: threading.Thread | None = None
+        self._component: Component | None = None
+        self._loop_done = False  # the loop ended by its own shutdown (link stopped, committed)
         # delivery-thread state (what to publish: self.policy)
         self._status_mids: dict[int, str] = {}  # mid -> reason
         self._acked_seqs: list[int] = []  # PUBACKed rows to delete, handed to the outbox at once
@@ -139,16 +145,23 @@ class Delivery:
         self._made_lock = threading.Lock()
         self._stopped = False
 
+    def _new_policy(self) -> DeliveryPolicy[Stored]:
+        s = self.settings
+        rules = ReceiptRules(mode=s.receipts, timeout_s=s.receipt_timeout_s,
+                             gap_s=s.receipt_gap_s, detect_s=s.receipt_detect_s,
+                             window=s.receipt_window, refused_backoff_s=s.receipt_timeout_s)
+        return DeliveryPolicy(s.max_inflight, self._rate, now=time.monotonic(), receipts=rules,
+                              receipts_seen=self.outbox.receipts_seen)
+
     # -- public API ------------------------------------------------------------------------------
     @property
     def connected(self) -> bool:
         return self.link.connected
 
     def start(self) -> None:
-        if self._thread is not None:
+        if self._component is not None:
             return
-        self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
-        self._thread.start()
+        self._component = self.supervisor.spawn("delivery", self._run, reset=self._reset)
         self.link.start()
         self._log.info("delivery.started", backlog=self.outbox.depth,
                        backlog_rate_per_s=self.policy.bucket.rate, client_id=self.link.client_id)
@@ -196,17 +209,19 @@ class Delivery:
             return
         self._stopped = True
         deadline = time.monotonic() + timeout
+        self.supervisor.retire("delivery")  # its loop's end is the end now, not a crash
+        ended = True
         if self._running():
             self._control.put(_StopRequest(deadline, timeout))
             self._wake.set()
-            assert self._thread is not None
-            self._thread.join(timeout + 5)
-            if self._thread.is_alive():
+            ended = self.supervisor.join("delivery", timeout + 5)
+            if not ended:
                 self._log.error("delivery.stop_timeout", timeout_s=timeout)
-        else:
+        # never started, or down after a crash (a restart waiting its backoff ends at once):
+        # what the loop's own shutdown does, done here
+        if ended and not self._loop_done and self.supervisor.join("delivery", 5):
             self.link.stop(max(0.5, deadline - time.monotonic()))
             self._commit()
-        self._thread = None
         self._log.info("delivery.stopped", pending=self.outbox.depth, **self._counts)
 
     def count(self, name: str) -> int:
@@ -247,19 +262,35 @@ class Delivery:
 
     # -- the loop --------------------------------------------------------------------------------
     def _running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        c = self._component
+        return c is not None and c.state == "running" and c.alive
 
     @property
     def healthy(self) -> bool:
-        """False if the delivery thread died (a bug: it is logged as ``delivery.crashed``)."""
-        return self._thread is None or self._thread.is_alive()
+        """False while the delivery loop is down (crashed: restarting or failed)."""
+        c = self._component
+        return c is None or c.state not in ("restarting", "failed")
 
     def _run(self) -> None:
-        try:
-            self._loop()
-        except Exception:
-            self._log.critical("delivery.crashed", exc_info=True)
-            raise
+        self._loop()  # a crash is the supervisor's to log (once, with its traceback) and restart
+
+    def _reset(self) -> None:
+        """Before the loop restarts after a crash: publishing decisions from the outbox again.
+        Everything the outbox holds is backlog (a fresh policy; what was in flight or awaiting a
+        receipt is published again as replayed: the hub drops the duplicates), flush waiters
+        are told the flush failed, and the link's events still queued are handled as they
+        come (PUBACKs of message ids the new policy never sent are ignored)."""
+        for waiter in self._flush_waiters:
+            waiter.ok = False
+            waiter.done.set()
+        self._flush_waiters.clear()
+        self._status_mids.clear()
+        self._acked_seqs = []
+        self.policy = self._new_policy()
+        if self.link.connected:
+            self.policy.connected(session_present=True)
+        self._log.info("delivery.reset", backlog=self.outbox.depth,
+                       meaning="publishing again from the outbox")
 
     def _loop(self) -> None:
         next_flush = time.monotonic() + self._flush_interval
@@ -290,6 +321,7 @@ class Delivery:
             self._wake.clear()
         self.link.stop(max(0.5, (self._stop_deadline or now) - time.monotonic()))
         self._commit()
+        self._loop_done = True
 
     def _timeout(self, now: float, next_flush: float, next_status: float) -> float:
         until = min(next_flush, next_status)

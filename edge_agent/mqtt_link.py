@@ -21,7 +21,9 @@ never block: they only hand :data:`LinkEvent` values to ``notify`` (the delivery
 ``publish`` may be called from any thread (paho queues the packet and wakes its loop). paho's
 own in-flight limit is switched off (``max_inflight_messages_set(0)``: a non-zero limit makes
 every acknowledgement rescan the queue, see bench/README.md); the delivery loop caps in-flight
-messages itself at ``max_inflight``.
+messages itself at ``max_inflight``. That thread is the ``mqtt-link`` component of the agent's
+supervisor (``schemas/supervision.py``): if it crashes, the link is marked down (the delivery
+loop stops publishing) and the loop starts again after a backoff with a new connection.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from schemas.client_id_clash import ClashDetector
 from schemas.connect_errors import connect_error
 from schemas.errors import ContractError, DeliveryError, ServerError, ThermopipeError, TopicError
 from schemas.mqtt_settings import MqttConnection
+from schemas.supervision import Supervisor
 
 if TYPE_CHECKING:
     from schemas.tls_context import ClosingContext
@@ -147,7 +150,8 @@ class MqttLink:
     def __init__(self, settings: MqttSettings, site: str, device_id: str, *,
                  notify: Callable[[LinkEvent], None],
                  next_session: Callable[[], int],
-                 will_payload: Callable[[int], bytes]) -> None:
+                 will_payload: Callable[[int], bytes],
+                 supervisor: Supervisor | None = None) -> None:
         self.settings = settings
         self.site = check_identifier(site, "site")
         self.device_id = check_identifier(device_id, "device id")
@@ -162,6 +166,7 @@ class MqttLink:
         self._stop = threading.Event()
         self._up = threading.Event()
         self._thread: threading.Thread | None = None
+        self.supervisor = supervisor or Supervisor()
         self._connack_error: ServerError | None = None
         self.last_error: ServerError | None = None
         self.session = 0
@@ -212,8 +217,13 @@ class MqttLink:
     def start(self) -> None:
         if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
-        self._thread.start()
+        component = self.supervisor.spawn("mqtt-link", self._run, reset=self._reset)
+        self._thread = component.thread
+
+    def _reset(self) -> None:
+        """Before the loop restarts after a crash: the connection counts as down (the next
+        ``connect`` replaces paho's socket)."""
+        self._mark_down("the link's loop crashed")
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> int:
         """Queue a QoS-1 publish; returns its message id (acked later through ``notify``).
@@ -237,6 +247,7 @@ class MqttLink:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Disconnect cleanly (the broker then does not send the will) and end the thread."""
+        self.supervisor.retire("mqtt-link")
         self._stop.set()
         if self._up.is_set():
             self._client.disconnect()
@@ -249,11 +260,7 @@ class MqttLink:
 
     # -- the connection loop (own thread) --------------------------------------------------------
     def _run(self) -> None:
-        try:
-            self._reconnect_loop()
-        except Exception:
-            self._log.critical("mqtt.link_crashed", exc_info=True)
-            raise
+        self._reconnect_loop()  # a crash is the supervisor's to log, count and restart
 
     def _reconnect_loop(self) -> None:
         attempt = 0

@@ -4,11 +4,14 @@ Every ``state_interval_s`` (and at least twice per watchdog timeout) it
 
 1. writes the state file (:mod:`edge_agent.state_file`);
 2. pings systemd's watchdog (``WATCHDOG=1``) only if the agent is alive: its run loop turned
-   within :data:`LOOP_STALL_S` and the delivery thread is running. A loop stuck in a read, a
-   dead delivery thread or a keeper stuck behind a hung outbox (the state reads the outbox's
-   counters under its lock) all stop the pings, and systemd restarts the service.
+   within :data:`LOOP_STALL_S` and every component of the agent's supervisor
+   (``schemas/supervision.py``: sources, delivery, the MQTT link, this keeper) is well: none
+   restarting after a crash, failed past its budget, or stalled. A loop stuck in a read, a
+   component down, or a keeper stuck behind a hung outbox (the state reads the outbox's counters
+   under its lock) all stop the pings, and systemd restarts the service if it lasts.
 
-``READY=1`` is sent once the sources and the delivery have started.
+The keeper's own thread is the ``keeper`` component of that supervisor. ``READY=1`` is sent once
+the sources and the delivery have started.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ log = structlog.get_logger("edge_agent.supervisor")
 LOOP_STALL_S = 10.0
 
 
-def agent_alive(last_turn: float, delivery_running: bool, now: float,
+def agent_alive(last_turn: float, components_well: bool, now: float,
                 stall_s: float = LOOP_STALL_S) -> bool:
-    """Should the watchdog be pinged? Pure."""
-    return delivery_running and now - last_turn <= stall_s
+    """Should the watchdog be pinged? Pure. ``components_well``: every supervised thread is up
+    (``Supervisor.healthy``)."""
+    return components_well and now - last_turn <= stall_s
 
 
 class Supervisor:
@@ -53,8 +57,9 @@ class Supervisor:
         self._clock_synced = clock_synced
         self.started_at = time.time()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._started = False
         self._ready_sent = False
+        self._down_logged = ""
         self._write_failed = False
         self.pings = 0
         self.writes = 0
@@ -65,13 +70,14 @@ class Supervisor:
         except OSError as exc:
             log.warning("supervisor.state_dir_failed", path=str(self.path.parent),
                         error=exc.strerror or str(exc))
-        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
-        self._thread.start()
+        self.agent.supervisor.spawn("keeper", self._run)
+        self._started = True
 
     def stop(self) -> None:
+        self.agent.supervisor.retire("keeper")
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        if self._started:
+            self.agent.supervisor.join("keeper", 5)
         self.notifier.stopping()
         try:
             self.path.unlink(missing_ok=True)
@@ -105,9 +111,15 @@ class Supervisor:
                 self._write_failed = True
                 log.warning("supervisor.state_write_failed", path=str(self.path),
                             error=exc.strerror or str(exc))
-        delivery_running = self.agent.delivery.healthy and not self._stop.is_set()
-        alive = self._ready_sent and agent_alive(self.agent.last_turn, delivery_running, now,
-                                                     self.stall_s)
+        problems = self.agent.supervisor.problems()
+        well = not problems and not self.agent.supervisor.fatal.is_set() \
+            and not self._stop.is_set()
+        alive = self._ready_sent and agent_alive(self.agent.last_turn, well, now, self.stall_s)
+        down = "; ".join(f"{name}: {why}" for name, why in sorted(problems.items()))
+        if down != self._down_logged:  # once per change, not every tick
+            self._down_logged = down
+            if down:
+                log.warning("supervisor.watchdog_withheld", problems=down)
         if alive and self.notifier.watchdog():
             self.pings += 1
 

@@ -4,6 +4,14 @@ With storage enabled (any mode), the hub also stores its own records through the
 (``LocalRecord``, taken by the storage consumer only): every alert the alerting consumer decides
 (a listener appends the alert's point, committed before the listener returns) and a
 ``hub_health`` point every ``[storage] health_interval_s`` (``hub/storage/health.py``).
+
+Every thread of the hub is a component of one :class:`~schemas.supervision.Supervisor` owned
+here (ingest and its MQTT network loop, each consumer's runner, the health recorder, the alerting
+ticker and notifiers, Home Assistant's connection, the web server): a crash is logged once with
+its traceback, counted (``thermopipe_hub_component_crashes_total{component}``), makes
+``/healthz`` answer 503 naming the component and the exception, and is restarted with backoff
+from durable state. Past the restart budget ``supervisor.fatal`` is set: ``hub run`` then stops
+the hub and exits 70 (``EXIT_COMPONENT_FAILED``) for systemd, compose or ``--workers`` to restart.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from hub.storage.health import HealthRecorder
 from hub.storage.points import health_point, point_for
 from hub.web import WebServer, make_app
 from schemas.models import Alert
+from schemas.supervision import Supervisor
 
 log = structlog.get_logger("hub")
 
@@ -37,21 +46,26 @@ class Hub:
     def __init__(self, config: HubConfig, extra_consumers: Sequence[Consumer] = ()) -> None:
         self.config = config
         self.metrics = HubMetrics()
+        crashes = self.metrics.component_crashes
+        self.supervisor = Supervisor(on_crash=lambda name, _exc: crashes.labels(name).inc())
+        self.metrics.watch_components(self.supervisor.up)
         self.journal = Journal(config.database_path, config.journal.synchronous,
                                dedup_retention_s=config.journal.dedup_retention_days * 86_400,
                                dedup_max_ids=config.journal.dedup_max_ids)
-        self.ingest = Ingest(config, self.journal, self.metrics)
+        self.ingest = Ingest(config, self.journal, self.metrics, supervisor=self.supervisor)
         self.consumers: list[Consumer] = [*self._build_consumers(), *extra_consumers]
         d = config.dispatch
         self.runners = [ConsumerRunner(c, self.journal, self.metrics, batch_size=d.batch_size,
                                        retry_initial_s=d.retry_initial_s,
-                                       retry_max_s=d.retry_max_s) for c in self.consumers]
+                                       retry_max_s=d.retry_max_s, supervisor=self.supervisor)
+                        for c in self.consumers]
         self.metrics.watch_backlog(lambda: {r.consumer.name: r.backlog for r in self.runners})
         self.metrics.watch_lag(self.lag_s)
         self.health_recorder: HealthRecorder | None = None
         if config.storage.enabled:
             self.health_recorder = HealthRecorder(config.storage.health_interval_s,
-                                                  self.health_point, self._record_point)
+                                                  self.health_point, self._record_point,
+                                                  supervisor=self.supervisor)
         self.web: WebServer | None = None
         self._stopped = threading.Event()
         self._started = False
@@ -79,7 +93,8 @@ class Hub:
             state_dir = cfg.alerting.state_dir or cfg.data_dir / "alerting"
             alerting = AlertingConsumer(cfg.alerting, mqtt_publish=self.ingest.publish_acked,
                                         topic_root=cfg.mqtt.topic_root, state_dir=state_dir,
-                                        registry=self.metrics.registry)
+                                        registry=self.metrics.registry,
+                                        supervisor=self.supervisor)
             consumers.append(alerting)
             if cfg.storage.enabled:  # every decided alert is stored, through the journal
                 alerting.add_listener(self._store_alert)
@@ -95,7 +110,8 @@ class Hub:
 
             consumers.append(HomeAssistantConsumer(cfg.homeassistant, cfg.mqtt.account("ha"),
                                                    cfg.client_id,
-                                                   cfg.data_dir / "homeassistant.json"))
+                                                   cfg.data_dir / "homeassistant.json",
+                                                   supervisor=self.supervisor))
         if alerting is not None:  # listeners wired: hand over what a crash kept from them
             alerting.replay_to_listeners()
         return consumers
@@ -130,19 +146,28 @@ class Hub:
         return routes
 
     def health(self) -> dict[str, Any]:
+        """What ``/healthz`` reports. ``ok``: connected to the broker and every supervised
+        component well; ``problems`` names each component that is not (restarting or failed
+        after a crash, with the exception; stalled), ``components`` has every one's state."""
         now = time.monotonic()
+        problems = self.supervisor.problems()
         consumers = {}
         for r in self.runners:
             s = r.state
             consumers[s.name] = {
                 "backlog": r.backlog, "processed": s.processed, "retries": s.retries,
-                "failing": s.consecutive_failures > 0, "last_error": s.last_error,
+                "failing": s.consecutive_failures > 0 or r.component_name in problems,
+                "last_error": problems.get(r.component_name, s.last_error),
+                "quarantined": s.quarantined,
                 "busy_s": round(now - s.busy_since, 1) if s.busy_since else 0.0}
         connected = self.ingest.connected.is_set()
-        return {"ok": connected and not self.ingest.failed,
-                "ingest_failed": self.ingest.failed, "hub_id": self.config.hub_id,
+        fatal = self.supervisor.fatal_reason if self.supervisor.fatal.is_set() else ""
+        return {"ok": connected and not problems and not fatal,
+                "ingest_failed": problems.get("ingest", ""), "hub_id": self.config.hub_id,
                 "mqtt_connected": connected,
                 "mqtt_last_error": self.ingest.last_error,
+                "problems": problems, "fatal": fatal,
+                "components": self.supervisor.health(),
                 "journal_last_offset": self.journal.last_offset, "consumers": consumers}
 
     def start(self) -> None:
@@ -152,7 +177,8 @@ class Hub:
             app = make_app(self.health, self.metrics, self.routes(),
                            token=token.get_secret_value() if token else None,
                            secrets=[self.config.client_id, *config_secrets(self.config)])
-            self.web = WebServer(app, self.config.http.host, self.config.http.port)
+            self.web = WebServer(app, self.config.http.host, self.config.http.port,
+                                 supervisor=self.supervisor)
             self.web.start()
         for runner in self.runners:
             runner.start()
@@ -169,6 +195,7 @@ class Hub:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self.supervisor.stop()  # no more restarts: every component ends with its owner's stop
         self.ingest.stop()
         if self.health_recorder is not None:
             self.health_recorder.stop()

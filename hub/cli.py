@@ -10,6 +10,13 @@
 A bad config exits 2 with every problem and its key path; any other start-up failure (a missing
 package of the hub extra, a port taken, a data directory that cannot be made) is one line with
 the reason, exit 1. Never a traceback for something the person running it can fix.
+
+A running hub whose component (a thread: ingest, a consumer, the web...) crashed more often than
+its restart budget allows stops cleanly and exits 70 (``EXIT_COMPONENT_FAILED``) with one line
+on stderr naming the component and the reason; systemd, compose or ``--workers``' parent restart
+it. Test seam, for tests only: ``THERMOPIPE_TEST_CRASH_COMPONENT=ingest`` makes ``hub run``'s
+ingest loop raise at every turn, restarted after 0.05 s (read in :func:`_test_crash_seam`,
+nowhere else).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import TYPE_CHECKING
 from schemas.config_loading import format_config_error
 from schemas.errors import ConfigError, ThermopipeError
 from schemas.extras import require
+from schemas.supervision import EXIT_COMPONENT_FAILED
 from schemas.version import version_line
 
 if TYPE_CHECKING:
@@ -40,6 +48,8 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG = "/etc/thermopipe/hub.toml"
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+#: the environment variable of the test-only crash seam (:func:`_test_crash_seam`)
+TEST_CRASH_ENV = "THERMOPIPE_TEST_CRASH_COMPONENT"
 
 
 def _config_or_exit(path: str) -> HubConfig:
@@ -98,6 +108,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _test_crash_seam(hub: object) -> None:
+    """For tests only: with ``THERMOPIPE_TEST_CRASH_COMPONENT=ingest`` the hub's ingest loop
+    raises at every turn and restarts after 0.05 s, so the restart budget runs out in about a
+    second and the exit-70 path can be tested through a real process. Nothing else reads the
+    variable."""
+    if os.environ.get(TEST_CRASH_ENV) != "ingest":
+        return
+    from hub.app import Hub
+
+    assert isinstance(hub, Hub)
+
+    def crash(_now: float) -> None:
+        raise RuntimeError(f"crash injected by {TEST_CRASH_ENV} (a test)")
+
+    hub.ingest._housekeeping = crash  # type: ignore[method-assign,assignment]
+    hub.supervisor.restart_initial_s = hub.supervisor.restart_max_s = 0.05  # a quick test
+
+
 def _run_one(config_path: str, worker: int | None, workers: int) -> int:
     try:
         require("hub", "hub run")
@@ -120,6 +148,7 @@ def _run_one(config_path: str, worker: int | None, workers: int) -> int:
     hub: Hub | None = None
     try:
         hub = Hub(config)
+        _test_crash_seam(hub)
         hub.start()
     except (ThermopipeError, OSError, sqlite3.Error) as exc:
         if hub is not None:
@@ -131,11 +160,18 @@ def _run_one(config_path: str, worker: int | None, workers: int) -> int:
     # long-lived start-up objects (modules, schemas) out of every full collection.
     gc.freeze()
     gc.set_threshold(20_000, 20, 50)
+    fatal = hub.supervisor.fatal
+    # the signal handler sets ``stop``; a component past its restart budget sets ``fatal``
+    hub.supervisor.on_fatal = lambda _reason: stop.set()
     try:
-        while not stop.wait(1.0):
+        while not stop.wait(1.0) and not fatal.is_set():
             pass
     finally:
         hub.stop()
+    if fatal.is_set():
+        print(f"hub: stopped: {hub.supervisor.fatal_reason}; exit "
+              f"{EXIT_COMPONENT_FAILED} for the service manager to restart it", file=sys.stderr)
+        return EXIT_COMPONENT_FAILED
     return 0
 
 
@@ -166,7 +202,9 @@ def _supervise(config_path: str, workers: int) -> int:
         for i, proc in list(procs.items()):
             code = proc.poll()
             if code is not None and not stopping.is_set():
-                print(f"hub worker {i} exited with {code}; restarting", file=sys.stderr)
+                why = (" (a component failed past its restart budget)"
+                       if code == EXIT_COMPONENT_FAILED else "")
+                print(f"hub worker {i} exited with {code}{why}; restarting", file=sys.stderr)
                 time.sleep(1.0)
                 procs[i] = spawn(i)
         stopping.wait(0.5)

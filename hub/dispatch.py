@@ -8,20 +8,41 @@ condition when new rows are committed: no polling.
 
 The hub's own records (``LocalRecord``: alerts, health points) reach only consumers with
 ``accepts_local = True``; the others' cursors move past them without a call.
+
+Failures, two kinds (``hub/consumers/base.py``):
+
+- :class:`DeliveryError` is an expected outage (the database down, the broker away): the same
+  batch is retried with backoff, for as long as it takes. Nothing is skipped.
+- Any other exception may be a *poison* entry, one the consumer can never handle. After
+  :data:`POISON_AFTER` such failures in a row, the batch is handed over one entry at a time; an
+  entry that raises a non-``DeliveryError`` on its own is quarantined for that consumer: a dead
+  letter (reason code ``consumer_failed``, the exception as the reason, the event's JSON, or a
+  ``LocalRecord``'s point as JSON, as the payload; ``hub dlq`` shows it), logged once as an error
+  with its traceback, counted in ``thermopipe_hub_consumer_quarantined_total{consumer}``, and the
+  consumer's cursor moves past it, durably at once, so a restart never reads it into the same
+  failure. Other consumers still get that entry.
+
+Each runner is a component of the hub's supervisor (``consumer-<name>``): anything that escapes
+the loop (the journal failing) is a crash, restarted with backoff from the runner's cursor.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 
 import structlog
 
-from hub.consumers.base import Consumer, Envelope, JournalEntry
+from hub.consumers.base import Consumer, Envelope, JournalEntry, LocalRecord
 from hub.journal import Journal, JournalError
 from hub.metrics import HubMetrics
+from hub.records import DeadRecord
 from schemas.backoff import exponential_delay
+from schemas.errors import DeliveryError
+from schemas.supervision import Supervisor, describe
 
 log = structlog.get_logger("hub.dispatch")
 
@@ -29,6 +50,9 @@ log = structlog.get_logger("hub.dispatch")
 #: idle or stops): every cursor write takes SQLite's write lock from the ingest thread. A crash
 #: then redelivers at most this much more, which idempotent consumers absorb.
 CURSOR_COMMIT_EVERY_S = 0.5
+#: failures in a row of one batch (other than DeliveryError) before it is handed over one entry
+#: at a time to find the entry that poisons the consumer
+POISON_AFTER = 2
 
 
 @dataclass
@@ -40,6 +64,8 @@ class ConsumerState:
     processed: int = 0
     retries: int = 0
     consecutive_failures: int = 0
+    poison_failures: int = 0   # of those, failures other than DeliveryError (a possible poison)
+    quarantined: int = 0
     last_error: str = ""
     last_error_at: float | None = None
     busy_since: float | None = None  # monotonic start of the batch in progress
@@ -48,8 +74,10 @@ class ConsumerState:
 class ConsumerRunner:
     def __init__(self, consumer: Consumer, journal: Journal, metrics: HubMetrics, *,
                  batch_size: int = 1000, max_wait_s: float = 0.0, retry_initial_s: float = 0.5,
-                 retry_max_s: float = 30.0) -> None:
+                 retry_max_s: float = 30.0, supervisor: Supervisor | None = None) -> None:
         self.consumer = consumer
+        self.supervisor = supervisor or Supervisor()
+        self.component_name = f"consumer-{consumer.name}"
         self.journal = journal
         self.metrics = metrics
         self.batch_size = consumer.batch_size or batch_size
@@ -65,8 +93,13 @@ class ConsumerRunner:
         self._processed = metrics.processed.labels(consumer.name)
         self._retries = metrics.retries.labels(consumer.name)
         self._lag = metrics.lag.labels(consumer.name)
-        self._thread = threading.Thread(target=self._run, name=f"consumer-{consumer.name}",
-                                        daemon=True)
+        self._quarantined = metrics.quarantined.labels(consumer.name)
+
+    @property
+    def alive(self) -> bool:
+        """Its thread is running (a runner stopped, or never started, is not)."""
+        component = self.supervisor.components.get(self.component_name)
+        return component is not None and component.alive
 
     @property
     def backlog(self) -> int:
@@ -74,20 +107,23 @@ class ConsumerRunner:
 
     def start(self) -> None:
         self.state.cursor = self._committed = self.journal.register(self.consumer.name)
-        self._thread.start()
+        self.supervisor.spawn(self.component_name, self._run, reset=self._reset)
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Ask the thread to stop after its current batch; False if it is hung in ``handle``."""
+        self.supervisor.retire(self.component_name)
         self._stop.set()
         self.journal.wake()  # a paced consumer may be waiting up to max_wait_s for company
-        if not self._thread.is_alive():  # finished, or never started (a failed start-up)
-            return True
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        if not self.supervisor.join(self.component_name, timeout):
             log.warning("consumer.hung_at_shutdown", consumer=self.consumer.name,
                         backlog=self.backlog)
             return False
         return True
+
+    def _reset(self) -> None:
+        """Before a restart: the batch in progress is handed over again from the cursor
+        (consumers are idempotent)."""
+        self.state.busy_since = None
 
     def _next_batch(self) -> list[JournalEntry]:
         cursor = self.state.cursor
@@ -123,7 +159,10 @@ class ConsumerRunner:
     def _run(self) -> None:
         try:
             self._deliver()
-        except JournalError as exc:  # the hub shut down while this consumer was still busy
+        except JournalError as exc:
+            if not self._stop.is_set():
+                raise  # the journal failing while the hub runs: a crash, restarted
+            # the hub shut down while this consumer was still busy
             log.warning("consumer.stopped_late", consumer=self.consumer.name, error=str(exc))
         finally:
             try:
@@ -133,42 +172,110 @@ class ConsumerRunner:
                             error=str(exc))
 
     def _deliver(self) -> None:
-        name = self.consumer.name
         state = self.state
         while not self._stop.is_set():
             batch = self._next_batch()
             if not batch:
                 continue
-            events = [e for e in batch if type(e) is Envelope]
-            deliver: list[JournalEntry] | list[Envelope] = batch if self.accepts_local else events
+            if state.poison_failures >= POISON_AFTER:
+                self._one_at_a_time(batch)
+                continue
+            deliver = self._for_consumer(batch)
             state.busy_since = time.monotonic()
             try:
                 if deliver:
                     self.consumer.handle(deliver)  # type: ignore[arg-type]  # accepts_local
             except Exception as exc:  # noqa: BLE001 - any consumer failure: log, count, retry
-                state.busy_since = None
-                state.retries += 1
-                state.consecutive_failures += 1
-                state.last_error = f"{type(exc).__name__}: {exc}"
-                state.last_error_at = time.time()
-                self._retries.inc()
-                delay = exponential_delay(state.consecutive_failures - 1, self.retry_initial_s,
-                                          self.retry_max_s)
-                log.warning("consumer.failed", consumer=name, error=state.last_error,
-                            batch=len(batch), first_offset=batch[0].offset,
-                            retry_in_s=round(delay, 2), attempt=state.consecutive_failures)
-                self._stop.wait(delay)
+                self._failed(exc, batch)
                 continue
-            state.busy_since = None
-            state.cursor = batch[-1].offset
-            self.journal.mark_handled(name, state.cursor)
-            self._commit_cursor(force=False)
-            if state.consecutive_failures:
-                log.info("consumer.recovered", consumer=name, after=state.consecutive_failures)
-            state.consecutive_failures = 0
-            if events:  # processed and lag count contract events, not the hub's own records
-                state.processed += len(events)
-                self._processed.inc(len(events))
-                last = events[-1]
-                if not last.late:
-                    self._lag.observe(max(0.0, time.time() - last.message.time.timestamp()))
+            self._handled(batch, batch[-1].offset)
+
+    def _for_consumer(self, entries: list[JournalEntry]) -> list[JournalEntry]:
+        return entries if self.accepts_local else [e for e in entries if type(e) is Envelope]
+
+    def _failed(self, exc: Exception, batch: list[JournalEntry]) -> None:
+        """A failed batch: counted, logged, retried after a backoff (the same batch)."""
+        state = self.state
+        state.busy_since = None
+        state.retries += 1
+        state.consecutive_failures += 1
+        if not isinstance(exc, DeliveryError):
+            state.poison_failures += 1
+        state.last_error = describe(exc)
+        state.last_error_at = time.time()
+        self._retries.inc()
+        delay = exponential_delay(state.consecutive_failures - 1, self.retry_initial_s,
+                                  self.retry_max_s)
+        log.warning("consumer.failed", consumer=self.consumer.name, error=state.last_error,
+                    batch=len(batch), first_offset=batch[0].offset,
+                    retry_in_s=round(delay, 2), attempt=state.consecutive_failures,
+                    expected=isinstance(exc, DeliveryError))
+        self._stop.wait(delay)
+
+    def _handled(self, entries: list[JournalEntry], offset: int) -> None:
+        """Entries up to ``offset`` are done: the cursor moves (durably at most every
+        CURSOR_COMMIT_EVERY_S), and the counters and the lag follow."""
+        state = self.state
+        state.busy_since = None
+        state.cursor = offset
+        self.journal.mark_handled(self.consumer.name, offset)
+        self._commit_cursor(force=False)
+        if state.consecutive_failures:
+            log.info("consumer.recovered", consumer=self.consumer.name,
+                     after=state.consecutive_failures)
+        state.consecutive_failures = state.poison_failures = 0
+        events = [e for e in entries if type(e) is Envelope]
+        if events:  # processed and lag count contract events, not the hub's own records
+            state.processed += len(events)
+            self._processed.inc(len(events))
+            last = events[-1]
+            if not last.late:
+                self._lag.observe(max(0.0, time.time() - last.message.time.timestamp()))
+
+    def _one_at_a_time(self, batch: list[JournalEntry]) -> None:
+        """The batch failed :data:`POISON_AFTER` times with something other than an outage:
+        hand it over one entry at a time; an entry that fails alone is quarantined. An outage
+        (``DeliveryError``) on the way stops here: the rest is retried from the cursor."""
+        log.warning("consumer.isolating", consumer=self.consumer.name, batch=len(batch),
+                    first_offset=batch[0].offset, error=self.state.last_error)
+        for entry in batch:
+            if self._stop.is_set():
+                return
+            if self._for_consumer([entry]):
+                self.state.busy_since = time.monotonic()
+                try:
+                    self.consumer.handle([entry])  # type: ignore[list-item]  # accepts_local
+                except DeliveryError as exc:
+                    self._failed(exc, [entry])
+                    return
+                except Exception as exc:  # noqa: BLE001 - this entry poisons the consumer
+                    self._quarantine(entry, exc)
+            self._handled([entry], entry.offset)
+        self._commit_cursor()
+
+    def _quarantine(self, entry: JournalEntry, exc: Exception) -> None:
+        """A dead letter for this consumer, then the cursor past the entry, durably."""
+        name = self.consumer.name
+        reason = f"consumer {name} raised {describe(exc)}"
+        if isinstance(entry, LocalRecord):
+            p = entry.point
+            payload = json.dumps({"measurement": p.measurement, "tags": p.tags,
+                                  "fields": p.fields, "time_ns": p.time_ns}).encode()
+            topic = f"_local/{p.measurement}"
+        else:
+            payload = entry.message.model_dump_json().encode()
+            topic = entry.topic
+        record = DeadRecord.refused(f"{name}-{entry.offset}-{time.time_ns():x}",
+                                    entry.received_at, topic,
+                                    payload, reason_code="consumer_failed", reason=reason)
+        self.journal.add_dead_letters([record])
+        self.state.quarantined += 1
+        self._quarantined.inc()
+        log.error("consumer.quarantined", consumer=name, offset=entry.offset, reason=reason,
+                  dead_letter_id=record.dead_letter_id, topic=topic[:200],
+                  meaning="moved past for this consumer; the other consumers still get it",
+                  traceback="".join(traceback.format_exception(exc)))
+        self.state.cursor = entry.offset
+        self.journal.mark_handled(name, entry.offset)
+        self._commit_cursor()
+

@@ -13,6 +13,15 @@ then acknowledges every message of the batch with paho's manual ack: accepted ev
 duplicates and dead letters alike (they are all recorded). A crash before the commit leaves
 the messages unacknowledged, and the broker sends them again to the persistent session; a
 crash after it gives duplicates that the dedup drops.
+
+Supervision (``schemas/supervision.py``): two components of the hub's supervisor, ``ingest``
+(the thread above) and ``ingest-mqtt`` (paho's network loop, run by the supervisor instead of
+paho's ``loop_start``). When the ingest thread raises (a bug, or the journal failing with
+:class:`JournalError`), its :meth:`Ingest.reset` rebuilds it from durable state before the
+restart: what is queued in memory is dropped (none of it was acknowledged), the seq marks and
+the loss detector's state are read again from the journal, and the connection is closed and
+opened again, so the broker sends every unacknowledged message again to the persistent
+session (acknowledgements of the old connection's messages are skipped: ``generation``).
 """
 
 from __future__ import annotations
@@ -37,11 +46,17 @@ from paho.mqtt.properties import Properties
 from hub.config import HubConfig
 from hub.identity_limits import IDENTITY_LIMIT, IdentityLimits
 from hub.ingest_decision import INTERNAL_ERROR, Decision, decide_batch, internal_error
-from hub.journal import Journal, JournalError, Pending
+from hub.journal import Journal, Pending
 from hub.log_budget import LogBudget
 from hub.loss_detector import Loss, LossDetector
 from hub.metrics import HubMetrics
-from hub.mqtt_client import BufferedClient, apply_account, wait_acked
+from hub.mqtt_client import (
+    BufferedClient,
+    apply_account,
+    prepare_network_loop,
+    run_network_loop,
+    wait_acked,
+)
 from hub.receipts import ReceiptBook, seq_ranges
 from hub.records import DeadRecord, clip_text
 from hub.validate import OrderTracker
@@ -51,7 +66,7 @@ from schemas.codec import decode, encode
 from schemas.connect_errors import connect_error
 from schemas.errors import ContractError, DeliveryError
 from schemas.models import DataLoss, DeviceStatus, Receipt
-from schemas.supervision import describe
+from schemas.supervision import Supervisor, describe
 from schemas.topics import Topics
 
 BATCH_MAX = 1000
@@ -69,6 +84,9 @@ DEAD_LETTER_LOGS_PER_S = 10  # ingest.dead_lettered lines at most; the rest coun
 DEAD_LETTER_PUBLISHES_PER_S = 100  # dead-letter topic messages at most; the rest counted
 LOG_TOPIC_KEEP, LOG_REASON_KEEP = 200, 300  # bytes of topic and reason on a log line
 LOSS_CHECK_EVERY_S = 1.0
+#: the ingest loop turns at least every 0.2 s; one that has not turned for this long is stuck
+#: (a SQLite write that never returns): /healthz says "stalled"
+INGEST_STALL_S = 120.0
 
 log = structlog.get_logger("hub.ingest")
 
@@ -97,8 +115,10 @@ def loss_id(loss: Loss) -> str:
 
 
 class Ingest:
-    def __init__(self, config: HubConfig, journal: Journal, metrics: HubMetrics) -> None:
+    def __init__(self, config: HubConfig, journal: Journal, metrics: HubMetrics, *,
+                 supervisor: Supervisor | None = None) -> None:
         self.config = config
+        self.supervisor = supervisor or Supervisor()
         self.journal = journal
         self.metrics = metrics
         self.topics = Topics(config.mqtt.topic_root)
@@ -111,6 +131,7 @@ class Ingest:
         self._stop = threading.Event()
         self._room = threading.Event()  # set by the ingest thread each time it takes a batch
         self._generation = 0
+        self._reconnect = threading.Event()  # reset asked for a new connection
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.last_error = ""
@@ -118,8 +139,6 @@ class Ingest:
         self._connected_at = 0.0
         self._clashes = ClashDetector()  # connections dropped right after being accepted
         self._client = self._make_client()
-        self._thread = threading.Thread(target=self._run, name="hub-ingest", daemon=True)
-        self.failed = ""  # set when the journal cannot be written: /healthz turns 503
         self._last_replay_check = 0.0
         self._last_prune = time.monotonic()
         self._last_prune_seen = 0.0
@@ -128,12 +147,19 @@ class Ingest:
         self._dead_publish_budget = LogBudget(DEAD_LETTER_PUBLISHES_PER_S)
         rc = config.receipts
         self.receipts = ReceiptBook(config.hub_id, rc.interval_s) if rc.enabled else None
-        self.detector = (LossDetector(rc.gap_timeout_s, rc.grace_s, journal.load_loss_state(),
-                                      max_seq_jump=rc.max_seq_jump)
-                         if rc.detect_gaps else None)
-        for key, what in (self.detector.repaired.items() if self.detector else ()):
-            log.warning("ingest.loss_state_repaired", device=key, repaired=what)
+        self.detector = self._load_detector()
         self._next_loss_check = 0.0
+
+    def _load_detector(self) -> LossDetector | None:
+        """The loss detector with its state from the journal (checked, repaired, logged)."""
+        rc = self.config.receipts
+        if not rc.detect_gaps:
+            return None
+        detector = LossDetector(rc.gap_timeout_s, rc.grace_s, self.journal.load_loss_state(),
+                                max_seq_jump=rc.max_seq_jump)
+        for key, what in detector.repaired.items():
+            log.warning("ingest.loss_state_repaired", device=key, repaired=what)
+        return detector
 
     # ---- MQTT --------------------------------------------------------------------------------
     def _make_client(self) -> BufferedClient:
@@ -153,6 +179,7 @@ class Ingest:
         client.on_plain_message = self._on_plain_message  # most messages: no MQTTMessage made
         client.on_subscribe = self._on_subscribe
         client.on_connect_fail = self._on_connect_fail
+        prepare_network_loop(client)
         return client
 
     def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
@@ -205,7 +232,10 @@ class Ingest:
         self.connected.clear()
         self.subscribed.clear()
         self.metrics.connected.set(0)
-        if self._refused:
+        if self._reconnect.is_set():
+            log.info("mqtt.reconnecting", reason="ingest restarted: the broker sends what was "
+                     "not acknowledged again")
+        elif self._refused:
             # paho closes a refused connection itself and reports that as a disconnect
             # ("Protocol error"); the refusal (bad password, not authorized) is the reason to show
             log.debug("mqtt.disconnected_after_refusal", reason=str(reason))
@@ -266,7 +296,7 @@ class Ingest:
         wait_acked(self._client.publish(topic, payload, qos=1), topic, timeout_s)
 
     # ---- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> None:
+    def _connect_async(self) -> None:
         cfg = self.config.mqtt
         if cfg.protocol == "3.1.1":
             self._client.connect_async(cfg.host, cfg.port, cfg.keepalive_s)
@@ -276,18 +306,55 @@ class Ingest:
             props.ReceiveMaximum = cfg.receive_maximum
             self._client.connect_async(cfg.host, cfg.port, cfg.keepalive_s, clean_start=False,
                                        properties=props)
-        self._client.loop_start()
-        self._thread.start()
+
+    def start(self) -> None:
+        self._connect_async()
+        self.supervisor.spawn("ingest-mqtt", self._network, reset=self._connect_async)
+        self.supervisor.spawn("ingest", self._run, reset=self.reset, stall_s=INGEST_STALL_S)
 
     def stop(self) -> None:
         """Stop taking messages, record what was taken, send the receipts owed, then disconnect
         (the session stays)."""
+        self.supervisor.retire("ingest")
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(30)
+        self._room.set()  # paho's thread may wait for room in the queue
+        self.supervisor.join("ingest", 30)
         self._send_receipts(time.time(), force=True)
+        self.supervisor.retire("ingest-mqtt")
         self._client.disconnect()
-        self._client.loop_stop()
+        if not self.supervisor.join("ingest-mqtt", 10):
+            log.warning("mqtt.network_loop_busy_at_shutdown")
+
+    def _network(self) -> None:
+        """paho's network loop; a reset's disconnect ends it, and it connects again."""
+        while True:
+            run_network_loop(self._client)
+            if self._stop.is_set() or not self._reconnect.is_set():
+                return  # stopping; else returned by itself: the supervisor sees a crash
+            self._reconnect.clear()
+            self._connect_async()
+
+    def reset(self) -> None:
+        """Before the ingest thread restarts after a crash: rebuild from durable state. The
+        batch in progress was never acknowledged, and neither was anything still queued: drop
+        it, and connect again so the broker sends all of it again (the persistent session).
+        The seq marks, the admitted identities and the loss detector's state are read back from
+        the journal."""
+        dropped = 0
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+            dropped += 1
+        self._room.set()
+        self.tracker = OrderTracker(self.journal.load_seq_marks())
+        self.limits = IdentityLimits(self.config.limits, self.journal.load_identities())
+        self.detector = self._load_detector()
+        self._reconnect.set()
+        self._client.disconnect()
+        log.info("ingest.reset", dropped_unacknowledged=dropped,
+                 meaning="the broker sends them again on the new connection")
 
     # ---- the ingest thread -------------------------------------------------------------------
     def _take_batch(self) -> list[Inbound]:
@@ -318,26 +385,24 @@ class Ingest:
         return batch
 
     def _run(self) -> None:
+        """The ingest loop (the ``ingest`` component). Anything it raises, a
+        :class:`JournalError` included (nothing of the batch was acknowledged: the broker keeps
+        it), is a crash: logged once, counted, and the loop restarts after :meth:`reset`."""
+        component = self.supervisor.components["ingest"]
         while not self._stop.is_set():
+            component.beat()
             batch = self._take_batch()
             now = time.monotonic()
             if now - self._last_replay_check >= REPLAY_CHECK_S:
                 self._last_replay_check = now
                 batch.extend(Inbound(topic, bytes(payload), time.time(), replay_row=row_id)
                              for row_id, topic, payload in self.journal.pending_replays())
-            try:
-                if batch:
-                    self.metrics.ingest_queue.set(self._queue.qsize())
-                    self.process(batch)
-                self._housekeeping(now)
-                self._send_receipts(time.time())
-                self._check_losses(time.time())
-            except JournalError as exc:
-                # Nothing of this batch was acknowledged: the broker keeps it. Stop taking more.
-                self.failed = self.last_error = f"journal: {exc}"
-                log.critical("journal.write_failed", error=str(exc))
-                self._stop.set()
-                return
+            if batch:
+                self.metrics.ingest_queue.set(self._queue.qsize())
+                self.process(batch)
+            self._housekeeping(now)
+            self._send_receipts(time.time())
+            self._check_losses(time.time())
         # drain what paho already handed us, so it is recorded and acked before we disconnect
         rest: list[Inbound] = []
         while True:

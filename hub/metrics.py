@@ -11,6 +11,11 @@ thermopipe_hub_identities{level}                    sites, devices and sensors a
 thermopipe_hub_late_events_total / _out_of_order_events_total
 thermopipe_hub_consumer_processed_total{consumer}   events a consumer handled
 thermopipe_hub_consumer_retries_total{consumer}     failed batches retried
+thermopipe_hub_consumer_quarantined_total{consumer} entries that made the consumer raise alone
+                                                    (dead-lettered for it, moved past)
+thermopipe_hub_component_crashes_total{component}   supervised threads that crashed (restarted
+                                                    with backoff, or the hub exits 70)
+thermopipe_hub_components_up                        supervised threads running and turning
 thermopipe_hub_consumer_backlog{consumer}           journal rows the consumer has not handled
 thermopipe_hub_end_to_end_lag_seconds{consumer}     event time -> handled, live events only
                                                     (sampled: the newest event of each batch)
@@ -105,6 +110,12 @@ class HubMetrics:
                                  ["consumer"], registry=r)
         self.retries = Counter(p + "consumer_retries", "Failed consumer batches retried",
                                ["consumer"], registry=r)
+        self.quarantined = Counter(p + "consumer_quarantined",
+                                   "Journal entries a consumer failed on alone, dead-lettered "
+                                   "for it and moved past", ["consumer"], registry=r)
+        self.component_crashes = Counter(p + "component_crashes",
+                                         "Supervised threads that crashed", ["component"],
+                                         registry=r)
         self.lag = Histogram(p + "end_to_end_lag_seconds",
                              "Event time to handled by the consumer (live events)",
                              ["consumer"], buckets=LAG_BUCKETS, registry=r)
@@ -152,6 +163,12 @@ class HubMetrics:
 
     def watch_lag(self, source: Callable[[], float]) -> None:
         self.registry.register(_Lag(source))
+
+    def watch_components(self, source: Callable[[], int]) -> None:
+        """``thermopipe_hub_components_up``: supervised threads running and turning."""
+        gauge = Gauge("thermopipe_hub_components_up",
+                      "Supervised threads running with their loop turning", registry=self.registry)
+        gauge.set_function(source)
 
     def totals(self) -> dict[str, int]:
         """The ingest counters since this process started (for the hub_health points)."""

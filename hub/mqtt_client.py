@@ -226,3 +226,23 @@ def wait_acked(info: mqtt.MQTTMessageInfo, topic: str, timeout_s: float) -> None
         raise DeliveryError(f"publish on {topic} failed: {exc}") from None
     if not info.is_published():
         raise DeliveryError(f"no acknowledgement for {topic} within {timeout_s:.0f} s")
+
+
+def _written_by_the_network_thread(_client: mqtt.Client, _userdata: Any, _sock: Any) -> None:
+    """Nothing to register: :func:`run_network_loop`'s thread writes every queued packet."""
+
+
+def prepare_network_loop(client: mqtt.Client) -> None:
+    """Make ``client`` ready for :func:`run_network_loop` in a thread of the caller's (the
+    hub's supervisor), instead of paho's ``loop_start``: packets queued by other threads
+    (publishes, acknowledgements) only wake that thread, which writes them, as with
+    ``loop_start``. Public API only: the write hook for an external loop, and ``loop`` once,
+    which makes paho's wake-up socket pair before any connection (it returns "no connection")."""
+    client.on_socket_register_write = _written_by_the_network_thread
+    client.loop(timeout=0.0)
+
+
+def run_network_loop(client: mqtt.Client) -> None:
+    """paho's network loop (what ``loop_start``'s thread runs): connects, reconnects with
+    paho's backoff, and returns once ``disconnect()`` was called."""
+    client.loop_forever(retry_first_connection=True)

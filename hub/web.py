@@ -9,6 +9,11 @@ for a browser, ``?token=<token>`` once: the answer is a redirect to the same pag
 an HttpOnly, SameSite=Strict cookie that the page's own requests (its state, its event stream)
 carry from then on. Anything else gets 401 with one line. The token is compared in constant time
 and never logged; the cookie holds a hash of it, not the token.
+
+``/healthz`` answers 200 when the report's ``ok`` is true, else 503 with the same report (the
+hub's is ``Hub.health``: a supervised component down, restarting, failed or stalled makes it
+false, naming the component and the exception). The server's thread is the ``web`` component of
+the hub's supervisor; a crash is restarted on a newly bound socket of the same address.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hub.metrics import HubMetrics
 from hub.redact import redact, redact_all
 from schemas.errors import ServerError
+from schemas.supervision import Supervisor
 
 log = structlog.get_logger("hub.web")
 
@@ -146,26 +152,39 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class WebServer:
-    """uvicorn in a daemon thread; ``port`` is known after ``start`` (0 picks a free one)."""
+    """uvicorn in a supervised thread; ``port`` is known after ``start`` (0 picks a free one)."""
 
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
-        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port,
-                                                     log_level="warning", access_log=False,
-                                                     lifespan="on"))
-        self._thread = threading.Thread(target=self._serve, name="hub-web", daemon=True)
+    def __init__(self, app: Starlette, host: str, port: int, *,
+                 supervisor: Supervisor | None = None) -> None:
+        self._app = app
+        self._server = self._new_server(app, host, port)
+        self.supervisor = supervisor or Supervisor()
         self._socket: socket.socket | None = None
+        self._stopping = threading.Event()
         self.host = host
         self.port = port
+
+    @staticmethod
+    def _new_server(app: Starlette, host: str, port: int) -> uvicorn.Server:
+        return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                             access_log=False, lifespan="on"))
 
     def _serve(self) -> None:
         asyncio.run(self._server.serve(sockets=[self._socket] if self._socket else None))
 
+    def _reset(self) -> None:
+        """Before a restart: a new server on a newly bound socket (the old one may be closed)."""
+        if self._socket is not None:
+            self._socket.close()
+        self._socket = bind(self.host, self.port)
+        self._server = self._new_server(self._app, self.host, self.port)
+
     def start(self, timeout: float = 15.0) -> None:
         self._socket = bind(self.host, self.port)
-        self._thread.start()
+        component = self.supervisor.spawn("web", self._serve, reset=self._reset)
         deadline = time.monotonic() + timeout
         while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
+            if component.state != "running" or time.monotonic() > deadline:
                 raise ServerError(f"the HTTP server did not start on {self.host}:{self.port}")
             time.sleep(0.02)
         for server in self._server.servers:
@@ -175,8 +194,8 @@ class WebServer:
         log.info("http.listening", host=self.host, port=self.port)
 
     def stop(self) -> None:
+        self.supervisor.retire("web")
         self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(10)
+        self.supervisor.join("web", 10)
         if self._socket is not None:
             self._socket.close()

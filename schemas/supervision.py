@@ -20,6 +20,13 @@ Crash-only, in the shape of an OTP supervisor with one owner per process::
 - A component may also beat a heartbeat (``Component.beat``) and declare ``stall_s``: a loop that
   has not turned for longer than that is reported as stalled (health not ok), never restarted (a
   thread cannot be killed): the agent's watchdog then stops pinging and systemd restarts it.
+- Ending on purpose: the owner calls :meth:`Supervisor.retire` (one component, e.g. a consumer
+  being stopped) or :meth:`Supervisor.stop` (all of them) *before* it tells its loop to end; a
+  loop that returns (or raises) after that has ended, not crashed, and a restart that was waiting
+  its backoff is called off. A component spawned with ``may_return=True`` (a simulator that plays
+  its scenario once) may also end on its own: returning is ``finished``, only raising is a crash.
+- A reset that raises is a crash too (``during="reset"``): counted against the same budget, and
+  the next restart waits its backoff and calls ``reset`` again before the loop runs.
 
 Health is derived from here, never set by a component itself (:meth:`Supervisor.health`).
 """
@@ -61,7 +68,8 @@ class Component:
     target: Callable[[], None]
     reset: Callable[[], None] | None = None
     stall_s: float | None = None
-    state: str = "starting"        # starting | running | restarting | failed | stopped
+    may_return: bool = False       # returning (not raising) ends it: "finished", not a crash
+    state: str = "starting"        # starting | running | restarting | failed | stopped | finished
     crashes: int = 0
     last_error: str = ""
     last_crash_at: float | None = None     # wall clock, for people
@@ -69,6 +77,7 @@ class Component:
     last_beat: float = field(default_factory=time.monotonic)
     thread: threading.Thread | None = None
     _recent: deque[float] = field(default_factory=deque)  # monotonic crash times in the window
+    _halt: threading.Event = field(default_factory=threading.Event)  # retired or stopping
 
     def beat(self) -> None:
         """The component's loop turned (cheap: one attribute write)."""
@@ -81,6 +90,15 @@ class Component:
     @property
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
+
+    @property
+    def halted(self) -> bool:
+        """Its owner ended it (retired, or the supervisor stopping): no restart any more."""
+        return self._halt.is_set()
+
+    def up(self, now: float) -> bool:
+        """Running, its thread alive and its loop turning."""
+        return self.state == "running" and self.alive and not self.stalled(now)
 
 
 class Supervisor:
@@ -103,13 +121,15 @@ class Supervisor:
     # ---- starting and stopping -----------------------------------------------------------------
     def spawn(self, name: str, target: Callable[[], None], *,
               reset: Callable[[], None] | None = None, stall_s: float | None = None,
-              start: bool = True) -> Component:
+              may_return: bool = False, start: bool = True) -> Component:
         """Run ``target`` in a supervised thread named ``name`` (``start=False``: registered
         now, started by :meth:`start`)."""
         with self._lock:
             if name in self.components:
                 raise ValueError(f"a component named {name!r} is supervised already")
-            component = Component(name, target, reset, stall_s)
+            component = Component(name, target, reset, stall_s, may_return)
+            if self._stop.is_set():
+                component._halt.set()
             self.components[name] = component
         component.thread = threading.Thread(target=self._keep, args=(component,), name=name,
                                             daemon=True)
@@ -128,7 +148,18 @@ class Supervisor:
 
     def stop(self) -> None:
         """No more restarts; components end when their own stop is asked by their owner."""
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
+            components = list(self.components.values())
+        for component in components:
+            component._halt.set()
+
+    def retire(self, name: str) -> None:
+        """Component ``name`` is being ended by its owner: its end is not a crash, and a
+        restart waiting its backoff is called off (unknown names: nothing to do)."""
+        component = self.components.get(name)
+        if component is not None:
+            component._halt.set()
 
     def join(self, name: str, timeout: float) -> bool:
         """Wait for one component's thread; False when it is still running after ``timeout``."""
@@ -146,31 +177,45 @@ class Supervisor:
             try:
                 component.target()
             except BaseException as exc:  # noqa: BLE001 - the supervisor is the one place
-                if self._stop.is_set():
+                if component.halted:
                     log.warning("supervisor.component_failed_while_stopping",
                                 component=component.name, error=describe(exc))
                     component.state = "stopped"
                     return
                 error: BaseException = exc
             else:
-                if self._stop.is_set():
+                if component.halted:
                     component.state = "stopped"
                     return
+                if component.may_return:
+                    component.state = "finished"
+                    log.info("supervisor.component_finished", component=component.name)
+                    return
                 error = RuntimeError("its loop returned while the program was running")
-            if not self._crashed(component, error):
+            if not self._crashed(component, error) or not self._restart(component):
                 return
-            if self._stop.wait(max(0.0, (component.restart_at or 0.0) - time.monotonic())):
-                component.state = "stopped"
-                return
-            if component.reset is not None:
-                try:
-                    component.reset()
-                except BaseException as exc:  # noqa: BLE001 - a failed reset is a crash too
-                    if not self._crashed(component, exc, during="reset"):
-                        return
-                    continue
             log.info("supervisor.component_restarted", component=component.name,
                      crashes=component.crashes)
+
+    def _restart(self, component: Component) -> bool:
+        """Wait the backoff, then reset; a reset that raises is a crash (budget) and is tried
+        again after the next backoff. False: no restart (stopped, or past the budget)."""
+        while True:
+            if component._halt.wait(max(0.0, (component.restart_at or 0.0) - time.monotonic())):
+                component.state = "stopped"
+                return False
+            if component.reset is None:
+                return True
+            try:
+                component.reset()
+            except BaseException as exc:  # noqa: BLE001 - a failed reset is a crash too
+                if component.halted:
+                    component.state = "stopped"
+                    return False
+                if not self._crashed(component, exc, during="reset"):
+                    return False
+                continue
+            return True
 
     def _crashed(self, component: Component, exc: BaseException, during: str = "run") -> bool:
         """Record a crash; True when the component is to be restarted (within its budget)."""
@@ -199,13 +244,20 @@ class Supervisor:
             return True
         component.state = "failed"
         component.restart_at = None
-        self.fatal_reason = (f"{component.name} crashed {len(recent)} times within "
-                             f"{self.budget_window_s:g} s (last: {component.last_error})")
-        log.critical("supervisor.fatal", component=component.name, reason=self.fatal_reason,
+        reason = (f"{component.name} crashed {len(recent)} times within "
+                  f"{self.budget_window_s:g} s (last: {component.last_error})")
+        with self._lock:
+            first = not self.fatal.is_set()
+            if first:  # the first component past its budget is the reason to exit
+                self.fatal_reason = reason
+                self.fatal.set()
+        log.critical("supervisor.fatal", component=component.name, reason=reason,
                      exit_code=EXIT_COMPONENT_FAILED)
-        self.fatal.set()
-        if self.on_fatal is not None:
-            self.on_fatal(self.fatal_reason)
+        if first and self.on_fatal is not None:
+            try:
+                self.on_fatal(reason)
+            except Exception as hook_exc:  # noqa: BLE001 - the fatal event is set already
+                log.warning("supervisor.on_fatal_failed", error=describe(hook_exc))
         return False
 
     # ---- what health reports ---------------------------------------------------------------------
@@ -225,6 +277,11 @@ class Supervisor:
 
     def healthy(self) -> bool:
         return not self.fatal.is_set() and not self.problems()
+
+    def up(self) -> int:
+        """How many components are running with their loop turning (a /metrics gauge)."""
+        now = time.monotonic()
+        return sum(1 for c in list(self.components.values()) if c.up(now))
 
     def health(self) -> dict[str, Any]:
         """Per component: state, crashes, the last error, seconds to restart, heartbeat age."""

@@ -20,12 +20,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from edge_agent.decide.types import Reading
 from edge_agent.sources.base import ReadingSink, SensorSpec, start_source_thread
 from schemas.errors import SourceError
+
+if TYPE_CHECKING:
+    from schemas.supervision import Supervisor
 
 log = structlog.get_logger("edge_agent.sources.onewire")
 
@@ -87,8 +91,8 @@ class OneWireSource:
         with self._lock:
             return dict(self._counts)
 
-    def start(self, sink: ReadingSink) -> None:
-        self._thread = start_source_thread(self.name, self._run, sink, self._thread)
+    def start(self, sink: ReadingSink, supervisor: Supervisor | None = None) -> None:
+        self._thread = start_source_thread(self.name, self._run, sink, self._thread, supervisor)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

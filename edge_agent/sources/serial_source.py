@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import serial
 import structlog
@@ -23,6 +24,9 @@ from edge_agent.sources.frames import FrameHandler, decoder_counters
 from schemas.backoff import exponential_delay
 from schemas.errors import SourceError
 from schemas.serial_protocol import FrameDecoder, Identify, ProtocolError, encode
+
+if TYPE_CHECKING:
+    from schemas.supervision import Supervisor
 
 log = structlog.get_logger("edge_agent.sources.serial")
 
@@ -110,8 +114,8 @@ class SerialSource:
             "dropped": self.dropped, "connected": float(self.connected),
         }
 
-    def start(self, sink: ReadingSink) -> None:
-        self._thread = start_source_thread(self.name, self._run, sink, self._thread)
+    def start(self, sink: ReadingSink, supervisor: Supervisor | None = None) -> None:
+        self._thread = start_source_thread(self.name, self._run, sink, self._thread, supervisor)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -20,6 +21,9 @@ from edge_agent.sources.frames import FrameHandler, decoder_counters
 from firmware_sim import scenario as scenarios
 from firmware_sim.inprocess import SimulatedSensors
 from schemas.serial_protocol import ProtocolError
+
+if TYPE_CHECKING:
+    from schemas.supervision import Supervisor
 
 log = structlog.get_logger("edge_agent.sources.simulator")
 
@@ -63,8 +67,8 @@ class SimulatorSource:
             out.update(decoder_counters(sim.decoder))
         return out
 
-    def start(self, sink: ReadingSink) -> None:
-        self._thread = start_source_thread(self.name, self._run, sink, self._thread)
+    def start(self, sink: ReadingSink, supervisor: Supervisor | None = None) -> None:
+        self._thread = start_source_thread(self.name, self._run, sink, self._thread, supervisor)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

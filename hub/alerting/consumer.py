@@ -15,6 +15,10 @@ alert as not yet handed over; once every listener returned, the alert is marked 
 next commit (or at ``close``), so this costs no extra commit per event. After a crash, the
 owner calls ``replay_to_listeners`` once its listeners are wired, and the alerts still recorded
 are handed over again (the stored alert point is idempotent).
+
+The ticker (``alerting-ticker``) and each notifier's worker (``alerting-notifier-<name>``) are
+components of the hub's supervisor (``schemas/supervision.py``): one that crashes is logged,
+counted and restarted with backoff from the alert store (the durable state).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from hub.alerting.store import AlertStore
 from hub.consumers.base import ConsumerDefaults, Envelope
 from schemas.errors import ConfigError, DeliveryError
 from schemas.models import Alert
+from schemas.supervision import Supervisor
 
 log = structlog.get_logger("hub.alerting")
 SENT_RETENTION_S = 14 * 24 * 3600.0
@@ -59,8 +64,10 @@ class AlertingConsumer(ConsumerDefaults):
                  mqtt_publish: Callable[[str, bytes], None] | None = None,
                  topic_root: str = "thermopipe", *, state_dir: Path | None = None,
                  clock: Callable[[], datetime] = _utcnow, start: bool = True,
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None,
+                 supervisor: Supervisor | None = None) -> None:
         self.config = config
+        self.supervisor = supervisor or Supervisor()
         directory = state_dir or config.state_dir
         if directory is None:
             raise ConfigError("alerting", [("state_dir", "no directory for the alert state: "
@@ -81,7 +88,6 @@ class AlertingConsumer(ConsumerDefaults):
             for name, n in notifiers.items()}
         self._stop = threading.Event()
         self._tick_wake = threading.Event()  # a new offline deadline: re-plan the next tick
-        self._ticker = threading.Thread(target=self._tick_loop, name="alert-ticker", daemon=True)
         self._started = False
         if start:
             self.start()
@@ -92,17 +98,18 @@ class AlertingConsumer(ConsumerDefaults):
             return
         self._started = True
         for worker in self.workers.values():
-            worker.start()
-        self._ticker.start()
+            worker.start(self.supervisor)
+        self.supervisor.spawn("alerting-ticker", self._tick_loop)
         pending = self.store.pending()
         if pending:
             log.info("alerting.outbox_resumed", pending=pending)
 
     def close(self) -> None:
+        self.supervisor.retire("alerting-ticker")
         self._stop.set()
         self._tick_wake.set()
         if self._started:
-            self._ticker.join(5)
+            self.supervisor.join("alerting-ticker", 5)
             for worker in self.workers.values():
                 worker.stop(timeout=10)
         with self._lock:

@@ -3,6 +3,7 @@
 A slow or hung receiver only holds up its own queue: e-mail, log and MQTT keep their own pace.
 A failed send is retried with exponential backoff (capped at ``retry_max_backoff_s``) until
 ``give_up_after_s``; then the row moves to ``given_up`` with the reason, logged and counted.
+Each worker's thread is a component of the hub's supervisor (``alerting-notifier-<name>``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hub.alerting.store import AlertStore, OutboxItem
 from schemas.backoff import exponential_delay
 from schemas.errors import DeliveryError
 from schemas.models import Alert
+from schemas.supervision import Supervisor
 
 log = structlog.get_logger("hub.alerting.outbox")
 
@@ -38,22 +40,24 @@ class NotifierWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._idle = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"alert-notifier-{self.name}",
-                                        daemon=True)
+        self.component = f"alerting-notifier-{self.name}"
+        self._supervisor: Supervisor | None = None
 
-    def start(self) -> None:
-        self._thread.start()
+    def start(self, supervisor: Supervisor | None = None) -> None:
+        self._supervisor = supervisor or Supervisor()
+        self._supervisor.spawn(self.component, self._run)
 
     def wake(self) -> None:
         self._idle.clear()
         self._wake.set()
 
     def stop(self, timeout: float) -> None:
+        if self._supervisor is not None:
+            self._supervisor.retire(self.component)
         self._stop.set()
         self._wake.set()
         self.notifier.close()  # interrupts a webhook's backoff wait
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        if self._supervisor is not None and not self._supervisor.join(self.component, timeout):
             log.warning("alerting.notifier_busy_at_shutdown",
                         notifier=self.name)
 

@@ -2,9 +2,12 @@
 
 The dispatcher gives each consumer the accepted events in journal order, in batches, from the
 consumer's own durable cursor. ``handle`` returning normally advances the cursor past the batch;
-raising (``DeliveryError`` for expected outages, anything else for bugs) makes the dispatcher retry
-the same batch later with backoff, without blocking the other consumers. After a hub crash a batch
-may be handed over again, so ``handle`` must be idempotent (keyed by ``event_id`` or ``offset``).
+raising makes the dispatcher retry the same batch later with backoff, without blocking the other
+consumers: ``DeliveryError`` for expected outages (retried for as long as they last); anything
+else twice in a row, and the batch is handed over one entry at a time, an entry that raises on
+its own being dead-lettered for this consumer and skipped (``hub/dispatch.py``). After a hub
+crash a batch may be handed over again, so ``handle`` must be idempotent (keyed by ``event_id``
+or ``offset``).
 
 The journal also holds records the hub makes itself (``LocalRecord``: its alerts and its
 ``hub_health`` points, each a ready point to store). Only a consumer whose class says

@@ -9,6 +9,10 @@ nothing is skipped. What the broker holds is also kept in ``state_path`` (JSON, 
 atomically after each batch), so a restarted hub still knows which entities it announced and can
 remove them. A crash between the broker's acknowledgement and the file's replacement makes the
 dispatcher hand the batch over again, which publishes the same retained messages again.
+
+Its connection's network loop is the ``homeassistant-mqtt`` component of the hub's supervisor
+(``schemas/supervision.py``) instead of paho's own ``loop_start`` thread: if it crashes, it is
+logged, counted and restarted with a new connection.
 """
 
 from __future__ import annotations
@@ -28,8 +32,14 @@ from hub.config import MqttConfig
 from hub.consumers.base import ConsumerDefaults, Envelope
 from hub.homeassistant.config import HomeAssistantConfig
 from hub.homeassistant.discovery import Discovery, Publish
-from hub.mqtt_client import apply_account, wait_acked
+from hub.mqtt_client import (
+    apply_account,
+    prepare_network_loop,
+    run_network_loop,
+    wait_acked,
+)
 from schemas.errors import DeliveryError
+from schemas.supervision import Supervisor
 from schemas.topics import Topics
 
 log = structlog.get_logger("hub.homeassistant")
@@ -38,8 +48,10 @@ log = structlog.get_logger("hub.homeassistant")
 class HomeAssistantConsumer(ConsumerDefaults):
     name = "homeassistant"
 
+    COMPONENT = "homeassistant-mqtt"
+
     def __init__(self, config: HomeAssistantConfig, mqtt_config: MqttConfig, client_id: str,
-                 state_path: Path) -> None:
+                 state_path: Path, *, supervisor: Supervisor | None = None) -> None:
         self.config = config
         self.topics = Topics(mqtt_config.topic_root)
         self.state_path = state_path
@@ -50,8 +62,14 @@ class HomeAssistantConsumer(ConsumerDefaults):
         self.published = 0
         self._mqtt = mqtt_config
         self._client = self._make_client(f"{client_id}-ha")
-        self._client.connect_async(mqtt_config.host, mqtt_config.port, mqtt_config.keepalive_s)
-        self._client.loop_start()
+        self._connect_async()
+        self.supervisor = supervisor or Supervisor()
+        self.supervisor.spawn(self.COMPONENT, lambda: run_network_loop(self._client),
+                              reset=self._connect_async)
+
+    def _connect_async(self) -> None:
+        """(Again, after a crash of the network loop: a new connection.)"""
+        self._client.connect_async(self._mqtt.host, self._mqtt.port, self._mqtt.keepalive_s)
 
     def _new_discovery(self) -> Discovery:
         return Discovery(self.topics, self.config.discovery_prefix, self.config.expire_after_s)
@@ -66,6 +84,7 @@ class HomeAssistantConsumer(ConsumerDefaults):
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        prepare_network_loop(client)
         return client
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any,
@@ -124,5 +143,6 @@ class HomeAssistantConsumer(ConsumerDefaults):
                 info.wait_for_publish(2.0)
             except (RuntimeError, ValueError):
                 log.warning("homeassistant.offline_not_published")
+        self.supervisor.retire(self.COMPONENT)
         self._client.disconnect()
-        self._client.loop_stop()
+        self.supervisor.join(self.COMPONENT, 10)

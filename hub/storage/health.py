@@ -4,6 +4,10 @@ A timer thread takes a sample (``Hub.health_point``) and appends it to the hub j
 record; the storage consumer writes it like any event, so a database outage delays health points
 instead of losing them, and ingest never waits on the database for them (an append is one small
 SQLite commit). The layout is in ``hub/storage/points.py``.
+
+The timer thread is the ``health-recorder`` component of the hub's supervisor: a sample that
+raises unexpectedly is a crash (logged once with its traceback, counted, restarted with backoff);
+a journal that cannot be written is logged and tried again at the next interval.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import structlog
 
 from hub.records import Point
 from schemas.errors import ThermopipeError
+from schemas.supervision import Supervisor
 
 log = structlog.get_logger("hub.storage.health")
 
@@ -24,21 +29,22 @@ class HealthRecorder:
     """Calls ``record(sample())`` every ``interval_s`` on its own thread until stopped."""
 
     def __init__(self, interval_s: float, sample: Callable[[], Point],
-                 record: Callable[[Point], object]) -> None:
+                 record: Callable[[Point], object], *,
+                 supervisor: Supervisor | None = None) -> None:
         self.interval_s = interval_s
         self.recorded = 0
         self._sample = sample
         self._record = record
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="hub-health", daemon=True)
+        self.supervisor = supervisor or Supervisor()
 
     def start(self) -> None:
-        self._thread.start()
+        self.supervisor.spawn("health-recorder", self._run)
 
     def stop(self, timeout: float = 10.0) -> None:
+        self.supervisor.retire("health-recorder")
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        self.supervisor.join("health-recorder", timeout)
 
     def _run(self) -> None:
         next_at = time.monotonic() + self.interval_s
@@ -51,5 +57,3 @@ class HealthRecorder:
                 self.recorded += 1
             except ThermopipeError as exc:  # journal unwritable: ingest reports it too; retry
                 log.error("storage.health_not_recorded", error=str(exc))
-            except Exception:  # a bug here must not end the health points for good
-                log.exception("storage.health_sample_failed")

@@ -35,7 +35,7 @@ class ListSource:
         self.values = values
         self._thread: threading.Thread | None = None
 
-    def start(self, sink: ReadingSink) -> None:
+    def start(self, sink: ReadingSink, supervisor: object = None) -> None:
         def put_all() -> None:
             for v in self.values:
                 reading = (Reading(SID, time.time(), v) if v is not None

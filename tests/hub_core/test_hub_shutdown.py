@@ -35,7 +35,7 @@ def test_stop_wakes_a_paced_consumer_waiting_for_a_batch_to_fill(
             pub.publish(topics.for_event(second), encode(second))
             wait_until(lambda: hub.journal.last_offset >= 2, 10, what="second journaled")
         # stopped within the runner's 10 s join, not after the 60 s pacing: nothing left running
-        assert [r.consumer.name for r in hub.runners if r._thread.is_alive()] == []
+        assert [r.consumer.name for r in hub.runners if r.alive] == []
         assert second.event_id in paced.handed  # the partial batch went over on the way out
     finally:
         pub.close()
