@@ -394,7 +394,9 @@ class HostileRig:
 
     def summary(self) -> str:
         f = self.figures
-        stored = len(self.stored_control()) if self.influx.running else -1
+        stored = -1  # InfluxDB down: unknown
+        with contextlib.suppress(OSError, RuntimeError):
+            stored = len(self.stored_control())  # before made: the control device goes on
         return (f"examples run {f.examples}, hostile messages {f.hostile_messages} "
                 f"({self.hostile.unsendable} topics paho refused), hub restarts {f.hub_restarts} "
                 f"(SIGTERM {f.hub_restarts_term}, SIGKILL {f.hub_restarts_kill}, after exiting on "
