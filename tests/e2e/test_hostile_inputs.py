@@ -42,7 +42,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -127,13 +126,16 @@ def valid_message(kind: str, site: str, device: str, sensor: str, seq: int, when
     return ReadingEvent(**common, value=21.5, unit="degC")
 
 
-@dataclass(frozen=True)
 class Hostile:
-    """One hostile message: topic levels below the root, the payload, what made it."""
+    """One hostile message: topic levels below the root, the payload, what made it. (Not a
+    dataclass: Hypothesis prints a dataclass field by field, megabytes of it here.)"""
 
-    levels: tuple[str, ...]
-    payload: bytes
-    how: str
+    __slots__ = ("how", "levels", "payload")
+
+    def __init__(self, levels: tuple[str, ...], payload: bytes, how: str) -> None:
+        self.levels = levels
+        self.payload = payload
+        self.how = how
 
     def __repr__(self) -> str:  # Hypothesis prints the failing example: keep it readable
         topic = "/".join(level if len(level) <= 40 else f"<{len(level)} chars>"
