@@ -396,7 +396,8 @@ class HostileRig:
         f = self.figures
         stored = -1  # InfluxDB down: unknown
         with contextlib.suppress(OSError, RuntimeError):
-            stored = len(self.stored_control())  # before made: the control device goes on
+            made = set(self.control.made)
+            stored = len(made & self.stored_control().keys())
         return (f"examples run {f.examples}, hostile messages {f.hostile_messages} "
                 f"({self.hostile.unsendable} topics paho refused), hub restarts {f.hub_restarts} "
                 f"(SIGTERM {f.hub_restarts_term}, SIGKILL {f.hub_restarts_kill}, after exiting on "

@@ -27,7 +27,7 @@ exits on its own is started again, as systemd would, and counted. A failure is s
 processes are not reset between examples, so later examples (and Hypothesis's replay of the
 failing one) fail with the first failure's message rather than with its consequences.
 
-Examples: ``THERMOPIPE_HOSTILE_EXAMPLES`` (default 15, about 1-2 minutes on 2 loaded cores)
+Examples: ``THERMOPIPE_HOSTILE_EXAMPLES`` (default 20, about 1-2 minutes on 2 loaded cores)
 sets how many; a longer run, e.g. ``THERMOPIPE_HOSTILE_EXAMPLES=200 pytest
 tests/e2e/test_hostile_inputs.py``, scales the test's timeout with it. ``derandomize=True`` and no
 example database: the same examples on every run (CI failures reproduce); set
@@ -63,7 +63,7 @@ from schemas.registry import DEFAULT_REGISTRY
 from tests.e2e.hostile import DEVICE, SENSOR, SITE, HostileRig, avro_reading, json_bytes
 from tests.servers import InfluxDB1, Mosquitto
 
-EXAMPLES = int(os.environ.get("THERMOPIPE_HOSTILE_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("THERMOPIPE_HOSTILE_EXAMPLES", "20"))
 SEED = os.environ.get("THERMOPIPE_HOSTILE_SEED")
 RSS_LIMIT_MB = 200.0  # the hub starts at about 60 MiB; hostile input must not grow it without bound
 CHECK_TIMEOUT_S = 45.0  # a restarted hub catching up on a loaded machine takes a few seconds
@@ -82,6 +82,8 @@ WRONG_TYPES = st.one_of(st.none(), st.booleans(), st.just([]), st.just({}), st.j
                         st.lists(st.integers(), max_size=3), st.text(max_size=10))
 HOSTILE_VALUES = st.one_of(EXTREME_INTS, SPECIAL_FLOATS, HUGE_STRINGS, WRONG_TYPES, st.integers(),
                            st.floats())
+
+HOSTILE_NUMBERS = st.one_of(EXTREME_INTS, SPECIAL_FLOATS, HOSTILE_VALUES)
 
 IDENT = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,15}\Z")
 UNICODE_LEVEL = st.text(st.characters(exclude_categories=("Cs", "Cc", "Co", "Cn"),
@@ -145,6 +147,11 @@ class Hostile:
         return f"Hostile({self.how}: {topic} <- {body!r})"
 
 
+#: how a payload is made; the ones that carry hostile numbers come more often
+HOW = ["valid_json", "valid_avro", "mutated_json", "mutated_json", "issue", "issue", "deep",
+       "bad_utf8", "random_bytes", "random_avro", "extreme_avro", "extreme_avro"]
+
+
 @st.composite
 def hostile_messages(draw: st.DrawFn) -> Hostile:
     site, device, sensor = draw(IDENTITIES)
@@ -160,8 +167,7 @@ def hostile_messages(draw: st.DrawFn) -> Hostile:
     kind = {"summary": "summary", "status": "status", "receipt": "receipt"}.get(
         where, draw(st.sampled_from(["reading", "fault"])))
     n = draw(st.integers(0, 10**9))
-    how = draw(st.sampled_from(["valid_json", "valid_avro", "mutated_json", "issue", "deep",
-                                "bad_utf8", "random_bytes", "random_avro", "extreme_avro"]))
+    how = draw(st.sampled_from(HOW))
     seq = draw(st.one_of(st.integers(0, 2**63 - 1), st.sampled_from([0, 1, 2**62, 2**63 - 1])))
     when = draw(WHEN)
     if how in ("valid_json", "valid_avro", "mutated_json", "bad_utf8"):
@@ -173,10 +179,11 @@ def hostile_messages(draw: st.DrawFn) -> Hostile:
                 how = "valid_json"
         doc = message.model_dump(mode="json")
         if how == "mutated_json":
-            for key in draw(st.lists(st.sampled_from([*doc, "seq", "count", "value", "extra"]),
+            numbers = ["seq", "count", "session", "value", "first_seq"]
+            for key in draw(st.lists(st.sampled_from([*doc, *numbers, "extra"]),
                                      min_size=1, max_size=4)):
                 if draw(st.booleans()) or key not in doc:
-                    doc[key] = draw(HOSTILE_VALUES)
+                    doc[key] = draw(HOSTILE_NUMBERS if key in numbers else HOSTILE_VALUES)
                 else:
                     del doc[key]
         payload = json_bytes(doc)
@@ -247,6 +254,7 @@ def test_hostile_inputs_never_stop_the_pipeline(rig: HostileRig,
     rig.control.start()
     rig.check()
     failure: list[str] = []
+    history: list[str] = []  # the steps of each example: a failure may be an earlier one's doing
 
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=SEED is None, database=None,
               phases=[Phase.explicit, Phase.generate], report_multiple_bugs=False,
@@ -258,12 +266,16 @@ def test_hostile_inputs_never_stop_the_pipeline(rig: HostileRig,
         if failure:  # sticky: the processes carry the first failure's consequences
             raise AssertionError(f"(an earlier example failed) {failure[0]}")
         rig.figures.examples += 1
+        history.append(f"example {rig.figures.examples}: {steps!r}")
         try:
             for step in steps:
                 run_step(rig, step)
             rig.check(timeout=CHECK_TIMEOUT_S)
         except AssertionError as exc:
-            failure.append(f"example {rig.figures.examples}: {exc}")
+            recent = "\n".join(history[-3:])
+            failure.append(f"example {rig.figures.examples}: {exc}\n"
+                           f"the last examples' steps (the processes carry state across them):\n"
+                           f"{recent}")
             raise
 
     if SEED is not None:
