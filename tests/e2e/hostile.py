@@ -69,7 +69,7 @@ class ControlDevice:
         self._thread: threading.Thread | None = None
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                    client_id=f"ctl-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)
-        self._client.reconnect_delay_set(0.1, 1)
+        self._client.reconnect_delay_set(1, 2)
         self._client.connect(broker.host, broker.port)
         self._client.loop_start()
 
@@ -142,7 +142,7 @@ class HostilePublisher:
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                    client_id=f"hostile-{uuid.uuid4().hex[:8]}",
                                    protocol=mqtt.MQTTv5)
-        self._client.reconnect_delay_set(0.1, 1)
+        self._client.reconnect_delay_set(1, 2)
         self._client.connect(broker.host, broker.port)
         self._client.loop_start()
         self.sent = 0

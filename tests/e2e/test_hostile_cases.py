@@ -37,11 +37,12 @@ def make_rig(tmp_path: Path, mosquitto: Mosquitto,
     rigs: list[HostileRig] = []
 
     def make(**options: Any) -> HostileRig:
-        rig = HostileRig(tmp_path / f"rig{len(rigs)}", mosquitto, influxdb_factory(), **options)
+        tmp = tmp_path / f"rig{len(rigs)}"
+        tmp.mkdir()
+        rig = HostileRig(tmp, mosquitto, influxdb_factory(), **options)
         rigs.append(rig)
         return rig
 
-    (tmp_path / "rig0").mkdir()
     yield make
     for rig in rigs:
         rig.close()
