@@ -715,7 +715,7 @@ class Ingest:
                         reason_size=record.reason_size, size=record.original_size,
                         sha256=record.sha256, suppressed_before=suppressed)
         if not self._dead_publish_budget.take(now)[0]:
-            self.metrics.dead_letter_publish_failed.inc()
+            self.metrics.dead_letter_publishes_suppressed.inc()
             return
         if not self.publish(self.topics.deadletter(),
                             record.to_message().model_dump_json().encode()):

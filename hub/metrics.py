@@ -29,6 +29,7 @@ thermopipe_hub_dead_letter_publish_failed_total     dead letters not published o
 thermopipe_hub_dead_letters_pruned_total{by}        dead letters removed by retention (age, size)
 thermopipe_hub_dead_letter_bytes                    data the dead-letter store holds (rows' bytes)
 thermopipe_hub_dead_letter_logs_suppressed_total    ingest.dead_lettered lines not logged (flood)
+thermopipe_hub_dead_letter_publishes_suppressed_total  dead letters not published (at most 100/s)
 thermopipe_hub_storage_rejected_total               points the database refused (InfluxDB modes)
 thermopipe_alerts_*                                 the alerting consumer's (hub/alerting/README.md)
 process_*, python_info, python_gc_*                 the standard collectors
@@ -157,6 +158,10 @@ class HubMetrics:
         self.dead_letter_logs_suppressed = Counter(
             p + "dead_letter_logs_suppressed",
             "ingest.dead_lettered log lines not written (rate limit)", registry=r)
+        self.dead_letter_publishes_suppressed = Counter(
+            p + "dead_letter_publishes_suppressed",
+            "Dead letters not published on the DLQ topic (rate limit; all are in the store)",
+            registry=r)
 
     def watch_backlog(self, source: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_Backlog(source))
