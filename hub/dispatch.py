@@ -40,6 +40,7 @@ from hub.consumers.base import Consumer, Envelope, JournalEntry, LocalRecord
 from hub.journal import Journal, JournalError
 from hub.metrics import HubMetrics
 from hub.records import DeadRecord
+from hub.redact import redact
 from schemas.backoff import exponential_delay
 from schemas.errors import DeliveryError
 from schemas.supervision import Supervisor, describe
@@ -201,7 +202,7 @@ class ConsumerRunner:
         state.consecutive_failures += 1
         if not isinstance(exc, DeliveryError):
             state.poison_failures += 1
-        state.last_error = describe(exc)
+        state.last_error = redact(describe(exc))  # an InfluxDB URL may carry a password
         state.last_error_at = time.time()
         self._retries.inc()
         delay = exponential_delay(state.consecutive_failures - 1, self.retry_initial_s,
@@ -256,7 +257,7 @@ class ConsumerRunner:
     def _quarantine(self, entry: JournalEntry, exc: Exception) -> None:
         """A dead letter for this consumer, then the cursor past the entry, durably."""
         name = self.consumer.name
-        reason = f"consumer {name} raised {describe(exc)}"
+        reason = f"consumer {name} raised {redact(describe(exc))}"
         if isinstance(entry, LocalRecord):
             p = entry.point
             payload = json.dumps({"measurement": p.measurement, "tags": p.tags,
