@@ -557,14 +557,17 @@ class Ingest:
                 detector.forget(site, device)
         for p in decision.pending:
             message = p.message
-            if isinstance(message, DeviceStatus) and "outbox_oldest_seq" in message.counters:
+            if isinstance(message, DeviceStatus) and ("outbox_oldest_seq" in message.counters
+                                                      or not message.online):
                 try:
                     c = message.counters
                     drops = ", ".join(f"{k.removeprefix('dropped_')}={int(v)}"
                                       for k, v in sorted(c.items())
                                       if k.startswith("dropped_by_") and v)
+                    oldest = c.get("outbox_oldest_seq")
                     detector.status(message.site, message.device_id,
-                                    int(c["outbox_oldest_seq"]), now, drops)
+                                    None if oldest is None else int(oldest), now, drops,
+                                    online=message.online)
                 except Exception as exc:  # noqa: BLE001 - one device's failure stops no other
                     self._failed("loss_detection", exc, site=message.site,
                                  device=message.device_id)

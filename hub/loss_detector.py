@@ -13,8 +13,12 @@ for every gap between them, when the gap last changed. A gap becomes a ``Loss``:
 
 - at once (after ``grace_s``) when the agent's status says its outbox no longer holds any seq of
   the gap: nothing can fill it any more (its outbox evicted them: ``cause`` says so);
-- after ``gap_timeout_s`` without any progress, unless the newest status (younger than the
-  timeout) says the agent still holds seqs of the gap (it is still sending its backlog).
+- after ``gap_timeout_s`` without any progress, unless the newest status says the agent still
+  holds seqs of the gap (it is still sending its backlog): a status younger than the timeout, or
+  the last status of an agent that has gone offline since (its ``shutdown`` status, or its will
+  after it). An offline agent's outbox keeps every event no hub receipted, so the gap waits for
+  the agent to come back and send them (its next status then counts, as above); an agent stopped
+  for longer than the timeout with a backlog is not a loss.
 
 Seqs below the first one seen for a device are never a gap (the device is older than this hub).
 A lost gap counts as held from then on, so each loss is reported once; :meth:`snapshot` and the
@@ -82,6 +86,7 @@ class _Device:
     oldest: int | None = None     # the agent's outbox_oldest_seq, from its newest status
     status_at: float = float("-inf")
     drops: str = ""               # the agent's drop counters, for the cause
+    online: bool = True           # False after a status saying the agent went offline
 
 
 def add_range(held: list[list[int]], first: int, last: int) -> None:
@@ -184,10 +189,15 @@ class LossDetector:
             self._devices[(site, device)] = _Device()
             self.changed.add((site, device))
 
-    def status(self, site: str, device: str, oldest_seq: int | None, now: float,
-               drops: str = "") -> None:
+    def status(self, site: str, device: str, oldest_seq: int | None, now: float,  # noqa: PLR0917
+               drops: str = "", online: bool = True) -> None:
+        """The agent's status: ``oldest_seq`` (None: the status did not say, as a will made at
+        connect time) and whether the agent is ``online``."""
         dev = self._devices.get((site, device))
-        if dev is None or oldest_seq is None:
+        if dev is None:
+            return
+        dev.online = online
+        if oldest_seq is None:
             return
         dev.oldest = oldest_seq
         dev.status_at = now
@@ -219,7 +229,8 @@ class LossDetector:
                 lost.append((first, last, why[:TEXT_MAX]))
             elif now - changed_at >= self.gap_timeout_s:
                 still_held = (dev.oldest is not None and dev.oldest <= last
-                              and now - dev.status_at < self.gap_timeout_s)
+                              and (now - dev.status_at < self.gap_timeout_s
+                                   or not dev.online))
                 if not still_held:
                     lost.append((first, last, None))
         out = []

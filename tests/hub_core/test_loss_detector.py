@@ -26,6 +26,29 @@ def test_a_gap_without_progress_becomes_one_loss_then_is_held() -> None:
     assert det.open_gaps == 0
 
 
+def test_an_offline_agent_that_still_holds_the_gap_is_waited_for() -> None:
+    """An agent stopped with an unsent backlog (its shutdown status says its outbox still holds
+    the gap) is not a loss however long it stays away; back online, the usual rules apply."""
+    det = LossDetector(gap_timeout_s=10, grace_s=0, max_seq_jump=JUMP)
+    det.held("s", "d", [(1, 5), (9, 12)], now=0.0)
+    det.status("s", "d", 6, now=1.0, online=False)  # shutdown: 6.. still in its outbox
+    assert det.due(1000.0) == []
+    det.status("s", "d", None, now=1001.0, online=False)  # a will without counters: still away
+    assert det.due(2000.0) == []
+    # back, and its outbox no longer has 6-8 (evicted while away): lost, with the cause
+    det.status("s", "d", 9, now=2001.0, drops="age=3", online=True)
+    (loss,) = det.due(2001.0)
+    assert (loss.first_seq, loss.last_seq) == (6, 8) and "age=3" in (loss.cause or "")
+
+
+def test_an_online_agent_whose_status_is_stale_loses_the_gap_at_the_timeout() -> None:
+    det = LossDetector(gap_timeout_s=10, grace_s=0, max_seq_jump=JUMP)
+    det.held("s", "d", [(1, 5), (9, 12)], now=0.0)
+    det.status("s", "d", 6, now=1.0, online=True)
+    assert det.due(10.5) == []       # its status is younger than the timeout: still sending
+    assert det.due(11.5) == [Loss("s", "d", 6, 8, None)]
+
+
 def test_a_seq_far_above_the_highest_is_a_jump_not_a_loss() -> None:
     det = LossDetector(gap_timeout_s=1, grace_s=0, max_seq_jump=JUMP)
     det.held("s", "d", [(0, 100), (104, 110)], now=0.0)  # one open gap: 101-103

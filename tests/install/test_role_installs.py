@@ -263,7 +263,7 @@ def running(tmp_path: Path, roles: dict[str, RoleEnv],
         (r'^data_dir = "/var/lib/thermopipe-hub"$', f'data_dir = "{tmp_path}/hub"'),
         (r'^mode = "v2".*\nurl = .*\ntoken = .*\norg = .*\nbucket = .*$',
          f'mode = "v1"\nurl = "{influxdb.url}"\ndatabase = "{influx_db_name}"'),
-        (r'^host = "0.0.0.0" .*\nport = 8780$', f'host = "127.0.0.1"\nport = {http_port}'),
+        (r'^host = "0.0.0.0"\nport = 8780$', f'host = "127.0.0.1"\nport = {http_port}'),
     ])
     (tmp_path / "hub.toml").write_text(hub_cfg)
     secrets = {"HUB_MQTT_PASSWORD": deploy.env()["HUB_MQTT_PASSWORD"]}
