@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Adds a device to the broker and writes its agent config.
 #
-#   deploy/scripts/add-device.sh [options] SITE DEVICE
+#   deploy/scripts/add-device.sh --broker HOST [options] SITE DEVICE
 #
 # 1. adds DEVICE (the MQTT username is the device id) with a new random password to Mosquitto's
 #    password file (default deploy/mosquitto/passwd; run again to rotate the password). The
@@ -12,9 +12,9 @@
 #    binds the account to SITE and DEVICE: it publishes only thermopipe/SITE/DEVICE/event/+,
 #    summary/+ and status, reads only its own cmd/+ and receipt, and nothing under the hubs'
 #    thermopipe/_hub/ (run again with another SITE to move the device: the block is replaced);
-# 2. writes OUT/agent.toml (deploy/agent.example.toml with site, device id, username, broker and
-#    the password reference filled in) and OUT/mqtt-password (mode 0600), default
-#    OUT=deploy/devices/DEVICE.
+# 2. writes OUT/agent.toml (deploy/agent.example.toml with site, device id, username, broker host
+#    and port and the password reference filled in) and OUT/mqtt-password (mode 0600), default
+#    OUT=deploy/devices/DEVICE, and prints the broker host and port it wrote.
 # Then copy both files to the Pi and run deploy/pi/install.sh there (it prints the commands), and
 # make Mosquitto re-read the password file and the ACL (compose: docker compose kill -s HUP mosquitto).
 #
@@ -22,6 +22,8 @@
 # broker makes the username the client id, so such a device would take over a hub's session)
 # and any hub-like name (hub or hub-... in any case), a name starting with "_" (the hubs' own
 # topics are under thermopipe/_hub/), and the other service accounts (grafana, homeassistant...).
+# Also refused: no --broker (no default: this machine's own name is often not one a Pi can resolve),
+# and a --broker that is not a host name or address (a URL, a port, spaces, quotes).
 #
 # Options:
 #   --passwd FILE          Mosquitto password file to update
@@ -29,7 +31,9 @@
 #   --acl-only             only write the device's ACL block (a device added before the ACL
 #                          bound devices to their site: keeps its password and agent.toml)
 #   --out DIR              where agent.toml and mqtt-password go
-#   --broker HOST          broker host name the Pi connects to (default: this host's name)
+#   --broker HOST          required: the broker's host name or IP address as the Pi reaches it
+#                          (with --tls, a name the server certificate carries); not needed with
+#                          --acl-only
 #   --port PORT            broker port (default 1883, or 8883 with --tls)
 #   --tls                  connect to the TLS listener: keeps [mqtt.tls] (copy the CA to the Pi
 #                          as /etc/thermopipe/ca.pem); without it the [mqtt.tls] table is
@@ -48,7 +52,7 @@ acl_file="$deploy/mosquitto/acl"
 acl_only=false
 root=thermopipe  # the topic root of deploy/ (hub.toml mqtt.topic_root, the ACL's hub blocks)
 out=""
-broker=$(hostname -f 2>/dev/null || hostname)
+broker=""
 port=""
 tls=false
 password_path=/run/credentials/edge-agent.service/mqtt-password
@@ -71,7 +75,7 @@ while [ $# -gt 0 ]; do
     *) args+=("$1"); shift ;;
   esac
 done
-[ ${#args[@]} -eq 2 ] || { echo "usage: $0 [options] SITE DEVICE" >&2; exit 2; }
+[ ${#args[@]} -eq 2 ] || { echo "usage: $0 --broker HOST [options] SITE DEVICE" >&2; exit 2; }
 site=${args[0]}
 device=${args[1]}
 [[ $site != _* ]] || die "invalid site '$site': names starting with '_' are the hubs' ($root/_hub/)"
@@ -83,6 +87,23 @@ check_id site "$site"
 check_id "device id" "$device"
 if [ -z "$port" ]; then if $tls; then port=8883; else port=1883; fi; fi
 [[ $port =~ ^[0-9]+$ ]] || die "invalid port '$port'"
+if ! $acl_only; then
+  # No default: `hostname -f` is often a name only this machine knows ("vm", "server.localdomain").
+  [ -n "$broker" ] || die "--broker HOST is required: the broker's host name or IP address as the \
+Pi reaches it (this machine calls itself '$(hostname -f 2>/dev/null || hostname)': use that only if \
+the Pi can resolve it)"
+  case $broker in
+    *://*) die "invalid broker host '$broker': a host name or address, not a URL (port: --port, TLS: --tls)" ;;
+  esac
+  # a host name, an IPv4 address or an IPv6 address (two or more colons); it goes into the TOML
+  # between quotes, so nothing else may pass
+  [[ $broker =~ ^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$ || $broker =~ ^[0-9A-Fa-f]*:[0-9A-Fa-f.:]*:[0-9A-Fa-f.:]*$ ]] ||
+    die "invalid broker host '$broker': a host name or IP address (the port goes in --port)"
+  case $broker in
+    localhost|localhost.*|127.*|::1)
+      echo "note: '$broker' is the Pi itself: right only for an agent on this machine" >&2 ;;
+  esac
+fi
 [ -f "$example" ] || die "$example is missing"
 out=${out:-"$deploy/devices/$device"}
 
@@ -155,20 +176,29 @@ if ! $tls; then  # plain MQTT: comment out the [mqtt.tls] table
   mv "$out/agent.toml.new" "$out/agent.toml"
 fi
 for want in "site = \"$site\"" "device_id = \"$device\"" "username = \"$device\"" \
-            "password = \"file:$password_path\""; do
+            "password = \"file:$password_path\"" "host = \"$broker\"" "port = $port"; do
   grep -qF "$want" "$out/agent.toml" ||
     die "could not set '$want' in $out/agent.toml: $example has no such key"
 done
 chmod 0644 "$out/agent.toml"
 
+transport="plain MQTT, no TLS" ca_copy="" ca_arg=""
+if $tls; then
+  transport="TLS: install.sh --ca-file takes the broker's CA"
+  ca_copy=" $deploy/mosquitto/certs/ca.crt" ca_arg=" --ca-file ~/ca.crt"
+fi
 cat <<NEXT
 Added device '$device' (site '$site') to $passwd_file and $acl_file.
 Wrote $out/agent.toml and $out/mqtt-password (keep that one secret).
+The agent connects to the broker at (agent.toml [mqtt]):
+  host = "$broker"
+  port = $port   ($transport)
+The Pi must reach the broker by that name or address (on the Pi: getent hosts $broker).
 
 Next:
   1. Make Mosquitto re-read its password file and ACL:
        docker compose -f $deploy/compose.yaml kill -s HUP mosquitto   (or: systemctl reload mosquitto)
   2. Copy both files to the Pi and install (from a checkout of thermopipe on the Pi):
-       scp $out/agent.toml $out/mqtt-password pi@PI-HOST:
-       sudo deploy/pi/install.sh --config ~/agent.toml --password-file ~/mqtt-password
+       scp $out/agent.toml $out/mqtt-password$ca_copy pi@PI-HOST:
+       sudo deploy/pi/install.sh --config ~/agent.toml --password-file ~/mqtt-password$ca_arg
 NEXT

@@ -83,6 +83,6 @@ cat <<NEXT
 
 Next:
   cd $deploy && docker compose up -d --build
-  Add each device:  sudo $here/add-device.sh SITE DEVICE
+  Add each device:  sudo $here/add-device.sh --broker HOST SITE DEVICE   (HOST: this server as the Pis reach it)
   Grafana:          http://$(hostname -f 2>/dev/null || hostname):3000  (user admin, password GRAFANA_ADMIN_PASSWORD in .env)
 NEXT

@@ -1,11 +1,13 @@
 """deploy/scripts for real, in a scratch copy of deploy/: setup-server.sh makes the secrets and
-the hub's MQTT user once; add-device.sh refuses bad ids and writes an agent config that the edge
-agent's own loader accepts, with the password in a 0600 file and never in the config."""
+the hub's MQTT user once; add-device.sh refuses bad ids and a missing or malformed broker host,
+writes an agent config that the edge agent's own loader accepts, with the password in a 0600 file
+and never in the config, and prints the broker host and port it wrote."""
 
 from __future__ import annotations
 
 import stat
 import subprocess
+import tomllib
 
 import pytest
 
@@ -66,7 +68,7 @@ def test_add_device_defaults_to_the_systemd_credential_and_can_use_tls(
     (["lab", "hub"], "service account"),
     (["lab", "hub-w2"], "service account"),     # a hub worker's account
     (["lab", "hub-w0-ha"], "service account"),  # a worker's Home Assistant connection
-    (["--port", "x", "lab", "pi-01"], "invalid port"),
+    (["--port", "x", "--broker", "hub.lan", "lab", "pi-01"], "invalid port"),
     (["--bogus", "lab", "pi-01"], "unknown option"),
 ])
 def test_add_device_refuses_bad_input(deploy_copy: DeployCopy, args: list[str],
@@ -81,7 +83,68 @@ def test_add_device_refuses_bad_input(deploy_copy: DeployCopy, args: list[str],
 def test_add_device_help(deploy_copy: DeployCopy) -> None:
     out = subprocess.run(["bash", str(deploy_copy.root / "scripts" / "add-device.sh"), "--help"],
                          capture_output=True, text=True, check=True, timeout=30).stdout
-    assert "add-device.sh [options] SITE DEVICE" in out and "--tls" in out
+    assert "add-device.sh --broker HOST [options] SITE DEVICE" in out and "--tls" in out
+    assert "this host's name" not in out  # no default broker host any more
+
+
+def _only_hub_accounts(deploy_copy: DeployCopy) -> bool:
+    passwd = (deploy_copy.root / "mosquitto" / "passwd").read_text()
+    return all(line.startswith("hub") for line in passwd.splitlines())
+
+
+def test_add_device_requires_the_broker_host(deploy_copy: DeployCopy) -> None:
+    # `hostname -f` was the default: it wrote host = "vm" on a machine no Pi knows by that name
+    acl_before = (deploy_copy.root / "mosquitto" / "acl").read_text()
+    for args in (["lab", "pi-01"], ["--broker", "", "lab", "pi-01"]):
+        result = deploy_copy.run("scripts/add-device.sh", *args, check=False)
+        assert result.returncode == 1, result.stdout
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: --broker HOST is required"), lines
+        assert "as the Pi reaches it" in lines[0]
+        assert (deploy_copy.root / "mosquitto" / "acl").read_text() == acl_before
+        assert _only_hub_accounts(deploy_copy)
+        assert not (deploy_copy.root / "devices" / "pi-01").exists()
+
+
+@pytest.mark.parametrize(("broker", "says"), [
+    ("mqtt://hub.lan:1883", "not a URL"),
+    ("hub.lan:1883", "the port goes in --port"),
+    ('hub"lan', "a host name or IP address"),
+    ("hub lan", "a host name or IP address"),
+    ("-hub.lan", "a host name or IP address"),
+])
+def test_add_device_refuses_a_broker_that_is_not_a_host(deploy_copy: DeployCopy, broker: str,
+                                                        says: str) -> None:
+    result = deploy_copy.run("scripts/add-device.sh", "--broker", broker, "lab", "pi-01",
+                             check=False)
+    assert result.returncode == 1
+    assert f"invalid broker host '{broker}'" in result.stderr and says in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert _only_hub_accounts(deploy_copy)
+    assert not (deploy_copy.root / "devices" / "pi-01").exists()
+
+
+@pytest.mark.parametrize(("args", "host", "port", "transport"), [
+    (["--broker", "mqtt.farm.lan"], "mqtt.farm.lan", 1883, "plain MQTT, no TLS"),
+    (["--broker", "192.168.1.20", "--port", "1884"], "192.168.1.20", 1884, "plain MQTT"),
+    (["--broker", "fd00::5", "--tls"], "fd00::5", 8883, "TLS"),
+])
+def test_add_device_prints_the_broker_host_and_port_it_wrote(
+        deploy_copy: DeployCopy, args: list[str], host: str, port: int, transport: str) -> None:
+    result = deploy_copy.run("scripts/add-device.sh", *args, "lab", "pi-01")
+    written = tomllib.loads((deploy_copy.root / "devices" / "pi-01" / "agent.toml").read_text())
+    assert (written["mqtt"]["host"], written["mqtt"]["port"]) == (host, port)
+    assert f'  host = "{host}"\n' in result.stdout
+    assert f"  port = {port}   ({transport}" in result.stdout
+    assert f"getent hosts {host}" in result.stdout
+    assert "--ca-file" in result.stdout if "--tls" in args else "--ca-file" not in result.stdout
+    assert "is the Pi itself" not in result.stderr
+
+
+def test_add_device_notes_a_loopback_broker(deploy_copy: DeployCopy) -> None:
+    result = deploy_copy.run("scripts/add-device.sh", "--broker", "127.0.0.1", "lab", "pi-01")
+    assert "note: '127.0.0.1' is the Pi itself" in result.stderr
+    assert '  host = "127.0.0.1"\n' in result.stdout
 
 
 def test_setup_server_adds_secrets_new_since_and_lets_the_broker_read_its_passwords(
