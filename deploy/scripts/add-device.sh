@@ -32,7 +32,7 @@
 #                          bound devices to their site: keeps its password and agent.toml)
 #   --out DIR              where agent.toml and mqtt-password go
 #   --broker HOST          required: the broker's host name or IP address as the Pi reaches it
-#                          (with --tls, a name the server certificate carries); not needed with
+#                          (with --tls, a name or address its certificate carries); not needed with
 #                          --acl-only
 #   --port PORT            broker port (default 1883, or 8883 with --tls)
 #   --tls                  connect to the TLS listener: keeps [mqtt.tls] (copy the CA to the Pi
