@@ -49,6 +49,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PORT_TAKEN = 0, 1, 2, 3
 BROKER_PROBE_S = 5.0
 #: how long the hub gets to reach its broker once started, seconds (then the demo stops)
 BROKER_WAIT_S = 30.0
+#: how long the hub must have been without its broker before the terminal says so, seconds
+LOST_AFTER_S = 3.0
 DEVICES = 2  # the greenhouse board and the freezer
 
 
@@ -213,8 +215,14 @@ def toml_value(value: Any) -> str:
 
 
 def http_json(url: str, timeout: float = 1.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own hub
-        return json.loads(resp.read())
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own hub
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code != 503:
+            raise
+        with exc:  # /healthz answers 503 with its JSON while something is wrong
+            return json.loads(exc.read())
 
 
 # --- the programs ------------------------------------------------------------------------------
@@ -276,7 +284,8 @@ class Demo:
         self.broker_url = ""
         self._shown_alerts: set[str] = set()
         self._broker_seen = False  # the hub has been connected to its broker at least once
-        self._broker_said = ""  # the last broker problem said on the terminal
+        self._broker_said = ""  # the broker problem said on the terminal in this outage
+        self._down_since: float | None = None  # when the hub was first seen disconnected
 
     # -- set-up ---------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -509,23 +518,28 @@ format = "json"
         self._shown_alerts = {a.get("key") for a in alerts}  # bounded: the page's list
         return lines
 
-    def broker_news(self, health: dict[str, Any] | None) -> str | None:
-        """A line when the hub's broker connection changed in a way worth saying (pure but for
-        what it remembers); the reason is the hub's own (``mqtt_last_error``)."""
+    def broker_news(self, health: dict[str, Any] | None, now: float) -> str | None:
+        """A line when the hub's broker connection changed in a way worth saying: lost (once per
+        outage, after ``LOST_AFTER_S``, when the hub's reason has settled from "disconnected" to
+        why it cannot connect again), then back. The reason is the hub's (``mqtt_last_error``)."""
         if health is None or "mqtt_connected" not in health:
             return None
         if health["mqtt_connected"]:
             self._broker_seen = True
+            self._down_since = None
             if self._broker_said:
                 self._broker_said = ""
                 return f"the MQTT broker {self.broker_url} answers again"
             return None
-        reason = str(health.get("mqtt_last_error") or "").removeprefix("cannot connect: ")
-        if not self._broker_seen or not reason or reason == self._broker_said:
+        if not self._broker_seen or self._broker_said:
             return None
-        self._broker_said = reason
-        return (f"{self.broker_problem(reason, never=False)} (the agents keep their events in "
-                "their outboxes; everything retries)")
+        if self._down_since is None:
+            self._down_since = now
+        if now - self._down_since < LOST_AFTER_S:
+            return None
+        self._broker_said = self.broker_reason(health)
+        return (f"{self.broker_problem(self._broker_said, never=False)} (the agents keep their "
+                "events in their outboxes; everything retries)")
 
     def broker_reason(self, health: dict[str, Any] | None) -> str:
         reason = str((health or {}).get("mqtt_last_error") or "").removeprefix("cannot connect: ")
@@ -572,7 +586,7 @@ format = "json"
                     return EXIT_FAILED
             state, health = self.poll_hub()
             notes = self.new_alerts(state)
-            news = self.broker_news(health)
+            news = self.broker_news(health, time.monotonic())
             line = status_line(state, health)
             if notes or news:
                 self.clear_line(tty)
@@ -594,7 +608,7 @@ format = "json"
         self.clear_line(tty)
         if not self._broker_seen:
             _, health = self.poll_hub()
-            if self.broker_news(health) is None and not self._broker_seen:
+            if self.broker_news(health, time.monotonic()) is None and not self._broker_seen:
                 return self.never_answered(health, tty)
         self.say(f"final: {line or status_line(*self.poll_hub())}")
         return EXIT_OK

@@ -75,3 +75,27 @@ def test_the_status_line_counts_devices_sensors_and_events_from_the_hub() -> Non
         "devices online 1/2 | devices offline 1 | sensors 3 | open alerts 0 | "
         "events received 1,234 | agent outbox 3 | hub backlog ?")
     assert status_line(None, None) == "waiting for the hub's dashboard | hub backlog ?"
+
+
+def test_a_broker_lost_while_running_is_said_once_with_the_hubs_reason_then_its_return() -> None:
+    from demo.cli import LOST_AFTER_S, Demo, build_parser
+
+    demo = Demo(build_parser().parse_args(["--broker", "mqtt://127.0.0.1:1884"]))
+    demo.broker_url = "mqtt://127.0.0.1:1884"
+    up = {"mqtt_connected": True, "mqtt_last_error": ""}
+    refused = ("cannot connect: broker 127.0.0.1:1884 unreachable: connection refused (not "
+               "running, or wrong port)")
+    assert demo.broker_news(up, 0.0) is None
+    # the hub's first reason is the disconnect; the terminal waits for why it cannot reconnect
+    assert demo.broker_news({"mqtt_connected": False,
+                             "mqtt_last_error": "disconnected: Unspecified error"}, 1.0) is None
+    down = {"mqtt_connected": False, "mqtt_last_error": refused}
+    assert demo.broker_news(down, 1.0 + LOST_AFTER_S / 2) is None
+    lost = demo.broker_news(down, 1.0 + LOST_AFTER_S)
+    assert lost is not None and lost.startswith(
+        "the MQTT broker mqtt://127.0.0.1:1884 lost: broker 127.0.0.1:1884 unreachable: "
+        "connection refused"), lost
+    assert demo.broker_news(down, 60.0) is None  # once per outage
+    assert demo.broker_news(None, 61.0) is None  # the hub not answering says nothing of it
+    assert demo.broker_news(up, 62.0) == "the MQTT broker mqtt://127.0.0.1:1884 answers again"
+    assert demo.broker_news(up, 63.0) is None
