@@ -8,7 +8,14 @@ The broker is embedded (amqtt, MQTT 3.1.1) unless ``--broker mosquitto`` (a priv
 from the PATH, MQTT 5) or ``--broker mqtt://HOST:PORT`` (yours) is given; the store is an SQLite
 file unless ``--influx-url`` names an InfluxDB. Every program runs as its own process with the
 same configs a real installation uses (written to the state directory, where their logs go too);
-this process supervises them, prints alerts as the hub publishes them, and keeps one status line.
+this process supervises them, prints alerts as the hub's live page lists them, and keeps one
+status line that counts what the page counts (it reads the hub's /api/state and /healthz).
+
+A broker given as ``mqtt://HOST:PORT`` is asked for an MQTT connection before anything starts:
+one that does not answer within a few seconds stops the demo with one line (the broker, the
+reason, what to do) and exit 1. A broker the hub loses later is said on the terminal (once per
+reason) while everything keeps retrying; a hub that never reached its broker within
+``BROKER_WAIT_S`` stops the demo the same way.
 
 Run ``scripts/demo`` (or ``thermopipe-demo --help``). Ctrl-C stops everything cleanly.
 """
@@ -19,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,6 +45,13 @@ from schemas.cli_args import port_number, positive_float
 from schemas.version import version_line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PORT_TAKEN = 0, 1, 2, 3
+#: how long an mqtt://HOST:PORT broker gets to answer before anything starts, seconds
+BROKER_PROBE_S = 5.0
+#: how long the hub gets to reach its broker once started, seconds (then the demo stops)
+BROKER_WAIT_S = 30.0
+#: how long the hub must have been without its broker before the terminal says so, seconds
+LOST_AFTER_S = 3.0
+DEVICES = 2  # the greenhouse board and the freezer
 
 
 class DemoError(Exception):
@@ -69,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--influx-db", default="thermopipe", help="database (v1) or bucket (v2)")
     p.add_argument("--speed", type=positive_float, default=240.0,
                    help="how much faster than real time the simulated sensors run (default 240: "
-                        "the freezer starts failing after about 30 s, a greenhouse day takes 6 "
-                        "minutes)")
+                        "the freezer's compressor fails after about 30 s and its warm alert "
+                        "comes about 30 s later; a greenhouse day takes 6 minutes)")
     p.add_argument("--state-dir", type=Path, default=Path(".thermopipe-demo"),
                    help="configs, logs, outboxes and the store (default ./.thermopipe-demo)")
     p.add_argument("--keep", action="store_true",
@@ -108,14 +123,106 @@ def parse_mqtt_url(url: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def probe_broker(host: str, port: int, timeout: float = BROKER_PROBE_S) -> str | None:
+    """``None`` when the broker at ``host:port`` accepts an MQTT 5 connection within ``timeout``
+    seconds (tried again every half second), else the last reason it did not, in one phrase."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from schemas.connect_errors import connect_error
+
+    deadline = time.monotonic() + timeout
+    reason = "no answer"
+    answer: list[Any] = []  # the CONNACK's reason code
+    while time.monotonic() < deadline:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
+                             client_id=f"thermopipe-demo-probe-{os.getpid()}")
+        client.on_connect = lambda _c, _u, _f, code, _p: answer.append(code)
+        client.connect_timeout = max(0.5, min(3.0, deadline - time.monotonic()))
+        try:
+            client.connect(host, port, keepalive=10)
+        except OSError as exc:
+            reason = str(connect_error(exc, host, port)).removeprefix(
+                f"broker {host}:{port} unreachable: ")
+            time.sleep(0.5)
+            continue
+        try:
+            while not answer and time.monotonic() < deadline:
+                client.loop(0.1)
+        finally:
+            with contextlib.suppress(OSError):  # only closing a probe
+                client.disconnect()
+                client.loop(0.1)
+        if not answer:
+            return "it accepted the TCP connection but sent no MQTT answer (is it an MQTT port?)"
+        if answer[0].is_failure:
+            return f"it refused the MQTT connection: {answer[0]}"
+        return None
+    return reason
+
+
+def page_temperatures(text: str) -> str:
+    """Temperatures in an alert's text as the live page shows them (``tidy`` in
+    hub/dashboard/static/index.html): one decimal and the unit's sign, ``-5.1 °C``."""
+    from hub.dashboard.state import temperature
+
+    return re.sub(r"(-?\d+(?:\.\d+)?) (degC|degF)\b",
+                  lambda m: temperature(float(m[1]), m[2]), text)
+
+
+def status_line(state: dict[str, Any] | None, health: dict[str, Any] | None,
+                devices: int = DEVICES) -> str:
+    """The terminal's one line, from the hub's ``/api/state`` and ``/healthz`` (pure).
+
+    It counts what the live page's totals count, in their words: devices online (of the demo's
+    ``devices``) and offline, sensors, open alerts (firing, not yet resolved); then the events
+    the hub has taken from the devices (readings included, counted as they arrive), the agents'
+    outboxes (from their last status) and the hub consumers' backlog."""
+    backlog = "?" if health is None else str(sum(
+        int(c.get("backlog", 0)) for c in health.get("consumers", {}).values()))
+    if state is None:
+        return f"waiting for the hub's dashboard | hub backlog {backlog}"
+    listed = state.get("devices", [])
+    online = sum(1 for d in listed if d.get("online") is True)
+    offline = sum(1 for d in listed if d.get("online") is False)
+    events = sum(int(d.get("events", 0)) for d in listed)
+    outbox = sum(int(d.get("counters", {}).get("outbox_depth", 0)) for d in listed)
+    return (f"devices online {online}/{devices} | devices offline {offline} | "
+            f"sensors {len(state.get('sensors', []))} | "
+            f"open alerts {len(state.get('open_alerts', []))} | events received {events:,} | "
+            f"agent outbox {outbox:,} | hub backlog {backlog}")
+
+
+def alert_line(alert: dict[str, Any], names: dict[str, str]) -> str:
+    """One alert as the page lists it: resolved or its severity, where (the sensor's name, as
+    ``names`` maps ``site/device/sensor`` keys), late, then its text with the page's numbers."""
+    site, device, sensor = alert.get("site"), alert.get("device_id"), alert.get("sensor_id")
+    if sensor:
+        sensor = names.get(f"{site}/{device}/{sensor}", sensor)
+    where = " / ".join(str(part) for part in (site, device, sensor) if part)
+    label = "RESOLVED" if alert.get("status") == "resolved" else f"ALERT {alert.get('severity')}"
+    late = " (late)" if alert.get("late") else ""
+    # the summary may open with the sensor's path, which `where` has just said
+    text = str(alert.get("summary", "")).removeprefix(
+        f"{site}/{device}/{alert.get('sensor_id')} " if alert.get("sensor_id") else
+        f"{site}/{device} ")
+    return f"{label}{late}  {where}: {page_temperatures(text)}"
+
+
 def toml_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, str) else str(value).lower() \
         if isinstance(value, bool) else str(value)
 
 
 def http_json(url: str, timeout: float = 1.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own hub
-        return json.loads(resp.read())
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own hub
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code != 503:
+            raise
+        with exc:  # /healthz answers 503 with its JSON while something is wrong
+            return json.loads(exc.read())
 
 
 # --- the programs ------------------------------------------------------------------------------
@@ -174,10 +281,11 @@ class Demo:
         self.mqtt_host = "127.0.0.1"
         self.mqtt_port = args.mqtt_port
         self.protocol = "5"
-        self.alerts: list[str] = []
-        self.status: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
-        self._watch: Any = None
+        self.broker_url = ""
+        self._shown_alerts: set[str] = set()
+        self._broker_seen = False  # the hub has been connected to its broker at least once
+        self._broker_said = ""  # the broker problem said on the terminal in this outage
+        self._down_since: float | None = None  # when the hub was first seen disconnected
 
     # -- set-up ---------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -185,8 +293,13 @@ class Demo:
         check_port_free(a.host, a.http_port, "dashboard", "--http-port")
         if a.broker in ("embedded", "mosquitto"):
             check_port_free("127.0.0.1", a.mqtt_port, "MQTT broker", "--mqtt-port")
+            self.broker_url = f"mqtt://127.0.0.1:{a.mqtt_port}"
         else:
             self.mqtt_host, self.mqtt_port = parse_mqtt_url(a.broker)
+            self.broker_url = a.broker
+            why = probe_broker(self.mqtt_host, self.mqtt_port)
+            if why is not None:  # before anything starts or is written
+                raise DemoError(self.broker_problem(why, never=True))
         if self.dir.exists() and not a.keep:
             shutil.rmtree(self.dir)
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -374,56 +487,63 @@ format = "json"
                         f"{program.tail()}")
 
     # -- watching -------------------------------------------------------------------------------
-    def watch_mqtt(self) -> None:
-        """Subscribe to device status and hub alerts, to show them in the terminal."""
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
+    def broker_problem(self, reason: str, never: bool) -> str:
+        """One line: the broker, the reason, what to do."""
+        if self.args.broker in ("embedded", "mosquitto"):
+            todo = f"its log and the hub's are in {self.dir / 'logs'}"
+        else:
+            todo = ("start it or check the address, or leave out --broker to use the embedded "
+                    "broker")
+        what = "never answered" if never else "lost"
+        return f"the MQTT broker {self.broker_url} {what}: {reason}; {todo}"
 
-        from schemas import Alert, DeviceStatus, decode
-        from schemas.errors import DecodeError
-
-        def on_connect(client: mqtt.Client, *_a: Any) -> None:
-            client.subscribe([("thermopipe/+/+/status", 1), ("thermopipe/_hub/alerts/#", 1)])
-
-        def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-            try:
-                message = decode(bytes(msg.payload))
-            except DecodeError:
-                return
-            with self._lock:
-                if isinstance(message, DeviceStatus):
-                    self.status[message.device_id] = {
-                        "online": message.online, "sensors": len(message.sensors),
-                        "counters": dict(message.counters)}
-                elif isinstance(message, Alert):
-                    late = " (late)" if message.late else ""
-                    self.alerts.append(
-                        f"ALERT {message.status}{late} {message.severity}: {message.summary} "
-                        f"[{message.device_id}/{message.sensor_id or '-'}]")
-
-        protocol = mqtt.MQTTv311 if self.protocol == "3.1.1" else mqtt.MQTTv5
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"demo-watch-{os.getpid()}",
-                             protocol=protocol)
-        client.on_connect = on_connect
-        client.on_message = on_message
-        client.connect_async(self.mqtt_host, self.mqtt_port)
-        client.loop_start()
-        self._watch = client
-
-    def status_line(self) -> str:
-        with self._lock:
-            status = dict(self.status)
-        online = sum(1 for s in status.values() if s["online"])
-        sensors = sum(s["sensors"] for s in status.values())
-        events = sum(int(s["counters"].get("events_made", 0)) for s in status.values())
-        outbox = sum(int(s["counters"].get("outbox_depth", 0)) for s in status.values())
-        backlog = "?"
+    def poll_hub(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The hub's /api/state (what the page shows) and /healthz; None for one not answering."""
+        base = f"http://127.0.0.1:{self.args.http_port}"
+        state = health = None
         with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
-            health = http_json(f"http://127.0.0.1:{self.args.http_port}/healthz")
-            backlog = str(sum(int(c.get("backlog", 0))
-                              for c in health.get("consumers", {}).values()))
-        return (f"devices online {online}/2 | sensors {sensors} | events {events} | "
-                f"alerts {len(self.alerts)} | agent outbox {outbox} | hub backlog {backlog}")
+            state = http_json(f"{base}/api/state")
+        with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
+            health = http_json(f"{base}/healthz")
+        return state, health
+
+    def new_alerts(self, state: dict[str, Any] | None) -> list[str]:
+        """The alerts the page lists that the terminal has not shown yet, oldest first."""
+        if state is None:
+            return []
+        names = {s["key"]: s.get("name") or s["sensor_id"] for s in state.get("sensors", [])}
+        alerts = state.get("alerts", [])  # newest first, as the page lists them
+        lines = [alert_line(a, names) for a in reversed(alerts)
+                 if a.get("key") not in self._shown_alerts]
+        self._shown_alerts = {a.get("key") for a in alerts}  # bounded: the page's list
+        return lines
+
+    def broker_news(self, health: dict[str, Any] | None, now: float) -> str | None:
+        """A line when the hub's broker connection changed in a way worth saying: lost (once per
+        outage, after ``LOST_AFTER_S``, when the hub's reason has settled from "disconnected" to
+        why it cannot connect again), then back. The reason is the hub's (``mqtt_last_error``)."""
+        if health is None or "mqtt_connected" not in health:
+            return None
+        if health["mqtt_connected"]:
+            self._broker_seen = True
+            self._down_since = None
+            if self._broker_said:
+                self._broker_said = ""
+                return f"the MQTT broker {self.broker_url} answers again"
+            return None
+        if not self._broker_seen or self._broker_said:
+            return None
+        if self._down_since is None:
+            self._down_since = now
+        if now - self._down_since < LOST_AFTER_S:
+            return None
+        self._broker_said = self.broker_reason(health)
+        return (f"{self.broker_problem(self._broker_said, never=False)} (the agents keep their "
+                "events in their outboxes; everything retries)")
+
+    def broker_reason(self, health: dict[str, Any] | None) -> str:
+        reason = str((health or {}).get("mqtt_last_error") or "").removeprefix("cannot connect: ")
+        return reason or "the hub has not connected to it"
 
     # -- running --------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -443,7 +563,6 @@ format = "json"
             paths = self.write_configs()
             self.check_configs(paths)
             self.start_programs(paths)
-            self.watch_mqtt()
             url = f"http://{self.args.host if self.args.host != '0.0.0.0' else '127.0.0.1'}:" \
                   f"{self.args.http_port}/"
             self.say(f"\ndashboard: {url}\nlogs and configs: {self.dir}\n"
@@ -454,36 +573,57 @@ format = "json"
 
     def supervise(self, stop: threading.Event) -> int:
         started = time.monotonic()
-        shown = 0
         tty = sys.stdout.isatty() and not self.args.no_status
         last_plain = 0.0
+        line = ""
         while not stop.wait(1.0):
             for program in self.programs:
                 code = program.exited()
                 if code is not None:
+                    self.clear_line(tty)
                     self.say(f"\n{program.name} exited with {code}; its last lines:\n"
                              f"{program.tail()}")
                     return EXIT_FAILED
-            with self._lock:
-                new = self.alerts[shown:]
-                shown = len(self.alerts)
-            line = self.status_line()
+            state, health = self.poll_hub()
+            notes = self.new_alerts(state)
+            news = self.broker_news(health, time.monotonic())
+            line = status_line(state, health)
+            if notes or news:
+                self.clear_line(tty)
+            for note in notes:
+                self.say(note)
+            if news:
+                self.say(news)
+            if not self._broker_seen and time.monotonic() - started >= BROKER_WAIT_S:
+                return self.never_answered(health, tty)
             if tty:
-                sys.stdout.write("\r\033[K")
-            for alert in new:
-                self.say(alert)
-            if tty:
-                sys.stdout.write(line)
+                width = shutil.get_terminal_size().columns - 1
+                sys.stdout.write("\r\033[K" + line[:width])  # one line: never wrapped
                 sys.stdout.flush()
             elif not self.args.no_status and time.monotonic() - last_plain >= 5:
                 self.say(line)
                 last_plain = time.monotonic()
             if self.args.duration and time.monotonic() - started >= self.args.duration:
                 break
-        if tty:
-            sys.stdout.write("\n")
-        self.say(f"final: {self.status_line()}")
+        self.clear_line(tty)
+        if not self._broker_seen:
+            _, health = self.poll_hub()
+            if self.broker_news(health, time.monotonic()) is None and not self._broker_seen:
+                return self.never_answered(health, tty)
+        self.say(f"final: {line or status_line(*self.poll_hub())}")
         return EXIT_OK
+
+    def never_answered(self, health: dict[str, Any] | None, tty: bool) -> int:
+        self.clear_line(tty)
+        print(f"thermopipe-demo: {self.broker_problem(self.broker_reason(health), never=True)}",
+              file=sys.stderr, flush=True)
+        return EXIT_FAILED
+
+    @staticmethod
+    def clear_line(tty: bool) -> None:
+        if tty:
+            sys.stdout.write("\r\033[K")
+            sys.stdout.flush()
 
     def shutdown(self) -> None:
         # agents first (they publish their offline status), then the firmware, then the hub
@@ -491,9 +631,6 @@ format = "json"
                                                      p.name == "hub", p.name == "mosquitto"))
         for program in order:
             program.stop()
-        if self._watch is not None:
-            self._watch.loop_stop()
-            self._watch.disconnect()
         if self.broker is not None:
             self.broker.stop()
         if self.programs:

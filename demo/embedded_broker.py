@@ -35,8 +35,10 @@ class EmbeddedBroker:
         try:
             import amqtt  # noqa: F401
         except ImportError:
-            raise ServerError("the embedded broker needs amqtt: pip install 'thermopipe[demo]'"
-                              ) from None
+            from schemas.extras import install_command
+
+            raise ServerError("the embedded broker needs amqtt, which is not installed: "
+                              f"{install_command('demo')}") from None
         # amqtt logs every connection at INFO; the demo shows its own status instead
         logging.getLogger("amqtt").setLevel(logging.WARNING)
         logging.getLogger("transitions").setLevel(logging.WARNING)

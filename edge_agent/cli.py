@@ -1,7 +1,7 @@
 """``edge-agent``: run the agent, or check a config file.
 
     edge-agent run -c /etc/thermopipe/agent.toml [--status-line]
-    edge-agent check-config /etc/thermopipe/agent.toml
+    edge-agent check-config [-c] /etc/thermopipe/agent.toml [--skip-secrets | --for-another-machine]
     edge-agent status [-c /etc/thermopipe/agent.toml] [--json]
     edge-agent probe [-c /etc/thermopipe/agent.toml] [--seconds 12]
     edge-agent --version
@@ -39,6 +39,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from edge_agent.deferred_imports import load_ssl
+from schemas.cli_args import add_check_flags, config_argument, skipped_flag
 from schemas.errors import ConfigError, ThermopipeError
 from schemas.version import version_line
 
@@ -49,6 +50,7 @@ EXIT_CONFIG = 2
 EXIT_FAILED = 1
 EXIT_NOT_RUNNING = 3  # as `systemctl status` says of a unit that is not active
 DEFAULT_CONFIG = Path("/etc/thermopipe/agent.toml")
+EXAMPLE_CONFIG = "deploy/agent.example.toml"  # in the source tree (schemas.config_loading)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,16 +59,17 @@ def _parser() -> argparse.ArgumentParser:
         "decides at the edge what changed, keeps every event in an on-disk outbox and publishes "
         "it over MQTT.")
     parser.add_argument("--version", action="version", version=version_line("edge-agent"))
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run the agent")
     run.add_argument("-c", "--config", type=Path, required=True, help="the agent's TOML file")
     run.add_argument("--status-line", action="store_true",
                      help="print a one-line status every few seconds (default on a terminal)")
     check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("file", type=Path)
-    check.add_argument("--no-secrets", action="store_true",
-                       help="do not read env:/file: secrets, only check their form (a file "
-                            "checked on another machine than the device)")
+    check.add_argument("file", type=Path, nargs="?",
+                       help=f"the agent's TOML file (or -c FILE; default {DEFAULT_CONFIG})")
+    check.add_argument("-c", "--config", type=Path, default=None, help="the agent's TOML file")
+    add_check_flags(check, "device")
+    check.set_defaults(parser=check)
     status = sub.add_parser("status", help="show the running agent's state (no broker needed)")
     status.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG,
                         help=f"the agent's TOML file (default {DEFAULT_CONFIG}), to find its "
@@ -95,7 +98,7 @@ def _stderr(text: str) -> None:
 def _print_errors(exc: ConfigError) -> None:
     from schemas.config_loading import format_config_error
 
-    _stderr(format_config_error(exc))
+    _stderr(format_config_error(exc, EXAMPLE_CONFIG))
 
 
 def _cannot_start(reason: object) -> int:
@@ -115,11 +118,13 @@ def _load(path: Path) -> AgentConfig:
     return cfg
 
 
-def check_config(path: Path, no_secrets: bool = False) -> int:
+def check_config(path: Path, skip_flag: str | None = None, this_machine: bool = True) -> int:
+    """``skip_flag``: the option that leaves secrets unread (None: read them); ``this_machine``:
+    check what this machine has (TLS files, the outbox directory, packages, the broker's name)."""
     from schemas.config_loading import secrets_unresolved
 
     try:
-        with secrets_unresolved(no_secrets) as skipped:
+        with secrets_unresolved(skip_flag is not None, elsewhere=not this_machine) as skipped:
             cfg = _load(path)
     except ConfigError as exc:
         _print_errors(exc)
@@ -138,8 +143,11 @@ def check_config(path: Path, no_secrets: bool = False) -> int:
         print(f"  sensor   {sid} ({sensor.unit}{', ' + sensor.name if sensor.name else ''})"
               f"{': ' + bands if bands else ''}")
     for reference in skipped:
-        print(f"  secret   {reference} (not read: --no-secrets)")
-    if not no_secrets:
+        print(f"  secret   {reference} (not read: {skip_flag})")
+    if not this_machine:
+        print(f"  not checked ({skip_flag}): secrets, files, directories, packages and host "
+              "names of the machine that runs it")
+    else:
         from schemas.connect_errors import unresolved_host
 
         problem = unresolved_host(cfg.mqtt.host)
@@ -340,11 +348,19 @@ def probe(config: Path, seconds: float) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        print("\nedge-agent: say what to do: run, check-config, status or probe "
+              "(edge-agent COMMAND --help)", file=sys.stderr)
+        return EXIT_CONFIG
     if args.command == "probe":
         return probe(args.config, args.seconds)
     if args.command == "check-config":
-        return check_config(args.file, args.no_secrets)
+        flag, this_machine = skipped_flag(args)
+        path = config_argument(args.file, args.config, DEFAULT_CONFIG, args.parser)
+        return check_config(path, flag, this_machine)
     if args.command == "status":
         return status(args.config, args.state, args.json)
     return run(args.config, args.status_line)

@@ -152,6 +152,13 @@ class AgentConfig(_Strict):
 _SOURCE_TAG = re.compile(r"^(sources\[\d+\])\.(?:serial|onewire|simulator)(?=\.|$)")
 
 
+def _source_kind(key: str, reason: str) -> str:
+    """``unknown kind 'x'`` said as what it is at ``sources[N].kind``: a source kind."""
+    if re.fullmatch(r"sources\[\d+\]\.kind", key) and reason.startswith("unknown kind "):
+        return "unknown source kind " + reason.removeprefix("unknown kind ")
+    return reason
+
+
 def environment_problems(cfg: AgentConfig) -> list[tuple[str, str]]:
     """What this machine lacks for ``cfg``: an optional package, a writable outbox directory."""
     problems: list[tuple[str, str]] = []
@@ -180,7 +187,8 @@ def load(path: str | Path) -> AgentConfig:
     except ConfigError as exc:
         # pydantic puts the union tag into the location (sources[0].serial.port); users never
         # wrote it, so the path they see is sources[0].port.
-        errors = [(_SOURCE_TAG.sub(r"\1", key), reason) for key, reason in exc.errors]
+        errors = [(_SOURCE_TAG.sub(r"\1", key), _source_kind(key, reason))
+                  for key, reason in exc.errors]
         raise ConfigError(exc.source, errors) from None
     problems = [] if checking_elsewhere() else environment_problems(cfg)
     if problems:

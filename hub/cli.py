@@ -1,11 +1,14 @@
 """``hub``: run the hub, check its config, and look after its dead letters.
 
     hub run [-c FILE] [--workers N]
-    hub check-config FILE [--no-secrets]
-    hub dlq [-c FILE] list [--status open|replayed|replay_requested]
-    hub dlq [-c FILE] show ID
-    hub dlq [-c FILE] replay (ID ... | --all) [--wait SECONDS]
+    hub check-config [-c] FILE [--skip-secrets | --for-another-machine]
+    hub dlq list [-c FILE] [--status open|replayed|replay_requested]
+    hub dlq show ID [-c FILE]
+    hub dlq replay (ID ... | --all) [--wait SECONDS] [-c FILE]
     hub --version
+
+``-c FILE`` goes after the subcommand, as above (``hub dlq -c FILE list`` works too); without it
+the file is ``$HUB_CONFIG``, else /etc/thermopipe/hub.toml.
 
 A bad config exits 2 with every problem and its key path; any other start-up failure (a missing
 package of the hub extra, a port taken, a data directory that cannot be made) is one line with
@@ -35,6 +38,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from schemas.cli_args import add_check_flags, config_argument, skipped_flag
 from schemas.config_loading import format_config_error
 from schemas.errors import ConfigError, ThermopipeError
 from schemas.extras import require
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
     from hub.records import DeadRecord
 
 DEFAULT_CONFIG = "/etc/thermopipe/hub.toml"
+EXAMPLE_CONFIG = "deploy/hub/hub.toml"  # in the source tree (schemas.config_loading)
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 #: the environment variable of the test-only crash seam (:func:`_test_crash_seam`)
@@ -60,7 +65,7 @@ def _config_or_exit(path: str) -> HubConfig:
         with collect_deprecations() as notes:
             config = load_hub_config(path)
     except ConfigError as exc:
-        print(format_config_error(exc), file=sys.stderr)
+        print(format_config_error(exc, EXAMPLE_CONFIG), file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
     for note in notes:  # an old key still works; say what to write instead
         print(f"hub: {path}: deprecated {note}", file=sys.stderr)
@@ -85,9 +90,11 @@ def _storage_target(config: HubConfig) -> str:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from schemas.config_loading import secrets_unresolved
 
-    with secrets_unresolved(args.no_secrets) as skipped:
-        config = _config_or_exit(args.file)
-    print(f"{args.file}: OK (hub_id={config.hub_id}, broker={config.mqtt.host}:"
+    flag, this_machine = skipped_flag(args)
+    path = str(config_argument(args.file, args.config, Path(_default_config()), args.parser))
+    with secrets_unresolved(flag is not None, elsewhere=not this_machine) as skipped:
+        config = _config_or_exit(path)
+    print(f"{path}: OK (hub_id={config.hub_id}, broker={config.mqtt.host}:"
           f"{config.mqtt.port}, storage {_storage_target(config)})")
     alerting = config.alerting
     print(f"  alerting  {'off' if not alerting.enabled else ', '.join(sorted(alerting.notifiers))}")
@@ -96,9 +103,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  http      {config.http.host}:{config.http.port} (/healthz, /metrics"
               f"{', dashboard' if config.dashboard.enabled else ''})")
     for reference in skipped:
-        print(f"  secret {reference}: not read (--no-secrets)")
-    if args.no_secrets:
-        print("  not checked (--no-secrets): secrets, directories and packages of this machine")
+        print(f"  secret {reference}: not read ({flag})")
+    if not this_machine:
+        print(f"  not checked ({flag}): secrets, files, directories, packages and host names "
+              "of the machine that runs it")
     else:
         from schemas.connect_errors import unresolved_host
 
@@ -234,18 +242,30 @@ def _data_dir(args: argparse.Namespace) -> Path:
         with secrets_unresolved():
             return Path(load_hub_config(args.config).data_dir)
     except ConfigError as exc:
-        print(format_config_error(exc), file=sys.stderr)
+        print(format_config_error(exc, EXAMPLE_CONFIG), file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+
+
+DLQ_USAGE = """\
+hub dlq: say what to do with the dead letters (events the hub refused, kept with the reason):
+  hub dlq list [--status open|replay_requested|replayed]   list them, newest last
+  hub dlq show ID                                        one of them, with its payload
+  hub dlq replay ID... | --all [--wait SECONDS]          feed them through validation again
+each takes -c FILE, the hub's config (default: $HUB_CONFIG, else /etc/thermopipe/hub.toml)"""
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     from hub import deadletters as dl
 
+    if args.dlq_command is None:
+        print(DLQ_USAGE, file=sys.stderr)
+        return EXIT_CONFIG
+
     data_dir = _data_dir(args)
     database = data_dir / "hub.sqlite3"
     if not database.exists():
         return _fail(f"no hub data in {data_dir} ({database.name} does not exist): is data_dir "
-                     f"in {args.config} the running hub's? (hub dlq -c FILE)")
+                     f"in {args.config} the running hub's? (-c FILE names its config)")
     esc = dl.printable  # every field came from the wire: escaped before the terminal sees it
     if args.dlq_command == "list":
         rows = dl.list_dead_letters(data_dir, args.status)
@@ -344,26 +364,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hub", description="The thermopipe hub: receives events from the broker, validates "
         "and de-duplicates them, and hands them to storage, alerting and the live dashboard.")
     parser.add_argument("--version", action="version", version=version_line("hub"))
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     config_help = ("the hub's TOML file (default: $HUB_CONFIG, else "
                    f"{DEFAULT_CONFIG})")
     run = sub.add_parser("run", help="run the hub")
-    run.add_argument("-c", "--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG),
-                     help=config_help)
+    run.add_argument("-c", "--config", default=_default_config(), help=config_help)
     run.add_argument("--workers", type=int, default=1,
                      help="hub processes sharing one MQTT 5 shared subscription")
     run.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
     check = sub.add_parser("check-config", help="validate a config file; exit 2 if invalid")
-    check.add_argument("file")
-    check.add_argument("--no-secrets", action="store_true",
-                       help="do not read env:/file: secrets, only check their form (a file "
-                            "checked on another machine than the hub)")
-    check.set_defaults(func=cmd_check_config)
+    check.add_argument("file", type=Path, nargs="?", help=f"{config_help}, or -c FILE")
+    check.add_argument("-c", "--config", type=Path, default=None, help="the hub's TOML file")
+    add_check_flags(check, "hub's server")
+    check.set_defaults(func=cmd_check_config, parser=check)
     dlq = sub.add_parser("dlq", help="inspect and replay dead letters")
-    dlq.add_argument("-c", "--config", default=os.environ.get("HUB_CONFIG", DEFAULT_CONFIG),
-                     help=config_help)
-    dsub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq.add_argument("-c", "--config", default=_default_config(), help=config_help)
+    dsub = dlq.add_subparsers(dest="dlq_command", metavar="list|show|replay")
     lst = dsub.add_parser("list", help="list dead letters, newest last")
     lst.add_argument("--status", choices=["open", "replay_requested", "replayed"])
     show = dsub.add_parser("show", help="one dead letter with its payload")
@@ -373,13 +390,26 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--all", action="store_true", help="every open dead letter")
     replay.add_argument("--wait", type=float, default=10.0,
                         help="seconds to wait for the running hub to replay them")
+    for child in (lst, show, replay):
+        # -c after the subcommand too; SUPPRESS keeps `hub dlq -c FILE list`'s value when absent
+        child.add_argument("-c", "--config", default=argparse.SUPPRESS, help=config_help)
     dlq.set_defaults(func=cmd_dlq)
     return parser
 
 
+def _default_config() -> str:
+    return os.environ.get("HUB_CONFIG", DEFAULT_CONFIG)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        print("\nhub: say what to do: run, check-config or dlq (hub COMMAND --help)",
+              file=sys.stderr)
+        return EXIT_CONFIG
     if args.command == "run" and args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return EXIT_CONFIG

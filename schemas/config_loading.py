@@ -28,8 +28,12 @@ from schemas.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
-# ``check-config --no-secrets``: secret references are checked for their form only and listed
+# ``check-config --skip-secrets`` (and ``--for-another-machine``): secret references are checked
+# for their form only and listed
 _unresolved: ContextVar[list[str] | None] = ContextVar("unresolved_secrets", default=None)
+# ``check-config --for-another-machine``: what this machine has (directories, packages, TLS files)
+# says nothing about the file
+_elsewhere: ContextVar[bool] = ContextVar("checking_elsewhere", default=False)
 # old keys still read, with a note for the person who wrote them (see ``collect_deprecations``)
 _deprecations: ContextVar[list[str] | None] = ContextVar("deprecations", default=None)
 
@@ -53,24 +57,31 @@ def collect_deprecations() -> Iterator[list[str]]:
 
 
 @contextmanager
-def secrets_unresolved(enabled: bool = True) -> Iterator[list[str]]:
-    """Validate without reading secrets (a workstation checking a file meant for a device).
+def secrets_unresolved(enabled: bool = True, *, elsewhere: bool = True) -> Iterator[list[str]]:
+    """Validate without reading secrets.
 
     Inside, ``resolve_secret`` still rejects inline values and malformed references, but does not
     read the variable or file; it appends the reference to the list this yields instead. With
-    ``enabled`` False secrets are read as usual (and the list stays empty)."""
+    ``elsewhere`` (the default: a workstation checking a file meant for a device, or a command
+    that needs only part of the file) what this machine has is not checked either
+    (:func:`checking_elsewhere`); with ``elsewhere=False`` only the secrets are left unread
+    (``check-config --skip-secrets``: a systemd credential that exists only while the service
+    runs). With ``enabled`` False secrets are read as usual (and the list stays empty)."""
     seen: list[str] = []
     token = _unresolved.set(seen if enabled else None)
+    where = _elsewhere.set(enabled and elsewhere)
     try:
         yield seen
     finally:
+        _elsewhere.reset(where)
         _unresolved.reset(token)
 
 
 def checking_elsewhere() -> bool:
-    """True inside ``secrets_unresolved(True)``: the file is checked away from the machine that
-    runs it, so what this machine has (secrets, directories, packages) says nothing about it."""
-    return _unresolved.get() is not None
+    """True inside ``secrets_unresolved(True)`` (not with ``elsewhere=False``): the file is checked
+    away from the machine that runs it, so what this machine has (directories, packages, TLS
+    files) says nothing about it."""
+    return _elsewhere.get()
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:
@@ -164,9 +175,29 @@ def validation_errors(exc: ValidationError,
         if err["type"] == "extra_forbidden" and loc:
             errors.append((key_path(loc[:-1]), _unknown_key(model, loc)))
             continue
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            errors.append(_tag_error(err, loc))
+            continue
         path = key_path(loc)
         errors.append((path, _reason(err, path)))
     return errors
+
+
+def _tag_error(err: Any, loc: tuple[int | str, ...]) -> tuple[str, str]:
+    """A discriminated union's tag (``kind``, ``type``) that is missing or names nothing known:
+    the tag's own key path, the closest known value and the list of them."""
+    ctx = err.get("ctx") or {}
+    tag_key = str(ctx.get("discriminator", "kind")).strip("'\"")
+    path = key_path((*loc, tag_key))
+    if err["type"] == "union_tag_not_found":
+        return path, "missing (this key is required)"
+    expected = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
+    tag = str(ctx.get("tag", ""))
+    import difflib  # only for a config with a mistake in it
+
+    close = difflib.get_close_matches(tag, expected, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return path, f"unknown {tag_key} {tag!r}{hint}; one of: {', '.join(expected)}"
 
 
 def parse_config(data: dict[str, Any], model: type[M], source: str) -> M:
@@ -196,6 +227,8 @@ def load_config(path: str | Path, model: type[M]) -> M:
     source = str(path)
     try:
         raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(source, [("", FILE_MISSING)]) from None
     except OSError as exc:
         raise ConfigError(source, [("", f"cannot read the file: {exc.strerror or exc}")]) from None
     try:
@@ -233,13 +266,35 @@ def directory_problem(directory: Path) -> str | None:
     return None
 
 
-def format_config_error(exc: ConfigError) -> str:
+#: the reason :func:`load_config` gives for a file that is not there (said apart by
+#: :func:`format_config_error`: a missing file is not an invalid one)
+FILE_MISSING = "the file does not exist"
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def example_hint(relative: str, target: str) -> str:
+    """How to start ``target`` from the example config ``relative`` (``deploy/agent.example.toml``):
+    a ``cp`` from its absolute path when thermopipe runs from a checkout, else where it is in
+    thermopipe's source (an installed wheel has no deploy/ directory)."""
+    here = _ROOT / relative
+    if here.is_file():
+        return f"start from the example: cp {here} {target}, then edit it"
+    return f"start from the example {relative} in thermopipe's source (copy it to {target})"
+
+
+def format_config_error(exc: ConfigError, example: str | None = None) -> str:
     """The one layout both programs print a bad config in::
 
         invalid configuration agent.toml (2 problems):
           mqtt.port: Input should be less than or equal to 65535
           sources[1]: unknown key 'intervall_s' (did you mean 'interval_s'?)
-    """
+
+    A file that is not there is said as such, with the example to start from (``example``, a
+    path relative to the source tree, :func:`example_hint`)."""
+    if tuple(exc.errors) == (("", FILE_MISSING),):
+        start = f"; {example_hint(example, exc.source)}" if example else ""
+        return (f"no configuration file {exc.source} (it does not exist){start}; or name "
+                "another file with -c FILE")
     count = len(exc.errors)
     lines = [f"invalid configuration {exc.source} ({count} problem{'s' if count != 1 else ''}):"]
     for path, reason in exc.errors:

@@ -133,11 +133,13 @@ class MissingDependency(ThermopipeError):
     not installed: pip install 'thermopipe[avro]'``.
     """
 
-    def __init__(self, what: str, missing: Sequence[str], extra: str) -> None:
+    def __init__(self, what: str, missing: Sequence[str], extra: str,
+                 install: str | None = None) -> None:
         self.what = what
         self.missing = tuple(missing)
         self.extra = extra
         names = ", ".join(self.missing)
         verb = "is" if len(self.missing) == 1 else "are"
-        super().__init__(f"{what} needs {names}, which {verb} not installed: "
-                         f"pip install 'thermopipe[{extra}]'")
+        # ``install``: the command for this installation (schemas.extras.install_command)
+        install = install or f"pip install 'thermopipe[{extra}]'"
+        super().__init__(f"{what} needs {names}, which {verb} not installed: {install}")

@@ -175,9 +175,10 @@ fi
 
 # --- the self-check ---------------------------------------------------------------------------
 step "self-check: the config"
-# --no-secrets: the config names the password as systemd hands it to the service
+# --skip-secrets: the config names the password as systemd hands it to the service
 # (/run/credentials/...), which exists only while the service runs; the file itself is checked above.
-run "$prefix/venv/bin/edge-agent" check-config --no-secrets "$etc/agent.toml" ||
+# Everything else (the CA file, the outbox directory, the packages, the broker's name) is checked here.
+run "$prefix/venv/bin/edge-agent" check-config --skip-secrets "$etc/agent.toml" ||
   die "$etc/agent.toml has the problems listed above (each with its key path): fix them and run this script again"
 step "self-check: the sensors this Pi can see (as the service's user $user)"
 # the running service would hold a serial port: stop it for the few seconds of the probe

@@ -105,7 +105,7 @@ def test_a_bad_config_prints_every_error_with_its_key_path_and_exits_2(
     assert proc.returncode == 2, proc.stdout + proc.stderr
     err = proc.stderr
     for key in ("site", "tick_s", "mqtt.port", "mqtt.password", "sources[0].port",
-                "sources[1]", "sensors.t1.rules.thresholds[0]", "sensors.t3.rules",
+                "sources[1].kind", "sensors.t1.rules.thresholds[0]", "sensors.t3.rules",
                 "sensors.t2.unit"):
         assert f"  {key}:" in err, (key, err)
     assert "hunter2" not in err
@@ -123,7 +123,7 @@ def test_run_with_a_bad_config_exits_2_before_starting(tmp_path: Path) -> None:
 
 
 def test_missing_file_and_broken_toml_are_config_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="does not exist"):
         load(tmp_path / "nope.toml")
     broken = tmp_path / "broken.toml"
     broken.write_text("site = \n")

@@ -60,7 +60,7 @@ def test_install_prefers_wheels_checks_itself_and_compiles_only_when_needed(
     assert "build-essential" not in out and "apt-get install" not in out
     assert "--groups dialout" in out and "gpio" not in out.replace("w1-gpio", "")
     # the self-check runs before the service is (re)started
-    check = out.index("edge-agent check-config --no-secrets /etc/thermopipe/agent.toml")
+    check = out.index("edge-agent check-config --skip-secrets /etc/thermopipe/agent.toml")
     probe = out.index("runuser -u thermopipe -- /opt/thermopipe/venv/bin/edge-agent probe")
     assert check < probe < out.index("systemctl restart edge-agent.service")
     avro = tmp_path / "agent.toml"

@@ -116,6 +116,8 @@ def test_demo_dashboard_shows_simulated_sensors_updating_live(demo: DemoProcess)
             browser.close()
     assert first != later
     assert any("pi-freezer" in v for v in later) and any("pi-greenhouse" in v for v in later)
+    # the terminal counts what the page counts (2 devices with 2 sensors each)
+    demo.wait_for_line("devices online 2/2 | devices offline 0 | sensors 4 | open alerts ", 60)
 
     assert demo.stop() == 0, demo.output()
     assert "stopped." in demo.output()

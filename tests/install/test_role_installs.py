@@ -106,7 +106,7 @@ def test_a_program_without_its_roles_packages_names_the_extra(roles: dict[str, R
     for env in roles.values():
         result = _run(env, "thermopipe-demo", "--duration", "1", "--state-dir", str(tmp_path / "d"))
         assert result.returncode == 1, result
-        assert result.stderr.strip().endswith("pip install 'thermopipe[demo]'"), result.stderr
+        assert re.search(r"-m pip install '[^']*\[demo\]'$", result.stderr.strip()), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert not (tmp_path / "d").exists()
 
@@ -116,10 +116,10 @@ def test_a_program_without_its_roles_packages_names_the_extra(roles: dict[str, R
     result = _run(roles["agent"], "hub", "run", "-c", str(hub_toml))
     assert result.returncode == 1, result
     assert result.stderr.startswith("hub: hub run needs ") and "Traceback" not in result.stderr
-    assert result.stderr.strip().endswith("pip install 'thermopipe[hub]'"), result.stderr
+    assert re.search(r"-m pip install '[^']*\[hub\]'$", result.stderr.strip()), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     checked = _run(roles["agent"], "hub", "check-config", str(hub_toml))
-    assert checked.returncode == 2 and "pip install 'thermopipe[hub]'" in checked.stderr
+    assert checked.returncode == 2 and re.search(r"pip install '[^']*\[hub\]'", checked.stderr)
 
     # an agent asking for Avro, or a serial source, where the packages are not installed
     agent_toml = tmp_path / "agent.toml"
@@ -127,8 +127,8 @@ def test_a_program_without_its_roles_packages_names_the_extra(roles: dict[str, R
 [mqtt]\nhost = "127.0.0.1"\nencoding = "avro"\n
 [outbox]\npath = "{tmp_path}/outbox.db"\n
 [[sources]]\nkind = "serial"\nport = "/dev/ttyUSB0"\n""")
-    for role, wanted in (("agent", [("mqtt.encoding", "thermopipe[avro]")]),
-                         ("hub", [("sources[0].kind", "thermopipe[agent]")])):
+    for role, wanted in (("agent", [("mqtt.encoding", "[avro]")]),
+                         ("hub", [("sources[0].kind", "[agent]")])):
         for command in ("check-config", "run"):
             args = [command, str(agent_toml)] if command == "check-config" else \
                 ["run", "-c", str(agent_toml)]
@@ -136,7 +136,7 @@ def test_a_program_without_its_roles_packages_names_the_extra(roles: dict[str, R
             assert result.returncode == 2, (role, command, result)
             assert "Traceback" not in result.stderr
             for key, extra in wanted:
-                assert re.search(rf"^  {re.escape(key)}: .*pip install '{re.escape(extra)}'$",
+                assert re.search(rf"^  {re.escape(key)}: .*pip install '[^']*{re.escape(extra)}'$",
                                  result.stderr, re.MULTILINE), (role, command, result.stderr)
 
 
