@@ -58,7 +58,7 @@ def test_webhook_delivers_each_alert_once_with_idempotency_key(
         assert [r.body["status"] for r in got] == ["firing", "resolved"]
         assert all(r.key == r.body["alert_id"] for r in got)
         Alert.model_validate_json(json.dumps(got[0].body))  # the body is the contract's Alert
-        assert got[1].body["summary"].endswith("back to normal at 22 degC")
+        assert got[1].body["summary"].endswith("t1 is back to normal at 22.0 \u00b0C")
         stats = consumer.stats()
         assert stats["alerts_sent"] == {"hook": 2, "log": 2}
         assert stats["deduplicated"] == 1 and stats["pending"] == {}
