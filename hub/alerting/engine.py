@@ -14,6 +14,12 @@ active fault (stale included), an active rate alarm, a device's will (offline). 
 state change back to ``normal``, the fault's recovery, the rate alarm going inactive, a birth. A
 state change from ``unknown`` (agent restart) into ``normal`` fires nothing.
 
+Summaries are one sentence for people about the sensor by its name (``freezer compartment is
+warm: -5.1 °C, above -15.0 °C``): names and band directions come from the device's newest
+birth (kept in the state, so a restart keeps them; a sensor with no name, or before any birth,
+is called by its id), numbers have one decimal and their unit, band and fault names read with
+spaces. Site, device, sensor id and severity are the alert's own fields, not repeated in it.
+
 Every notification's ``alert_id`` is derived from the group key, the status and the causing event
 id (plus a repeat counter for timed repeats), so re-processing a redelivered batch from the same
 state makes the same ids, and the consumer's outbox drops the ones already recorded.

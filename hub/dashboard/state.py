@@ -3,8 +3,13 @@
 Every ``apply``/``apply_batch`` returns the changes it made (``{"type":
 "device"|"sensor"|"event"|"alert", ...}``; one per device and sensor per batch, with its final
 values), which the consumer streams to browsers; ``snapshot`` is the whole state for
-``/api/state``. A redelivered envelope (same event id) changes nothing, and an envelope older than
-what a sensor already shows (lower ``seq``) is listed as an event but never overwrites its value.
+``/api/state``. A redelivered envelope (same event id) changes nothing. Each part of a sensor's
+row (its value, band, rate alarm, each fault code, its summary) moves forward on its own order,
+the ``seq`` of the event that last set it: an envelope older than one already shown is listed as
+an event and sets only what nothing newer has set, so a late band change is not lost behind a
+newer reading, and nothing ever moves back. ``leaving`` says when the newest value is already
+out of the band shown (the agent leaves a band only after its dwell). Every accepted value also
+goes to the sensor's trend ring (``trend.py``), in the snapshot as ``trends``.
 
 A sensor's ``value`` is only ever an accepted temperature: a reading's, a state change's or a rate
 alarm's (the agent's smoothed good values) or a summary's ``last`` (its last good reading). A
@@ -152,7 +157,7 @@ class DashboardState:
         events: list[dict[str, Any]] = []
         # latest arrival per device, newest reading per sensor (keyed by the dicts' "key")
         arrivals: dict[str, datetime] = {}
-        newest: dict[str, tuple[Any, Envelope]] = {}
+        newest: dict[str, tuple[int, Any, Envelope]] = {}
         losses: list[Change] = []
         for env in batch:
             msg = env.message
@@ -179,13 +184,12 @@ class DashboardState:
                 # every reading goes to the chart, not only the batch's newest
                 self._trend(skey).add(msg.time.timestamp(), msg.value)
                 pending = newest.get(skey)
-                best = (pending[1].message.seq if pending is not None
+                best = (pending[0] if pending is not None
                         else self._order.get(skey, {}).get("value", -1))
                 if msg.seq > best:  # newer than the value shown (or about to be)
-                    newest[skey] = (sensor, env)
+                    newest[skey] = (msg.seq, sensor, env)
                     touched_sensors[skey] = sensor
-                if msg.seq > sensor["seq"]:
-                    sensor["seq"] = msg.seq
+                sensor["seq"] = max(sensor["seq"], msg.seq)
                 continue
             # anything else: settle the pending readings first, so it sees (and may change)
             # the values as they are at this point of the batch
@@ -201,10 +205,10 @@ class DashboardState:
         return changes + losses
 
     def _settle(self, arrivals: dict[str, datetime],
-                newest: dict[str, tuple[Any, Envelope]]) -> None:
+                newest: dict[str, tuple[int, Any, Envelope]]) -> None:
         for dkey, received_at in arrivals.items():
             self.devices[dkey]["last_seen"] = _iso(received_at)
-        for sensor, env in newest.values():
+        for _seq, sensor, env in newest.values():
             self._apply_sensor(sensor, env.message, env, charted=True)
         arrivals.clear()
         newest.clear()

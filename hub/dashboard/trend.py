@@ -24,7 +24,7 @@ FAULT_MARKS = 16  # fault episodes remembered per sensor for the chart (older on
 
 
 class Trend:
-    __slots__ = ("_times", "_values", "_next", "_size", "step_s", "faults")
+    __slots__ = ("_next", "_size", "_times", "_values", "faults", "step_s")
 
     def __init__(self, points: int, step_s: float) -> None:
         self._times = array("d", bytes(8 * points))

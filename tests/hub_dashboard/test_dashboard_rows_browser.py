@@ -57,13 +57,14 @@ def test_sensor_rows_names_stale_chart_and_no_going_back() -> None:
     require_browser()
     dash = DashboardConsumer(DashboardConfig(title="demo"))
     # the chart shows the last hour of the page's clock: the feed runs in the recent past
-    f = Feed("pi-freezer", "demo", start=datetime.now(UTC) - timedelta(minutes=20))
+    start = datetime.now(UTC) - timedelta(minutes=21)
+    f = Feed("pi-freezer", "demo", start=start)
     dash.handle([_birth(f)])
     history = []
     for i in range(40):  # 20 minutes of the freezer warming, one reading each 30 s
         msg = f.reading(FREEZER, -18.0 + i * 0.3)
-        history.append(env(msg.model_copy(update={"time": f.time + timedelta(seconds=30 * i)})))
-    f.time = datetime.now(UTC) - timedelta(seconds=60)  # the events below: the last minute
+        history.append(env(msg.model_copy(update={"time": start + timedelta(seconds=30 * i)})))
+    f.time = datetime.now(UTC) - timedelta(seconds=30)  # the events below: the last 30 s
     history += [env(f.fault(FREEZER, "crc_error", True)), env(f.fault(FREEZER, "crc_error", False)),
                 env(f.reading(KITCHEN, 22.5))]
     dash.handle(history)
