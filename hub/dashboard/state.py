@@ -182,10 +182,15 @@ class DashboardState:
                 touched_devices[dkey] = device
                 skey = sensor["key"]
                 # every reading goes to the chart, not only the batch's newest
-                self._trend(skey).add(msg.time.timestamp(), msg.value)
+                trend = self.trends.get(skey)
+                (trend if trend is not None else self._trend(skey)).add(
+                    msg.time.timestamp(), msg.value)
                 pending = newest.get(skey)
-                best = (pending[0] if pending is not None
-                        else self._order.get(skey, {}).get("value", -1))
+                if pending is not None:
+                    best = pending[0]
+                else:
+                    order = self._order.get(skey)
+                    best = order.get("value", -1) if order is not None else -1
                 if msg.seq > best:  # newer than the value shown (or about to be)
                     newest[skey] = (msg.seq, sensor, env)
                     touched_sensors[skey] = sensor

@@ -24,13 +24,14 @@ FAULT_MARKS = 16  # fault episodes remembered per sensor for the chart (older on
 
 
 class Trend:
-    __slots__ = ("_next", "_size", "_times", "_values", "faults", "step_s")
+    __slots__ = ("_last_bucket", "_next", "_size", "_times", "_values", "faults", "step_s")
 
     def __init__(self, points: int, step_s: float) -> None:
         self._times = array("d", bytes(8 * points))
         self._values = array("f", bytes(4 * points))
         self._next = 0   # where the next point goes
         self._size = 0   # how many slots hold a point
+        self._last_bucket = -1.0  # the bucket of the newest point written (none yet)
         self.step_s = step_s
         #: [start, end or None, fault code] per episode, newest last
         self.faults: deque[list[Any]] = deque(maxlen=FAULT_MARKS)
@@ -45,21 +46,23 @@ class Trend:
     def add(self, t: float, value: float) -> None:
         """An accepted value at epoch seconds ``t``: replaces the newest point when both fall
         in the same bucket (unless it is older than that point), else takes the next slot (the
-        oldest point goes when full)."""
+        oldest point goes when full). On the hub's hot path: one call per reading."""
         if not math.isfinite(value):
             return
-        if self._size:
-            last = (self._next - 1) % self.capacity
-            if math.floor(self._times[last] / self.step_s) == math.floor(t / self.step_s):
-                if t < self._times[last]:
-                    return  # a late value: the bucket keeps its newer one
+        bucket = t // self.step_s
+        if bucket == self._last_bucket:
+            last = self._next - 1  # -1 is the array's last slot: the ring wrapped there
+            if t >= self._times[last]:  # else a late value: the bucket keeps its newer one
                 self._times[last] = t
                 self._values[last] = value
-                return
-        self._times[self._next] = t
-        self._values[self._next] = value
-        self._next = (self._next + 1) % self.capacity
-        self._size = min(self._size + 1, self.capacity)
+            return
+        self._last_bucket = bucket
+        i = self._next
+        self._times[i] = t
+        self._values[i] = value
+        self._next = i + 1 if i + 1 < len(self._times) else 0
+        if self._size < len(self._times):
+            self._size += 1
 
     def fault(self, t: float, code: str, active: bool) -> None:
         """A fault episode begins (``active``) or ends: the chart marks its span."""
