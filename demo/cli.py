@@ -388,14 +388,16 @@ name = "greenhouse-board"
 port = {toml_value(str(link))}""", {"28-0000075a1b2c": ("greenhouse air", """
   { name = "cold", below = 15.0, hysteresis = 0.5, dwell_s = 10 },
   { name = "hot", above = 26.0, hysteresis = 0.5, dwell_s = 10 },
-  { name = "too_hot", above = 27.5, hysteresis = 0.5, dwell_s = 5, severity = "critical" },""")})
+  { name = "too_hot", above = 27.5, hysteresis = 0.5, dwell_s = 5, severity = "critical" },"""),
+           "28-00000a3f9e21": ("greenhouse soil", "")})
         freezer = self.agent_toml("pi-freezer", f"""kind = "simulator"
 name = "freezer-sim"
 scenario = "freezer_failing"
 speed = {a.speed}
 loop = true""", {"28-0000056c3d4e": ("freezer compartment", """
   { name = "warm", above = -15.0, hysteresis = 1.0, dwell_s = 10 },
-  { name = "thawing", above = -5.0, hysteresis = 1.0, dwell_s = 5, severity = "critical" },""")})
+  { name = "thawing", above = -5.0, hysteresis = 1.0, dwell_s = 5, severity = "critical" },"""),
+           "28-0000056c9f10": ("kitchen", "")})
         paths["agent-greenhouse"] = outdir / "agent-greenhouse.toml"
         paths["agent-greenhouse"].write_text(greenhouse)
         paths["agent-freezer"] = outdir / "agent-freezer.toml"

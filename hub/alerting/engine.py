@@ -14,6 +14,12 @@ active fault (stale included), an active rate alarm, a device's will (offline). 
 state change back to ``normal``, the fault's recovery, the rate alarm going inactive, a birth. A
 state change from ``unknown`` (agent restart) into ``normal`` fires nothing.
 
+Summaries are one sentence for people about the sensor by its name (``freezer compartment is
+warm: -5.1 °C, above -15.0 °C``): names and band directions come from the device's newest
+birth (kept in the state, so a restart keeps them; a sensor with no name, or before any birth,
+is called by its id), numbers have one decimal and their unit, band and fault names read with
+spaces. Site, device, sensor id and severity are the alert's own fields, not repeated in it.
+
 Every notification's ``alert_id`` is derived from the group key, the status and the causing event
 id (plus a repeat counter for timed repeats), so re-processing a redelivered batch from the same
 state makes the same ids, and the consumer's outbox drops the ones already recorded.
@@ -66,6 +72,9 @@ RECENT_IDS = 32
 #: 2 added ``pending`` (offline conditions in their grace); a version-1 state loads as none pending
 STATE_VERSION = 2
 OFFLINE = "offline"
+#: a sensor as its device's last birth describes it: its name ("" when it has none) and the
+#: direction of each of its bands (``{"warm": "above"}``), for the alert summaries
+SensorNames = tuple[str, dict[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,39 +202,65 @@ def _micros(value: datetime) -> int:
     return int(value.timestamp() * 1_000_000)
 
 
-def signal_for(env: Envelope, offline_severity: Severity) -> Signal | None:
-    """The condition an envelope speaks about, or None when it cannot fire or resolve anything."""
+UNITS = {"degC": "\u00b0C", "degF": "\u00b0F"}
+
+
+def temperature(value: float, unit: str) -> str:
+    """One number format, the dashboard's: one decimal, then the unit (``-18.5 \u00b0C``)."""
+    return f"{value:.1f} {UNITS.get(unit, unit)}"
+
+
+def band_name(name: str) -> str:
+    """A band (threshold state) or fault code for people: ``too_hot`` reads ``too hot``."""
+    return name.replace("_", " ")
+
+
+def signal_for(env: Envelope, offline_severity: Severity,
+               names: dict[str, dict[str, SensorNames]] | None = None) -> Signal | None:
+    """The condition an envelope speaks about, or None when it cannot fire or resolve anything.
+
+    Its summary is one sentence for people, about the sensor by its name (``names``: what the
+    device's last birth said, see :meth:`AlertEngine.process`; the 1-Wire id when it has none).
+    The site, device, sensor id and severity are the alert's own fields, so the sentence does
+    not repeat them: a device-level alert names the device, a sensor-level one the sensor."""
     msg = env.message
-    where = f"{msg.site}/{msg.device_id}"
+    device = msg.device_id
+    if isinstance(msg, StateChangeEvent | FaultEvent | RateAlarmEvent):
+        known = (names or {}).get(f"{msg.site}/{msg.device_id}", {}).get(msg.sensor_id)
+        sensor = known[0] if known and known[0] else msg.sensor_id
     if isinstance(msg, StateChangeEvent):
         order: tuple[int, ...] = (msg.seq,)
-        sensor = f"{where}/{msg.sensor_id}"
+        value = temperature(msg.value, msg.unit)
         if msg.new_state == "unknown":
             return None  # the agent does not know yet: neither a problem nor a recovery
         if msg.new_state == "normal":
             return Signal("state", msg.kind, False, msg.severity, order,
-                          f"{sensor} back to normal at {msg.value:g} {msg.unit}")
-        threshold = f", threshold {msg.threshold:g}" if msg.threshold is not None else ""
+                          f"{sensor} is back to normal at {value}")
+        direction = (known[1].get(msg.new_state) if known else None) or "threshold"
+        past = (f", {direction} {temperature(msg.threshold, msg.unit)}"
+                if msg.threshold is not None else "")
+        was = ("" if msg.previous_state in ("unknown", "normal")
+               else f" (was {band_name(msg.previous_state)})")
         return Signal("state", msg.kind, True, msg.severity, order,
-                      f"{sensor} is {msg.new_state} ({msg.severity}): {msg.value:g} {msg.unit}"
-                      f"{threshold}, was {msg.previous_state}")
+                      f"{sensor} is {band_name(msg.new_state)}: {value}{past}{was}")
     if isinstance(msg, FaultEvent):
-        sensor = f"{where}/{msg.sensor_id}"
+        fault = band_name(msg.fault)
         detail = f": {msg.detail}" if msg.detail else ""
-        text = (f"{sensor} fault {msg.fault}{detail}" if msg.active
-                else f"{sensor} recovered from fault {msg.fault}")
+        text = (f"{sensor} has a fault ({fault}){detail}" if msg.active
+                else f"{sensor} recovered from its fault ({fault})")
         return Signal(f"fault.{msg.fault}", msg.kind, msg.active, msg.severity, (msg.seq,), text)
     if isinstance(msg, RateAlarmEvent):
-        sensor = f"{where}/{msg.sensor_id}"
-        text = (f"{sensor} changes at {msg.rate_per_min:g} {msg.unit}/min "
-                f"(limit {msg.limit_per_min:g})" if msg.active
-                else f"{sensor} rate of change back under {msg.limit_per_min:g} {msg.unit}/min")
+        unit = UNITS.get(msg.unit, msg.unit)
+        text = (f"{sensor} changes by {msg.rate_per_min:.1f} {unit}/min, over the limit of "
+                f"{msg.limit_per_min:.1f}" if msg.active
+                else f"{sensor} changes less than {msg.limit_per_min:.1f} {unit}/min again")
         return Signal("rate", msg.kind, msg.active, msg.severity, (msg.seq,), text)
     if isinstance(msg, DataLoss):
         cause = f": {msg.cause}" if msg.cause else ""
+        events = "event" if msg.count == 1 else "events"
         return Signal("data_loss", msg.kind, True, "critical", (msg.first_seq,),
-                      f"device {where} lost {msg.count} event(s), seq {msg.first_seq}-"
-                      f"{msg.last_seq}{cause}")
+                      f"{device} lost {msg.count} {events} (seq {msg.first_seq}-"
+                      f"{msg.last_seq}){cause}")
     if isinstance(msg, DeviceStatus):
         # A will is made when its session connects, so its time is older than the birth of
         # that same session: within a session, going offline always ranks after online.
@@ -233,11 +268,11 @@ def signal_for(env: Envelope, offline_severity: Severity) -> Signal | None:
         if is_will(msg):
             lost = env.received_at.astimezone(UTC)
             return Signal(OFFLINE, msg.kind, True, offline_severity, order,
-                          f"device {where} went offline at {lost:%Y-%m-%d %H:%M:%S} UTC "
+                          f"{device} went offline at {lost:%Y-%m-%d %H:%M:%S} UTC "
                           f"(connection lost, session {msg.session})")
         if msg.online:
             return Signal(OFFLINE, msg.kind, False, offline_severity, order,
-                          f"device {where} is back online (session {msg.session})")
+                          f"{device} is back online (session {msg.session})")
     return None  # readings, summaries, clean shutdowns
 
 
@@ -263,6 +298,10 @@ class AlertEngine:
         self.groups: dict[str, GroupState] = {}
         #: offline conditions inside their ``offline_for_s`` grace, by condition key
         self.pending: dict[str, PendingOffline] = {}
+        #: per "site/device", its sensors' names and band directions from its last birth (each
+        #: birth replaces its device's entry). Bounded as the hub's identities are: ingest
+        #: refuses a device or sensor past ``[limits]`` before any consumer sees it.
+        self.names: dict[str, dict[str, SensorNames]] = {}
         if snapshot:
             self._load(snapshot)
 
@@ -271,7 +310,8 @@ class AlertEngine:
         return {"version": STATE_VERSION,
                 "conditions": {k: asdict(v) for k, v in self.conditions.items()},
                 "groups": {k: asdict(v) for k, v in self.groups.items()},
-                "pending": {k: asdict(v) for k, v in self.pending.items()}}
+                "pending": {k: asdict(v) for k, v in self.pending.items()},
+                "names": self.names}
 
     def _load(self, data: dict[str, Any]) -> None:
         if data.get("version") not in (1, STATE_VERSION):
@@ -280,6 +320,10 @@ class AlertEngine:
         self.conditions = {k: ConditionState(**v) for k, v in data["conditions"].items()}
         self.groups = {k: GroupState(**v) for k, v in data["groups"].items()}
         self.pending = {k: PendingOffline(**v) for k, v in data.get("pending", {}).items()}
+        # optional: a state saved before names were kept has none (ids until the next birth)
+        self.names = {device: {sensor: (str(entry[0]), dict(entry[1]))
+                               for sensor, entry in sensors.items()}
+                      for device, sensors in data.get("names", {}).items()}
 
     def next_due(self) -> float | None:
         """When (epoch seconds) the earliest pending offline condition is due, if any."""
@@ -289,10 +333,10 @@ class AlertEngine:
     # -- decisions -----------------------------------------------------------------------------
     def process(self, env: Envelope, now: datetime) -> Outcome:
         out = Outcome()
-        signal = signal_for(env, self.config.offline_severity)
+        msg = env.message
+        signal = signal_for(env, self.config.offline_severity, self.names)
         if signal is None:
             return out
-        msg = env.message
         if isinstance(msg, DataLoss):
             self._fire_once(out, Cause.of(env), signal, now)
             return out
@@ -334,6 +378,8 @@ class AlertEngine:
         cond.order = list(signal.order)
         cond.active = signal.active
         self._remember(cond, msg.event_id)
+        if isinstance(msg, DeviceStatus) and msg.online:
+            self._learn_names(msg)
         if signal.condition == OFFLINE and self._offline(out, env, signal, ckey=ckey, late=late,
                                                          now=now):
             return out
@@ -383,6 +429,14 @@ class AlertEngine:
         return out
 
     # -- internals -----------------------------------------------------------------------------
+    def _learn_names(self, birth: DeviceStatus) -> None:
+        """Remember the sensors' names and band directions from the device's newest birth (an
+        older status arriving late never gets here). The state that keeps them is saved with
+        the offline condition the birth changed."""
+        self.names[f"{birth.site}/{birth.device_id}"] = {
+            info.sensor_id: (info.name, {t.name: t.direction for t in info.thresholds})
+            for info in birth.sensors}
+
     def _graced(self) -> bool:
         return bool(self.config.offline_for_s > 0)
 

@@ -18,3 +18,7 @@ class DashboardConfig(BaseModel):
     client_buffer: int = Field(500, ge=10, le=100_000)
     #: an SSE comment this often keeps proxies from closing an idle stream
     heartbeat_s: float = Field(15.0, gt=0, le=300)
+    #: the trend chart per sensor: its window, and the points it keeps in it (one per
+    #: window/points seconds, 12 bytes each; see hub/dashboard/trend.py for the memory bound)
+    trend_window_s: float = Field(3600.0, ge=60, le=86_400)
+    trend_points: int = Field(360, ge=10, le=3600)

@@ -59,7 +59,8 @@ class DashboardConsumer(ConsumerDefaults):
 
     def __init__(self, config: DashboardConfig | None = None) -> None:
         self.config = config or DashboardConfig()
-        self.state = DashboardState(self.config.recent_events, self.config.recent_alerts)
+        self.state = DashboardState(self.config.recent_events, self.config.recent_alerts,
+                                    self.config.trend_window_s, self.config.trend_points)
         self._lock = threading.Lock()
         self._subscribers: set[_Subscriber] = set()
         self._closed = False
@@ -96,6 +97,7 @@ class DashboardConsumer(ConsumerDefaults):
         with self._lock:
             return {"clients": len(self._subscribers), "resyncs": self._resyncs,
                     "devices": len(self.state.devices), "sensors": len(self.state.sensors),
+                    "trend_points": sum(len(t) for t in self.state.trends.values()),
                     "version": self.state.version}
 
     def _snapshot(self) -> dict[str, Any]:

@@ -3,8 +3,13 @@
 Every ``apply``/``apply_batch`` returns the changes it made (``{"type":
 "device"|"sensor"|"event"|"alert", ...}``; one per device and sensor per batch, with its final
 values), which the consumer streams to browsers; ``snapshot`` is the whole state for
-``/api/state``. A redelivered envelope (same event id) changes nothing, and an envelope older than
-what a sensor already shows (lower ``seq``) is listed as an event but never overwrites its value.
+``/api/state``. A redelivered envelope (same event id) changes nothing. Each part of a sensor's
+row (its value, band, rate alarm, each fault code, its summary) moves forward on its own order,
+the ``seq`` of the event that last set it: an envelope older than one already shown is listed as
+an event and sets only what nothing newer has set, so a late band change is not lost behind a
+newer reading, and nothing ever moves back. ``leaving`` says when the newest value is already
+out of the band shown (the agent leaves a band only after its dwell). Every accepted value also
+goes to the sensor's trend ring (``trend.py``), in the snapshot as ``trends``.
 
 A sensor's ``value`` is only ever an accepted temperature: a reading's, a state change's or a rate
 alarm's (the agent's smoothed good values) or a summary's ``last`` (its last good reading). A
@@ -28,6 +33,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from hub.consumers.base import Envelope
+from hub.dashboard.trend import Trend
 from schemas.models import (
     Alert,
     DataLoss,
@@ -84,8 +90,34 @@ def fault_name(code: str) -> str:
     return FAULT_NAMES.get(code, code.replace("_", " "))
 
 
+def band_name(name: str) -> str:
+    """A band as the page shows it everywhere: ``too_hot`` reads ``too hot``."""
+    return name.replace("_", " ")
+
+
+def leaving(state: str, value: float | None, thresholds: list[dict[str, Any]]) -> Any:
+    """Whether the shown value is already out of the shown band, and how the band ends.
+
+    The band is the agent's decision, and it leaves a band only after the value stayed out of
+    it (past the hysteresis) for the threshold's dwell: for those seconds the newest value and
+    the band disagree (after the demo's scenario loops, -18.1 \u00b0C with ``thawing``). The
+    page then says so: ``{"band": ..., "dwell_s": ...}``; None while the value is in its band,
+    or when the band is ``normal``/``unknown`` or its threshold is not known (no birth yet)."""
+    if value is None:
+        return None
+    for t in thresholds:
+        if t.get("name") != state:
+            continue
+        slack = float(t.get("hysteresis", 0.0))
+        inside = (value > t["value"] - slack if t.get("direction") == "above"
+                  else value < t["value"] + slack)
+        return None if inside else {"band": state, "dwell_s": t.get("dwell_s", 0.0)}
+    return None
+
+
 class DashboardState:
-    def __init__(self, recent_events: int = 50, recent_alerts: int = 50) -> None:
+    def __init__(self, recent_events: int = 50, recent_alerts: int = 50,
+                 trend_window_s: float = 3600.0, trend_points: int = 360) -> None:
         self.version = 0
         self.devices: dict[str, dict[str, Any]] = {}
         self.sensors: dict[str, dict[str, Any]] = {}
@@ -97,6 +129,13 @@ class DashboardState:
         # the same dicts as devices / sensors, keyed by id tuples: no key string per event
         self._devices_by_id: dict[tuple[str, str], dict[str, Any]] = {}
         self._sensors_by_id: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # each sensor's recent values for its chart (a fixed ring: see trend.py), by sensor key
+        self.trends: dict[str, Trend] = {}
+        # per sensor key, the seq of the event that last set each part (value, band, rate,
+        # fault.<code>, summary): see _apply_sensor
+        self._order: dict[str, dict[str, int]] = {}
+        self.trend_window_s = trend_window_s
+        self._trend_points = trend_points
 
     # -- input ---------------------------------------------------------------------------------
     def apply(self, env: Envelope) -> list[Change]:
@@ -118,7 +157,7 @@ class DashboardState:
         events: list[dict[str, Any]] = []
         # latest arrival per device, newest reading per sensor (keyed by the dicts' "key")
         arrivals: dict[str, datetime] = {}
-        newest: dict[str, tuple[Any, Envelope]] = {}
+        newest: dict[str, tuple[int, Any, Envelope]] = {}
         losses: list[Change] = []
         for env in batch:
             msg = env.message
@@ -142,10 +181,20 @@ class DashboardState:
                 arrivals[dkey] = env.received_at
                 touched_devices[dkey] = device
                 skey = sensor["key"]
-                if msg.seq > sensor["seq"]:
-                    sensor["seq"] = msg.seq
-                    newest[skey] = (sensor, env)
+                # every reading goes to the chart, not only the batch's newest
+                trend = self.trends.get(skey)
+                (trend if trend is not None else self._trend(skey)).add(
+                    msg.time.timestamp(), msg.value)
+                pending = newest.get(skey)
+                if pending is not None:
+                    best = pending[0]
+                else:
+                    order = self._order.get(skey)
+                    best = order.get("value", -1) if order is not None else -1
+                if msg.seq > best:  # newer than the value shown (or about to be)
+                    newest[skey] = (msg.seq, sensor, env)
                     touched_sensors[skey] = sensor
+                sensor["seq"] = max(sensor["seq"], msg.seq)
                 continue
             # anything else: settle the pending readings first, so it sees (and may change)
             # the values as they are at this point of the batch
@@ -161,11 +210,11 @@ class DashboardState:
         return changes + losses
 
     def _settle(self, arrivals: dict[str, datetime],
-                newest: dict[str, tuple[Any, Envelope]]) -> None:
+                newest: dict[str, tuple[int, Any, Envelope]]) -> None:
         for dkey, received_at in arrivals.items():
             self.devices[dkey]["last_seen"] = _iso(received_at)
-        for sensor, env in newest.values():
-            self._apply_sensor(sensor, env.message, env)
+        for _seq, sensor, env in newest.values():
+            self._apply_sensor(sensor, env.message, env, charted=True)
         arrivals.clear()
         newest.clear()
 
@@ -184,9 +233,9 @@ class DashboardState:
             sensor = self._sensor(msg.site, msg.device_id, msg.sensor_id)
             if sensor["key"] not in device["sensors"]:
                 device["sensors"].append(sensor["key"])
-            if msg.seq > sensor["seq"]:
-                self._apply_sensor(sensor, msg, env)
-                touched_sensors[sensor["key"]] = sensor
+            sensor["seq"] = max(sensor["seq"], msg.seq)
+            self._apply_sensor(sensor, msg, env)
+            touched_sensors[sensor["key"]] = sensor
         if not isinstance(msg, ReadingEvent | SummaryEvent):
             item = self._event_item(env)
             if item.get("sensor_id"):
@@ -247,6 +296,8 @@ class DashboardState:
         return {"version": self.version,
                 "devices": sorted(self.devices.values(), key=lambda d: d["key"]),
                 "sensors": sorted(self.sensors.values(), key=lambda s: s["key"]),
+                "trends": {key: trend.as_json() for key, trend in self.trends.items()},
+                "trend_window_s": self.trend_window_s,
                 "events": list(self.events), "alerts": list(self.alerts),
                 "open_alerts": sorted(self.open_alerts.values(), key=lambda a: a["group_key"])}
 
@@ -281,7 +332,8 @@ class DashboardState:
                                  "state": "unknown", "severity": "info", "value_time": None,
                                  "last_seen": None, "faults": [], "stale": False,
                                  "rate_alarm": False, "seq": -1, "summary": None,
-                                 "thresholds": [], "source": None}
+                                 "thresholds": [], "source": None, "state_time": None,
+                                 "fault_since": {}, "fault_names": {}, "leaving": None}
         self._sensors_by_id[(site, device_id, sensor_id)] = self.sensors[key]
         return self.sensors[key]
 
@@ -303,35 +355,71 @@ class DashboardState:
                 sensor = self._sensor(msg.site, msg.device_id, info.sensor_id)
                 sensor.update(unit=info.unit, source=info.source, name=info.name or info.sensor_id,
                               thresholds=[t.model_dump(mode="json") for t in info.thresholds])
+                sensor["leaving"] = leaving(sensor["state"], sensor["value"],
+                                            sensor["thresholds"])
                 if sensor["key"] not in device["sensors"]:
                     device["sensors"].append(sensor["key"])
                 touched_sensors[sensor["key"]] = sensor
 
-    @staticmethod
-    def _apply_sensor(sensor: dict[str, Any], msg: Any, env: Envelope) -> None:
-        sensor["seq"] = msg.seq
+    def _apply_sensor(self, sensor: dict[str, Any], msg: Any, env: Envelope, *,
+                      charted: bool = False) -> None:
+        """One event's effect on its sensor. Each part of the picture moves forward on its own
+        order (the device's ``seq`` of the event that last set it): the value, the band, the
+        rate alarm and each fault code. So an event that arrives late (older than one already
+        shown) still sets what nothing newer has set (a late band change is not lost behind a
+        newer reading), and never moves anything back (a late reading never replaces a newer
+        value, a late band change never a newer band)."""
+        order = self._order.setdefault(sensor["key"], {})
+        seq = msg.seq
         sensor["last_seen"] = _iso(env.received_at)
-        sensor["unit"] = msg.unit
+        if sensor["unit"] is None or seq >= sensor["seq"]:
+            sensor["unit"] = msg.unit
         # only accepted values: a fault's value is the rejected sample (or nothing)
         value = None if isinstance(msg, FaultEvent) else getattr(msg, "value", None)
         if isinstance(msg, SummaryEvent):
             value = msg.last
-            sensor["summary"] = {"count": msg.count, "min": msg.min, "max": msg.max,
-                                 "mean": msg.mean, "window_start": _iso(msg.window_start),
-                                 "time": _iso(msg.time)}
+            if seq > order.get("summary", -1):
+                order["summary"] = seq
+                sensor["summary"] = {"count": msg.count, "min": msg.min, "max": msg.max,
+                                     "mean": msg.mean, "window_start": _iso(msg.window_start),
+                                     "time": _iso(msg.time)}
         if value is not None:
-            sensor["value"] = value
-            sensor["value_time"] = _iso(msg.time)
+            if not charted:
+                self._trend(sensor["key"]).add(msg.time.timestamp(), value)
+            if seq > order.get("value", -1):
+                order["value"] = seq
+                sensor["value"] = value
+                sensor["value_time"] = _iso(msg.time)
         if isinstance(msg, StateChangeEvent):
-            sensor["state"] = msg.new_state
-            sensor["severity"] = msg.severity
+            if seq > order.get("band", -1):
+                order["band"] = seq
+                sensor["state"] = msg.new_state
+                sensor["severity"] = msg.severity
+                sensor["state_time"] = _iso(msg.time)
         elif isinstance(msg, FaultEvent):
-            faults = set(sensor["faults"])
-            (faults.add if msg.active else faults.discard)(msg.fault)
-            sensor["faults"] = sorted(faults)
-            sensor["stale"] = "stale" in faults
-        elif isinstance(msg, RateAlarmEvent):
+            self._trend(sensor["key"]).fault(msg.time.timestamp(), msg.fault, msg.active)
+            if seq > order.get("fault." + msg.fault, -1):
+                order["fault." + msg.fault] = seq
+                since = dict(sensor["fault_since"])
+                if msg.active:
+                    since.setdefault(msg.fault, _iso(msg.time))
+                else:
+                    since.pop(msg.fault, None)
+                sensor["fault_since"] = since
+                sensor["faults"] = sorted(since)
+                sensor["fault_names"] = {code: fault_name(code) for code in since}
+                sensor["stale"] = "stale" in since
+        elif isinstance(msg, RateAlarmEvent) and seq > order.get("rate", -1):
+            order["rate"] = seq
             sensor["rate_alarm"] = msg.active
+        sensor["leaving"] = leaving(sensor["state"], sensor["value"], sensor["thresholds"])
+
+    def _trend(self, key: str) -> Trend:
+        trend = self.trends.get(key)
+        if trend is None:
+            trend = self.trends[key] = Trend(self._trend_points,
+                                             self.trend_window_s / self._trend_points)
+        return trend
 
     @staticmethod
     def _event_item(env: Envelope) -> dict[str, Any]:
@@ -345,8 +433,8 @@ class DashboardState:
             "detail": getattr(msg, "detail", "")}
         if isinstance(msg, StateChangeEvent):
             item["title"] = "state"
-            item["text"] = (f"{msg.previous_state} \u2192 {msg.new_state} at "
-                            f"{temperature(msg.value, msg.unit)}")
+            item["text"] = (f"{band_name(msg.previous_state)} \u2192 {band_name(msg.new_state)}"
+                            f" at {temperature(msg.value, msg.unit)}")
         elif isinstance(msg, FaultEvent):
             name = fault_name(msg.fault)
             if msg.active:

@@ -82,9 +82,9 @@ def test_the_page_reads_well_in_a_real_browser() -> None:
             shown.append((label, *_value_cell(page)))
         assert shown == [
             ("21.5", "21.5", []),
-            ("85.0 power-on", "21.5", ["power on value"]),
-            ("-127.0 disconnected", "21.5", ["disconnected"]),
-            ("crc failed", "21.5", ["crc error"]),
+            ("85.0 power-on", "21.5", ["power-on value"]),  # the event lines' words
+            ("-127.0 disconnected", "21.5", ["sensor disconnected"]),
+            ("crc failed", "21.5", ["CRC error"]),
             ("22.0", "22.0", []),
         ]
 
