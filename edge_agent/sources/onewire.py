@@ -143,7 +143,9 @@ class OneWireSource:
         for sid in sorted(present - self._known.keys()):
             log.info("onewire.sensor_found", source=self.name, sensor=sid)
             self._known[sid] = SensorSpec(sid)
-        self._scanned = True
+        # a bus directory that is not there yet (w1-gpio still loading at boot) lists nothing
+        # and says nothing about the sensors
+        self._scanned = self._scanned or self.w1_dir.is_dir()
         for sid in sorted(self._known.keys() - present):
             if sid in self._present or self._counts["scans"] == 1:
                 log.warning("onewire.sensor_gone", source=self.name, sensor=sid)
