@@ -90,7 +90,11 @@ class _Sensor:
     time: datetime | None = None
     band: str = "unknown"
     faults: list[str] = field(default_factory=list)  # active, oldest first
-    seq: int = -1
+    # The newest seq behind each part of the state: an agent sends its backlog after its live
+    # events, so a state change made before a reading can arrive after it and must still count
+    seq: int = -1  # the temperature's
+    band_seq: int = -1
+    fault_seqs: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -140,22 +144,28 @@ class Discovery:
                 out.append(Publish(self.topics.command(msg.site, msg.device_id, "rebirth"),
                                    b'{"command":"rebirth"}', retain=False))
             sensor = self.sensors.setdefault(key, _Sensor(unit=msg.unit))
-            if msg.seq <= sensor.seq:
-                continue  # older than what is shown: never move the state backwards
-            sensor.seq = msg.seq
-            sensor.unit = msg.unit
+            # never move a part of the state backwards: each moves only for a newer seq
             if isinstance(msg, FaultEvent):
+                if msg.seq <= sensor.fault_seqs.get(msg.fault, -1):
+                    continue
+                sensor.fault_seqs[msg.fault] = msg.seq
                 if msg.fault in sensor.faults:
                     sensor.faults.remove(msg.fault)
                 if msg.active:
                     sensor.faults.append(msg.fault)
+                    sensor.faults.sort(key=lambda f: sensor.fault_seqs[f])
             else:
                 value = msg.last if isinstance(msg, SummaryEvent) else msg.value
-                if value is not None:
-                    sensor.temperature = value
-                    sensor.time = msg.time
-                if isinstance(msg, StateChangeEvent):
-                    sensor.band = msg.new_state
+                newer_value = value is not None and msg.seq > sensor.seq
+                newer_band = isinstance(msg, StateChangeEvent) and msg.seq > sensor.band_seq
+                if not (newer_value or newer_band):
+                    continue
+                if newer_value:
+                    sensor.temperature, sensor.time = value, msg.time
+                    sensor.seq, sensor.unit = msg.seq, msg.unit
+                if newer_band:
+                    sensor.band = msg.new_state  # type: ignore[union-attr]
+                    sensor.band_seq = msg.seq
             dirty[key] = None
         for key in dirty:
             if key in self.sensors:
@@ -280,7 +290,8 @@ class Discovery:
                         for (s, d), dev in self.devices.items()],
             "sensors": [{"key": list(k), "unit": v.unit, "temperature": v.temperature,
                          "time": None if v.time is None else v.time.isoformat(),
-                         "band": v.band, "faults": list(v.faults), "seq": v.seq}
+                         "band": v.band, "faults": list(v.faults), "seq": v.seq,
+                         "band_seq": v.band_seq, "fault_seqs": dict(v.fault_seqs)}
                         for k, v in self.sensors.items()],
         }
 
@@ -295,4 +306,7 @@ class Discovery:
             self.sensors[(site, device_id, sensor_id)] = _Sensor(
                 unit=s["unit"], temperature=s["temperature"], band=s["band"],
                 time=None if s["time"] is None else datetime.fromisoformat(s["time"]),
-                faults=list(s["faults"]), seq=s["seq"])
+                faults=list(s["faults"]), seq=s["seq"],
+                # files of older hubs had one seq for all three
+                band_seq=s.get("band_seq", s["seq"]),
+                fault_seqs=s.get("fault_seqs", dict.fromkeys(s["faults"], s["seq"])))

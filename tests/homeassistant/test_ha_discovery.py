@@ -204,3 +204,27 @@ def test_our_configs_have_what_the_current_release_documents() -> None:
     del payload["components"]["t1__band"]["platform"]
     assert check_device_discovery_payload(payload) == [
         "components.t1__band.platform: required (sensor)"]
+
+
+def test_a_replayed_state_change_older_than_the_live_readings_still_sets_the_band() -> None:
+    """Found by the real Home Assistant (tests/counterparts): an agent's first events wait in
+    its outbox until it connects and go out as backlog after the live ones; the hub dropped the
+    replayed state change (older seq than the readings shown) and the band stayed unknown."""
+    disc = Discovery(TOPICS)
+    f = Feed("pi-1", "lab")
+    disc.apply([env(_birth(f, ("t1",)))])
+    first = f.state("t1", "normal", prev="unknown", value=-18.0)
+    live = [f.reading("t1", -18.0), f.reading("t1", -17.5)]
+    disc.apply([env(e) for e in live])
+    out = disc.apply([env(first.model_copy(update={"replayed": True}))])
+    state = json.loads(out[-1].payload)
+    assert (state["band"], state["temperature"]) == ("normal", -17.5)  # the band, not the value
+    # a replayed fault clears in seq order too; an older duplicate changes nothing
+    on = f.fault("t1", "crc_error", True)
+    off = f.fault("t1", "crc_error", False)
+    disc.apply([env(off)])
+    assert disc.apply([env(on)]) == []
+    assert json.loads(disc.state(("lab", "pi-1", "t1")))["fault"] == "none"
+    again = Discovery(TOPICS)
+    again.load(json.loads(json.dumps(disc.dump())))
+    assert again.state(("lab", "pi-1", "t1")) == disc.state(("lab", "pi-1", "t1"))
