@@ -252,9 +252,21 @@ class Stack:
         (data / "data").mkdir(exist_ok=True)
         proc = Proc([sys.executable, "-m", "hub.cli", "run", "-c", str(config)],
                     data / "hub.log")
-        proc.start()
         self.procs.append(proc)
+        self.start_hub(proc, homeassistant=homeassistant)
         return proc
+
+    @staticmethod
+    def start_hub(proc: Proc, *, homeassistant: bool = True) -> None:
+        """Start it and wait until it is connected (it subscribes as it logs that), so that
+        agents started next find it: without a session on the broker yet, a first hub misses
+        what was published before its subscription (agents then resend on a receipt gap)."""
+        wanted = ['"hub.started"', '"mqtt.connected"'] + (
+            ['"homeassistant.connected"'] if homeassistant else [])
+        before = {w: proc.log_text().count(w) for w in wanted}
+        proc.start()
+        wait_for(lambda: all(proc.log_text().count(w) > n for w, n in before.items()), 60,
+                 f"the hub connected ({proc.log})", interval=0.2)
 
     def reconfigure_hub(self, hub: Proc, *, homeassistant: bool) -> None:
         config = Path(hub.argv[-1])
