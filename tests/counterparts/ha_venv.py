@@ -36,8 +36,9 @@ def venv_dir() -> Path:
     return CACHE / requirements_hash()
 
 
-def ensure_venv(python: str = "python3.11") -> tuple[Path, float]:
-    """The venv's python, and how long this call spent installing (0.0 when cached)."""
+def ensure_venv(python: str = sys.executable) -> tuple[Path, float]:
+    """The venv's python, and how long this call spent installing (0.0 when cached). ``python``
+    makes the venv (from inside a venv, ``-m venv`` uses the base interpreter: Python 3.11)."""
     root = venv_dir()
     stamp = root / ".complete"
     exe = root / "bin" / "python"
@@ -68,5 +69,5 @@ def ensure_venv(python: str = "python3.11") -> tuple[Path, float]:
 
 
 if __name__ == "__main__":
-    path, spent = ensure_venv(sys.argv[1] if len(sys.argv) > 1 else "python3.11")
+    path, spent = ensure_venv(sys.argv[1] if len(sys.argv) > 1 else sys.executable)
     print(f"{path} ({spent:.0f} s installing)")
