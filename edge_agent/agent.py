@@ -170,8 +170,12 @@ class Agent:
 
     def status_info(self) -> dict[str, Any]:
         """What the birth / periodic status message carries (Delivery adds its own counters)."""
+        # read before the list: a source that finishes its scan in between is then reported
+        # as still discovering, never a short list as complete
+        complete = all(source.discovered for source in self.sources)
         return {"agent_version": AGENT_VERSION, "firmware": self.firmware(),
-                "sensors": self.sensor_infos(), "counters": self.agent_counters()}
+                "sensors": self.sensor_infos(), "counters": self.agent_counters(),
+                "device_name": self.config.name, "sensors_complete": complete}
 
     def deciders(self) -> dict[str, SensorDecider]:
         """A copy of the sensor -> decider map, for the state file (read-only use)."""

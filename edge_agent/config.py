@@ -109,6 +109,9 @@ class LogConfig(_Strict):
 class AgentConfig(_Strict):
     site: SiteId
     device_id: DeviceId
+    #: a name for people ("Freezer"): Home Assistant's device name, sent in the birth
+    #: (default "": the device id is shown)
+    name: str = Field("", max_length=NAME_MAX)  # the contract's bound (DeviceStatus.device_name)
     mqtt: MqttSettings
     outbox: OutboxSettings = OutboxSettings()
     #: how often the one-line human status is printed (with --status-line or on a terminal)

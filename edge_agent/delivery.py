@@ -539,7 +539,8 @@ class Delivery:
             reason=reason,  # type: ignore[arg-type]
             session=session, agent_version=str(extras.get("agent_version", "")),
             firmware=str(extras.get("firmware", "")), sensors=list(extras.get("sensors", [])),
-            counters=counters)
+            counters=counters, device_name=str(extras.get("device_name", "")),
+            sensors_complete=bool(extras.get("sensors_complete", False)))
 
     def _will_payload(self, session: int) -> bytes:
         return encode(self._status("will", online=False, session=session),

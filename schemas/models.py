@@ -192,6 +192,13 @@ class DeviceStatus(_Message):
     sensors: Annotated[list[SensorInfo], Field(max_length=SENSORS_MAX)] = []
     counters: Annotated[dict[str, float], Field(max_length=COUNTERS_MAX),
                         AfterValidator(_counter_names)] = {}
+    #: a name for people ("Freezer": the agent's ``name``), or "" (then shown as the device id)
+    device_name: Name = ""
+    #: True when ``sensors`` is the device's whole list: every source has looked for its sensors
+    #: (a 1-Wire bus scanned, a serial device's HELLO read), so a sensor missing from it is gone.
+    #: False while a source may still add sensors, and for an agent from before this field: a
+    #: reader must not take a sensor missing from such a list as removed.
+    sensors_complete: bool = False
 
 
 class Alert(_Message):

@@ -13,6 +13,9 @@
 #    `hub run --workers N` (hub.toml: mqtt.account_per_connection = true). An account already
 #    in the password file is kept. Every account must have a "user" block in
 #    deploy/mosquitto/acl (it ships blocks for 4 workers): the script stops if one is missing.
+#    Each Home Assistant account's block (hub-ha, hub-w<i>-ha) must let it ask devices for a
+#    birth (topic write thermopipe/+/+/cmd/rebirth): an ACL from before that line was shipped
+#    gets it added in place, and the script says so.
 #
 # Options:
 #   --hub-workers N        accounts for N hub workers (default 4; 0: one hub process only)
@@ -40,6 +43,23 @@ mapfile -t accounts < <(hub_accounts "$hub_workers")
 for account in "${accounts[@]}"; do
   grep -qx "user $account" "$acl_file" ||
     die "$acl_file has no 'user $account' block: copy the hub's block for it (see the comments there)"
+done
+# The Home Assistant connection asks devices for a birth (discovery switched on after they
+# connected); without this line the broker drops the request and the device appears only at its
+# next periodic status. Added after the block's "user" line where an older ACL lacks it.
+rebirth="topic write thermopipe/+/+/cmd/rebirth"
+for account in "${accounts[@]}"; do
+  [[ $account == *-ha ]] || continue
+  has=$(awk -v u="user $account" -v t="$rebirth" '
+    $0 ~ /^user / { in_block = ($0 == u) } in_block && $0 == t { found = 1 }
+    END { print found ? "yes" : "no" }' "$acl_file")
+  [ "$has" = no ] || continue
+  [ -w "$acl_file" ] || die "$acl_file lacks '$rebirth' for $account and is not writable by $(id -un)"
+  awk -v u="user $account" -v t="$rebirth" '{ print } $0 == u { print t }' "$acl_file" \
+    >"$acl_file.new"
+  cat "$acl_file.new" >"$acl_file"  # in place: the file keeps its owner and mode
+  rm -f "$acl_file.new"
+  echo "added '$rebirth' to the $account block of $acl_file (reload Mosquitto to apply it)"
 done
 
 if [ -e "$env_file" ]; then

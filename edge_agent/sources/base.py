@@ -40,6 +40,8 @@ class SensorSource(Protocol):
     ``start(sink, supervisor)`` returns at once (the thread runs under ``supervisor`` when one
     is given); ``stop()`` ends the thread and closes what it opened.
     ``sensors`` and ``firmware`` describe what the source found so far (for the birth status);
+    ``discovered`` says ``sensors`` is whole: the source has looked (a 1-Wire scan, a HELLO), so
+    a sensor it does not list is not there (the birth's ``sensors_complete``);
     ``counters()`` are monotonic numbers for the status message (bad checksums, reconnects...).
     """
 
@@ -52,6 +54,9 @@ class SensorSource(Protocol):
 
     @property
     def sensors(self) -> list[SensorSpec]: ...
+
+    @property
+    def discovered(self) -> bool: ...
 
     @property
     def firmware(self) -> str: ...

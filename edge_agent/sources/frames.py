@@ -64,12 +64,18 @@ class FrameHandler:
     _announced: dict[str, SensorSpec] = field(default_factory=dict)
     _seen: dict[str, None] = field(default_factory=dict)  # ids from R/E frames, in order
     _last_seq: int | None = None
+    _hello_accepted: bool = False
 
     @property
     def sensors(self) -> list[SensorSpec]:
         merged = dict(self._announced)
         merged.update(self.configured)  # the config's unit wins over the device's
         return list(merged.values())
+
+    @property
+    def discovered(self) -> bool:
+        """The device said which sensors it has (a HELLO was accepted)."""
+        return self._hello_accepted
 
     def known_ids(self) -> list[str]:
         """Every sensor announced, configured or heard from (device_lost goes to all)."""
@@ -120,6 +126,7 @@ class FrameHandler:
                       source=self.source, protocol=hello.protocol)
             return
         self._last_seq = None  # seq restarts at 0 after a boot HELLO
+        self._hello_accepted = True
         self.firmware = f"{hello.fw_version} ({hello.device_id})"
         self.device_id = hello.device_id
         announced: dict[str, SensorSpec] = {}

@@ -73,6 +73,7 @@ class OneWireSource:
         self._thread: threading.Thread | None = None
         self._known: dict[str, SensorSpec] = {s: SensorSpec(s) for s in sensor_ids or []}
         self._present: set[str] = set()
+        self._scanned = False  # a scan of the bus succeeded: _known is whole
         self._inflight: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
         self._counts = {"scans": 0, "reads": 0, "readings": 0, "crc_errors": 0,
@@ -82,6 +83,10 @@ class OneWireSource:
     @property
     def sensors(self) -> list[SensorSpec]:
         return list(self._known.values())
+
+    @property
+    def discovered(self) -> bool:
+        return self._scanned
 
     @property
     def firmware(self) -> str:
@@ -138,6 +143,9 @@ class OneWireSource:
         for sid in sorted(present - self._known.keys()):
             log.info("onewire.sensor_found", source=self.name, sensor=sid)
             self._known[sid] = SensorSpec(sid)
+        # a bus directory that is not there yet (w1-gpio still loading at boot) lists nothing
+        # and says nothing about the sensors
+        self._scanned = self._scanned or self.w1_dir.is_dir()
         for sid in sorted(self._known.keys() - present):
             if sid in self._present or self._counts["scans"] == 1:
                 log.warning("onewire.sensor_gone", source=self.name, sensor=sid)

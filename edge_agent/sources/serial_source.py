@@ -101,6 +101,10 @@ class SerialSource:
         return self._handler.sensors
 
     @property
+    def discovered(self) -> bool:
+        return self._handler.discovered
+
+    @property
     def firmware(self) -> str:
         return self._handler.firmware
 

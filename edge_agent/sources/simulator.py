@@ -54,6 +54,10 @@ class SimulatorSource:
         return self._handler.sensors
 
     @property
+    def discovered(self) -> bool:
+        return self._handler.discovered
+
+    @property
     def firmware(self) -> str:
         return self._handler.firmware
 

@@ -19,6 +19,9 @@ class HomeAssistantConfig(BaseModel):
     expire_after_s: int | None = Field(None, ge=1)
     #: how long one retained publish may wait for the broker's acknowledgement
     publish_timeout_s: float = Field(10.0, gt=0, le=300)
+    #: where your users get help (a wiki, the repository): Home Assistant shows it as the
+    #: discovery ``origin``'s support URL; none when unset
+    support_url: str | None = Field(None, max_length=512, pattern=r"^https?://\S+$")
 
     @field_validator("discovery_prefix")
     @classmethod

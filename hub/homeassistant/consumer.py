@@ -10,6 +10,11 @@ atomically after each batch), so a restarted hub still knows which entities it a
 remove them. A crash between the broker's acknowledgement and the file's replacement makes the
 dispatcher hand the batch over again, which publishes the same retained messages again.
 
+A publish the broker refuses (an MQTT 5 PUBACK with a failure reason: the ACL does not grant the
+topic) is logged (``homeassistant.publish_refused``, with the topic) and counted in
+``refused``; it is not retried, since a retry gets the same answer until the ACL changes. Over
+MQTT 3.1.1 a refusal cannot be seen: the broker acknowledges and drops the message.
+
 Its connection's network loop is the ``homeassistant-mqtt`` component of the hub's supervisor
 (``schemas/supervision.py``) instead of paho's own ``loop_start`` thread: if it crashes, it is
 logged, counted and restarted with a new connection.
@@ -41,6 +46,7 @@ from hub.mqtt_client import (
 from schemas.errors import DeliveryError
 from schemas.supervision import Supervisor
 from schemas.topics import Topics
+from schemas.version import thermopipe_version
 
 log = structlog.get_logger("hub.homeassistant")
 
@@ -60,6 +66,9 @@ class HomeAssistantConsumer(ConsumerDefaults):
             self.discovery.load(json.loads(state_path.read_text(encoding="utf-8")))
         self.connected = threading.Event()
         self.published = 0
+        self.refused = 0
+        self._refused_mids: dict[int, str] = {}  # mid -> reason, from the network thread
+        self._refused_lock = threading.Lock()
         self._mqtt = mqtt_config
         self._client = self._make_client(f"{client_id}-ha")
         self._connect_async()
@@ -72,7 +81,8 @@ class HomeAssistantConsumer(ConsumerDefaults):
         self._client.connect_async(self._mqtt.host, self._mqtt.port, self._mqtt.keepalive_s)
 
     def _new_discovery(self) -> Discovery:
-        return Discovery(self.topics, self.config.discovery_prefix, self.config.expire_after_s)
+        return Discovery(self.topics, self.config.discovery_prefix, self.config.expire_after_s,
+                         hub_version=thermopipe_version(), support_url=self.config.support_url)
 
     def _make_client(self, client_id: str) -> mqtt.Client:
         cfg = self._mqtt
@@ -84,6 +94,7 @@ class HomeAssistantConsumer(ConsumerDefaults):
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
         prepare_network_loop(client)
         return client
 
@@ -95,6 +106,13 @@ class HomeAssistantConsumer(ConsumerDefaults):
         client.publish(self.topics.ha_status(), b"online", qos=1, retain=True)
         self.connected.set()
         log.info("homeassistant.connected", prefix=self.config.discovery_prefix)
+
+    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, reason: Any,
+                    _props: Any) -> None:
+        # runs before the message counts as published, so _publish sees it after wait_acked
+        if getattr(reason, "is_failure", False):
+            with self._refused_lock:
+                self._refused_mids[mid] = str(reason)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any,
                        _props: Any) -> None:
@@ -126,7 +144,15 @@ class HomeAssistantConsumer(ConsumerDefaults):
             infos.append((m, self._client.publish(m.topic, m.payload, qos=1, retain=m.retain)))
         for m, info in infos:
             wait_acked(info, m.topic, timeout)
-            if not m.payload:
+            with self._refused_lock:
+                refused = self._refused_mids.pop(info.mid, None)
+            if refused is not None:
+                self.refused += 1
+                log.error("homeassistant.publish_refused", topic=m.topic, reason=refused,
+                          hint="the broker's ACL does not let this account publish there")
+            elif not m.retain:
+                log.info("homeassistant.rebirth_asked", topic=m.topic)
+            elif not m.payload:
                 log.info("homeassistant.removed", topic=m.topic)
         self.published += len(messages)
 

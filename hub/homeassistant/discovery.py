@@ -17,11 +17,20 @@ retained status topic: the birth says online, the will offline, even while the h
 the hub's discovery connection (``{root}/_hub/ha/availability``, its will): while the hub is
 away the states cannot move, so Home Assistant shows them unavailable rather than frozen.
 
-A birth that no longer lists a sensor removes its entities: an empty retained config for each,
-and an empty retained state. Configs are published only when they change (a birth on every
-reconnect republishes nothing). An event from a device whose birth the hub has not seen (the hub
-started after it, or the section was just enabled) asks that device for a new birth
+A sensor leaves Home Assistant only when a status that says its list is whole
+(``sensors_complete``: every source of the agent has looked for its sensors) no longer lists it:
+then an empty retained config for each of its entities, and, at the device's next status, an
+empty retained state. The state waits because Home Assistant removes an entity asynchronously: a
+state cleared in the same breath reaches the entity before it is gone and fails its template. A
+status whose list may still grow (an agent that has not scanned its 1-Wire bus yet, or one from
+before the field) only adds sensors. Configs are published only when they change (a birth on
+every reconnect republishes nothing). An event from a device whose birth the hub has not seen
+(the hub started after it, or the section was just enabled) asks that device for a new birth
 (``cmd/rebirth``), once per device while the hub runs.
+
+Every config carries an ``origin`` (this hub: name, version, optional support URL), as Home
+Assistant asks of discovery publishers, and the device's name for people (the agent's ``name``,
+else its id).
 
 Ids: Home Assistant accepts ``[a-zA-Z0-9_-]`` in node and object ids; thermopipe ids may also
 hold ``.``. :func:`ha_id` escapes ``_`` as ``_u`` and ``.`` as ``_d``, and parts are joined with
@@ -53,6 +62,7 @@ UNITS = {"degC": "\u00b0C", "degF": "\u00b0F"}
 FAULTS: tuple[str, ...] = ("none", *get_args(FaultCode))
 ENTITIES = ("temperature", "band", "fault")
 MANUFACTURER = "thermopipe"
+ORIGIN_NAME = "thermopipe hub"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +90,11 @@ class _Sensor:
     time: datetime | None = None
     band: str = "unknown"
     faults: list[str] = field(default_factory=list)  # active, oldest first
-    seq: int = -1
+    # The newest seq behind each part of the state: an agent sends its backlog after its live
+    # events, so a state change made before a reading can arrive after it and must still count
+    seq: int = -1  # the temperature's
+    band_seq: int = -1
+    fault_seqs: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,16 +102,25 @@ class _Device:
     birth_seen: bool = False
     configs: dict[str, bytes] = field(default_factory=dict)  # topic -> payload published
     rebirth_asked: bool = False
+    #: sensors whose configs were withdrawn: their retained state is cleared at the next status
+    clear_states: list[str] = field(default_factory=list)
 
 
 class Discovery:
     """What Home Assistant should hold, and the messages that make it so. Not thread-safe."""
 
     def __init__(self, topics: Topics, prefix: str = "homeassistant",
-                 expire_after_s: int | None = None) -> None:
+                 expire_after_s: int | None = None, *, hub_version: str = "",
+                 support_url: str | None = None) -> None:
         self.topics = topics
         self.prefix = prefix
         self.expire_after_s = expire_after_s
+        #: Home Assistant's ``origin``: who publishes these configs (logged by Home Assistant)
+        self.origin: dict[str, str] = {"name": ORIGIN_NAME}
+        if hub_version:
+            self.origin["sw_version"] = hub_version
+        if support_url:
+            self.origin["support_url"] = support_url
         self.devices: dict[tuple[str, str], _Device] = {}
         self.sensors: dict[tuple[str, str, str], _Sensor] = {}
 
@@ -121,22 +144,28 @@ class Discovery:
                 out.append(Publish(self.topics.command(msg.site, msg.device_id, "rebirth"),
                                    b'{"command":"rebirth"}', retain=False))
             sensor = self.sensors.setdefault(key, _Sensor(unit=msg.unit))
-            if msg.seq <= sensor.seq:
-                continue  # older than what is shown: never move the state backwards
-            sensor.seq = msg.seq
-            sensor.unit = msg.unit
+            # never move a part of the state backwards: each moves only for a newer seq
             if isinstance(msg, FaultEvent):
+                if msg.seq <= sensor.fault_seqs.get(msg.fault, -1):
+                    continue
+                sensor.fault_seqs[msg.fault] = msg.seq
                 if msg.fault in sensor.faults:
                     sensor.faults.remove(msg.fault)
                 if msg.active:
                     sensor.faults.append(msg.fault)
+                    sensor.faults.sort(key=lambda f: sensor.fault_seqs[f])
             else:
                 value = msg.last if isinstance(msg, SummaryEvent) else msg.value
-                if value is not None:
-                    sensor.temperature = value
-                    sensor.time = msg.time
-                if isinstance(msg, StateChangeEvent):
-                    sensor.band = msg.new_state
+                newer_value = value is not None and msg.seq > sensor.seq
+                newer_band = isinstance(msg, StateChangeEvent) and msg.seq > sensor.band_seq
+                if not (newer_value or newer_band):
+                    continue
+                if newer_value:
+                    sensor.temperature, sensor.time = value, msg.time
+                    sensor.seq, sensor.unit = msg.seq, msg.unit
+                if newer_band:
+                    sensor.band = msg.new_state  # type: ignore[union-attr]
+                    sensor.band_seq = msg.seq
             dirty[key] = None
         for key in dirty:
             if key in self.sensors:
@@ -147,6 +176,12 @@ class Discovery:
                ) -> list[Publish]:
         device = self.devices.setdefault((msg.site, msg.device_id), _Device())
         device.birth_seen = True
+        listed = {info.sensor_id for info in msg.sensors}
+        # states of sensors withdrawn at an earlier status: Home Assistant has dropped their
+        # entities since, so an empty retained state now reaches no template
+        out = [Publish(self.topics.ha_state(msg.site, msg.device_id, sid), b"")
+               for sid in device.clear_states if sid not in listed]
+        device.clear_states = []
         wanted: dict[str, bytes] = {}
         for info in msg.sensors:
             key = (msg.site, msg.device_id, info.sensor_id)
@@ -159,15 +194,22 @@ class Discovery:
             for entity, config in self.configs(msg, info).items():
                 wanted[self.config_topic(msg.site, msg.device_id, info.sensor_id, entity)] = (
                     _json(config))
-        out = [Publish(topic, payload) for topic, payload in wanted.items()
-               if device.configs.get(topic) != payload]
-        listed = {info.sensor_id for info in msg.sensors}
+        out += [Publish(topic, payload) for topic, payload in wanted.items()
+                if device.configs.get(topic) != payload]
+        unlisted = [k for k in self.sensors if k[:2] == (msg.site, msg.device_id)
+                    and k[2] not in listed]
+        if not msg.sensors_complete:
+            # the list may still grow (a source has not looked for its sensors yet): a sensor
+            # missing from it is not gone; keep its entities and its state as they are
+            for topic, payload in device.configs.items():
+                wanted.setdefault(topic, payload)
+            device.configs = wanted
+            return out
         for topic in device.configs.keys() - wanted.keys():
             out.append(Publish(topic, b""))  # removed from the device's config: entity gone
-        for key in [k for k in self.sensors if k[:2] == (msg.site, msg.device_id)
-                    and k[2] not in listed]:
+        for key in unlisted:
             if any(self.config_topic(*key, e) in device.configs for e in ENTITIES):
-                out.append(Publish(self.topics.ha_state(*key), b""))
+                device.clear_states.append(key[2])
             del self.sensors[key]
             dirty.pop(key, None)
         device.configs = wanted
@@ -203,9 +245,10 @@ class Discovery:
             ],
             "availability_mode": "all",
             "qos": 1,
+            "origin": dict(self.origin),
             "device": {
                 "identifiers": [ha_id("thermopipe", site, device_id)],
-                "name": device_id,
+                "name": status.device_name or device_id,
                 "manufacturer": MANUFACTURER,
                 "model": "thermopipe edge agent" + (f" ({', '.join(sources)})" if sources
                                                     else ""),
@@ -218,8 +261,9 @@ class Discovery:
             **common, "name": name, "unique_id": f"{unique}__temperature",
             "device_class": "temperature", "state_class": "measurement",
             "unit_of_measurement": UNITS[info.unit], "suggested_display_precision": 1,
-            "value_template": ("{{ 'null' if value_json.temperature is none "
-                               "else value_json.temperature }}"),
+            # JSON null renders as "None", which Home Assistant shows as unknown; anything
+            # else that is not a number (the old 'null') is an error with a traceback
+            "value_template": "{{ value_json.temperature }}",
         }
         if self.expire_after_s is not None:
             temperature["expire_after"] = self.expire_after_s
@@ -241,11 +285,13 @@ class Discovery:
     def dump(self) -> dict[str, Any]:
         return {
             "devices": [{"site": s, "device_id": d, "birth_seen": dev.birth_seen,
-                         "configs": {t: p.decode() for t, p in dev.configs.items()}}
+                         "configs": {t: p.decode() for t, p in dev.configs.items()},
+                         "clear_states": list(dev.clear_states)}
                         for (s, d), dev in self.devices.items()],
             "sensors": [{"key": list(k), "unit": v.unit, "temperature": v.temperature,
                          "time": None if v.time is None else v.time.isoformat(),
-                         "band": v.band, "faults": list(v.faults), "seq": v.seq}
+                         "band": v.band, "faults": list(v.faults), "seq": v.seq,
+                         "band_seq": v.band_seq, "fault_seqs": dict(v.fault_seqs)}
                         for k, v in self.sensors.items()],
         }
 
@@ -253,10 +299,14 @@ class Discovery:
         for dev in data.get("devices", []):
             self.devices[(dev["site"], dev["device_id"])] = _Device(
                 birth_seen=dev["birth_seen"],
-                configs={t: p.encode() for t, p in dev["configs"].items()})
+                configs={t: p.encode() for t, p in dev["configs"].items()},
+                clear_states=list(dev.get("clear_states", [])))  # older hubs: absent
         for s in data.get("sensors", []):
             site, device_id, sensor_id = s["key"]
             self.sensors[(site, device_id, sensor_id)] = _Sensor(
                 unit=s["unit"], temperature=s["temperature"], band=s["band"],
                 time=None if s["time"] is None else datetime.fromisoformat(s["time"]),
-                faults=list(s["faults"]), seq=s["seq"])
+                faults=list(s["faults"]), seq=s["seq"],
+                # files of older hubs had one seq for all three
+                band_seq=s.get("band_seq", s["seq"]),
+                fault_seqs=s.get("fault_seqs", dict.fromkeys(s["faults"], s["seq"])))

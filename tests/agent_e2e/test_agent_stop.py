@@ -53,6 +53,8 @@ class ListSource:
     def sensors(self) -> list[SensorSpec]:
         return [SensorSpec(SID)]
 
+    discovered = True
+
     @property
     def firmware(self) -> str:
         return ""

@@ -60,6 +60,8 @@ class CrashingSource:
     def sensors(self) -> list[SensorSpec]:
         return [SensorSpec(SID)]
 
+    discovered = True
+
     @property
     def firmware(self) -> str:
         return ""

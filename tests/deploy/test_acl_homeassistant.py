@@ -36,7 +36,8 @@ def clients(deploy_copy: DeployCopy, deploy_broker: Callable[[], Mosquitto],
                    capture_output=True, timeout=30)
     server = deploy_broker()
     made = {}
-    for user, password in (("hub", deploy_copy.env()["HUB_MQTT_PASSWORD"]),
+    hub_password = deploy_copy.env()["HUB_MQTT_PASSWORD"]
+    for user, password in (("hub", hub_password), ("hub-ha", hub_password),
                            (DEV, device_password), ("homeassistant", "ha-secret")):
         made[user] = SyncClient(server.host, server.port, user, password)
         assert made[user].connect() == 0, user
@@ -76,3 +77,34 @@ def test_only_the_hub_writes_sensor_discovery_configs(clients: dict[str, SyncCli
                   "homeassistant/sensor/a/b/c/config"):
         assert hub.publish(topic, b"{}") == NOT_AUTHORIZED, topic
     assert hub.publish(CONFIG, b"", retain=True) in (0, 0x10)  # an empty config: removed
+
+
+def test_the_hubs_home_assistant_connection_may_ask_a_device_for_a_birth_and_nothing_more(
+        clients: dict[str, SyncClient]) -> None:
+    """Discovery switched on after a device connected: the hub's hub-ha connection asks it for a
+    birth. Refused (before issue 22), the device appeared only at its next periodic status."""
+    hub_ha, device = clients["hub-ha"], clients[DEV]
+    assert device.subscribe(f"thermopipe/{SITE}/{DEV}/cmd/+") < 0x80
+    assert hub_ha.publish(f"thermopipe/{SITE}/{DEV}/cmd/rebirth",
+                          b'{"command":"rebirth"}') in (0, 0x10)
+    assert [m.topic for m in device.receive_until(f"thermopipe/{SITE}/{DEV}/cmd/rebirth")] == [
+        f"thermopipe/{SITE}/{DEV}/cmd/rebirth"]
+    assert hub_ha.publish(CONFIG, b"", retain=True) in (0, 0x10)
+    assert hub_ha.publish(STATE, b"", retain=True) in (0, 0x10)
+    for topic in (f"thermopipe/{SITE}/{DEV}/cmd/identify", f"thermopipe/{SITE}/{DEV}/receipt",
+                  EVENT, STATUS, "homeassistant/status"):
+        assert hub_ha.publish(topic, b"{}") == NOT_AUTHORIZED, topic
+
+
+def test_setup_server_adds_the_rebirth_line_to_an_older_acl(deploy_copy: DeployCopy) -> None:
+    acl = deploy_copy.root / "mosquitto" / "acl"
+    rebirth = "topic write thermopipe/+/+/cmd/rebirth"
+    acl.write_text("".join(line for line in acl.read_text().splitlines(keepends=True)
+                           if line.strip() != rebirth))
+    out = deploy_copy.run("scripts/setup-server.sh").stdout
+    assert out.count(f"added '{rebirth}'") == 5  # hub-ha and hub-w0-ha ... hub-w3-ha
+    blocks = acl.read_text().split("\nuser ")
+    for account in ("hub-ha", "hub-w0-ha", "hub-w3-ha"):
+        block = next(b for b in blocks if b.startswith(account + "\n"))
+        assert rebirth in block.splitlines(), account
+    assert "cmd/rebirth" not in deploy_copy.run("scripts/setup-server.sh").stdout  # once only

@@ -9,9 +9,22 @@ object ids of ``[a-zA-Z0-9_-]``; an empty retained config removes the entity). T
 documentation's device classes and state classes (``/integrations/sensor/``): ``temperature``
 measured in degC, degF or K; state classes ``measurement``, ``total``, ``total_increasing``.
 
-Not checked here: that Home Assistant renders our templates (Jinja2 is not installed in the test
-environment); the tests check instead that every ``value_json.<field>`` a template reads is a
-field of the state payload.
+The ``origin`` mapping (``name`` required, ``sw_version``, ``support_url``) is the MQTT integration
+page's "Adding information about the origin of a discovery message" (Home Assistant logs it; added
+in 2023.9, so 2024.3 has it).
+
+``CURRENT_SENSOR_KEYS`` and :func:`check_current_sensor_config` are the same page and the MQTT
+Sensor page as the current release documents them (read through the docs search of this project,
+December 2026): ``object_id`` is gone, replaced by ``default_entity_id``; ``platform`` belongs only
+in a device-based discovery payload (``<prefix>/device/<id>/config`` with ``components``), whose
+root must carry ``device`` and ``origin`` and whose every entity component needs ``platform`` and
+``unique_id``; single-component discovery (what the hub publishes) is still documented and
+``origin`` is recommended there. :func:`device_discovery_payload` builds the device-based payload
+our configs would become, to check that a migration needs nothing they lack.
+
+That Home Assistant renders our templates is checked by a real Home Assistant 2024.3.3 in
+``tests/counterparts/``; here, that every ``value_json.<field>`` a template reads is a field of the
+state payload.
 """
 
 from __future__ import annotations
@@ -57,7 +70,18 @@ SENSOR_KEYS: dict[str, tuple[str | tuple[str, ...], bool]] = {
     "unique_id": (STR, False),
     "unit_of_measurement": (STR, False),
     "value_template": (TEMPLATE, False),
+    "origin": (MAP, False),
 }
+#: the current release's MQTT sensor keys: object_id replaced by default_entity_id
+CURRENT_SENSOR_KEYS = {**{k: v for k, v in SENSOR_KEYS.items() if k != "object_id"},
+                       "default_entity_id": (STR, False)}
+ORIGIN_KEYS: dict[str, tuple[str | tuple[str, ...], bool]] = {
+    "name": (STR, True), "sw_version": (STR, False), "support_url": (STR, False),
+}
+#: the root of a device-based discovery payload: shared options, and the components
+DEVICE_DISCOVERY_SHARED = ("availability", "availability_mode", "availability_template",
+                           "availability_topic", "payload_available", "payload_not_available",
+                           "command_topic", "state_topic", "qos", "encoding")
 AVAILABILITY_KEYS: dict[str, tuple[str, bool]] = {
     "payload_available": (STR, False), "payload_not_available": (STR, False),
     "topic": (STR, True), "value_template": (TEMPLATE, False),
@@ -102,9 +126,13 @@ def _check_keys(where: str, data: dict[str, Any],
     return errors
 
 
-def check_sensor_config(config: dict[str, Any]) -> list[str]:
+def check_sensor_config(config: dict[str, Any],
+                        keys: dict[str, tuple[str | tuple[str, ...], bool]] | None = None,
+                        ) -> list[str]:
     """Every way ``config`` breaks the documented MQTT sensor schema; [] when it fits."""
-    errors = _check_keys("", config, SENSOR_KEYS)
+    errors = _check_keys("", config, SENSOR_KEYS if keys is None else keys)
+    if "origin" in config:
+        errors += _check_keys("origin.", config["origin"], ORIGIN_KEYS)
     if "availability" in config and "availability_topic" in config:
         errors.append("availability: must not be used together with availability_topic")
     for i, item in enumerate(config.get("availability") or []):
@@ -152,3 +180,52 @@ def check_discovery_topic(topic: str, prefix: str) -> list[str]:
         return [f"{topic}: needs [node_id/]object_id"]
     return [f"{topic}: id {i!r} has characters outside [a-zA-Z0-9_-]"
             for i in ids if not HA_ID.fullmatch(i)]
+
+
+def check_current_sensor_config(config: dict[str, Any]) -> list[str]:
+    """:func:`check_sensor_config` against the current release's documentation, plus what it
+    asks of a single-component discovery payload that is to live on: an ``origin``, and a
+    ``unique_id`` and ``device`` (the prerequisites of a migration to device-based discovery)."""
+    errors = check_sensor_config(config, CURRENT_SENSOR_KEYS)
+    for key in ("origin", "unique_id", "device"):
+        if key not in config:
+            errors.append(f"{key}: recommended (origin) or needed to move to device-based "
+                          "discovery (unique_id, device)")
+    return errors
+
+
+def device_discovery_payload(configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The device-based discovery payload (``<prefix>/device/<node>/config``) that single-
+    component ``configs`` (component id -> config) of one device would become: ``device`` and
+    ``origin`` at the root, each component with ``platform``."""
+    first = next(iter(configs.values()))
+    return {"device": first["device"], "origin": first["origin"],
+            "components": {cid: {"platform": "sensor",
+                                 **{k: v for k, v in c.items()
+                                    if k not in ("device", "origin")}}
+                           for cid, c in configs.items()}}
+
+
+def check_device_discovery_payload(payload: dict[str, Any]) -> list[str]:
+    """Every way ``payload`` breaks the documented device-based discovery payload."""
+    errors = []
+    for key in ("device", "origin", "components"):
+        if key not in payload:
+            errors.append(f"{key}: required at the root")
+    device = payload.get("device", {})
+    errors += _check_keys("device.", device, DEVICE_KEYS)
+    if not device.get("identifiers") and not device.get("connections"):
+        errors.append("device: at least one of identifiers or connections must be present")
+    errors += _check_keys("origin.", payload.get("origin", {}), ORIGIN_KEYS)
+    for cid, comp in payload.get("components", {}).items():
+        if not HA_ID.fullmatch(cid):
+            errors.append(f"components.{cid}: id outside [a-zA-Z0-9_-]")
+        if comp.get("platform") != "sensor":
+            errors.append(f"components.{cid}.platform: required (sensor)")
+        if "unique_id" not in comp:
+            errors.append(f"components.{cid}.unique_id: required for entity components")
+        rest = {k: v for k, v in comp.items() if k != "platform"}
+        if "device" in rest or "origin" in rest:
+            errors.append(f"components.{cid}: device and origin only at the root")
+        errors += check_sensor_config(rest, CURRENT_SENSOR_KEYS)
+    return errors

@@ -42,6 +42,7 @@ def _birth(session: int, sensors: tuple[str, ...]) -> DeviceStatus:
         event_id=f"birth-{session:04d}-{uuid.uuid4().hex[:8]}", site=SITE, device_id=DEVICE,
         time=datetime.fromtimestamp(T0 - 60 + session, UTC), clock_synced=True, online=True,
         reason="birth", session=session, agent_version="0.1.0", firmware="",
+        sensors_complete=True,
         sensors=[SensorInfo(sensor_id=s, unit="degC", source="onewire",
                             name={SENSOR: "freezer compartment"}.get(s, "")) for s in sensors])
 
@@ -200,6 +201,12 @@ def test_home_assistant_sees_retained_configs_and_only_accepted_temperatures(
                               retain=True) == 0
         _collect_until(live, lambda seen: all(
             t in seen and seen[t].payload == b"" for t in configs.values()))
+        # the retained state is cleared at the device's next status, after Home Assistant has
+        # dropped the entities (cleared with the configs, it reached them first: issue 22 d)
+        assert device.publish(topics.status(SITE, DEVICE), encode(_birth(4, ())),
+                              retain=True) == 0
+        _collect_until(live, lambda seen: state_topic in seen
+                       and seen[state_topic].payload == b"")
         # nothing of this device is left for a newcomer but the hub's status
         final = _subscriber(mosquitto, f"{prefix}/#", f"{topic_root}/_hub/ha/#")
         left = _collect_until(final, lambda s: topics.ha_status() in s)
