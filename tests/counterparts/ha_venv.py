@@ -1,5 +1,7 @@
-"""Home Assistant's own venv for tests/counterparts: made once, cached under the repository's
-``.cache/homeassistant/<hash>/`` (git-ignored), keyed by the SHA-256 of ``ha_requirements.txt``.
+"""Home Assistant's own venv for tests/counterparts: made once, cached under
+``$THERMOPIPE_CACHE/homeassistant/<hash>/`` (default ``~/.cache/thermopipe``: outside the
+checkout, so a fresh clone on the same machine, as CI makes, reuses it), keyed by the SHA-256 of
+``ha_requirements.txt``.
 
 It is a venv of its own because Home Assistant 2024.3.3 pins paho-mqtt 1.6.1 and the project
 uses paho-mqtt 2. The install is guarded by a file lock (two pytest shards may ask at once) and
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import subprocess
 import sys
 import time
@@ -19,7 +22,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "ha_requirements.txt"
 REPO = HERE.parents[1]
-CACHE = REPO / ".cache" / "homeassistant"
+CACHE = Path(os.environ.get("THERMOPIPE_CACHE", Path.home() / ".cache" / "thermopipe")) \
+    / "homeassistant"
 #: a cold install (download and unpack about 300 MB) takes minutes on 2 cores
 INSTALL_TIMEOUT_S = 1800
 
