@@ -239,16 +239,31 @@ def status(config: Path, state: Path | None, as_json: bool) -> int:
             _print_errors(exc)
             return EXIT_CONFIG
         candidates = state_file.candidate_paths(cfg.state_file, cfg.outbox.path)
-    found = [p for p in candidates if p.exists()]
+    # A place this user may not look into (the outbox's directory is the agent's own, 0750)
+    # raises on stat: it is reported in one line, not as a traceback.
+    found: dict[Path, float] = {}
+    denied: list[str] = []
+    for candidate in candidates:
+        try:
+            found[candidate] = candidate.stat().st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            denied.append(f"{candidate}: {exc.strerror or exc}")
     if not found:
+        if denied:
+            print(f"edge-agent status: cannot read {'; '.join(denied)} (run it as root or as the "
+                  "agent's user)", file=sys.stderr)
+            return EXIT_FAILED
         print(f"edge-agent is not running: no state file ({', '.join(map(str, candidates))})",
               file=sys.stderr)
         return EXIT_NOT_RUNNING
-    path = max(found, key=lambda p: p.stat().st_mtime)
+    path = max(found, key=found.__getitem__)
     try:
         current = state_file.read_state(path)
     except OSError as exc:
-        print(f"edge-agent status: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"edge-agent status: cannot read {path}: {exc.strerror or exc} (run it as root or "
+              "as the agent's user)", file=sys.stderr)
         return EXIT_FAILED
     except ValueError as exc:
         print(f"edge-agent status: {path}: {exc}", file=sys.stderr)
