@@ -93,9 +93,12 @@ def _stderr(text: str) -> None:
 
 
 def _print_errors(exc: ConfigError) -> None:
-    from schemas.config_loading import format_config_error
+    from schemas.config_loading import format_config_error, format_config_error_journal
+    from schemas.log_setup import to_journal
 
-    _stderr(format_config_error(exc))
+    # in the journal one line per problem: a one-problem config is one line at priority error
+    _stderr(format_config_error_journal(exc) if to_journal(sys.stderr) else
+            format_config_error(exc))
 
 
 def _cannot_start(reason: object) -> int:
