@@ -197,7 +197,7 @@ class Machine:
         assert self.init_pid, "not booted"
         extra = [f"{k}={v}" for k, v in (env or {}).items()]
         argv = [self.nsenter, "-t", str(self.init_pid), "-m", "-u", "-i", "-n", "-p", "-C",
-                f"--wd={cwd}", "env", "-i", f"PATH={PATH}", "HOME=/root", "LANG=C.UTF-8",
+                "env", "-i", f"--chdir={cwd}", f"PATH={PATH}", "HOME=/root", "LANG=C.UTF-8",
                 *extra, *cmd]
         done = subprocess.run(argv, input=input, capture_output=True, text=True,
                               timeout=timeout, check=False)
@@ -229,14 +229,14 @@ class Machine:
         out = self.run("journalctl", "-n", "0", "--show-cursor", "--no-pager").stdout
         return out.rsplit("-- cursor: ", 1)[1].strip()
 
-    def journal(self, unit: str, after: str | None = None,
-                priority: str | None = None) -> list[dict[str, str]]:
-        args = ["journalctl", "-u", unit, "-o", "json", "--no-pager"]
-        if after:
-            args.append(f"--after-cursor={after}")
-        if priority:
-            args += ["-p", priority]
-        return [json.loads(line) for line in self.run(*args).stdout.splitlines() if line]
+    def journal(self, unit: str, after: str) -> list[dict[str, str]]:
+        """The unit's journal entries after ``after`` (a :meth:`cursor`): its processes' lines and
+        systemd's about it. Filtered here, not by journalctl: with a match, ``--after-cursor``
+        skips the first matching entry when the cursor's own entry does not match."""
+        name = unit if "." in unit else f"{unit}.service"
+        out = self.run("journalctl", f"--after-cursor={after}", "-o", "json", "--no-pager")
+        entries = [json.loads(line) for line in out.stdout.splitlines() if line]
+        return [e for e in entries if name in (e.get("_SYSTEMD_UNIT"), e.get("UNIT"))]
 
     def stop(self, timeout: float = 60.0) -> None:
         """Power off (nspawn turns SIGTERM into an orderly shutdown); SIGKILL what is left."""
