@@ -2,7 +2,7 @@
 
 - :func:`os_root`: a bookworm root made by ``debootstrap`` with :data:`PACKAGES`, cached under the
   repository's ``.cache/systemd/`` (gitignored), keyed by the suite and the package list. The
-  first build takes about 2.5 minutes (it downloads from the Debian mirror); later runs reuse it.
+  first build takes 1 to 2 minutes (it downloads from the Debian mirror); later runs reuse it.
   The cached root is never written: the container boots it with ``--volatile=overlay`` (every
   change goes to a tmpfs and is gone when it stops).
 - :func:`wheelhouse`: the project's dependencies as wheels, built outside (the container has no
@@ -71,7 +71,7 @@ def _key(*parts: object) -> str:
 
 
 def os_root(debootstrap: str) -> Path:
-    """The cached bookworm root with :data:`PACKAGES`; built (about 2.5 min) when missing."""
+    """The cached bookworm root with :data:`PACKAGES`; built (1 to 2 min) when missing."""
     root = CACHE / f"{SUITE}-{_key(SUITE, 'minbase', PACKAGES)}"
     if root.is_dir():
         return root

@@ -8,8 +8,10 @@ the sandbox (what the service's user can write, and what is read-only even for r
 namespace). The agent also: the watchdog restarts it when it hangs (SIGSTOP), and
 ``edge-agent status`` works for any user.
 
-Cost: the bookworm root is built once (debootstrap, about 2.5 min) and cached in .cache/systemd/;
-with it cached the module takes about 3 minutes (installs about 1 min, the watchdog 40 s).
+Cost (2 cores, 2026-12-07): the bookworm root is built once (debootstrap: 62 to 101 s, the
+mirror's speed) and the wheelhouse (about 10 s), both cached in .cache/systemd/. Cold the module
+took 3 min 22 s; cached about 2 min 10 s (the installs about 25 s, the watchdog 37 s, the three
+config errors 16 s each: a restart would come after RestartSec=5).
 """
 
 from __future__ import annotations
