@@ -96,9 +96,12 @@ def _stderr(text: str) -> None:
 
 
 def _print_errors(exc: ConfigError) -> None:
-    from schemas.config_loading import format_config_error
+    from schemas.config_loading import format_config_error, format_config_error_journal
+    from schemas.log_setup import to_journal
 
-    _stderr(format_config_error(exc, EXAMPLE_CONFIG))
+    # in the journal one line per problem: a one-problem config is one line at priority error
+    _stderr(format_config_error_journal(exc) if to_journal(sys.stderr) else
+            format_config_error(exc, EXAMPLE_CONFIG))
 
 
 def _cannot_start(reason: object) -> int:
@@ -247,16 +250,31 @@ def status(config: Path, state: Path | None, as_json: bool) -> int:
             _print_errors(exc)
             return EXIT_CONFIG
         candidates = state_file.candidate_paths(cfg.state_file, cfg.outbox.path)
-    found = [p for p in candidates if p.exists()]
+    # A place this user may not look into (the outbox's directory is the agent's own, 0750)
+    # raises on stat: it is reported in one line, not as a traceback.
+    found: dict[Path, float] = {}
+    denied: list[str] = []
+    for candidate in candidates:
+        try:
+            found[candidate] = candidate.stat().st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            denied.append(f"{candidate}: {exc.strerror or exc}")
     if not found:
+        if denied:
+            print(f"edge-agent status: cannot read {'; '.join(denied)} (run it as root or as the "
+                  "agent's user)", file=sys.stderr)
+            return EXIT_FAILED
         print(f"edge-agent is not running: no state file ({', '.join(map(str, candidates))})",
               file=sys.stderr)
         return EXIT_NOT_RUNNING
-    path = max(found, key=lambda p: p.stat().st_mtime)
+    path = max(found, key=found.__getitem__)
     try:
         current = state_file.read_state(path)
     except OSError as exc:
-        print(f"edge-agent status: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"edge-agent status: cannot read {path}: {exc.strerror or exc} (run it as root or "
+              "as the agent's user)", file=sys.stderr)
         return EXIT_FAILED
     except ValueError as exc:
         print(f"edge-agent status: {path}: {exc}", file=sys.stderr)

@@ -65,15 +65,29 @@ def _config_or_exit(path: str) -> HubConfig:
         with collect_deprecations() as notes:
             config = load_hub_config(path)
     except ConfigError as exc:
-        print(format_config_error(exc, EXAMPLE_CONFIG), file=sys.stderr)
+        _stderr_error(exc, EXAMPLE_CONFIG)
         raise SystemExit(EXIT_CONFIG) from None
     for note in notes:  # an old key still works; say what to write instead
         print(f"hub: {path}: deprecated {note}", file=sys.stderr)
     return config
 
 
+def _stderr_error(problem: ConfigError | str, example: str | None = None) -> None:
+    """A config error or a start-up failure on stderr. Under systemd: each line at the journal's
+    priority error, and a config error one line per problem (as the agent writes them)."""
+    from schemas.config_loading import format_config_error_journal
+    from schemas.log_setup import prefixed, to_journal
+
+    journal = to_journal(sys.stderr)
+    if isinstance(problem, ConfigError):
+        problem = (format_config_error_journal(problem) if journal
+                   else format_config_error(problem, example))
+    print("\n".join(prefixed(line, "error", journal) for line in problem.splitlines()),
+          file=sys.stderr)
+
+
 def _fail(reason: object) -> int:
-    print(f"hub: {reason}", file=sys.stderr)
+    _stderr_error(f"hub: {reason}")
     return EXIT_FAILED
 
 
@@ -177,8 +191,8 @@ def _run_one(config_path: str, worker: int | None, workers: int) -> int:
     finally:
         hub.stop()
     if fatal.is_set():
-        print(f"hub: stopped: {hub.supervisor.fatal_reason}; exit "
-              f"{EXIT_COMPONENT_FAILED} for the service manager to restart it", file=sys.stderr)
+        _stderr_error(f"hub: stopped: {hub.supervisor.fatal_reason}; exit "
+                      f"{EXIT_COMPONENT_FAILED} for the service manager to restart it")
         return EXIT_COMPONENT_FAILED
     return 0
 
@@ -187,8 +201,8 @@ def _supervise(config_path: str, workers: int) -> int:
     """Run ``workers`` hub processes on one shared subscription; restart any that dies."""
     config = _config_or_exit(config_path)
     if not config.mqtt.shared_group:
-        print("hub run --workers N needs mqtt.shared_group (the workers share one "
-              "subscription)", file=sys.stderr)
+        _stderr_error("hub run --workers N needs mqtt.shared_group (the workers share one "
+                      "subscription)")
         return EXIT_CONFIG
     stopping = threading.Event()
 

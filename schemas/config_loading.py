@@ -304,6 +304,17 @@ def format_config_error(exc: ConfigError, example: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def format_config_error_journal(exc: ConfigError) -> str:
+    """The same problems for the journal: one line per problem, each naming the file, so that
+    ``journalctl -p err`` shows a one-problem config as one line and every line stands alone::
+
+        invalid configuration agent.toml: mqtt.port: Input should be less than or equal to 65535
+    """
+    return "\n".join(
+        f"invalid configuration {exc.source}: {path or '(file)'}: {' '.join(reason.split())}"
+        for path, reason in exc.errors)
+
+
 def resolve_secret(reference: str | None) -> SecretStr | None:
     """``env:NAME`` or ``file:/path`` -> the secret; ``None`` stays ``None``.
 

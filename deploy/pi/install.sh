@@ -195,8 +195,8 @@ step "installing the systemd unit"
 run install -m 0644 "$unit_src" "$unit_dst"
 run systemctl daemon-reload
 if [ -e "$etc/mqtt-password" ] || $dry_run; then
-  # The unit checks the config itself (ExecStartPre=edge-agent check-config) with the password
-  # credential in place, and a bad config stops it with the key path in the journal.
+  # The agent checks its config when it starts, with the password credential in place; a bad
+  # config stops it for good (exit 2, not restarted) with the key path in the journal.
   run systemctl enable edge-agent.service
   run systemctl restart edge-agent.service
   if ! $dry_run; then
@@ -228,7 +228,7 @@ Done. Next:
         cat /sys/bus/w1/devices/28-*/w1_slave      # "crc=.. YES" and t=21375 means 21.375 degC
     and put their ids under [sensors."28-..."] in /etc/thermopipe/agent.toml.
   * USB serial boards: use the stable path, ls -l /dev/serial/by-id/
-  * After editing the config (the unit checks it before starting; errors name the key path):
+  * After editing the config (a bad one stops the service, not restarted; errors name the key path):
         sudo systemctl restart edge-agent
         systemctl status edge-agent
         journalctl -u edge-agent -f

@@ -82,6 +82,8 @@ def test_the_agent_unit_starts_anywhere_notifies_and_reaches_only_serial_devices
     assert u["Service.Type"] == ["notify"] and u["Service.NotifyAccess"] == ["main"]
     assert int(u["Service.WatchdogSec"][0]) >= 10
     assert u["Service.RuntimeDirectory"] == ["thermopipe"]
+    assert u["Service.UMask"] == ["0022"]  # the state file 0644, for `edge-agent status`
+    assert u["Service.RestartPreventExitStatus"] == ["2"] and "Service.ExecStartPre" not in u
     assert u["Service.DevicePolicy"] == ["closed"]
     assert {d.split()[0] for d in u["Service.DeviceAllow"]} >= {"char-ttyUSB", "char-ttyACM"}
     hub = unit_settings(UNITS / "hub.service")
