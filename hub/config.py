@@ -169,7 +169,7 @@ class HttpConfig(_Section):
 
 class DeadLettersConfig(_Section):
     """``[dead_letters]``: retention of the dead-letter store, oldest first, checked every
-    minute by the ingest thread (hub/journal.py ``prune_dead_letters``). ``max_bytes`` counts
+    minute by the ingest thread (hub/journal/dead_letters.py ``prune``). ``max_bytes`` counts
     the rows' data (each row at most 8 KiB: hub/records.py), not SQLite's page overhead."""
 
     max_bytes: int = Field(100_000_000, ge=100_000)   # 100 MB
@@ -189,7 +189,7 @@ class DispatchConfig(_Section):
 
 class JournalConfig(_Section):
     # "full": a commit survives power loss before the broker sees our ack; "normal" survives a
-    # process crash only (faster on SD cards). See hub/journal.py.
+    # process crash only (faster on SD cards). See hub/journal/.
     synchronous: Literal["full", "normal"] = "full"
     dedup_retention_days: float = Field(7.0, gt=0)
     dedup_max_ids: int = Field(5_000_000, ge=1000)

@@ -46,7 +46,7 @@ from paho.mqtt.properties import Properties
 from hub.config import HubConfig
 from hub.identity_limits import IDENTITY_LIMIT, IdentityLimits
 from hub.ingest_decision import INTERNAL_ERROR, Decision, decide_batch, internal_error
-from hub.journal import Journal, Pending
+from hub.journal import BatchRecord, Journal, Pending
 from hub.log_budget import LogBudget
 from hub.loss_detector import Loss, LossDetector
 from hub.metrics import HubMetrics
@@ -458,9 +458,10 @@ class Ingest:
         held = ({key: seq_ranges(seqs) for key, seqs in decision.held.items()}
                 if self.receipts is not None or self.detector is not None else {})
         admitted = self.limits.take_new()
-        self.journal.record(decision.pending, decision.seen, decision.seq_marks, decision.dead,
-                            decision.replays, loss_state=self._detect(decision, held),
-                            identities=admitted)
+        self.journal.record(BatchRecord(
+            pending=decision.pending, seen=decision.seen, seq_marks=decision.seq_marks,
+            dead=decision.dead, replays=decision.replays,
+            loss_state=self._detect(decision, held), identities=admitted))
         if self.receipts is not None:
             self.receipts.note(held, {key: seq_ranges(seqs)
                                       for key, seqs in decision.refused.items()})
@@ -637,8 +638,8 @@ class Ingest:
                    for r in records if r.event_id not in known]
         state = detector.snapshot(detector.changed)
         detector.changed.clear()
-        self.journal.record(pending, [(p.message.event_id, now) for p in pending], {}, [],
-                            loss_state=state)
+        self.journal.record(BatchRecord(
+            pending=pending, seen=[(p.message.event_id, now) for p in pending], loss_state=state))
         for record in records:
             self.metrics.data_loss.inc()
             self.metrics.data_loss_events.inc(record.count)

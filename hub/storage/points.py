@@ -31,7 +31,7 @@ sensor's unit (``degC`` / ``degF``): Grafana picks each series' unit from it (po
 before it existed have none, and are shown as degC).
 
 Alerts and health points are the hub's own records: the hub appends them to its journal as
-``LocalRecord``s (``hub/journal.py``), and only the storage consumer takes them, so they are written
+``LocalRecord``s (``hub/journal/``), and only the storage consumer takes them, so they are written
 like events: durably, in order, retried while the database is down. An ``alert`` point is a
 function of the alert alone (decided firing or resolved, late too), so writing it again after a
 crash overwrites it with itself. ``hub_health`` is one point per hub process (tag ``hub`` = the

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hub.ingest_decision import screen
-from hub.journal import Journal
+from hub.journal import BatchRecord, Journal
 from hub.records import DEAD_LETTER_KEEP, DeadRecord
 from schemas.codec import DEFAULT_MAX_PAYLOAD, encode
 from schemas.models import DeadLetter
@@ -97,7 +97,7 @@ def test_hub_dlq_shows_the_truncation_and_refuses_to_replay_it(tmp_path: Path) -
                                        (small, "invalid", "not JSON"))]
     journal = Journal(data_dir / "hub.sqlite3")
     try:
-        journal.record([], [], {}, records)
+        journal.record(BatchRecord(dead=records))
     finally:
         journal.close()
     with sqlite3.connect(data_dir / "hub.sqlite3") as conn:

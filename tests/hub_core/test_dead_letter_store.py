@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from hub.deadletters import list_dead_letters, printable, request_replay
-from hub.journal import Journal, ReplayOutcome
+from hub.journal import BatchRecord, Journal, ReplayOutcome
 from hub.log_budget import LogBudget
 from hub.records import (
     DEAD_LETTER_KEEP,
@@ -121,7 +121,7 @@ def test_every_row_is_within_the_bound_measured_in_the_sqlite_file(tmp_path: Pat
     db = tmp_path / "hub.sqlite3"
     journal = Journal(db)
     try:
-        journal.record([], [], {}, [huge(f"dead{i:04d}") for i in range(20)])
+        journal.record(BatchRecord(dead=[huge(f"dead{i:04d}") for i in range(20)]))
     finally:
         journal.close()
     size = bytes_per_row(db)
@@ -140,11 +140,12 @@ def test_every_row_is_within_the_bound_measured_in_the_sqlite_file(tmp_path: Pat
 def test_a_replay_rejected_again_keeps_the_new_reason_bounded(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "hub.sqlite3")
     try:
-        journal.record([], [], {}, [DeadRecord.refused("dead0004", WHEN, "tp/a", b"{",
-                                                       reason_code="invalid", reason="bad")])
+        journal.record(BatchRecord(dead=[DeadRecord.refused(
+            "dead0004", WHEN, "tp/a", b"{", reason_code="invalid", reason="bad")]))
         request_replay(tmp_path, None)
         ((row_id, _topic, _payload),) = journal.pending_replays()
-        journal.record([], [], {}, [], [ReplayOutcome(row_id, False, "invalid", HUGE_REASON)])
+        journal.record(BatchRecord(
+            replays=[ReplayOutcome(row_id, False, "invalid", HUGE_REASON)]))
     finally:
         journal.close()
     (row,) = list_dead_letters(tmp_path)
@@ -173,7 +174,7 @@ def test_a_database_of_an_older_hub_is_migrated_and_its_rows_read(tmp_path: Path
                                          "too large" + note))
     journal = Journal(db)  # migrates
     try:
-        journal.record([], [], {}, [huge("new1", WHEN + timedelta(seconds=1))])
+        journal.record(BatchRecord(dead=[huge("new1", WHEN + timedelta(seconds=1))]))
     finally:
         journal.close()
     with sqlite3.connect(db) as conn:
@@ -192,10 +193,10 @@ def test_a_database_of_an_older_hub_is_migrated_and_its_rows_read(tmp_path: Path
 
 def _store(tmp_path: Path, ages_days: list[float], now: datetime) -> Journal:
     journal = Journal(tmp_path / "hub.sqlite3")
-    journal.record([], [], {}, [
+    journal.record(BatchRecord(dead=[
         DeadRecord.refused(f"dl{i:06d}", now - timedelta(days=age), "tp/s1/d1/event/t1",
                            b"p" * 1000, reason_code="invalid", reason="bad")
-        for i, age in enumerate(ages_days)])
+        for i, age in enumerate(ages_days)]))
     return journal
 
 
@@ -266,7 +267,7 @@ def test_hub_dlq_list_and_show_never_print_wire_bytes_raw(tmp_path: Path) -> Non
                                  reason_code="invalid", reason="bad \x1b[2J\x00 reason")
     journal = Journal(data_dir / "hub.sqlite3")
     try:
-        journal.record([], [], {}, [hostile, huge("deadbig1")])
+        journal.record(BatchRecord(dead=[hostile, huge("deadbig1")]))
     finally:
         journal.close()
     config = write_toml(tmp_path / "hub.toml", {"data_dir": str(data_dir),
@@ -302,8 +303,8 @@ def test_replay_refuses_a_dead_letter_whose_topic_or_payload_was_cut(tmp_path: P
     payload = HUGE_PAYLOAD if cut == "payload" else b"{}"
     journal = Journal(tmp_path / "hub.sqlite3")
     try:
-        journal.record([], [], {}, [DeadRecord.refused("deadcut1", WHEN, topic, payload,
-                                                       reason_code="invalid", reason="bad")])
+        journal.record(BatchRecord(dead=[DeadRecord.refused(
+            "deadcut1", WHEN, topic, payload, reason_code="invalid", reason="bad")]))
     finally:
         journal.close()
     request = request_replay(tmp_path, None)

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from hub.app import Hub
 from hub.consumers.base import ConsumerDefaults, Envelope, JournalEntry, LocalRecord
 from hub.dispatch import ConsumerRunner
-from hub.journal import Journal, Pending
+from hub.journal import BatchRecord, Journal, Pending
 from hub.metrics import HubMetrics
 from hub.records import Point
 from hub.storage.points import health_point, point_for
@@ -66,9 +66,9 @@ def test_local_records_are_journaled_in_order_and_survive_a_restart(tmp_path: Pa
     journal = Journal(path)
     try:
         journal.register("storage")
-        first = journal.record([_pending(1)], [], {}, [])
+        first = journal.record(BatchRecord([_pending(1)]))
         local = journal.append_local([("alert-1", _alert_point()), ("health-1", health)])
-        last = journal.record([_pending(2)], [], {}, [])
+        last = journal.record(BatchRecord([_pending(2)]))
         entries: list[JournalEntry] = [*first, *local, *last]
         assert [e.offset for e in entries] == [1, 2, 3, 4]
         assert journal.read(0, 10) == entries
@@ -109,10 +109,10 @@ def test_only_consumers_that_accept_local_records_get_them(tmp_path: Path) -> No
     try:
         for runner in runners:
             runner.start()
-        journal.record([_pending(1)], [], {}, [])
+        journal.record(BatchRecord([_pending(1)]))
         journal.append_local([("alert-1", _alert_point())])
         journal.append_local([("alert-2", _alert_point())])  # a batch of local records only
-        journal.record([_pending(2)], [], {}, [])
+        journal.record(BatchRecord([_pending(2)]))
         wait_until(lambda: all(r.state.cursor == journal.last_offset for r in runners), 10,
                    what="both consumers past every entry")
         assert [e.offset for e in storage.got] == [1, 2, 3, 4]

@@ -33,7 +33,7 @@ from structlog.testing import capture_logs
 from hub import deadletters
 from hub.app import Hub
 from hub.consumers.base import ConsumerDefaults, Envelope
-from hub.journal import Journal, Pending
+from hub.journal import BatchRecord, Journal, Pending
 from hub.storage.sqlite_store import SqliteStoreConsumer
 from schemas.codec import encode
 from schemas.models import DataLoss
@@ -235,8 +235,9 @@ def test_a_data_loss_record_read_back_from_disk_after_a_restart_is_stored(
                     last_seq=9, count=5, cause="test", hub_id="testhub")
     journal = Journal(config.database_path)
     assert journal.register("storage") == 0  # storage has handled nothing yet
-    journal.record([Pending(loss, f"{topic_root}/_hub/data_loss/s1/d1", encode(loss, "json"),
-                            when, False, False)], [(loss.event_id, when.timestamp())], {}, [])
+    journal.record(BatchRecord([Pending(loss, f"{topic_root}/_hub/data_loss/s1/d1",
+                                        encode(loss, "json"), when, False, False)],
+                               [(loss.event_id, when.timestamp())]))
     journal.close()
     with Hub(config) as hub:
         storage = hub.consumers[0]

@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from hub.config import HubConfig, load_hub_config
-from hub.journal import DeadRecord, Journal, Pending
+from hub.journal import BatchRecord, DeadRecord, Journal, Pending
 from hub.validate import OrderTracker, Rejection, check_payload, is_late
 from schemas.codec import encode
 from schemas.registry import AVRO_MAGIC
@@ -79,8 +79,8 @@ def test_journal_records_reads_prunes_and_remembers_ids(tmp_path: Path) -> None:
         assert start == 0
         batch = [_pending(i) for i in range(1, 6)]
         dead = DeadRecord("deadletter01", BASE_TIME, "tp/x", "invalid", "bad", b"\x00")
-        envs = journal.record(batch, [(p.message.event_id, 1.0) for p in batch], {("d1", "t1"): 5},
-                              [dead])
+        envs = journal.record(BatchRecord(batch, [(p.message.event_id, 1.0) for p in batch],
+                                          {("d1", "t1"): 5}, [dead]))
         assert [e.offset for e in envs] == [1, 2, 3, 4, 5]
         assert journal.read(0, 3) == envs[:3]
         assert journal.known_ids([batch[0].message.event_id, "nope-nope"]) == {
@@ -98,7 +98,7 @@ def test_journal_records_reads_prunes_and_remembers_ids(tmp_path: Path) -> None:
         assert rows[0].message == batch[3].message
         assert journal.load_seq_marks() == {("d1", "t1"): 5}
         assert journal.known_ids([batch[4].message.event_id])
-        more = journal.record([_pending(9)], [], {}, [])
+        more = journal.record(BatchRecord([_pending(9)]))
         assert more[0].offset == 6
         # a consumer registered later starts at the oldest row still kept
         assert journal.register("late-comer") == 3
@@ -108,7 +108,7 @@ def test_journal_records_reads_prunes_and_remembers_ids(tmp_path: Path) -> None:
 
 def test_the_decoded_tail_holds_only_what_the_slowest_consumer_has_not_handled(
         tmp_path: Path, monkeypatch) -> None:
-    import hub.journal as journal_module
+    import hub.journal.log as journal_module
 
     monkeypatch.setattr(journal_module, "TAIL_CAPACITY", 10)
     monkeypatch.setattr(journal_module, "TAIL_SLACK", 5)
@@ -116,19 +116,19 @@ def test_the_decoded_tail_holds_only_what_the_slowest_consumer_has_not_handled(
     try:
         journal.register("fast")
         journal.register("slow")
-        envs = journal.record([_pending(i) for i in range(1, 9)], [], {}, [])
-        assert len(journal._tail) == 8
+        envs = journal.record(BatchRecord([_pending(i) for i in range(1, 9)]))
+        assert len(journal._log._tail) == 8
         journal.mark_handled("fast", 8)
-        assert len(journal._tail) == 8  # "slow" has handled nothing yet
+        assert len(journal._log._tail) == 8  # "slow" has handled nothing yet
         journal.mark_handled("slow", 5)
-        assert [e.offset for e in journal._tail] == [6, 7, 8]
+        assert [e.offset for e in journal._log._tail] == [6, 7, 8]
         assert journal.read(5, 10) == envs[5:]  # served from memory
         journal.mark_handled("slow", 8)
-        assert journal._tail == []
+        assert journal._log._tail == []
         # a consumer far behind: the tail stops at its capacity, the file serves the rest
-        more = journal.record([_pending(i) for i in range(9, 29)], [], {}, [])
+        more = journal.record(BatchRecord([_pending(i) for i in range(9, 29)]))
         journal.mark_handled("fast", 28)
-        assert len(journal._tail) <= 15
+        assert len(journal._log._tail) <= 15
         assert [e.offset for e in journal.read(8, 100)] == [e.offset for e in more]
         assert journal.read(8, 100)[0].message == more[0].message  # decoded from the file
     finally:

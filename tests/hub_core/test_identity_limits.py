@@ -16,7 +16,7 @@ import pytest
 from hub.config import HubConfig, LimitsConfig
 from hub.identity_limits import IDENTITY_LIMIT, IdentityLimits, RefusalLog
 from hub.ingest_decision import decide_batch
-from hub.journal import Journal
+from hub.journal import BatchRecord, Journal
 from hub.validate import OrderTracker, Rejection
 from schemas.codec import encode
 from schemas.models import DeviceStatus, SensorInfo
@@ -89,7 +89,7 @@ def test_known_identities_are_kept_across_a_restart_even_past_lowered_caps(
     limits = IdentityLimits(LimitsConfig(), journal.load_identities())
     for site in ("a", "b", "c"):
         assert refusal(limits, site, "d1") is None
-    journal.record([], [], {}, [], identities=limits.take_new())
+    journal.record(BatchRecord(identities=limits.take_new()))
     journal.close()
 
     journal = Journal(tmp_path / "hub.sqlite3")  # the restarted hub, with lower caps

@@ -1,4 +1,4 @@
-"""The journal's multi-row inserts (hub/journal.py ``insert_rows``): every row written exactly
+"""The journal's multi-row inserts (hub/journal/store.py ``insert_rows``): every row written exactly
 once whatever the count (full chunks, then power-of-two remainders), upserts included."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hub.consumers.base import Envelope
 from hub.deadletters import list_dead_letters
-from hub.journal import Journal, Pending
+from hub.journal import BatchRecord, Journal, Pending
 from schemas.codec import encode
 from schemas.models import ReadingEvent
 
@@ -24,7 +24,7 @@ def _record(journal: Journal, seqs: range) -> None:
     now = datetime.now(UTC)
     pending = [Pending(_reading(s), "t/s1/d1/event/t1", encode(_reading(s)), now, False, False,
                        now.timestamp()) for s in seqs]
-    journal.record(pending, [(p.message.event_id, now.timestamp()) for p in pending], {}, [])
+    journal.record(BatchRecord(pending, [(p.message.event_id, now.timestamp()) for p in pending]))
 
 
 def test_an_unreadable_row_is_quarantined_and_skipped_for_good(tmp_path: Path) -> None:

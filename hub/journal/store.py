@@ -1,0 +1,161 @@
+"""The hub database itself: its schema and migrations, connections, write transactions, and
+multi-row inserts. Every other journal module writes through one :class:`Store`, so one ingest
+batch is one transaction whatever tables it touches."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+
+from schemas.errors import ThermopipeError
+
+__all__ = ["DEAD_LETTER_ADDED", "INSERT_CHUNK", "ROW_BYTES_SQL", "SCHEMA", "JournalError", "Store",
+           "connect", "dt", "insert_rows", "migrate_dead_letters", "ts"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    offset INTEGER PRIMARY KEY, event_id TEXT NOT NULL, kind TEXT NOT NULL, topic TEXT NOT NULL,
+    payload BLOB NOT NULL, received_at REAL NOT NULL, late INTEGER NOT NULL,
+    out_of_order INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, offset INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
+CREATE TABLE IF NOT EXISTS seq_high (device TEXT NOT NULL, sensor TEXT NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (device, sensor)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY, dead_letter_id TEXT NOT NULL UNIQUE, received_at REAL NOT NULL,
+    topic TEXT NOT NULL, reason_code TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open', updated_at REAL NOT NULL, outcome TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS dead_letters_status ON dead_letters(status);
+-- the dead letters' size and hash columns and their retention index: migrate_dead_letters
+CREATE TABLE IF NOT EXISTS loss_state (device TEXT PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS identities (site TEXT NOT NULL, device TEXT NOT NULL,
+    sensor TEXT NOT NULL, PRIMARY KEY (site, device, sensor)) WITHOUT ROWID;
+"""
+
+#: Rows per multi-row ``INSERT ... VALUES`` (:func:`insert_rows`). ``executemany`` runs one SQLite
+#: step per row and releases and retakes the GIL around each: under load every row of a batch
+#: could wait for another thread's time slice (``sys.getswitchinterval()``, 5 ms), and the whole
+#: hub waits on the ingest thread. One statement per chunk steps once.
+INSERT_CHUNK = 256
+
+#: columns added to ``dead_letters`` after its first version (NULL in older rows: the payload's
+#: size and hash are then in the reason's note, topic and reason are whole)
+DEAD_LETTER_ADDED = (("payload_size", "INTEGER"), ("payload_sha256", "TEXT"),
+                     ("topic_size", "INTEGER"), ("topic_sha256", "TEXT"),
+                     ("reason_size", "INTEGER"), ("reason_sha256", "TEXT"),
+                     ("stored_bytes", "INTEGER"))
+#: a dead letter's variable-length data, in SQL (older rows' ``stored_bytes``, and after a replay)
+ROW_BYTES_SQL = ("length(payload) + length(CAST(topic AS BLOB)) + length(CAST(reason AS BLOB))"
+                 " + length(CAST(dead_letter_id AS BLOB)) + length(CAST(reason_code AS BLOB))"
+                 " + length(CAST(status AS BLOB)) + length(CAST(outcome AS BLOB))"
+                 " + coalesce(length(payload_sha256) + length(topic_sha256)"
+                 " + length(reason_sha256), 0)")
+
+
+class JournalError(ThermopipeError):
+    """The journal file cannot be opened or written (disk full, corrupt, permissions)."""
+
+
+def ts(when: datetime) -> float:
+    return when.timestamp()
+
+
+def dt(stamp: float) -> datetime:
+    return datetime.fromtimestamp(stamp, UTC)
+
+
+def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
+    """A connection to the hub database in WAL mode; creates the schema on first use."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JournalError(f"cannot create the data directory {path.parent}: "
+                           f"{exc.strerror or exc}") from exc
+    try:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+        if synchronous == "full":  # the ingest writer: a little more of the dedup index cached
+            conn.execute("PRAGMA cache_size=-4000")
+        conn.executescript(SCHEMA)
+        migrate_dead_letters(conn)
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot open the hub database {path}: {exc}") from exc
+    return conn
+
+
+def migrate_dead_letters(conn: sqlite3.Connection) -> None:
+    """Add the columns of :data:`DEAD_LETTER_ADDED` that a database made by an older hub lacks,
+    fill ``stored_bytes`` of its rows, and index them for retention. Safe to race: a second
+    process adding the same column finds it there."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(dead_letters)")}
+    missing = [(name, kind) for name, kind in DEAD_LETTER_ADDED if name not in have]
+    for name, kind in missing:
+        try:
+            conn.execute(f"ALTER TABLE dead_letters ADD COLUMN {name} {kind}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
+    if missing:
+        conn.execute(f"UPDATE dead_letters SET stored_bytes = {ROW_BYTES_SQL} "  # noqa: S608
+                     "WHERE stored_bytes IS NULL")
+    conn.execute("CREATE INDEX IF NOT EXISTS dead_letters_age "
+                 "ON dead_letters(received_at, stored_bytes)")
+
+
+@lru_cache(maxsize=128)
+def _values_sql(head: str, width: int, count: int, tail: str) -> str:
+    one = "(" + ",".join("?" * width) + ")"
+    return f"{head} VALUES {','.join([one] * count)}{tail}"
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[object]],
+                tail: str = "") -> None:
+    """``{head} VALUES (?,...),(?,...){tail}`` for every row, in as few statements as it takes:
+    chunks of ``INSERT_CHUNK`` rows, then the rest in power-of-two sizes (so only a few distinct
+    statement texts exist, each compiled once and cached)."""
+    if not rows:
+        return
+    width = len(rows[0])
+    done, total = 0, len(rows)
+    while done < total:
+        left = total - done
+        count = INSERT_CHUNK if left >= INSERT_CHUNK else 1 << (left.bit_length() - 1)
+        conn.execute(_values_sql(head, width, count, tail),
+                     [value for row in rows[done:done + count] for value in row])
+        done += count
+
+
+class Store:
+    """The write connection (``synchronous`` as configured) and the lock that keeps every write
+    transaction and offset assignment in one order (writers: ingest, ``append_local`` from other
+    threads, retention passes)."""
+
+    def __init__(self, path: Path, synchronous: str = "full") -> None:
+        self.path = path
+        self.conn = connect(path, synchronous)
+        self.write_lock = threading.Lock()  # one write transaction at a time on self.conn
+
+    @contextmanager
+    def transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction (callers hold :attr:`write_lock`); any SQLite failure rolls it
+        back and becomes a JournalError naming ``what``."""
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot {what} {self.path}: {exc}") from exc
