@@ -73,7 +73,6 @@ deletes on PUBACK (``Tick.fell_back``) until a receipt arrives.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 from collections import OrderedDict, deque
 from collections.abc import Collection, Iterable, Sequence
@@ -81,11 +80,10 @@ from dataclasses import dataclass, field
 from typing import Generic, Literal, NamedTuple, Protocol, TypeVar
 
 from schemas.backoff import TokenBucket
+from schemas.seq_ranges import clip_merge, in_ranges
 
 #: most backlog rows asked for in one read
 READ_BATCH = 500
-#: the highest seq the contract allows (schemas.models.SeqRange)
-SEQ_MAX = 2**63 - 1
 
 
 class Row(Protocol):
@@ -152,37 +150,6 @@ class Receipted:
     refused_again: int = 0
     refused_ignored: int = 0
     retry_in_s: float = 0.0
-
-
-def in_ranges(seq: int, starts: Sequence[int], ends: Sequence[int]) -> bool:
-    """``seq`` lies in one of the sorted, disjoint ranges ``starts[i]..ends[i]``."""
-    i = bisect.bisect_right(starts, seq) - 1
-    return i >= 0 and seq <= ends[i]
-
-
-def merged_ranges(ranges: Iterable[tuple[int, int]], limit: int
-                  ) -> tuple[list[tuple[int, int]], int, int]:
-    """The first ``limit`` of ``ranges`` clipped to ``0..SEQ_MAX``, sorted and merged (a hostile
-    receipt's ranges may be anything), the number of ranges past ``limit``, and how many seqs
-    those name (without reading more than ``limit`` ranges twice over: the rest is counted)."""
-    taken: list[tuple[int, int]] = []
-    dropped = dropped_span = 0
-    for first, last in ranges:
-        low, high = max(first, 0), min(last, SEQ_MAX)
-        if len(taken) >= limit:
-            dropped += 1
-            dropped_span += max(0, high - low + 1)
-        elif low <= high:
-            taken.append((low, high))
-    taken.sort()
-    out: list[tuple[int, int]] = []
-    for first, last in taken:
-        if out and first <= out[-1][1] + 1:
-            if last > out[-1][1]:
-                out[-1] = (out[-1][0], last)
-        else:
-            out.append((first, last))
-    return out, dropped, dropped_span
 
 
 def _among(seqs: Collection[int], ranges: Sequence[tuple[int, int]], starts: Sequence[int],
@@ -344,7 +311,7 @@ class DeliveryPolicy(Generic[R]):
         out = Receipted()
         if self.rules.mode == "off":  # deleted at the PUBACK: receipts are not read
             return out
-        holds, dropped, dropped_span = merged_ranges(ranges, self.rules.max_ranges)
+        holds, dropped, dropped_span = clip_merge(ranges, self.rules.max_ranges)
         named = sum(b - a + 1 for a, b in holds) + dropped_span
         out.ranges_dropped = dropped
         if holds:
@@ -376,7 +343,7 @@ class DeliveryPolicy(Generic[R]):
         return out
 
     def _note_refused(self, ranges: Iterable[tuple[int, int]], now: float, out: Receipted) -> None:
-        refused, _, dropped_span = merged_ranges(ranges, self.rules.max_ranges)
+        refused, _, dropped_span = clip_merge(ranges, self.rules.max_ranges)
         named = sum(b - a + 1 for a, b in refused) + dropped_span
         if not refused:
             out.refused_ignored = named
