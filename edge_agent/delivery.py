@@ -149,7 +149,7 @@ class Delivery:
     def _new_policy(self) -> DeliveryPolicy[Stored]:
         s = self.settings
         rules = ReceiptRules(mode=s.receipts, timeout_s=s.receipt_timeout_s,
-                             gap_s=s.receipt_gap_s, detect_s=s.receipt_detect_s,
+                             overtaken_s=s.receipt_gap_s, detect_s=s.receipt_detect_s,
                              window=s.receipt_window, refused_backoff_s=s.receipt_timeout_s)
         return DeliveryPolicy(s.max_inflight, self._rate, now=time.monotonic(), receipts=rules,
                               receipts_seen=self.outbox.receipts_seen)

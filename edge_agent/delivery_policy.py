@@ -35,8 +35,10 @@ the outbox) and a hub's receipt deletes it. An awaiting event is sent again, thr
 - *timeout*: not receipted ``timeout_s`` after its PUBACK. While no receipt arrives at all (the hub
   is down and the broker keeps the queue), each round doubles the timeout, up to ``max_backoff``
   times, so an outage does not become a resend storm; any receipt restores it;
-- *gap*: a receipt covered an event acknowledged more than ``gap_s`` after this one: the hub has
-  moved past it, so it was lost on the way (a broker that lost its queue, a hub session taken over);
+- *overtaken* (counted as ``resent_gap``; config ``receipt_gap_s``): a receipt covered an event
+  acknowledged more than ``overtaken_s`` after this one: the hub has moved past it, so it was
+  lost on the way (a broker that lost its queue, a hub session taken over). Not the hub's *gap*
+  (a missing seq range, schemas/TOPICS.md "Receipts", glossary);
 - *session*: a reconnect whose session the broker no longer had (it lost everything it held).
 
 What a receipt deletes, stated honestly: a receipt is a message anyone allowed on the device's
@@ -110,7 +112,7 @@ class ReceiptRules:
 
     mode: Literal["auto", "on", "off"] = "auto"
     timeout_s: float = 60.0
-    gap_s: float = 10.0
+    overtaken_s: float = 10.0  # ``receipt_gap_s``: resend what a later receipted ack overtook
     detect_s: float = 600.0
     window: int = 10_000
     max_backoff: int = 16
@@ -445,8 +447,8 @@ class DeliveryPolicy(Generic[R]):
                 self._gone(seq)
             return out
         by_timeout = now - self._timeout
-        by_gap = self._newest_receipted_ack - self.rules.gap_s
-        limit = max(by_timeout, by_gap)
+        by_overtaken = self._newest_receipted_ack - self.rules.overtaken_s
+        limit = max(by_timeout, by_overtaken)
         first: int | None = None
         while self._awaiting:
             seq, at = next(iter(self._awaiting.items()))
@@ -454,7 +456,7 @@ class DeliveryPolicy(Generic[R]):
                 break
             del self._awaiting[seq]
             self._resend_later(seq)
-            reason = "timeout" if at < by_timeout else "gap"
+            reason = "timeout" if at < by_timeout else "gap"  # the status counter's name
             out.resent[reason] = out.resent.get(reason, 0) + 1
             self.resent[reason] += 1
             first = seq if first is None else min(first, seq)

@@ -58,6 +58,10 @@ DEFAULT_MAX_SEQ_JUMP = 1_000_000
 
 @dataclass(frozen=True, slots=True)
 class Loss:
+    """The detector's decision: a gap counts as lost. A thin view of the contract's
+    ``DataLoss`` (the range and the cause; no id, time or hub: hub/receipt_core.py
+    ``loss_record`` adds them when ingest records it)."""
+
     site: str
     device_id: str
     first_seq: int

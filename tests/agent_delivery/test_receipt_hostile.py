@@ -225,7 +225,7 @@ OPS = st.one_of(
     forged(),
 )
 
-RULES = ReceiptRules(mode="on", timeout_s=1.0, gap_s=0.2, window=30, refused_backoff_s=0.5,
+RULES = ReceiptRules(mode="on", timeout_s=1.0, overtaken_s=0.2, window=30, refused_backoff_s=0.5,
                      refused_max_s=4.0)
 
 
