@@ -467,7 +467,7 @@ class ReceiptResponder:
         from hub.receipts import ReceiptBook
 
         self.topics = Topics(root)
-        self.book = ReceiptBook("bench-responder", interval_s)
+        self.book = ReceiptBook("bench-responder", lambda: uuid.uuid4().hex, interval_s)
         self._seen: dict[tuple[str, str], list[int]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -493,8 +493,8 @@ class ReceiptResponder:
             self._seen.setdefault((event["site"], event["device_id"]), []).append(event["seq"])
 
     def _run(self) -> None:
-        from hub.receipts import seq_ranges
         from schemas import encode as encode_message
+        from schemas.seq_ranges import seq_ranges
 
         while not self._stop.wait(0.02):
             with self._lock:

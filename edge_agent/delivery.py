@@ -52,7 +52,7 @@ from typing import Any
 import structlog
 
 from edge_agent.clock import clock_synchronised
-from edge_agent.delivery_policy import DeliveryPolicy, ReceiptRules, merged_ranges
+from edge_agent.delivery_policy import DeliveryPolicy, ReceiptRules
 from edge_agent.mqtt_link import (
     Acked,
     Command,
@@ -67,6 +67,7 @@ from edge_agent.outbox import Outbox, Stored
 from edge_agent.stamping import new_event_id
 from schemas import DeviceStatus, SensorEvent, encode
 from schemas.errors import ContractError, DeliveryError, ThermopipeError
+from schemas.seq_ranges import clip_merge
 from schemas.supervision import Component, Supervisor
 
 log = structlog.get_logger(__name__)
@@ -148,7 +149,7 @@ class Delivery:
     def _new_policy(self) -> DeliveryPolicy[Stored]:
         s = self.settings
         rules = ReceiptRules(mode=s.receipts, timeout_s=s.receipt_timeout_s,
-                             gap_s=s.receipt_gap_s, detect_s=s.receipt_detect_s,
+                             overtaken_s=s.receipt_gap_s, detect_s=s.receipt_detect_s,
                              window=s.receipt_window, refused_backoff_s=s.receipt_timeout_s)
         return DeliveryPolicy(s.max_inflight, self._rate, now=time.monotonic(), receipts=rules,
                               receipts_seen=self.outbox.receipts_seen)
@@ -485,7 +486,7 @@ class Delivery:
                         "(not sent yet, from before a restart, deleted already, or forged): "
                         "nothing of them is deleted")
         if out.refused:
-            runs, _, _ = merged_ranges(((s, s) for s in out.refused), len(out.refused))
+            runs, _, _ = clip_merge(((s, s) for s in out.refused), len(out.refused))
             self._log.warning(
                 "delivery.refused", hub_id=receipt.hub_id, count=len(out.refused),
                 seqs=_ranges_text(runs), already_refused=out.refused_again,

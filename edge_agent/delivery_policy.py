@@ -35,8 +35,10 @@ the outbox) and a hub's receipt deletes it. An awaiting event is sent again, thr
 - *timeout*: not receipted ``timeout_s`` after its PUBACK. While no receipt arrives at all (the hub
   is down and the broker keeps the queue), each round doubles the timeout, up to ``max_backoff``
   times, so an outage does not become a resend storm; any receipt restores it;
-- *gap*: a receipt covered an event acknowledged more than ``gap_s`` after this one: the hub has
-  moved past it, so it was lost on the way (a broker that lost its queue, a hub session taken over);
+- *overtaken* (counted as ``resent_gap``; config ``receipt_gap_s``): a receipt covered an event
+  acknowledged more than ``overtaken_s`` after this one: the hub has moved past it, so it was
+  lost on the way (a broker that lost its queue, a hub session taken over). Not the hub's *gap*
+  (a missing seq range, schemas/TOPICS.md "Receipts", glossary);
 - *session*: a reconnect whose session the broker no longer had (it lost everything it held).
 
 What a receipt deletes, stated honestly: a receipt is a message anyone allowed on the device's
@@ -73,7 +75,6 @@ deletes on PUBACK (``Tick.fell_back``) until a receipt arrives.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 from collections import OrderedDict, deque
 from collections.abc import Collection, Iterable, Sequence
@@ -81,11 +82,10 @@ from dataclasses import dataclass, field
 from typing import Generic, Literal, NamedTuple, Protocol, TypeVar
 
 from schemas.backoff import TokenBucket
+from schemas.seq_ranges import clip_merge, in_ranges
 
 #: most backlog rows asked for in one read
 READ_BATCH = 500
-#: the highest seq the contract allows (schemas.models.SeqRange)
-SEQ_MAX = 2**63 - 1
 
 
 class Row(Protocol):
@@ -112,7 +112,7 @@ class ReceiptRules:
 
     mode: Literal["auto", "on", "off"] = "auto"
     timeout_s: float = 60.0
-    gap_s: float = 10.0
+    overtaken_s: float = 10.0  # ``receipt_gap_s``: resend what a later receipted ack overtook
     detect_s: float = 600.0
     window: int = 10_000
     max_backoff: int = 16
@@ -152,37 +152,6 @@ class Receipted:
     refused_again: int = 0
     refused_ignored: int = 0
     retry_in_s: float = 0.0
-
-
-def in_ranges(seq: int, starts: Sequence[int], ends: Sequence[int]) -> bool:
-    """``seq`` lies in one of the sorted, disjoint ranges ``starts[i]..ends[i]``."""
-    i = bisect.bisect_right(starts, seq) - 1
-    return i >= 0 and seq <= ends[i]
-
-
-def merged_ranges(ranges: Iterable[tuple[int, int]], limit: int
-                  ) -> tuple[list[tuple[int, int]], int, int]:
-    """The first ``limit`` of ``ranges`` clipped to ``0..SEQ_MAX``, sorted and merged (a hostile
-    receipt's ranges may be anything), the number of ranges past ``limit``, and how many seqs
-    those name (without reading more than ``limit`` ranges twice over: the rest is counted)."""
-    taken: list[tuple[int, int]] = []
-    dropped = dropped_span = 0
-    for first, last in ranges:
-        low, high = max(first, 0), min(last, SEQ_MAX)
-        if len(taken) >= limit:
-            dropped += 1
-            dropped_span += max(0, high - low + 1)
-        elif low <= high:
-            taken.append((low, high))
-    taken.sort()
-    out: list[tuple[int, int]] = []
-    for first, last in taken:
-        if out and first <= out[-1][1] + 1:
-            if last > out[-1][1]:
-                out[-1] = (out[-1][0], last)
-        else:
-            out.append((first, last))
-    return out, dropped, dropped_span
 
 
 def _among(seqs: Collection[int], ranges: Sequence[tuple[int, int]], starts: Sequence[int],
@@ -344,7 +313,7 @@ class DeliveryPolicy(Generic[R]):
         out = Receipted()
         if self.rules.mode == "off":  # deleted at the PUBACK: receipts are not read
             return out
-        holds, dropped, dropped_span = merged_ranges(ranges, self.rules.max_ranges)
+        holds, dropped, dropped_span = clip_merge(ranges, self.rules.max_ranges)
         named = sum(b - a + 1 for a, b in holds) + dropped_span
         out.ranges_dropped = dropped
         if holds:
@@ -376,7 +345,7 @@ class DeliveryPolicy(Generic[R]):
         return out
 
     def _note_refused(self, ranges: Iterable[tuple[int, int]], now: float, out: Receipted) -> None:
-        refused, _, dropped_span = merged_ranges(ranges, self.rules.max_ranges)
+        refused, _, dropped_span = clip_merge(ranges, self.rules.max_ranges)
         named = sum(b - a + 1 for a, b in refused) + dropped_span
         if not refused:
             out.refused_ignored = named
@@ -478,8 +447,8 @@ class DeliveryPolicy(Generic[R]):
                 self._gone(seq)
             return out
         by_timeout = now - self._timeout
-        by_gap = self._newest_receipted_ack - self.rules.gap_s
-        limit = max(by_timeout, by_gap)
+        by_overtaken = self._newest_receipted_ack - self.rules.overtaken_s
+        limit = max(by_timeout, by_overtaken)
         first: int | None = None
         while self._awaiting:
             seq, at = next(iter(self._awaiting.items()))
@@ -487,7 +456,7 @@ class DeliveryPolicy(Generic[R]):
                 break
             del self._awaiting[seq]
             self._resend_later(seq)
-            reason = "timeout" if at < by_timeout else "gap"
+            reason = "timeout" if at < by_timeout else "gap"  # the status counter's name
             out.resent[reason] = out.resent.get(reason, 0) + 1
             self.resent[reason] += 1
             first = seq if first is None else min(first, seq)

@@ -26,7 +26,6 @@ session (acknowledgements of the old connection's messages are skipped: ``genera
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import sys
 import threading
@@ -57,7 +56,17 @@ from hub.mqtt_client import (
     run_network_loop,
     wait_acked,
 )
-from hub.receipts import ReceiptBook, seq_ranges
+from hub.receipt_core import (
+    loss_cause,
+    loss_record,
+    new_records,
+    ranges_by_device,
+    receipt_counts,
+    receipt_ranges,
+    split_receipts,
+    status_report,
+)
+from hub.receipts import ReceiptBook
 from hub.records import DeadRecord, clip_text
 from hub.validate import OrderTracker
 from schemas.backoff import exponential_delay
@@ -65,7 +74,7 @@ from schemas.client_id_clash import ClashDetector
 from schemas.codec import decode, encode
 from schemas.connect_errors import connect_error
 from schemas.errors import ContractError, DeliveryError
-from schemas.models import DataLoss, DeviceStatus, Receipt
+from schemas.models import DeviceStatus, Receipt
 from schemas.supervision import Supervisor, describe
 from schemas.topics import Topics
 
@@ -108,12 +117,6 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def loss_id(loss: Loss) -> str:
-    """The same loss always has the same record id (recorded and alerted once)."""
-    key = f"data_loss/{loss.site}/{loss.device_id}/{loss.first_seq}-{loss.last_seq}"
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
 class Ingest:
     def __init__(self, config: HubConfig, journal: Journal, metrics: HubMetrics, *,
                  supervisor: Supervisor | None = None) -> None:
@@ -146,7 +149,8 @@ class Ingest:
         self._dead_log_budget = LogBudget(DEAD_LETTER_LOGS_PER_S)
         self._dead_publish_budget = LogBudget(DEAD_LETTER_PUBLISHES_PER_S)
         rc = config.receipts
-        self.receipts = ReceiptBook(config.hub_id, rc.interval_s) if rc.enabled else None
+        self.receipts = (ReceiptBook(config.hub_id, new_id, rc.interval_s) if rc.enabled
+                         else None)
         self.detector = self._load_detector()
         self._next_loss_check = 0.0
 
@@ -442,9 +446,8 @@ class Ingest:
         events = batch
         bad_receipts: list[DeadRecord] = []
         if self.detector is not None:
-            receipts = [m for m in batch if m.topic.endswith("/receipt")]
+            events, receipts = split_receipts(batch)
             if receipts:
-                events = [m for m in batch if not m.topic.endswith("/receipt")]
                 bad_receipts = self._read_receipts(receipts)
         decision = decide_batch(events, self.topics,
                                 max_size=self.config.mqtt.max_payload_bytes,
@@ -455,7 +458,7 @@ class Ingest:
         if decision.errors:  # each such message is a dead letter (internal_error)
             self._failed("decide", decision.errors[0], count=len(decision.errors))
         # what the batch holds, per device as seq ranges (made once for receipts and detector)
-        held = ({key: seq_ranges(seqs) for key, seqs in decision.held.items()}
+        held = (ranges_by_device(decision.held)
                 if self.receipts is not None or self.detector is not None else {})
         admitted = self.limits.take_new()
         self.journal.record(BatchRecord(
@@ -463,8 +466,7 @@ class Ingest:
             dead=decision.dead, replays=decision.replays,
             loss_state=self._detect(decision, held), identities=admitted))
         if self.receipts is not None:
-            self.receipts.note(held, {key: seq_ranges(seqs)
-                                      for key, seqs in decision.refused.items()})
+            self.receipts.note(held, ranges_by_device(decision.refused))
         self._ack(batch)
         self._count(decision.live, decision.pending, decision.duplicates, decision.dead)
         if decision.own:  # acknowledged above, like every message of the batch
@@ -502,8 +504,7 @@ class Ingest:
             if receipt.hub_id == self.config.hub_id:  # our own are noted at the commit
                 continue
             try:
-                detector.held(receipt.site, receipt.device_id,
-                              [(r.first, r.last) for r in receipt.ranges], now)
+                detector.held(receipt.site, receipt.device_id, receipt_ranges(receipt), now)
             except Exception as exc:  # noqa: BLE001 - no input stops ingest: a dead letter
                 self._failed("loss_detection", exc, site=receipt.site,
                              device=receipt.device_id)
@@ -558,17 +559,12 @@ class Ingest:
                 detector.forget(site, device)
         for p in decision.pending:
             message = p.message
-            if isinstance(message, DeviceStatus) and ("outbox_oldest_seq" in message.counters
-                                                      or not message.online):
+            if isinstance(message, DeviceStatus):
                 try:
-                    c = message.counters
-                    drops = ", ".join(f"{k.removeprefix('dropped_')}={int(v)}"
-                                      for k, v in sorted(c.items())
-                                      if k.startswith("dropped_by_") and v)
-                    oldest = c.get("outbox_oldest_seq")
-                    detector.status(message.site, message.device_id,
-                                    None if oldest is None else int(oldest), now, drops,
-                                    online=message.online)
+                    report = status_report(message)
+                    if report is not None:
+                        detector.status(message.site, message.device_id, report[0], now,
+                                        report[1], online=message.online)
                 except Exception as exc:  # noqa: BLE001 - one device's failure stops no other
                     self._failed("loss_detection", exc, site=message.site,
                                  device=message.device_id)
@@ -597,9 +593,10 @@ class Ingest:
             if not published:
                 book.requeue(receipt)  # with the next one, once connected
                 continue
+            receipted, refused = receipt_counts(receipt)
             self.metrics.receipts_sent.inc()
-            self.metrics.receipted.inc(sum(r.last - r.first + 1 for r in receipt.ranges))
-            self.metrics.refused_named.inc(sum(r.last - r.first + 1 for r in receipt.refused))
+            self.metrics.receipted.inc(receipted)
+            self.metrics.refused_named.inc(refused)
         for (site, device), error in book.failures:  # receipts that could not be made
             self._failed("receipt", error, site=site, device=device)
         book.failures.clear()
@@ -624,18 +621,15 @@ class Ingest:
         records = []
         for x in losses:
             try:
-                records.append(DataLoss(event_id=loss_id(x), site=x.site, device_id=x.device_id,
-                                        time=when, first_seq=x.first_seq, last_seq=x.last_seq,
-                                        count=x.last_seq - x.first_seq + 1, cause=x.cause,
-                                        hub_id=self.config.hub_id))
+                records.append(loss_record(x, when, self.config.hub_id))
             except Exception as exc:  # noqa: BLE001 - the device's state is dropped instead
                 self._failed("loss_record", exc, site=x.site, device=x.device_id,
                              first_seq=x.first_seq, last_seq=x.last_seq)
                 detector.forget(x.site, x.device_id)
         known = self.journal.known_ids([r.event_id for r in records])
-        pending = [Pending(r, f"{self.topics.root}/_hub/data_loss/{r.site}/{r.device_id}",
+        pending = [Pending(r, self.topics.data_loss(r.site, r.device_id),
                            r.model_dump_json().encode(), when, False, False, now)
-                   for r in records if r.event_id not in known]
+                   for r in new_records(records, known)]
         state = detector.snapshot(detector.changed)
         detector.changed.clear()
         self.journal.record(BatchRecord(
@@ -645,8 +639,7 @@ class Ingest:
             self.metrics.data_loss_events.inc(record.count)
             log.error("ingest.data_loss", site=record.site, device=record.device_id,
                       first_seq=record.first_seq, last_seq=record.last_seq, count=record.count,
-                      cause=record.cause or "unknown: not received within "
-                      f"{self.config.receipts.gap_timeout_s:g} s",
+                      cause=loss_cause(record, self.config.receipts.gap_timeout_s),
                       already_recorded=record.event_id in known)
 
     def _ack(self, batch: list[Inbound]) -> None:

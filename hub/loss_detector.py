@@ -45,12 +45,12 @@ that raises, the device's state is dropped (:meth:`forget`) and the failure list
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.models import SEQ_MAX, TEXT_MAX
+from schemas.seq_ranges import add_range
 
 Key = tuple[str, str]
 DEFAULT_MAX_SEQ_JUMP = 1_000_000
@@ -58,6 +58,10 @@ DEFAULT_MAX_SEQ_JUMP = 1_000_000
 
 @dataclass(frozen=True, slots=True)
 class Loss:
+    """The detector's decision: a gap counts as lost. A thin view of the contract's
+    ``DataLoss`` (the range and the cause; no id, time or hub: hub/receipt_core.py
+    ``loss_record`` adds them when ingest records it)."""
+
     site: str
     device_id: str
     first_seq: int
@@ -87,19 +91,6 @@ class _Device:
     status_at: float = float("-inf")
     drops: str = ""               # the agent's drop counters, for the cause
     online: bool = True           # False after a status saying the agent went offline
-
-
-def add_range(held: list[list[int]], first: int, last: int) -> None:
-    """Merge ``first..last`` into the sorted, disjoint ranges ``held`` (in place)."""
-    i = bisect.bisect_left(held, [first, first])
-    if i > 0 and held[i - 1][1] >= first - 1:
-        i -= 1
-    j = i
-    while j < len(held) and held[j][0] <= last + 1:
-        first = min(first, held[j][0])
-        last = max(last, held[j][1])
-        j += 1
-    held[i:j] = [[first, last]]
 
 
 def _is_seq(value: Any) -> bool:

@@ -1,9 +1,11 @@
 """Receipts: which events of each device this hub holds, told to the device in seq ranges.
 
-Pure: the ingest thread notes what each recorded batch made the hub hold (accepted events and
-duplicates of events it holds: ``Decision.held``, turned into ranges once per device and batch by
-:func:`seq_ranges`) and what it refused (the readable seqs of payloads it dead-lettered on the
-device's event and summary topics: ``Decision.refused``) only after the journal commit, and asks
+Pure (no clock, no uuid: the time and an id factory are passed in): the ingest thread notes
+what each recorded batch made the hub hold (accepted events and duplicates of events it holds:
+``Decision.held``, turned into ranges once per device and batch by
+:func:`schemas.seq_ranges.seq_ranges`) and what it refused (the readable seqs of payloads it
+dead-lettered on the device's event and summary topics: ``Decision.refused``) only after the
+journal commit, and asks
 :meth:`ReceiptBook.due` for the receipts to publish. At most one receipt per device per
 ``interval_s``; a receipt names at most ``max_ranges`` ranges in ``ranges`` and as many in
 ``refused`` (the rest waits for the next one). A receipt that could not be published is handed
@@ -21,6 +23,8 @@ device's owed ranges are dropped and the failure listed in :attr:`ReceiptBook.fa
 ingest to log (with its traceback) and count; the agent sends those events again and they are
 receipted as duplicates.
 
+The range arithmetic (merging, subtracting) is schemas/seq_ranges.py, shared with the agent.
+
 Cost: the book keeps merged ranges per device, never one entry per seq, so noting a batch costs
 a few operations per device (a device's seqs in one batch are almost always one run), and a
 receipt is made from ranges already merged (bench/README.md, "Receipts on and off").
@@ -31,44 +35,22 @@ sends again what was not receipted, the hub finds it a duplicate, and receipts i
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
-from hub.loss_detector import add_range
 from schemas.models import Receipt, SeqRange
+from schemas.seq_ranges import add_range, subtract
 
 Key = tuple[str, str]  # (site, device)
-
-
-def merge_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
-    """Sorted, disjoint, merged ``(first, last)`` ranges covering ``seqs``."""
-    out: list[tuple[int, int]] = []
-    for seq in sorted(set(seqs)):
-        if out and seq == out[-1][1] + 1:
-            out[-1] = (out[-1][0], seq)
-        else:
-            out.append((seq, seq))
-    return out
-
-
-def seq_ranges(seqs: Collection[int]) -> list[tuple[int, int]]:
-    """:func:`merge_ranges`, with a fast path for the usual batch: one device's seqs form one
-    run (``set``, ``min`` and ``max`` only, no Python loop per seq)."""
-    if not seqs:
-        return []
-    distinct = set(seqs)
-    low, high = min(distinct), max(distinct)
-    if high - low + 1 == len(distinct):
-        return [(low, high)]
-    return merge_ranges(distinct)
 
 
 class ReceiptBook:
     """What each device is owed a receipt for, and when to send it."""
 
-    def __init__(self, hub_id: str, interval_s: float = 1.0, max_ranges: int = 500) -> None:
+    def __init__(self, hub_id: str, new_id: Callable[[], str], interval_s: float = 1.0,
+                 max_ranges: int = 500) -> None:
         self.hub_id = hub_id
+        self.new_id = new_id  # a receipt's event id (ingest: uuid4 hex)
         self.interval_s = interval_s
         self.max_ranges = max_ranges
         self._owed: dict[Key, list[list[int]]] = {}  # sorted, disjoint [first, last] ranges
@@ -82,7 +64,8 @@ class ReceiptBook:
     def note(self, held: Mapping[Key, Iterable[tuple[int, int]]],
              refused: Mapping[Key, Iterable[tuple[int, int]]] | None = None) -> None:
         """A batch is on disk: its devices are owed a receipt for these seq ranges
-        (``(first, last)``, as :func:`seq_ranges` makes them): ``held``, and ``refused``."""
+        (``(first, last)``, as :func:`schemas.seq_ranges.seq_ranges` makes them): ``held``,
+        and ``refused``."""
         owed = self._owed
         for key, ranges in held.items():
             book = owed.get(key)
@@ -111,12 +94,13 @@ class ReceiptBook:
 
     def due(self, now: float, force: bool = False) -> list[Receipt]:
         """The receipts to publish now (one per device owed one), at most every ``interval_s``
-        (``force``: now, as when the hub stops)."""
+        (``force``: now, as when the hub stops). ``now`` is wall-clock seconds: the receipts'
+        ``time``."""
         if not (self._owed or self._refused) or (now < self._next_at and not force):
             return []
         self._next_at = now + self.interval_s
         out = []
-        when = datetime.now(UTC)
+        when = datetime.fromtimestamp(now, UTC)
         for key in list(self._owed.keys() | self._refused.keys()):
             held = self._owed.pop(key, [])
             refused = subtract(self._refused.pop(key, []), held)
@@ -128,7 +112,7 @@ class ReceiptBook:
                 continue
             try:
                 out.append(Receipt(
-                    event_id=uuid.uuid4().hex, site=key[0], device_id=key[1], time=when,
+                    event_id=self.new_id(), site=key[0], device_id=key[1], time=when,
                     hub_id=self.hub_id,
                     ranges=[SeqRange(first=a, last=b) for a, b in held[:self.max_ranges]],
                     refused=[SeqRange(first=a, last=b)
@@ -145,22 +129,3 @@ class ReceiptBook:
         self.note({key: [(r.first, r.last) for r in receipt.ranges]},
                   {key: [(r.first, r.last) for r in receipt.refused]})
 
-
-def subtract(ranges: list[list[int]], minus: list[list[int]]) -> list[list[int]]:
-    """``ranges`` without any seq of ``minus`` (both sorted, disjoint ``[first, last]``)."""
-    if not minus or not ranges:
-        return ranges
-    out: list[list[int]] = []
-    j = 0
-    for start, last in ranges:
-        while j < len(minus) and minus[j][1] < start:
-            j += 1
-        first, k = start, j
-        while first <= last and k < len(minus) and minus[k][0] <= last:
-            if minus[k][0] > first:
-                out.append([first, minus[k][0] - 1])
-            first = max(first, minus[k][1] + 1)
-            k += 1
-        if first <= last:
-            out.append([first, last])
-    return out

@@ -124,6 +124,11 @@ class Topics:
     def deadletter(self) -> str:
         return f"{self.hub_prefix}/deadletter"
 
+    def data_loss(self, site: str, device_id: str) -> str:
+        """The topic a hub's ``data_loss`` record is journalled under (never published: the
+        journal's consumers get it like an event). The ids come from a validated DataLoss."""
+        return f"{self.hub_prefix}/data_loss/{site}/{device_id}"
+
     def ha_state(self, site: str, device_id: str, sensor_id: str) -> str:
         return (f"{self.hub_prefix}/ha/{check_identifier(site, 'site')}/"
                 f"{check_identifier(device_id, 'device id')}/{check_identifier(sensor_id)}")

@@ -32,8 +32,8 @@ from starlette.staticfiles import StaticFiles
 
 from hub.consumers.base import ConsumerDefaults, Envelope
 from hub.dashboard.config import DashboardConfig
-from hub.dashboard.state import Change, DashboardState, DataLossRecord
-from schemas.models import Alert
+from hub.dashboard.state import Change, DashboardState
+from schemas.models import Alert, DataLoss
 
 log = structlog.get_logger("hub.dashboard")
 STATIC = Path(__file__).with_name("static")
@@ -77,7 +77,7 @@ class DashboardConsumer(ConsumerDefaults):
         with self._lock:
             self._broadcast(self.state.apply_alert(alert))
 
-    def on_data_loss(self, loss: DataLossRecord) -> None:
+    def on_data_loss(self, loss: DataLoss) -> None:
         """Show a ``data_loss`` record (a range of a device's events that never arrived), once."""
         with self._lock:
             self._broadcast(self.state.apply_data_loss(loss))

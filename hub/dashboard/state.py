@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from hub.consumers.base import Envelope
 from hub.dashboard.trend import Trend
@@ -56,25 +56,6 @@ FAULT_NAMES = {
     "device_lost": "device lost",
 }
 OFFLINE_REASONS = {"will": "connection lost", "shutdown": "clean shutdown"}
-
-
-class DataLossRecord(Protocol):
-    """What the page needs of a ``data_loss`` record: a range of one device's sequence numbers
-    that never reached the hub (issue "receipts" makes them; any object with these attributes
-    will do). ``cause`` is None when unknown."""
-
-    @property
-    def site(self) -> str: ...
-    @property
-    def device_id(self) -> str: ...
-    @property
-    def first_seq(self) -> int: ...
-    @property
-    def last_seq(self) -> int: ...
-    @property
-    def cause(self) -> str | None: ...
-    @property
-    def time(self) -> datetime: ...
 
 
 def _iso(value: Any) -> str:
@@ -258,7 +239,7 @@ class DashboardState:
         item["text"] = ("status update" if count == 1 else f"{count:,} status updates") + (
             " (counters refreshed)")
 
-    def apply_data_loss(self, loss: DataLossRecord) -> list[Change]:
+    def apply_data_loss(self, loss: DataLoss) -> list[Change]:
         """Show a ``data_loss`` record once: a critical line, and the count on its device."""
         key = f"data-loss/{loss.site}/{loss.device_id}/{loss.first_seq}-{loss.last_seq}"
         if any(e["key"] == key for e in self.events) or key in self._seen:

@@ -15,14 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.delivery_policy import (
-    SEQ_MAX,
-    DeliveryPolicy,
-    Receipted,
-    ReceiptRules,
-    in_ranges,
-    merged_ranges,
-)
+from edge_agent.delivery_policy import DeliveryPolicy, Receipted, ReceiptRules
+from schemas.models import SEQ_MAX
+from schemas.seq_ranges import clip_merge, in_ranges
 from tests.agent_delivery.test_receipt_policy import ranges_of
 
 Ranges = list[tuple[int, int]]
@@ -34,7 +29,7 @@ class Row:
 
 
 def named(seq: int, ranges: Ranges) -> bool:
-    merged, _, _ = merged_ranges(ranges, 10**9)
+    merged, _, _ = clip_merge(ranges, 10**9)
     return in_ranges(seq, [a for a, _ in merged], [b for _, b in merged])
 
 
@@ -230,7 +225,7 @@ OPS = st.one_of(
     forged(),
 )
 
-RULES = ReceiptRules(mode="on", timeout_s=1.0, gap_s=0.2, window=30, refused_backoff_s=0.5,
+RULES = ReceiptRules(mode="on", timeout_s=1.0, overtaken_s=0.2, window=30, refused_backoff_s=0.5,
                      refused_max_s=4.0)
 
 
@@ -433,9 +428,9 @@ def test_off_mode_reads_no_receipt() -> None:
     ([(3, 1), (-5, 2), (SEQ_MAX - 1, SEQ_MAX + 9)], 10, ([(0, 2), (SEQ_MAX - 1, SEQ_MAX)], 0, 0)),
     ([(0, 0), (2, 2), (4, 9)], 2, ([(0, 0), (2, 2)], 1, 6)),
 ])
-def test_merged_ranges_sorts_clips_merges_and_counts_what_is_past_the_limit(
+def test_clip_merge_sorts_clips_merges_and_counts_what_is_past_the_limit(
         ranges: Ranges, limit: int, expected: tuple[Ranges, int, int]) -> None:
-    assert merged_ranges(ranges, limit) == expected
+    assert clip_merge(ranges, limit) == expected
 
 
 def test_refusal_memory_is_bounded() -> None:

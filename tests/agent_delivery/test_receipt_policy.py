@@ -152,7 +152,7 @@ def run(world: World, ops: list[tuple[str, int]]) -> None:
 @given(ops=st.lists(OPS, max_size=80), window=st.sampled_from([100, 5, 20]))
 def test_whatever_the_broker_loses_every_event_reaches_the_hub(
         ops: list[tuple[str, int]], window: int) -> None:
-    world = World(ReceiptRules(mode="on", timeout_s=1.0, gap_s=0.2, window=window))
+    world = World(ReceiptRules(mode="on", timeout_s=1.0, overtaken_s=0.2, window=window))
     run(world, ops)
     # then the link and the hub work for good: every event reaches the hub, the outbox empties
     world.policy.disconnected()
@@ -212,7 +212,7 @@ def test_a_lost_queue_is_sent_again_after_the_timeout_and_backs_off_while_no_hub
 
 
 def test_a_receipt_for_later_events_resends_the_earlier_unreceipted_ones_at_once() -> None:
-    world = World(ReceiptRules(mode="on", timeout_s=600, gap_s=5))
+    world = World(ReceiptRules(mode="on", timeout_s=600, overtaken_s=5))
     _delivered_once(world, 3)                        # 0, 1, 2 acked at t=0
     world.broker_loses_queue()                       # e.g. the hub's session was taken over
     world.now = 20.0

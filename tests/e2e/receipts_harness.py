@@ -30,8 +30,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.receipts import merge_ranges
 from schemas.models import Receipt
+from schemas.seq_ranges import merge_ranges
 from tests.agent_e2e.e2e_helpers import AgentProc, Subscriber, wait_until
 from tests.e2e.pipeline import (
     HubProc,

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import pytest
 
-from hub.receipts import merge_ranges
+from schemas.seq_ranges import merge_ranges
 from tests.agent_e2e.e2e_helpers import wait_until
 from tests.e2e.receipts_harness import (
     ReceiptRun,

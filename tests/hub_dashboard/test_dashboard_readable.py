@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import pytest
 
 from hub.dashboard.config import DashboardConfig
 from hub.dashboard.consumer import DashboardConsumer
+from schemas.models import DataLoss
 from tests.hub_alerting.helpers import T0, Feed, env
 from tests.hub_dashboard.ds18b20_trace import SENSOR, trace_envelopes
 from tests.hub_dashboard.live import live_page
@@ -29,16 +28,6 @@ SHOTS = Path(os.environ.get("TP_DASHBOARD_SCREENSHOT_DIR", "/tmp"))
 SITE, DEVICE = "cold-store-north", "freezer-controller-01-basement"
 KEY = f"{SITE}/{DEVICE}/{SENSOR}"
 NUMBER_WITH_UNIT = re.compile(r"(-?\d+(?:\.\d+)?) \u00b0[CF]")
-
-
-@dataclass(frozen=True)
-class Loss:
-    site: str
-    device_id: str
-    first_seq: int
-    last_seq: int
-    cause: str | None
-    time: datetime
 
 
 def _value_cell(page: Any) -> tuple[str, list[str]]:
@@ -94,8 +83,9 @@ def test_the_page_reads_well_in_a_real_browser() -> None:
                   env(g.fault("ambient", "device_lost", False)),
                   env(g.reading("ambient", 21.456))]
         dash.handle(batch)
-        dash.on_data_loss(Loss("lab", "pi-2", 120, 245, "outbox evicted while offline",
-                               g.time))
+        dash.on_data_loss(DataLoss(event_id="0" * 32, site="lab", device_id="pi-2",
+                                   time=g.time, first_seq=120, last_seq=245, count=126,
+                                   cause="outbox evicted while offline"))
         events = page.locator("#events .item")
         _caught_up(page, dash)
 
