@@ -446,7 +446,7 @@ class Ingest:
         events = batch
         bad_receipts: list[DeadRecord] = []
         if self.detector is not None:
-            events, receipts = split_receipts(batch)
+            events, receipts = split_receipts(batch, self.topics.root)
             if receipts:
                 bad_receipts = self._read_receipts(receipts)
         decision = decide_batch(events, self.topics,

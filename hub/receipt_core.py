@@ -34,21 +34,20 @@ class _HasTopic(Protocol):
 M = TypeVar("M", bound=_HasTopic)
 
 
-def is_receipt_topic(topic: str) -> bool:
-    """A receipt's topic (``{root}/{site}/{device}/receipt``), told by its suffix. Not exact:
-    the event or summary topic of a sensor named ``receipt`` ends so too, and is then read as
-    a receipt (not one: logged ``ingest.bad_receipt``, not decided as an event). Kept as it was
-    when this moved out of ingest; ``Topics.parse`` would tell them apart."""
-    return topic.endswith(RECEIPT_SUFFIX)
+def is_receipt_topic(topic: str, root: str) -> bool:
+    """A receipt's topic: ``{root}/{site}/{device}/receipt``, three levels under the root (the
+    event or summary topic of a sensor named ``receipt`` also ends in ``/receipt``, with four)."""
+    return (topic.endswith(RECEIPT_SUFFIX) and topic.startswith(root + "/")
+            and topic.count("/") == root.count("/") + 3)
 
 
-def split_receipts(batch: list[M]) -> tuple[list[M], list[M]]:
+def split_receipts(batch: list[M], root: str) -> tuple[list[M], list[M]]:
     """``batch`` as (the messages to decide as events, the receipts), each in order. The batch
     itself is returned as the first when it holds no receipt (the usual batch: no copy)."""
-    receipts = [m for m in batch if is_receipt_topic(m.topic)]
+    receipts = [m for m in batch if is_receipt_topic(m.topic, root)]
     if not receipts:
         return batch, []
-    return [m for m in batch if not is_receipt_topic(m.topic)], receipts
+    return [m for m in batch if not is_receipt_topic(m.topic, root)], receipts
 
 
 def ranges_by_device(seqs: Mapping[Key, Collection[int]]) -> dict[Key, list[tuple[int, int]]]:

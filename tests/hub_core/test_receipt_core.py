@@ -47,17 +47,21 @@ def status(online: bool = True, **counters: float) -> DeviceStatus:
 
 
 def test_receipts_are_told_apart_by_their_topic() -> None:
-    topics = Topics("tp")
-    assert is_receipt_topic(topics.receipt("s1", "d1"))
-    for other in (topics.event("s1", "d1", "t"), topics.status("s1", "d1"),
-                  topics.deadletter()):
-        assert not is_receipt_topic(other)
+    for root in ("tp", "a/b"):
+        topics = Topics(root)
+        assert is_receipt_topic(topics.receipt("s1", "d1"), root)
+        assert is_receipt_topic(topics.receipt("s1", "event"), root)  # a device named event
+        # a sensor named receipt: its event and summary topics end in /receipt too
+        for other in (topics.event("s1", "d1", "t"), topics.event("s1", "d1", "receipt"),
+                      topics.summary("s1", "d1", "receipt"), topics.status("s1", "d1"),
+                      topics.deadletter()):
+            assert not is_receipt_topic(other, root), other
 
 
 @given(st.lists(st.booleans(), max_size=20))
 def test_split_receipts_keeps_each_kind_in_order(kinds: list[bool]) -> None:
     batch = [Msg("tp/s/d/receipt" if r else "tp/s/d/event/t", i) for i, r in enumerate(kinds)]
-    events, receipts = split_receipts(batch)
+    events, receipts = split_receipts(batch, "tp")
     assert [m.n for m in events] == [i for i, r in enumerate(kinds) if not r]
     assert [m.n for m in receipts] == [i for i, r in enumerate(kinds) if r]
     if not any(kinds):
