@@ -17,6 +17,16 @@ bench/README.md has the figures):
   socket exists, so none of those can be raised: until the real module loads, the stand-in
   answers those names with exception classes nothing raises. Any other use loads the real one,
   and ``run`` loads it as soon as it has read a config with TLS (:func:`load_ssl`).
+
+  The trap, closed: a name bound to a stand-in class keeps it after the real ssl loads, and
+  ``except`` on it would then miss every real error. So the exception names are answered only to
+  code running in a function (paho's ``except ssl.SSLWantReadError:``, read when an exception is
+  matched); read by module-level or class-body code (``SSLError = ssl.SSLError``, a default
+  argument, ``getattr``/``hasattr``: code that runs at import, the way a name gets bound for good)
+  they raise :class:`SslNameBoundEarly`, an ``ImportError`` naming the name and the importer.
+  ``from ssl import SSLError`` needs no check: Python reads the module's ``__path__`` first,
+  which loads the real ssl, so the name bound is the real class (it costs the memory, though).
+  Not caught: a function that stores ``ssl.SSLError`` for later (``self.err = ssl.SSLError``).
 """
 
 from __future__ import annotations
@@ -77,11 +87,32 @@ def defer_import(name: str, kind: type[_Deferred] | None = None) -> None:
             setattr(importlib.import_module(parent), child, stand_in)
 
 
+class SslNameBoundEarly(ImportError):
+    """An ``ssl`` exception name read at import while ``ssl`` is deferred: the name would hold a
+    class nothing raises. A programming error, found on the first import (an ``ImportError``
+    rather than a ``ThermopipeError``: nothing at run time should catch it)."""
+
+
+# CPython's code flag of a function body (``inspect.CO_OPTIMIZED``, without importing inspect):
+# module and class bodies, which run at import, do not have it
+_CO_OPTIMIZED = 0x0001
+
+
 class _DeferredSsl(_Deferred):
-    """``ssl`` for an agent without TLS: its exception names answer without loading it."""
+    """``ssl`` for an agent without TLS: its exception names answer without loading it, to code
+    in functions only (see the module's docstring)."""
 
     def __getattr__(self, attr: str) -> object:
         if self.__dict__["_deferred_real"] is None and attr in SSL_EXCEPTIONS:
+            caller = sys._getframe(1)
+            if not caller.f_code.co_flags & _CO_OPTIMIZED:
+                raise SslNameBoundEarly(
+                    f"ssl.{attr} read at import by {caller.f_globals.get('__name__', '?')} "
+                    f"(line {caller.f_lineno}) while the edge agent defers ssl: the name would "
+                    f"hold a stand-in class that nothing raises. Read ssl.{attr} where it is "
+                    "used (in the except clause), or load the real ssl first "
+                    "(edge_agent.deferred_imports.load_ssl(), or import ssl before "
+                    "defer_unused())", name="ssl")
             stand_ins = self.__dict__.setdefault("_never_raised", {})
             if attr not in stand_ins:  # one class per name: ``except`` sees the same one
                 stand_ins[attr] = type(attr, (OSError,), {

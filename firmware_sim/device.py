@@ -2,8 +2,10 @@
 
 ``SimulatedDevice.step_until(t_ms)`` returns every Emission due up to ``t_ms``: the exact bytes
 for the serial line (scripted garbage, cut lines and bad checksums included), the intended frame,
-and for sensor frames the Sample behind it (which the 1-Wire tree renders). ``script()`` runs a
-fresh device to the end, so tests know the expected output without running anything.
+and for sensor frames the Sample behind it (which the 1-Wire tree renders). ``script(scenario)``
+runs a fresh device to the end (``samples(scenario)`` is its per-sensor view), so tests know the
+expected output without running anything. The arrow runs one way: device imports scenario (the
+data), scenario knows nothing of the device.
 
 Randomness (noise, spikes, garbage, cut positions) comes from generators seeded with the seed,
 one per sensor and one for the stream, drawn the same way whether or not a fault is active, so
@@ -364,6 +366,11 @@ _ERROR_CODES = {
 def script(scenario: Scenario, seed: int | None = None) -> list[Emission]:
     """Everything a device emits over the whole scenario when no host command arrives."""
     return SimulatedDevice(scenario, seed).step_until(scenario.duration)
+
+
+def samples(scenario: Scenario, seed: int | None = None) -> list[Sample]:
+    """The per-sensor view of ``script()``: one Sample per sensor per sample time."""
+    return [e.sample for e in script(scenario, seed) if e.sample is not None]
 
 
 @dataclass(frozen=True, slots=True)

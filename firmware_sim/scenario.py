@@ -26,16 +26,13 @@ import re
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from firmware_sim import signals
 from schemas.errors import ConfigError
 from schemas.serial_protocol import MAX_SENSORS
-
-if TYPE_CHECKING:
-    from firmware_sim.device import Emission, Sample
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -217,16 +214,6 @@ class Scenario(_Model):
     fw_version: str = Field(default="sim-1.0.0", pattern=r"^[A-Za-z0-9._-]{1,32}$")
     sensors: list[Sensor] = Field(min_length=1, max_length=MAX_SENSORS)
     faults: list[Fault] = []
-
-    def script(self, seed: int | None = None) -> list[Emission]:
-        """Everything the device emits over the whole scenario, in order, with no host commands."""
-        from firmware_sim.device import script
-
-        return script(self, seed)
-
-    def samples(self, seed: int | None = None) -> list[Sample]:
-        """The per-sensor view of ``script()``: one Sample per sensor per sample time."""
-        return [e.sample for e in self.script(seed) if e.sample is not None]
 
 
 # --- loading and error reporting ---------------------------------------------------------------

@@ -22,8 +22,10 @@ as fast as the same subscriber with this read path). Here:
   without the ``MQTTMessage`` made for ``on_message`` (the hub's ingest: one object fewer per
   message); messages that take paho's path still go to ``on_message``.
 
-Only paho's hooks for a socket-like transport and packet handling are used; ``HOOKS`` lists them
-and a test checks that the installed paho still has them. MQTT semantics are unchanged: the same
+Only paho's hooks for a socket-like transport and packet handling are used; ``HOOKS`` lists them,
+and tests/hub_core/test_mqtt_client_contract.py checks each private member's kind and signature,
+the ``MQTTMessage`` slots and the buffered read path against every paho release the pin allows
+(it needs 2.2: 2.1 has no ``paho.mqtt.exception``). MQTT semantics are unchanged: the same
 packets, the same order, the same acknowledgements. What differs from stock paho on the fast path:
 ``message.properties`` is None when the PUBLISH carried no properties, ``message.info`` is None
 (it is for outgoing messages), and paho logs no per-message debug line.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from schemas.avro_header import AVRO_MAGIC
 from schemas.errors import (
     DecodeError,
     InvalidMessage,
@@ -26,9 +27,6 @@ from schemas.models import Message, _Message
 
 if TYPE_CHECKING:  # fastavro is optional (the 'avro' extra): imported only when Avro is used
     from schemas.registry import SchemaRegistry
-
-#: Avro single-object encoding's marker: ``C3 01``, then the 8-byte schema fingerprint
-AVRO_MAGIC = b"\xc3\x01"
 
 #: Generous for a temperature event (a few hundred bytes), small enough to stop abuse.
 DEFAULT_MAX_PAYLOAD = 64 * 1024

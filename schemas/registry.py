@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from schemas.codec import AVRO_MAGIC
+from schemas.avro_header import AVRO_MAGIC
 
 __all__ = ["AVRO_MAGIC", "DEFAULT_REGISTRY", "RegisteredSchema", "SchemaRegistry",
            "load_default_registry", "schema_fingerprint"]

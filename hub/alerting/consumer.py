@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from hub.alerting.config import AlertingConfig
 from hub.alerting.engine import AlertEngine, Outcome
 from hub.alerting.metrics import AlertingStats
-from hub.alerting.notifiers.base import build_notifiers
+from hub.alerting.notifiers.build import build_notifiers
 from hub.alerting.outbox import NotifierWorker
 from hub.alerting.store import AlertStore
 from hub.consumers.base import ConsumerDefaults, Envelope

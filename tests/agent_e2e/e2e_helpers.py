@@ -20,6 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.decide import Reading, SensorDecider, SensorRules
+from firmware_sim import device as fw
 from firmware_sim import scenario as scenarios
 from firmware_sim.device import expected
 from schemas import decode
@@ -187,7 +188,7 @@ reopen_max_s = 0.1
 def scenario_readings(text: str, speed: float, t0: float = 1_800_000_000.0) -> list[Reading]:
     """What a reader that never missed a byte turns the scenario's script into."""
     out: list[Reading] = []
-    emissions = scenarios.loads(text, "e2e.toml").script()
+    emissions = fw.script(scenarios.loads(text, "e2e.toml"))
     frames = expected(emissions).frames
     # times follow the script (scaled like the real run); frames come in emission order
     times = [e.t_ms for e in emissions if e.received is not None]

@@ -2,7 +2,7 @@
 -> a plain paho subscriber.
 
 The expected decisions are computed in the test: the scenario's deterministic script
-(``Scenario.script()``) is decoded exactly as a reader that missed no byte would, and run
+(``firmware_sim.device.script()``) is decoded exactly as a reader that missed no byte would, and run
 through the same ``SensorRules`` with a pure ``SensorDecider``. The rules used here make every
 decision depend on the values only, never on wall-clock timing (dwell 0, no stale timer, no rate
 alarm), so the state changes, faults and reading reports must match *exactly*, in seq order per

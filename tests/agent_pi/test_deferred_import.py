@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from tests.agent_pi.helpers import ROOT
 
@@ -147,18 +148,64 @@ def test_the_ssl_stand_in_names_exceptions_nothing_raises_until_ssl_is_used() ->
         from edge_agent.deferred_imports import defer_unused
         defer_unused()
         import ssl
-        try:  # what paho does around every socket call
-            raise BlockingIOError()
-        except ssl.SSLWantReadError:
-            print("wrong")
-        except BlockingIOError:
-            print("blocking", type(sys.modules["ssl"]).__name__)
-        placeholder = ssl.SSLError
+
+        def read() -> None:
+            try:  # what paho does around every socket call
+                raise BlockingIOError()
+            except ssl.SSLWantReadError:
+                print("wrong")
+            except BlockingIOError:
+                print("blocking", type(sys.modules["ssl"]).__name__)
+
+        read()
         context = ssl.create_default_context()  # any other use loads the real module
         print(type(context).__name__, type(sys.modules["ssl"]).__name__,
-              ssl.SSLError is sys.modules["ssl"].SSLError, placeholder is ssl.SSLError)
+              ssl.SSLError is sys.modules["ssl"].SSLError)
     """)
-    assert out.splitlines() == ["blocking _DeferredSsl", "SSLContext module True False"]
+    assert out.splitlines() == ["blocking _DeferredSsl", "SSLContext module True"]
+
+
+def test_binding_an_ssl_exception_name_at_import_fails_loudly(tmp_path: Path) -> None:
+    # the trap: `SSLError = ssl.SSLError` at import would hold a class nothing raises once the
+    # real ssl loads; module level, class body and getattr each raise, naming name and importer
+    (tmp_path / "binds_at_module.py").write_text("import ssl\nSSLError = ssl.SSLError\n")
+    (tmp_path / "binds_in_class.py").write_text(
+        "import ssl\nclass Link:\n    errors = (ssl.SSLEOFError, OSError)\n")
+    (tmp_path / "binds_by_getattr.py").write_text(
+        "import ssl\nE = getattr(ssl, 'CertificateError', OSError)\n")
+    out = python(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from edge_agent.deferred_imports import SslNameBoundEarly, defer_unused, load_ssl
+        defer_unused()
+        for name in ("binds_at_module", "binds_in_class", "binds_by_getattr"):
+            try:
+                __import__(name)
+            except SslNameBoundEarly as exc:
+                assert isinstance(exc, ImportError)
+                print(str(exc).split(" while ")[0])
+        print(type(sys.modules["ssl"]).__name__)
+        load_ssl()  # with the real ssl loaded, the same module binds the real class
+        import binds_at_module, ssl
+        print(binds_at_module.SSLError is ssl.SSLError, type(ssl).__name__)
+    """)
+    assert out.splitlines() == [
+        "ssl.SSLError read at import by binds_at_module (line 2)",
+        "ssl.SSLEOFError read at import by binds_in_class (line 3)",
+        "ssl.CertificateError read at import by binds_by_getattr (line 2)",
+        "_DeferredSsl", "True module"]
+
+
+def test_from_ssl_import_binds_the_real_class() -> None:
+    # Python reads the module's __path__ before a from-import, which loads the real ssl
+    out = python("""
+        import sys
+        from edge_agent.deferred_imports import defer_unused
+        defer_unused()
+        from ssl import SSLError
+        print(SSLError is sys.modules["ssl"].SSLError, type(sys.modules["ssl"]).__name__)
+    """)
+    assert out.splitlines() == ["True module"]
 
 
 def test_a_tls_config_loads_the_real_ssl_before_paho_sees_it() -> None:

@@ -14,6 +14,7 @@ from edge_agent.sources import SensorSource
 from edge_agent.sources.onewire import OneWireSource
 from edge_agent.sources.serial_source import SerialSource
 from edge_agent.sources.simulator import SimulatorSource
+from firmware_sim import device as fw
 from firmware_sim.device import Condition, Sample, expected
 from firmware_sim.pty_transport import PtyTransport
 from firmware_sim.simulation import Simulation
@@ -27,7 +28,7 @@ FAULTS = {"MISSING": "disconnected", "READ_FAILED": "read_failed", "CRC": "crc_e
 
 def _expected_readings(text: str) -> list[tuple[str, float | None, str | None]]:
     out: list[tuple[str, float | None, str | None]] = []
-    for f in expected(load(text).script()).frames:
+    for f in expected(fw.script(load(text))).frames:
         if isinstance(f, ReadingFrame):
             out.append((f.sensor_id, f.value, None))
         elif isinstance(f, SensorError):
@@ -64,7 +65,7 @@ def test_serial_over_a_pty_gets_every_valid_frame_and_counts_the_rest(tmp_path: 
             assert sink.wait_for(lambda rs: len(rs) >= len(want), 10)
         finally:
             source.stop()
-    exp = expected(load(LINE_FAULTS).script())
+    exp = expected(fw.script(load(LINE_FAULTS)))
     assert _simple(sink.readings) == want
     counters = source.counters()
     assert counters["bad_checksum"] == exp.bad_checksum == 3

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.decide import Reading, SensorDecider, SensorRules
+from firmware_sim import device as fw
 from firmware_sim import scenario as scenarios
 from firmware_sim.device import Kind
 from hub.alerting.config import AlertingConfig
@@ -387,7 +388,7 @@ def script_readings(text: str) -> list[ScriptReading]:
     heard so far where the script unplugs the device (what the serial source reports then)."""
     out: list[ScriptReading] = []
     heard: list[str] = []
-    for e in scenarios.loads(text, "e2e.toml").script():
+    for e in fw.script(scenarios.loads(text, "e2e.toml")):
         if e.kind is Kind.UNPLUG:
             out += [ScriptReading(e.t, Reading(s, e.t, None, "device_lost", "unplugged"))
                     for s in heard]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fw_helpers import ALL_FAULTS, UNPLUG, load
 
+from firmware_sim import device as fw
 from firmware_sim.device import Kind, SimulatedDevice, expected
 from firmware_sim.inprocess import SimulatedSensors
 from schemas.serial_protocol import (
@@ -26,7 +27,7 @@ def test_step_until_is_chunking_independent() -> None:
     stepped = []
     for t in range(0, scenario.duration + 7_000, 7_000):
         stepped += device.step_until(t)
-    assert stepped == scenario.script()
+    assert stepped == fw.script(scenario)
     assert device.finished
     assert device.step_until(10**9) == []
 
@@ -58,7 +59,7 @@ def test_stalled_device_answers_nothing() -> None:
 
 
 def test_unplug_reboots_the_device() -> None:
-    script = load(UNPLUG).script()
+    script = fw.script(load(UNPLUG))
     kinds = [e.kind for e in script]
     assert kinds.count(Kind.HELLO) == 2
     unplug, replug = kinds.index(Kind.UNPLUG), kinds.index(Kind.REPLUG)
@@ -81,7 +82,7 @@ def test_in_process_source_matches_the_script() -> None:
         got += sensors.poll(now)
         now += 0.37
     frames = [g for g in got if not isinstance(g, ProtocolError)]
-    exp = expected(scenario.script())
+    exp = expected(fw.script(scenario))
     assert frames == exp.frames
     d = sensors.decoder
     assert (d.bad_checksum, d.cut_lines, d.garbage_bytes) == (3, 2, 150)

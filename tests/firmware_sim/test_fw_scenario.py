@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from fw_helpers import ALL_FAULTS, load
 
+from firmware_sim import device as fw
 from firmware_sim import scenario as scenarios
 from firmware_sim import signals
 from firmware_sim.cli import main
@@ -18,18 +19,18 @@ GOOD_SENSOR = '[[sensors]]\nid = "28-0000075a1b2c"\nprofile = { kind = "constant
 @pytest.mark.parametrize("name", ["greenhouse_day", "freezer_failing", "flaky_sensor"])
 def test_shipped_scenarios_load_and_script(name: str) -> None:
     scenario = scenarios.load(name)
-    script = scenario.script()
+    script = fw.script(scenario)
     assert script[0].kind is Kind.HELLO
-    assert scenario.script() == script  # deterministic
+    assert fw.script(scenario) == script  # deterministic
     assert expected(script).frames
 
 
 def test_shipped_scenarios_script_their_faults() -> None:
-    freezer = scenarios.load("freezer_failing").samples()
+    freezer = fw.samples(scenarios.load("freezer_failing"))
     conditions = {s.condition for s in freezer}
     assert {Condition.CRC_ERROR, Condition.DISCONNECTED} <= conditions
     assert any(s.milli == -127_000 for s in freezer)
-    green = scenarios.load("greenhouse_day").samples()
+    green = fw.samples(scenarios.load("greenhouse_day"))
     assert [s.milli for s in green if s.condition is Condition.POWER_ON] == [85_000]
 
 
@@ -131,16 +132,16 @@ def test_list_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_seed_changes_noise_but_not_faults() -> None:
     scenario = load(ALL_FAULTS)
-    a, b = scenario.samples(1), scenario.samples(2)
+    a, b = fw.samples(scenario, 1), fw.samples(scenario, 2)
     assert [s.milli for s in a] != [s.milli for s in b]
     assert [s.condition for s in a] == [s.condition for s in b]
-    assert scenario.samples(1) == a
+    assert fw.samples(scenario, 1) == a
 
 
 def test_all_faults_script() -> None:
     scenario = load(ALL_FAULTS)
-    script = scenario.script()
-    samples = scenario.samples()
+    script = fw.script(scenario)
+    samples = fw.samples(scenario)
     by = {c: [s for s in samples if s.condition is c] for c in Condition}
     assert len(by[Condition.POWER_ON]) == 1
     assert by[Condition.POWER_ON][0].t_ms == 30_000

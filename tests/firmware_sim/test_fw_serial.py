@@ -13,6 +13,7 @@ import pytest
 import serial
 from fw_helpers import ALL_FAULTS, UNPLUG, Collector, decode, load
 
+from firmware_sim import device as fw
 from firmware_sim.device import Kind, expected
 from firmware_sim.pty_transport import PtyTransport
 from firmware_sim.simulation import Simulation
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def _assert_exact(data: bytes, text: str) -> None:
     frames, decoder = decode(data)
-    exp = expected(load(text).script())
+    exp = expected(fw.script(load(text)))
     assert frames == exp.frames
     assert (decoder.bad_checksum, decoder.cut_lines, decoder.garbage_bytes, decoder.malformed) == (
         exp.bad_checksum, exp.cut_lines, exp.garbage_bytes, 0)
@@ -97,7 +98,7 @@ def test_unplug_closes_the_tty_and_returns_at_a_new_path(tmp_path: Path) -> None
     link = tmp_path / "serial" / "by-id" / "usb-thermopipe-if00"
     link.parent.mkdir(parents=True)
     scenario = load(UNPLUG)
-    script = scenario.script()
+    script = fw.script(scenario)
     with PtyTransport(link=link) as pty:
         first_path = pty.path
         assert first_path is not None
@@ -169,7 +170,7 @@ def test_cli_serve_tcp_pty_and_w1(tmp_path: Path) -> None:
         proc.stdout.close()
         proc.stderr.close()
     _assert_exact(data, ALL_FAULTS)
-    last = {s.sensor_id: s for s in load(ALL_FAULTS).samples()}
+    last = {s.sensor_id: s for s in fw.samples(load(ALL_FAULTS))}
     for sid, sample in last.items():
         assert parse_w1_slave((w1 / sid / "w1_slave").read_text()) == (True, sample.milli)
     assert not link.exists()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fw_helpers import ALL_FAULTS, load
 
+from firmware_sim import device as fw
 from firmware_sim.device import Condition, Sample
 from firmware_sim.simulation import Simulation
 from firmware_sim.w1_tree import W1Tree, format_w1_slave, parse_w1_slave, scratchpad
@@ -40,7 +41,7 @@ def _check(root: Path, sample: Sample) -> None:
 
 
 def test_tree_follows_every_scripted_sample(tmp_path: Path) -> None:
-    samples = load(ALL_FAULTS).samples()
+    samples = fw.samples(load(ALL_FAULTS))
     tree = W1Tree(tmp_path)
     tree.create()
     assert (tmp_path / "w1_bus_master1" / "w1_master_slaves").read_text() == "not found.\n"
@@ -59,6 +60,6 @@ def test_tree_written_by_a_running_simulation(tmp_path: Path) -> None:
     root = tmp_path / "devices"
     with Simulation(scenario, speed=1200, w1=W1Tree(root)) as sim:
         assert sim.wait(20)
-    last = {s.sensor_id: s for s in scenario.samples()}
+    last = {s.sensor_id: s for s in fw.samples(scenario)}
     for sample in last.values():
         _check(root, sample)
