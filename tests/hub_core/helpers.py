@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,11 +14,35 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from hub.config import HubConfig
+from hub.consumers.base import ConsumerDefaults, Envelope
 from schemas.codec import encode
 from schemas.models import ReadingEvent, StateChangeEvent
 from schemas.topics import Topics
 
 BASE_TIME = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+
+
+class Recorder(ConsumerDefaults):
+    """A consumer that keeps what it was given."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.seen: list[Envelope] = []
+        self.lock = threading.Lock()
+
+    def handle(self, batch: Sequence[Envelope]) -> None:
+        with self.lock:
+            self.seen.extend(batch)
+
+    def seqs(self, device: str) -> set[int]:
+        """The seqs of the readings of ``device`` handed over."""
+        with self.lock:
+            return {e.message.seq for e in self.seen  # type: ignore[union-attr]
+                    if e.message.device_id == device and e.message.kind == "reading"}
+
+    def close(self) -> None:
+        pass
 
 
 def reading(seq: int, *, site: str = "s1", device: str = "d1", sensor: str = "t1",

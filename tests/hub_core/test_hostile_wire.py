@@ -9,7 +9,6 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,34 +20,22 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from hub.app import Hub
 from hub.config import StorageConfig
-from hub.consumers.base import ConsumerDefaults, Envelope
+from hub.consumers.base import Envelope
 from hub.storage.consumer import StorageConsumer
 from schemas.codec import decode, encode
 from schemas.models import DataLoss, Receipt
 from schemas.topics import Topics
-from tests.hub_core.helpers import BASE_TIME, Publisher, hub_config, reading, wait_until
+from tests.hub_core.helpers import (
+    BASE_TIME,
+    Publisher,
+    Recorder,
+    hub_config,
+    reading,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.servers]
 
-
-class Recorder(ConsumerDefaults):
-    name = "recorder"
-
-    def __init__(self) -> None:
-        self.seen: list[Envelope] = []
-        self.lock = threading.Lock()
-
-    def handle(self, batch: Sequence[Envelope]) -> None:
-        with self.lock:
-            self.seen.extend(batch)
-
-    def seqs(self, device: str) -> set[int]:
-        with self.lock:
-            return {e.message.seq for e in self.seen  # type: ignore[union-attr]
-                    if e.message.device_id == device and e.message.kind == "reading"}
-
-    def close(self) -> None:
-        pass
 
 
 class Receipts:

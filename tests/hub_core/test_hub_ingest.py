@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,6 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from hub.app import Hub
-from hub.consumers.base import ConsumerDefaults, Envelope
 from schemas.codec import encode
 from schemas.models import DeadLetter, FaultEvent
 from schemas.registry import AVRO_MAGIC
@@ -26,6 +24,7 @@ from schemas.topics import Topics
 from tests.hub_core.helpers import (
     BASE_TIME,
     Publisher,
+    Recorder,
     hub_config,
     influx_count,
     reading,
@@ -37,22 +36,6 @@ from tests.hub_core.helpers import (
 pytestmark = [pytest.mark.servers]
 ROOT = Path(__file__).resolve().parents[2]
 
-
-class Recorder(ConsumerDefaults):
-    """A consumer that keeps what it was given."""
-
-    name = "recorder"
-
-    def __init__(self) -> None:
-        self.seen: list[Envelope] = []
-        self.lock = threading.Lock()
-
-    def handle(self, batch: Sequence[Envelope]) -> None:
-        with self.lock:
-            self.seen.extend(batch)
-
-    def close(self) -> None:
-        pass
 
 
 class Subscriber:
