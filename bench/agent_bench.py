@@ -50,7 +50,7 @@ from edge_agent.mqtt_link import MqttSettings  # noqa: E402
 from edge_agent.outbox import Outbox, OutboxSettings  # noqa: E402
 from edge_agent.sources.frames import FrameHandler  # noqa: E402
 from edge_agent.stamping import EventStamper  # noqa: E402
-from schemas.log_setup import configure as configure_logs  # noqa: E402
+from program_support.log_setup import configure as configure_logs  # noqa: E402
 from schemas.models import ReadingEvent  # noqa: E402
 from schemas.serial_protocol import (  # noqa: E402
     FrameDecoder,

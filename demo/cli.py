@@ -41,8 +41,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from schemas.cli_args import port_number, positive_float
-from schemas.version import version_line
+from program_support.cli_args import port_number, positive_float
+from program_support.version import version_line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PORT_TAKEN = 0, 1, 2, 3
 #: how long an mqtt://HOST:PORT broker gets to answer before anything starts, seconds
@@ -129,7 +129,7 @@ def probe_broker(host: str, port: int, timeout: float = BROKER_PROBE_S) -> str |
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from schemas.connect_errors import connect_error
+    from program_support.connect_errors import connect_error
 
     deadline = time.monotonic() + timeout
     reason = "no answer"
@@ -641,8 +641,8 @@ format = "json"
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from program_support.extras import EXTRAS, require
     from schemas.errors import ThermopipeError
-    from schemas.extras import EXTRAS, require
 
     try:
         require("demo", "thermopipe-demo", [*EXTRAS["agent"], *EXTRAS["hub"], *EXTRAS["demo"]])

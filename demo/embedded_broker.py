@@ -35,7 +35,7 @@ class EmbeddedBroker:
         try:
             import amqtt  # noqa: F401
         except ImportError:
-            from schemas.extras import install_command
+            from program_support.extras import install_command
 
             raise ServerError("the embedded broker needs amqtt, which is not installed: "
                               f"{install_command('demo')}") from None

@@ -11,7 +11,7 @@ queue with a deadline at the next tick (stale detection, summary windows), so it
 A full queue drops the reading (counted, logged) rather than blocking a source. An unreachable
 broker stops nothing: events go to the outbox and leave when the broker is back.
 
-Supervision (``schemas/supervision.py``): every thread of the agent is a component of the one
+Supervision (``program_support.supervision``): every thread of the agent is a component of the one
 :attr:`Agent.supervisor` (each source's reader, ``delivery``, ``mqtt-link``, the ``keeper`` of
 ``edge_agent/supervisor.py``). A crash is logged once with its traceback and restarted after a
 backoff from durable state (a source opens its device again, delivery starts again from the
@@ -44,10 +44,10 @@ from edge_agent.delivery import Delivery
 from edge_agent.outbox import Outbox
 from edge_agent.sources.base import SensorSource, SensorSpec
 from edge_agent.stamping import EventStamper
+from program_support.supervision import Supervisor
+from program_support.version import thermopipe_version
 from schemas.errors import ContractError
 from schemas.models import TEXT_MAX, SensorEvent, SensorInfo
-from schemas.supervision import Supervisor
-from schemas.version import thermopipe_version
 
 log = structlog.get_logger("edge_agent.agent")
 

@@ -39,9 +39,9 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from edge_agent.deferred_imports import load_ssl
-from schemas.cli_args import add_check_flags, config_argument, skipped_flag
+from program_support.cli_args import add_check_flags, config_argument, skipped_flag
+from program_support.version import version_line
 from schemas.errors import ConfigError, ThermopipeError
-from schemas.version import version_line
 
 if TYPE_CHECKING:
     from edge_agent.config import AgentConfig
@@ -50,7 +50,7 @@ EXIT_CONFIG = 2
 EXIT_FAILED = 1
 EXIT_NOT_RUNNING = 3  # as `systemctl status` says of a unit that is not active
 DEFAULT_CONFIG = Path("/etc/thermopipe/agent.toml")
-EXAMPLE_CONFIG = "deploy/agent.example.toml"  # in the source tree (schemas.config_loading)
+EXAMPLE_CONFIG = "deploy/agent.example.toml"  # in the source tree (program_support.config_loading)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _stderr(text: str) -> None:
     """Print to stderr; under systemd each line carries the journal priority of an error."""
-    from schemas.log_setup import prefixed, to_journal
+    from program_support.log_setup import prefixed, to_journal
 
     journal = to_journal(sys.stderr)
     print("\n".join(prefixed(line, "error", journal) for line in text.splitlines()),
@@ -96,8 +96,8 @@ def _stderr(text: str) -> None:
 
 
 def _print_errors(exc: ConfigError) -> None:
-    from schemas.config_loading import format_config_error, format_config_error_journal
-    from schemas.log_setup import to_journal
+    from program_support.config_loading import format_config_error, format_config_error_journal
+    from program_support.log_setup import to_journal
 
     # in the journal one line per problem: a one-problem config is one line at priority error
     _stderr(format_config_error_journal(exc) if to_journal(sys.stderr) else
@@ -112,7 +112,7 @@ def _cannot_start(reason: object) -> int:
 def _load(path: Path) -> AgentConfig:
     """The config, with a note on stderr for each old key it still accepts."""
     from edge_agent.config import load
-    from schemas.config_loading import collect_deprecations
+    from program_support.config_loading import collect_deprecations
 
     with collect_deprecations() as notes:
         cfg = load(path)
@@ -124,7 +124,7 @@ def _load(path: Path) -> AgentConfig:
 def check_config(path: Path, skip_flag: str | None = None, this_machine: bool = True) -> int:
     """``skip_flag``: the option that leaves secrets unread (None: read them); ``this_machine``:
     check what this machine has (TLS files, the outbox directory, packages, the broker's name)."""
-    from schemas.config_loading import secrets_unresolved
+    from program_support.config_loading import secrets_unresolved
 
     try:
         with secrets_unresolved(skip_flag is not None, elsewhere=not this_machine) as skipped:
@@ -151,7 +151,7 @@ def check_config(path: Path, skip_flag: str | None = None, this_machine: bool = 
         print(f"  not checked ({skip_flag}): secrets, files, directories, packages and host "
               "names of the machine that runs it")
     else:
-        from schemas.connect_errors import unresolved_host
+        from program_support.connect_errors import unresolved_host
 
         problem = unresolved_host(cfg.mqtt.host)
         if problem:  # a warning: a Pi may boot before its network, and the agent keeps retrying
@@ -161,7 +161,7 @@ def check_config(path: Path, skip_flag: str | None = None, this_machine: bool = 
 
 
 def run(path: Path, status_line: bool) -> int:
-    from schemas import log_setup
+    from program_support import log_setup
 
     try:
         cfg = _load(path)
@@ -177,7 +177,7 @@ def run(path: Path, status_line: bool) -> int:
     from edge_agent.status import status_line as format_status
     from edge_agent.supervisor import Supervisor
     from edge_agent.systemd_notify import Notifier
-    from schemas.supervision import EXIT_COMPONENT_FAILED
+    from program_support.supervision import EXIT_COMPONENT_FAILED
 
     stop = threading.Event()
     notifier = Notifier.from_environ()
@@ -241,7 +241,7 @@ def status(config: Path, state: Path | None, as_json: bool) -> int:
         candidates = [state]
     else:
         from edge_agent.config import load
-        from schemas.config_loading import secrets_unresolved
+        from program_support.config_loading import secrets_unresolved
 
         try:
             with secrets_unresolved(True):  # status needs no password: never read one
@@ -309,7 +309,7 @@ def probe(config: Path, seconds: float) -> int:
     import time
 
     from edge_agent.config import load
-    from schemas.config_loading import secrets_unresolved
+    from program_support.config_loading import secrets_unresolved
 
     try:
         with secrets_unresolved(True):  # the probe talks to no broker: no password needed
@@ -319,7 +319,7 @@ def probe(config: Path, seconds: float) -> int:
         return EXIT_CONFIG
     from edge_agent.agent import build_source
     from edge_agent.decide import Reading
-    from schemas import log_setup
+    from program_support import log_setup
 
     log_setup.configure("error", "console")  # the probe's own lines are the output
     failed = 0

@@ -1,7 +1,7 @@
 """The agent's one TOML config file, validated at start-up (``edge-agent check-config FILE``).
 
 Every problem is reported at once with its key path (``sensors.t1.rules.thresholds[0].above``)
-by :func:`schemas.config_loading.load_config`. Secrets (the MQTT password) are written as
+by :func:`program_support.config_loading.load_config`. Secrets (the MQTT password) are written as
 ``env:NAME`` or ``file:/path``, never inline; see ``deploy/agent.example.toml`` for every option.
 """
 
@@ -17,9 +17,9 @@ from edge_agent.decide import SensorRules
 from edge_agent.mqtt_link import MqttSettings
 from edge_agent.outbox import OutboxSettings
 from edge_agent.sources.onewire import DEFAULT_W1_DIR
-from schemas.config_loading import checking_elsewhere, directory_problem, load_config
+from program_support.config_loading import checking_elsewhere, directory_problem, load_config
+from program_support.extras import missing_reason
 from schemas.errors import ConfigError
-from schemas.extras import missing_reason
 from schemas.ids import DeviceId, SiteId, check_identifier
 from schemas.models import NAME_MAX, Unit
 

@@ -11,7 +11,7 @@ bench/README.md has the figures):
 - ``importlib.metadata`` (with ``email``, ``zipfile``, ``csv`` and ``tempfile``: 1.6 MB):
   pydantic's plugin loader binds ``entry_points`` from it at import and calls it when the first
   model is built, to look for pydantic plugins; the agent has none and says so
-  (``PYDANTIC_DISABLE_PLUGINS``), and its version is read without it (``schemas/version.py``);
+  (``PYDANTIC_DISABLE_PLUGINS``), and its version is read without it (``program_support.version``);
 - ``ssl`` (and libssl), when the config has no ``[mqtt.tls]``: paho imports it at its top and
   names its exceptions in the ``except`` clauses around every socket call. Without TLS no SSL
   socket exists, so none of those can be raised: until the real module loads, the stand-in

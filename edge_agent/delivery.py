@@ -31,7 +31,7 @@ and are resent (with the DUP flag) after the reconnect, so they are not publishe
 from the backlog. A PUBACK with a failure reason code (e.g. not authorised) leaves the event in
 the outbox, counted as ``rejected``; it is retried after the next reconnect or restart.
 
-Supervision (``schemas/supervision.py``): the loop is the ``delivery`` component of the agent's
+Supervision (``program_support.supervision``): the loop is the ``delivery`` component of the agent's
 supervisor (and the link's thread ``mqtt-link``). If the loop raises, the crash is logged once
 with its traceback and the loop restarts after a backoff from the outbox, its durable state: the
 publishing decisions start afresh (a new policy, everything in the outbox is backlog again and is
@@ -65,10 +65,10 @@ from edge_agent.mqtt_link import (
 )
 from edge_agent.outbox import Outbox, Stored
 from edge_agent.stamping import new_event_id
+from program_support.supervision import Component, Supervisor
 from schemas import DeviceStatus, SensorEvent, encode
 from schemas.errors import ContractError, DeliveryError, ThermopipeError
 from schemas.seq_ranges import clip_merge
-from schemas.supervision import Component, Supervisor
 
 log = structlog.get_logger(__name__)
 

@@ -81,7 +81,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, NamedTuple, Protocol, TypeVar
 
-from schemas.backoff import TokenBucket
+from program_support.backoff import TokenBucket
 from schemas.seq_ranges import clip_merge, in_ranges
 
 #: most backlog rows asked for in one read

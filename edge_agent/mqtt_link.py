@@ -12,7 +12,7 @@ What it does:
   reason); those do not restart the backoff, so the pair does not become a reconnect storm.
 - A retained *will* on the status topic (``online=false, reason="will"``) set before every
   connect, carrying the session counter (Sparkplug's bdSeq) that increments on every connect.
-- Reconnects with exponential backoff and full jitter (:func:`schemas.backoff.backoff_delay`);
+- Reconnects with exponential backoff and full jitter (``program_support.backoff``);
   every failed attempt is logged with its reason, translated into :class:`ServerError` (bad
   credentials vs TLS failure vs unreachable), and kept in :attr:`MqttLink.last_error`.
 
@@ -22,7 +22,7 @@ never block: they only hand :data:`LinkEvent` values to ``notify`` (the delivery
 own in-flight limit is switched off (``max_inflight_messages_set(0)``: a non-zero limit makes
 every acknowledgement rescan the queue, see bench/README.md); the delivery loop caps in-flight
 messages itself at ``max_inflight``. That thread is the ``mqtt-link`` component of the agent's
-supervisor (``schemas/supervision.py``): if it crashes, the link is marked down (the delivery
+supervisor (``program_support.supervision``): if it crashes, the link is marked down (the delivery
 loop stops publishing) and the loop starts again after a backoff with a new connection.
 """
 
@@ -42,23 +42,23 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field, model_validator
 
+from program_support.backoff import backoff_delay
+from program_support.client_id_clash import ClashDetector
+from program_support.connect_errors import connect_error
+from program_support.mqtt_settings import MqttConnection
+from program_support.supervision import Supervisor
 from schemas import Receipt, Topics, check_identifier, decode
-from schemas.backoff import backoff_delay
-from schemas.client_id_clash import ClashDetector
-from schemas.connect_errors import connect_error
 from schemas.errors import ContractError, DeliveryError, ServerError, ThermopipeError, TopicError
-from schemas.mqtt_settings import MqttConnection
-from schemas.supervision import Supervisor
 
 if TYPE_CHECKING:
-    from schemas.tls_context import ClosingContext
+    from program_support.tls_context import ClosingContext
 
 log = structlog.get_logger(__name__)
 
 
 class MqttSettings(MqttConnection):
     """``[mqtt]`` in the agent's TOML config: the shared connection keys
-    (:class:`schemas.mqtt_settings.MqttConnection`) and the agent's own."""
+    (:class:`program_support.mqtt_settings.MqttConnection`) and the agent's own."""
 
     client_id: str | None = None  # None -> "thermopipe-<site>-<device>"
     reconnect_min_s: Annotated[float, Field(gt=0)] = 1.0

@@ -5,7 +5,7 @@ Every ``state_interval_s`` (and at least twice per watchdog timeout) it
 1. writes the state file (:mod:`edge_agent.state_file`);
 2. pings systemd's watchdog (``WATCHDOG=1``) only if the agent is alive: its run loop turned
    within :data:`LOOP_STALL_S` and every component of the agent's supervisor
-   (``schemas/supervision.py``: sources, delivery, the MQTT link, this keeper) is well: none
+   (``program_support/supervision.py``: sources, delivery, the MQTT link, this keeper) is well: none
    restarting after a crash, failed past its budget, or stalled. A loop stuck in a read, a
    component down, or a keeper stuck behind a hung outbox (the state reads the outbox's counters
    under its lock) all stop the pings, and systemd restarts the service if it lasts.

@@ -25,9 +25,9 @@ from firmware_sim.pty_transport import PtyTransport
 from firmware_sim.simulation import Simulation, Sink
 from firmware_sim.tcp_transport import TcpTransport
 from firmware_sim.w1_tree import W1Tree
-from schemas.cli_args import positive_float
+from program_support.cli_args import positive_float
+from program_support.version import version_line
 from schemas.errors import ConfigError
-from schemas.version import version_line
 
 WAIT_GRACE = 0.3  # seconds after the first TCP client connects: pyserial flushes input on open
 

@@ -5,7 +5,7 @@ With storage enabled (any mode), the hub also stores its own records through the
 (a listener appends the alert's point, committed before the listener returns) and a
 ``hub_health`` point every ``[storage] health_interval_s`` (``hub/storage/health.py``).
 
-Every thread of the hub is a component of one :class:`~schemas.supervision.Supervisor` owned
+Every thread of the hub is a component of one :class:`~program_support.supervision.Supervisor` owned
 here (ingest and its MQTT network loop, each consumer's runner, the health recorder, the alerting
 ticker and notifiers, Home Assistant's connection, the web server): a crash is logged once with
 its traceback, counted (``thermopipe_hub_component_crashes_total{component}``), makes
@@ -36,8 +36,8 @@ from hub.redact import config_secrets
 from hub.storage.health import HealthRecorder
 from hub.storage.points import health_point, point_for
 from hub.web import WebServer, make_app
+from program_support.supervision import Supervisor
 from schemas.models import Alert
-from schemas.supervision import Supervisor
 
 log = structlog.get_logger("hub")
 

@@ -38,19 +38,19 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from schemas.cli_args import add_check_flags, config_argument, skipped_flag
-from schemas.config_loading import format_config_error
+from program_support.cli_args import add_check_flags, config_argument, skipped_flag
+from program_support.config_loading import format_config_error
+from program_support.extras import require
+from program_support.supervision import EXIT_COMPONENT_FAILED
+from program_support.version import version_line
 from schemas.errors import ConfigError, ThermopipeError
-from schemas.extras import require
-from schemas.supervision import EXIT_COMPONENT_FAILED
-from schemas.version import version_line
 
 if TYPE_CHECKING:
     from hub.config import HubConfig
     from hub.records import DeadRecord
 
 DEFAULT_CONFIG = "/etc/thermopipe/hub.toml"
-EXAMPLE_CONFIG = "deploy/hub/hub.toml"  # in the source tree (schemas.config_loading)
+EXAMPLE_CONFIG = "deploy/hub/hub.toml"  # in the source tree (program_support.config_loading)
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 #: the environment variable of the test-only crash seam (:func:`_test_crash_seam`)
@@ -59,7 +59,7 @@ TEST_CRASH_ENV = "THERMOPIPE_TEST_CRASH_COMPONENT"
 
 def _config_or_exit(path: str) -> HubConfig:
     from hub.config import load_hub_config
-    from schemas.config_loading import collect_deprecations
+    from program_support.config_loading import collect_deprecations
 
     try:
         with collect_deprecations() as notes:
@@ -75,8 +75,8 @@ def _config_or_exit(path: str) -> HubConfig:
 def _stderr_error(problem: ConfigError | str, example: str | None = None) -> None:
     """A config error or a start-up failure on stderr. Under systemd: each line at the journal's
     priority error, and a config error one line per problem (as the agent writes them)."""
-    from schemas.config_loading import format_config_error_journal
-    from schemas.log_setup import prefixed, to_journal
+    from program_support.config_loading import format_config_error_journal
+    from program_support.log_setup import prefixed, to_journal
 
     journal = to_journal(sys.stderr)
     if isinstance(problem, ConfigError):
@@ -102,7 +102,7 @@ def _storage_target(config: HubConfig) -> str:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from schemas.config_loading import secrets_unresolved
+    from program_support.config_loading import secrets_unresolved
 
     flag, this_machine = skipped_flag(args)
     path = str(config_argument(args.file, args.config, Path(_default_config()), args.parser))
@@ -122,7 +122,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  not checked ({flag}): secrets, files, directories, packages and host names "
               "of the machine that runs it")
     else:
-        from schemas.connect_errors import unresolved_host
+        from program_support.connect_errors import unresolved_host
 
         problem = unresolved_host(config.mqtt.host)
         if problem:  # a warning: in compose the hub may start before the broker's name exists
@@ -154,7 +154,7 @@ def _run_one(config_path: str, worker: int | None, workers: int) -> int:
     except ThermopipeError as exc:
         return _fail(exc)
     from hub.app import Hub
-    from schemas import log_setup
+    from program_support import log_setup
 
     config = _config_or_exit(config_path)
     if worker is not None:
@@ -249,7 +249,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _data_dir(args: argparse.Namespace) -> Path:
     from hub.config import load_hub_config
-    from schemas.config_loading import secrets_unresolved
+    from program_support.config_loading import secrets_unresolved
 
     # dead letters live in the data directory: neither secrets nor the hub's packages are needed
     try:

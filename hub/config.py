@@ -40,17 +40,17 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from hub.alerting.config import AlertingConfig  # the [alerting] section, owned by the consumer
 from hub.dashboard.config import DashboardConfig  # the [dashboard] section, owned by the consumer
 from hub.homeassistant.config import HomeAssistantConfig  # [homeassistant], owned likewise
-from schemas.codec import DEFAULT_MAX_PAYLOAD
-from schemas.config_loading import (
+from program_support.config_loading import (
     checking_elsewhere,
     directory_problem,
     load_config,
     resolve_secret,
 )
+from program_support.extras import missing_reason
+from program_support.mqtt_settings import MqttConnection
+from schemas.codec import DEFAULT_MAX_PAYLOAD
 from schemas.errors import ConfigError
-from schemas.extras import missing_reason
 from schemas.ids import check_identifier
-from schemas.mqtt_settings import MqttConnection
 
 
 class _Section(BaseModel):
@@ -67,7 +67,7 @@ def _secret(value: Any) -> Any:
 
 class MqttConfig(MqttConnection):
     """``[mqtt]`` of the hub: the shared connection keys
-    (:class:`schemas.mqtt_settings.MqttConnection`) and the hub's own."""
+    (:class:`program_support.mqtt_settings.MqttConnection`) and the hub's own."""
 
     host: str = "127.0.0.1"
     #: default: "thermopipe-hub-{hub_id}-{random}", the random part made once and kept in

@@ -41,9 +41,9 @@ from hub.journal import Journal, JournalError
 from hub.metrics import HubMetrics
 from hub.records import DeadRecord
 from hub.redact import redact
-from schemas.backoff import exponential_delay
+from program_support.backoff import exponential_delay
+from program_support.supervision import Supervisor, describe
 from schemas.errors import DeliveryError
-from schemas.supervision import Supervisor, describe
 
 log = structlog.get_logger("hub.dispatch")
 

@@ -14,7 +14,7 @@ duplicates and dead letters alike (they are all recorded). A crash before the co
 the messages unacknowledged, and the broker sends them again to the persistent session; a
 crash after it gives duplicates that the dedup drops.
 
-Supervision (``schemas/supervision.py``): two components of the hub's supervisor, ``ingest``
+Supervision (``program_support/supervision.py``): two components of the hub's supervisor, ``ingest``
 (the thread above) and ``ingest-mqtt`` (paho's network loop, run by the supervisor instead of
 paho's ``loop_start``). When the ingest thread raises (a bug, or the journal failing with
 :class:`JournalError`), its :meth:`Ingest.reset` rebuilds it from durable state before the
@@ -69,13 +69,13 @@ from hub.receipt_core import (
 from hub.receipts import ReceiptBook
 from hub.records import DeadRecord, clip_text
 from hub.validate import OrderTracker
-from schemas.backoff import exponential_delay
-from schemas.client_id_clash import ClashDetector
+from program_support.backoff import exponential_delay
+from program_support.client_id_clash import ClashDetector
+from program_support.connect_errors import connect_error
+from program_support.supervision import Supervisor, describe
 from schemas.codec import decode, encode
-from schemas.connect_errors import connect_error
 from schemas.errors import ContractError, DeliveryError
 from schemas.models import DeviceStatus, Receipt
-from schemas.supervision import Supervisor, describe
 from schemas.topics import Topics
 
 BATCH_MAX = 1000

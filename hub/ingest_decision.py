@@ -17,7 +17,7 @@ one transaction and only then acknowledges the batch to the broker.
 
 No message stops the batch: whatever raises while one message is screened or decided (a bug, an
 input nobody planned for) makes that message a dead letter with reason code ``internal_error``
-and the exception as its reason (``schemas.supervision.describe``: type and message, bounded);
+and the exception as its reason (``supervision.describe``: type and message, bounded);
 the rest of the batch is decided as usual.
 
 What the hub tells the device (``Decision.held`` and ``Decision.refused``, per device, by seq):
@@ -40,9 +40,9 @@ from hub.identity_limits import IdentityLimits
 from hub.journal import Pending, ReplayOutcome
 from hub.records import DeadRecord
 from hub.validate import Accepted, OrderTracker, Rejection, check_payload, is_late
+from program_support.supervision import describe
 from schemas.errors import TopicError
 from schemas.models import SEQ_MAX, DeviceStatus
-from schemas.supervision import describe
 from schemas.topics import Topics
 
 MAX_SEQ_PROBE = 1 << 20  # a refused payload larger than this is not parsed for its seq

@@ -215,7 +215,7 @@ def apply_account(client: mqtt.Client, cfg: MqttConfig) -> None:
     if cfg.username:
         client.username_pw_set(
             cfg.username, cfg.password.get_secret_value() if cfg.password else None)
-    if cfg.tls is not None:  # the one TLS model of agent and hub (schemas/mqtt_settings.py)
+    if cfg.tls is not None:  # the one TLS model of agent and hub (program_support/mqtt_settings.py)
         client.tls_set_context(cfg.tls.context())
         client.tls_insecure_set(cfg.tls.insecure)
 

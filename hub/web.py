@@ -40,8 +40,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hub.metrics import HubMetrics
 from hub.redact import redact, redact_all
+from program_support.supervision import Supervisor
 from schemas.errors import ServerError
-from schemas.supervision import Supervisor
 
 log = structlog.get_logger("hub.web")
 

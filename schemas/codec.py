@@ -18,11 +18,11 @@ from schemas.avro_header import AVRO_MAGIC
 from schemas.errors import (
     DecodeError,
     InvalidMessage,
+    MissingDependency,
     PayloadTooLarge,
     UnknownEncoding,
     UnknownSchema,
 )
-from schemas.extras import require
 from schemas.models import Message, _Message
 
 if TYPE_CHECKING:  # fastavro is optional (the 'avro' extra): imported only when Avro is used
@@ -46,8 +46,12 @@ def avro_registry() -> SchemaRegistry:
     """The registry of the shipped Avro schemas; raises MissingDependency without fastavro."""
     global _avro
     if _avro is None:
-        require("avro", "Avro encoding")
-        from schemas.registry import DEFAULT_REGISTRY
+        # Each program checks its role's packages at start (program_support.extras) and names
+        # the install command there; this is the contract's own last word, with no arrow back.
+        try:
+            from schemas.registry import DEFAULT_REGISTRY
+        except ModuleNotFoundError as exc:
+            raise MissingDependency("Avro encoding", [exc.name or "fastavro"], "avro") from None
 
         _avro = DEFAULT_REGISTRY
     return _avro

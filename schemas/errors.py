@@ -140,6 +140,6 @@ class MissingDependency(ThermopipeError):
         self.extra = extra
         names = ", ".join(self.missing)
         verb = "is" if len(self.missing) == 1 else "are"
-        # ``install``: the command for this installation (schemas.extras.install_command)
+        # ``install``: this installation's command (program_support.extras.install_command)
         install = install or f"pip install 'thermopipe[{extra}]'"
         super().__init__(f"{what} needs {names}, which {verb} not installed: {install}")

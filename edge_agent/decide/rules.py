@@ -33,7 +33,7 @@ Units: ``min_c``/``max_c`` and the DS18B20 glitch values (85.0, -127.0) are Cels
 sensor's unit (a degF value is converted before they are checked). Every other number
 (thresholds, hysteresis, deadband, rates, ``max_jump_per_s``) is in the sensor's own unit.
 
-Cross-field checks (each reported with its key path by ``schemas.config_loading``):
+Cross-field checks (each reported with its key path by ``program_support.config_loading``):
 ``min_c < max_c``; a threshold has exactly one of ``above``/``below``; names are unique identifiers
 and not the reserved ``normal``/``unknown``; values are distinct within a direction; every
 ``above`` threshold minus its hysteresis lies above every ``below`` threshold plus its hysteresis

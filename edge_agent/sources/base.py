@@ -1,6 +1,6 @@
 """The one interface every sensor source satisfies, and what they share.
 
-A source's reading thread runs under the agent's supervisor (``schemas/supervision.py``) when
+A source's reading thread runs under the agent's supervisor (``program_support.supervision``) when
 ``start`` is given one: a reader that raises is logged once with its traceback, the agent's
 watchdog stops pinging while it is down, and it is started again after a backoff (its loop opens
 the device again). A reader that returns has finished (a simulator that played its scenario).
@@ -18,7 +18,7 @@ from edge_agent.decide.types import Reading
 from schemas.models import Unit
 
 if TYPE_CHECKING:
-    from schemas.supervision import Supervisor
+    from program_support.supervision import Supervisor
 
 #: Where a source puts its readings. Returns False when the reading was dropped (queue full);
 #: the source counts that, the agent logs it. Must never block for long.

@@ -29,7 +29,7 @@ from edge_agent.sources.base import ReadingSink, SensorSpec, start_source_thread
 from schemas.errors import SourceError
 
 if TYPE_CHECKING:
-    from schemas.supervision import Supervisor
+    from program_support.supervision import Supervisor
 
 log = structlog.get_logger("edge_agent.sources.onewire")
 

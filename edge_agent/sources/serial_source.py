@@ -21,12 +21,12 @@ from serial.urlhandler import protocol_socket
 from edge_agent.decide.types import Reading
 from edge_agent.sources.base import ReadingSink, SensorSpec, start_source_thread
 from edge_agent.sources.frames import FrameHandler, decoder_counters
-from schemas.backoff import exponential_delay
+from program_support.backoff import exponential_delay
 from schemas.errors import SourceError
 from schemas.serial_protocol import FrameDecoder, Identify, ProtocolError, encode
 
 if TYPE_CHECKING:
-    from schemas.supervision import Supervisor
+    from program_support.supervision import Supervisor
 
 log = structlog.get_logger("edge_agent.sources.serial")
 

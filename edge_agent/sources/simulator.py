@@ -23,7 +23,7 @@ from firmware_sim.inprocess import SimulatedSensors
 from schemas.serial_protocol import ProtocolError
 
 if TYPE_CHECKING:
-    from schemas.supervision import Supervisor
+    from program_support.supervision import Supervisor
 
 log = structlog.get_logger("edge_agent.sources.simulator")
 

@@ -17,7 +17,7 @@ owner calls ``replay_to_listeners`` once its listeners are wired, and the alerts
 are handed over again (the stored alert point is idempotent).
 
 The ticker (``alerting-ticker``) and each notifier's worker (``alerting-notifier-<name>``) are
-components of the hub's supervisor (``schemas/supervision.py``): one that crashes is logged,
+components of the hub's supervisor (``program_support/supervision.py``): one that crashes is logged,
 counted and restarted with backoff from the alert store (the durable state).
 """
 
@@ -41,9 +41,9 @@ from hub.alerting.notifiers.build import build_notifiers
 from hub.alerting.outbox import NotifierWorker
 from hub.alerting.store import AlertStore
 from hub.consumers.base import ConsumerDefaults, Envelope
+from program_support.supervision import Supervisor
 from schemas.errors import ConfigError, DeliveryError
 from schemas.models import Alert
-from schemas.supervision import Supervisor
 
 log = structlog.get_logger("hub.alerting")
 SENT_RETENTION_S = 14 * 24 * 3600.0

@@ -17,10 +17,10 @@ import structlog
 from hub.alerting.metrics import AlertingStats
 from hub.alerting.notifiers.base import Notifier, NotifierRejected
 from hub.alerting.store import AlertStore, OutboxItem
-from schemas.backoff import exponential_delay
+from program_support.backoff import exponential_delay
+from program_support.supervision import Supervisor
 from schemas.errors import DeliveryError
 from schemas.models import Alert
-from schemas.supervision import Supervisor
 
 log = structlog.get_logger("hub.alerting.outbox")
 

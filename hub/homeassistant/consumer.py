@@ -16,7 +16,7 @@ topic) is logged (``homeassistant.publish_refused``, with the topic) and counted
 MQTT 3.1.1 a refusal cannot be seen: the broker acknowledges and drops the message.
 
 Its connection's network loop is the ``homeassistant-mqtt`` component of the hub's supervisor
-(``schemas/supervision.py``) instead of paho's own ``loop_start`` thread: if it crashes, it is
+(``program_support.supervision``) instead of paho's own ``loop_start`` thread: if it crashes, it is
 logged, counted and restarted with a new connection.
 """
 
@@ -43,10 +43,10 @@ from hub.mqtt_client import (
     run_network_loop,
     wait_acked,
 )
+from program_support.supervision import Supervisor
+from program_support.version import thermopipe_version
 from schemas.errors import DeliveryError
-from schemas.supervision import Supervisor
 from schemas.topics import Topics
-from schemas.version import thermopipe_version
 
 log = structlog.get_logger("hub.homeassistant")
 

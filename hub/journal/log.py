@@ -22,10 +22,10 @@ from hub.consumers.base import Envelope, JournalEntry, LocalRecord
 from hub.journal.store import JournalError, Store, connect, dt, insert_rows, ts
 from hub.records import Point
 from hub.validate import Accepted
+from program_support.supervision import describe
 from schemas.codec import decode
 from schemas.errors import ThermopipeError
 from schemas.models import DataLoss, DeviceStatus, SensorEvent
-from schemas.supervision import describe
 
 __all__ = ["LOCAL_KIND", "TAIL_CAPACITY", "TAIL_SLACK", "EventLog", "Pending", "Unreadable",
            "point_payload"]

@@ -19,8 +19,8 @@ from collections.abc import Callable
 import structlog
 
 from hub.records import Point
+from program_support.supervision import Supervisor
 from schemas.errors import ThermopipeError
-from schemas.supervision import Supervisor
 
 log = structlog.get_logger("hub.storage.health")
 

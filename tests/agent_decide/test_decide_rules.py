@@ -8,7 +8,7 @@ import pytest
 
 from edge_agent.decide import SensorRules
 from edge_agent.decide import rules as rules_module
-from schemas.config_loading import parse_config
+from program_support.config_loading import parse_config
 from schemas.errors import ConfigError
 
 

@@ -17,9 +17,9 @@ from edge_agent.delivery import Delivery
 from edge_agent.mqtt_link import MqttLink, MqttSettings
 from edge_agent.outbox import Outbox, OutboxSettings
 from edge_agent.stamping import EventStamper
+from program_support.mqtt_settings import TlsSettings
 from schemas import SensorInfo, Topics
 from schemas.errors import ServerError
-from schemas.mqtt_settings import TlsSettings
 from tests.agent_delivery.helpers import Recorder, draft, retained_status
 from tests.servers import Mosquitto, free_port
 

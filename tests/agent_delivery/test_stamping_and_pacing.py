@@ -12,8 +12,8 @@ from edge_agent import clock
 from edge_agent.decide.types import Draft
 from edge_agent.outbox import Outbox, OutboxSettings
 from edge_agent.stamping import EventStamper
+from program_support.backoff import TokenBucket, backoff_delay
 from schemas import FaultEvent, ReadingEvent, SummaryEvent
-from schemas.backoff import TokenBucket, backoff_delay
 from schemas.errors import InvalidIdentifier, InvalidMessage
 from tests.agent_delivery.helpers import T0, draft
 
@@ -83,7 +83,7 @@ def test_token_bucket_paces_and_unlimited_means_unlimited() -> None:
 
 
 def test_exponential_delay_doubles_from_the_first_retry_and_is_capped() -> None:
-    from schemas.backoff import exponential_delay
+    from program_support.backoff import exponential_delay
 
     assert [exponential_delay(a, 0.5, 30) for a in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
     assert exponential_delay(-3, 1, 10) == 1  # never below the first delay

@@ -41,7 +41,7 @@ def test_the_logged_events_named_in_the_readme_exist_in_the_code() -> None:
     section = text.split("## What it logs", 1)[1].split("\n## ", 1)[0]
     names = set(re.findall(r"\| [^|]*", section))
     logged = "\n".join(p.read_text() for p in [*(ROOT / "edge_agent").rglob("*.py"),
-                                                ROOT / "schemas" / "supervision.py"])
+                                                ROOT / "program_support" / "supervision.py"])
     events = {n for row in names for n in re.findall(r"`([a-z0-9_]+\.[a-z0-9_]+)`", row)}
     assert len(events) > 20
     absent = sorted(e for e in events if f'"{e}"' not in logged)

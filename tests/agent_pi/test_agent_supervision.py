@@ -20,7 +20,7 @@ from edge_agent.decide import Reading
 from edge_agent.sources.base import ReadingSink, SensorSpec, start_source_thread
 from edge_agent.supervisor import Supervisor as Keeper
 from edge_agent.systemd_notify import Notifier
-from schemas.supervision import Supervisor
+from program_support.supervision import Supervisor
 from tests.agent_e2e.e2e_helpers import Subscriber
 from tests.agent_pi.helpers import NotifySocket, agent_config, wait_until
 

@@ -25,7 +25,7 @@ def test_the_agent_and_its_logging_do_not_load_asyncio() -> None:
         from edge_agent.deferred_imports import defer_import
         defer_import("asyncio")
         import structlog
-        from schemas import log_setup
+        from program_support import log_setup
         import edge_agent.agent, edge_agent.sources.onewire, edge_agent.supervisor
         log_setup.configure("info", "json", site="s", device_id="d", stream=sys.stdout)
         structlog.get_logger().info("test.logged", sensor="28-1")

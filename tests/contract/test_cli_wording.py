@@ -141,8 +141,8 @@ def test_a_misspelt_source_kind_is_said_in_the_projects_words(tmp_path: Path) ->
 
 
 def test_a_missing_package_names_the_pip_command_of_this_installation() -> None:
+    from program_support.extras import require
     from schemas.errors import MissingDependency
-    from schemas.extras import require
 
     with pytest.raises(MissingDependency) as caught:
         require("hub", "hub run", ["thermopipe_test_no_such_module"])

@@ -1,8 +1,8 @@
-"""The one client-id-clash judgement that agent and hub share (schemas/client_id_clash.py)."""
+"""The one client-id-clash judgement that agent and hub share (program_support.client_id_clash)."""
 
 from __future__ import annotations
 
-from schemas.client_id_clash import ClashDetector
+from program_support.client_id_clash import ClashDetector
 
 
 def test_three_drops_in_a_row_right_after_connecting_are_a_clash() -> None:

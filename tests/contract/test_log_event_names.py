@@ -14,7 +14,7 @@ LEVELS = {"debug", "info", "warning", "error", "critical", "exception"}
 
 def log_event_names() -> list[tuple[str, int, str]]:
     found = []
-    for package in ("edge_agent", "hub", "schemas", "firmware_sim", "demo"):
+    for package in ("edge_agent", "hub", "schemas", "program_support", "firmware_sim", "demo"):
         for path in (ROOT / package).rglob("*.py"):
             if "micropython" in path.parts:
                 continue

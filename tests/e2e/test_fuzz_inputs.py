@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from program_support.config_loading import load_config, parse_config
 from schemas import ConfigError, DecodeError, Encoding, ProtocolError, ReadingEvent, decode
 from schemas import encode as encode_event
-from schemas.config_loading import load_config, parse_config
 from schemas.serial_protocol import ErrorCode as FwErrorCode
 from schemas.serial_protocol import (
     FrameDecoder,

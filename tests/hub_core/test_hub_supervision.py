@@ -35,9 +35,9 @@ from hub.app import Hub
 from hub.consumers.base import ConsumerDefaults, Envelope
 from hub.journal import BatchRecord, Journal, Pending
 from hub.storage.sqlite_store import SqliteStoreConsumer
+from program_support.supervision import EXIT_COMPONENT_FAILED
 from schemas.codec import encode
 from schemas.models import DataLoss
-from schemas.supervision import EXIT_COMPONENT_FAILED
 from schemas.topics import Topics
 from tests.hub_core.helpers import (
     Publisher,

@@ -1,5 +1,6 @@
-"""schemas/supervision.py: one supervision model for both programs, as fast unit tests (threads,
-no servers, backoffs of a few milliseconds; waits are on conditions with generous timeouts)."""
+"""program_support/supervision.py: one supervision model for both programs, as fast unit tests
+(threads, no servers, backoffs of a few milliseconds; waits are on conditions with generous
+timeouts)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from schemas.supervision import ERROR_MAX, Supervisor, describe
+from program_support.supervision import ERROR_MAX, Supervisor, describe
 
 FAST = {"restart_initial_s": 0.001, "restart_max_s": 0.005}
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from schemas.extras import EXTRAS
+from program_support.extras import EXTRAS
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRST_PARTY = {"edge_agent", "hub", "firmware_sim", "schemas", "demo", "tests"}
+FIRST_PARTY = {"edge_agent", "hub", "firmware_sim", "schemas", "program_support", "demo", "tests"}
 
 #: which role runs a file: the first matching prefix wins. "base" is the package without extras.
 OWNERS: list[tuple[str, str]] = [
@@ -29,8 +29,9 @@ OWNERS: list[tuple[str, str]] = [
     ("edge_agent/", "agent"),
     ("firmware_sim/", "base"),
     ("schemas/registry.py", "avro"),
-    ("schemas/codec.py", "avro"),  # its Avro path only, after require("avro") (schemas/extras.py)
+    ("schemas/codec.py", "avro"),  # its Avro path only, once fastavro imports
     ("schemas/", "base"),
+    ("program_support/", "base"),
 ]
 
 
@@ -90,7 +91,7 @@ def distribution_of(module: str) -> str | None:
 
 def production_files() -> list[Path]:
     files = []
-    for package in ("edge_agent", "hub", "firmware_sim", "schemas", "demo"):
+    for package in ("edge_agent", "hub", "firmware_sim", "schemas", "program_support", "demo"):
         files += [p for p in (ROOT / package).rglob("*.py") if "micropython" not in p.parts]
     return sorted(files)
 
@@ -118,7 +119,7 @@ def test_the_dev_extra_adds_only_test_tools() -> None:
 
 @pytest.mark.parametrize("extra", sorted(EXTRAS))
 def test_the_start_up_checks_name_what_the_extra_installs(extra: str) -> None:
-    """schemas/extras.py (what the programs check) matches pyproject.toml (what pip installs)."""
+    """program_support/extras.py (checked) matches pyproject.toml (what pip installs)."""
     checked = {distribution_of(module) for module in EXTRAS[extra]}
     installed = role_distributions(extra) - role_distributions("base")
     if extra == "demo":  # demo = agent + hub + amqtt; the table lists only what demo adds

@@ -16,7 +16,7 @@ import structlog
 
 from hub.alerting.config import WebhookNotifier
 from hub.alerting.notifiers.base import NotifierRejected
-from schemas.backoff import exponential_delay
+from program_support.backoff import exponential_delay
 from schemas.errors import DeliveryError
 from schemas.models import Alert
 

@@ -43,7 +43,7 @@ from typing import Any
 
 import structlog
 
-from schemas.backoff import exponential_delay
+from program_support.backoff import exponential_delay
 
 log = structlog.get_logger("supervisor")
 

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from schemas.config_loading import deprecated, resolve_secret
+from program_support.config_loading import deprecated, resolve_secret
 from schemas.errors import ServerError
 from schemas.topics import DEFAULT_ROOT, Topics
 
 if TYPE_CHECKING:
-    from schemas.tls_context import ClosingContext
+    from program_support.tls_context import ClosingContext
 
 
 class TlsSettings(BaseModel):
@@ -71,9 +71,9 @@ class TlsSettings(BaseModel):
 
     def context(self) -> ClosingContext:
         """An SSL context; raises :class:`ServerError` when a file cannot be used."""
-        import ssl  # only with TLS configured (schemas/tls_context.py)
+        import ssl  # only with TLS configured (program_support/tls_context.py)
 
-        from schemas.tls_context import ClosingContext
+        from program_support.tls_context import ClosingContext
 
         try:
             ctx = ClosingContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname checked, cert required
