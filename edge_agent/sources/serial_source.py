@@ -19,14 +19,15 @@ import structlog
 from serial.urlhandler import protocol_socket
 
 from edge_agent.decide.types import Reading
-from edge_agent.sources.base import ReadingSink, SensorSpec, start_source_thread
+from edge_agent.sources.base import ReadingSink, SensorSpec
+from edge_agent.sources.framed_source import FramedSource
 from edge_agent.sources.frames import FrameHandler, decoder_counters
 from program_support.backoff import exponential_delay
 from schemas.errors import SourceError
 from schemas.serial_protocol import FrameDecoder, Identify, ProtocolError, encode
 
 if TYPE_CHECKING:
-    from program_support.supervision import Supervisor
+    pass
 
 log = structlog.get_logger("edge_agent.sources.serial")
 
@@ -67,7 +68,7 @@ def read_available(port: serial.SerialBase) -> bytes:
     return data
 
 
-class SerialSource:
+class SerialSource(FramedSource):
     kind = "serial"
 
     def __init__(self, port: str, *, name: str | None = None, baudrate: int = 115200,
@@ -83,53 +84,28 @@ class SerialSource:
         self.reopen_max_s = reopen_max_s
         self.identify = identify
         self._clock = clock
-        self._handler = FrameHandler(self.name, {s.sensor_id: s for s in sensors or []})
+        super().__init__(FrameHandler(self.name, {s.sensor_id: s for s in sensors or []}))
         self._decoder = FrameDecoder()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._port: serial.SerialBase | None = None
         self._lock = threading.Lock()
         self.connected = False
         self.opens = 0
         self.open_failures = 0
-        self.device_lost = 0
-        self.dropped = 0
 
     # --- SensorSource ----------------------------------------------------------------------
-    @property
-    def sensors(self) -> list[SensorSpec]:
-        return self._handler.sensors
-
-    @property
-    def discovered(self) -> bool:
-        return self._handler.discovered
-
-    @property
-    def firmware(self) -> str:
-        return self._handler.firmware
-
     def counters(self) -> dict[str, float]:
-        c = self._handler.counters
         return {
-            **decoder_counters(self._decoder),
-            "readings": c.readings, "sensor_errors": c.sensor_errors, "seq_gaps": c.seq_gaps,
-            "hellos": c.hellos, "reconnects": max(0, self.opens - 1),
-            "device_lost": self.device_lost, "open_failures": self.open_failures,
-            "dropped": self.dropped, "connected": float(self.connected),
+            **decoder_counters(self._decoder), **self.frame_counters(),
+            "hellos": self._handler.counters.hellos, "reconnects": max(0, self.opens - 1),
+            "open_failures": self.open_failures, "connected": float(self.connected),
         }
 
-    def start(self, sink: ReadingSink, supervisor: Supervisor | None = None) -> None:
-        self._thread = start_source_thread(self.name, self._run, sink, self._thread, supervisor)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
+    def _wake_reader(self) -> None:
         with self._lock:
             port = self._port
         cancel = getattr(port, "cancel_read", None)  # POSIX ports: wake a blocked read()
         if cancel is not None:
             cancel()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     # --- the reader thread -------------------------------------------------------------------
     def _run(self, sink: ReadingSink) -> None:

@@ -16,19 +16,20 @@ from typing import TYPE_CHECKING
 import structlog
 
 from edge_agent.decide.types import Reading
-from edge_agent.sources.base import ReadingSink, SensorSpec, start_source_thread
+from edge_agent.sources.base import ReadingSink
+from edge_agent.sources.framed_source import FramedSource
 from edge_agent.sources.frames import FrameHandler, decoder_counters
 from firmware_sim import scenario as scenarios
 from firmware_sim.inprocess import SimulatedSensors
 from schemas.serial_protocol import ProtocolError
 
 if TYPE_CHECKING:
-    from program_support.supervision import Supervisor
+    pass
 
 log = structlog.get_logger("edge_agent.sources.simulator")
 
 
-class SimulatorSource:
+class SimulatorSource(FramedSource):
     kind = "simulator"
 
     def __init__(self, scenario: str | Path, *, name: str | None = None, speed: float = 1.0,
@@ -40,44 +41,17 @@ class SimulatorSource:
         self.seed = seed
         self.loop = loop
         self._clock = clock
-        self._handler = FrameHandler(self.name)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(FrameHandler(self.name))
         self._sim: SimulatedSensors | None = None
         self.finished = threading.Event()
-        self.device_lost = 0
-        self.dropped = 0
         self.runs = 0
 
-    @property
-    def sensors(self) -> list[SensorSpec]:
-        return self._handler.sensors
-
-    @property
-    def discovered(self) -> bool:
-        return self._handler.discovered
-
-    @property
-    def firmware(self) -> str:
-        return self._handler.firmware
-
     def counters(self) -> dict[str, float]:
-        c = self._handler.counters
-        out: dict[str, float] = {"readings": c.readings, "sensor_errors": c.sensor_errors,
-                                 "seq_gaps": c.seq_gaps, "device_lost": self.device_lost,
-                                 "dropped": self.dropped, "runs": self.runs}
+        out = {**self.frame_counters(), "runs": float(self.runs)}
         sim = self._sim
         if sim is not None:
             out.update(decoder_counters(sim.decoder))
         return out
-
-    def start(self, sink: ReadingSink, supervisor: Supervisor | None = None) -> None:
-        self._thread = start_source_thread(self.name, self._run, sink, self._thread, supervisor)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def _run(self, sink: ReadingSink) -> None:
         while not self._stop.is_set():
