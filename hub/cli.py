@@ -333,7 +333,8 @@ def _replay(args: argparse.Namespace, data_dir: Path) -> int:
     if not answers:
         return _fail(f"no hub answers at {', '.join(down)}: replay needs the running hub (it "
                      f"feeds the dead letters through its validation); start it (hub run -c "
-                     f"{args.config}, or systemctl start thermopipe-hub) and try again")
+                     f"{args.config}, or its service: systemctl start hub, docker compose up "
+                     "-d hub) and try again")
     for where in down:  # a worker down: its dead letters were not asked for
         print(f"hub: no hub answers at {where}: the dead letters of its store were not "
               "replayed", file=sys.stderr)
