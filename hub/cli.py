@@ -272,7 +272,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
     data_dir = _data_dir(args)
     database = data_dir / "hub.sqlite3"
-    if not database.exists():
+    if not dl.stores(data_dir):  # its own, or those of --workers' workers (worker-i/)
         return _fail(f"no hub data in {data_dir} ({database.name} does not exist): is data_dir "
                      f"in {args.config} the running hub's? (-c FILE names its config)")
     esc = dl.printable  # every field came from the wire: escaped before the terminal sees it

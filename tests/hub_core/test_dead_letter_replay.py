@@ -146,3 +146,22 @@ def test_rows_an_older_hub_left_replay_requested_are_open_again_at_start(tmp_pat
     (asked,) = [r for r in list_dead_letters(tmp_path) if r.dead_letter_id == "asked"]
     assert asked.outcome == REPLAY_REQUEST_DROPPED
     assert asked_bytes == asked.stored_bytes  # retention counts the row as it is now
+
+
+def test_the_cli_asks_each_worker_of_a_data_dir_on_its_port(tmp_path: Path) -> None:
+    from hub.replay_client import Target, base_url, merge, targets
+
+    assert targets("0.0.0.0", 8780, tmp_path) == [
+        Target("http://127.0.0.1:8780", tmp_path / "hub.sqlite3")]
+    for worker in (0, 1):
+        Journal(tmp_path / f"worker-{worker}" / "hub.sqlite3").close()
+    assert [t.url for t in targets("127.0.0.1", 8780, tmp_path)] == [
+        "http://127.0.0.1:8780", "http://127.0.0.1:8781"]
+    assert base_url("::", 9000) == "http://[::1]:9000"
+    # an id is unknown only when every worker says so
+    assert merge([[{"id": "a", "result": "unknown", "reason": ""},
+                   {"id": "b", "result": "unknown", "reason": ""}],
+                  [{"id": "a", "result": "replayed", "reason": "ok"},
+                   {"id": "b", "result": "unknown", "reason": ""}]]) == [
+        {"id": "a", "result": "replayed", "reason": "ok"},
+        {"id": "b", "result": "unknown", "reason": ""}]
