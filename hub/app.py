@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute
 
 from hub.config import HubConfig
 from hub.consumers.base import Consumer
+from hub.dead_letter_api import replay_route
 from hub.dispatch import ConsumerRunner
 from hub.ingest import Ingest
 from hub.journal import Journal
@@ -140,7 +141,8 @@ class Hub:
                             lag_s=self.lag_s())
 
     def routes(self) -> list[BaseRoute]:
-        routes: list[BaseRoute] = []
+        # hub dlq replay: a command to this hub, for the dead letters of its own store
+        routes: list[BaseRoute] = [replay_route(self.journal.path, self.ingest.replays.submit)]
         for consumer in self.consumers:
             routes.extend(consumer.routes())
         return routes

@@ -2,13 +2,15 @@
 
     hub run [-c FILE] [--workers N]
     hub check-config [-c] FILE [--skip-secrets | --for-another-machine]
-    hub dlq list [-c FILE] [--status open|replayed|replay_requested]
+    hub dlq list [-c FILE] [--status open|replayed]
     hub dlq show ID [-c FILE]
-    hub dlq replay (ID ... | --all) [--wait SECONDS] [-c FILE]
+    hub dlq replay (ID ... | --all) [--timeout SECONDS] [-c FILE]
     hub --version
 
 ``-c FILE`` goes after the subcommand, as above (``hub dlq -c FILE list`` works too); without it
-the file is ``$HUB_CONFIG``, else /etc/thermopipe/hub.toml.
+the file is ``$HUB_CONFIG``, else /etc/thermopipe/hub.toml. ``dlq replay`` is a command to the
+running hub: it posts to the hub's web server (``[http]`` host, port and token of that file;
+hub/dead_letter_api.py) and prints the hub's answer, one line per id.
 
 A bad config exits 2 with every problem and its key path; any other start-up failure (a missing
 package of the hub extra, a port taken, a data directory that cannot be made) is one line with
@@ -43,7 +45,7 @@ from program_support.config_loading import format_config_error
 from program_support.extras import require
 from program_support.supervision import EXIT_COMPONENT_FAILED
 from program_support.version import version_line
-from schemas.errors import ConfigError, ThermopipeError
+from schemas.errors import ConfigError, ServerError, ThermopipeError
 
 if TYPE_CHECKING:
     from hub.config import HubConfig
@@ -248,23 +250,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    from hub.config import load_hub_config
-    from program_support.config_loading import secrets_unresolved
-
     # dead letters live in the data directory: neither secrets nor the hub's packages are needed
-    try:
-        with secrets_unresolved():
-            return Path(load_hub_config(args.config).data_dir)
-    except ConfigError as exc:
-        print(format_config_error(exc, EXAMPLE_CONFIG), file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
+    return Path(_unchecked_config(args).data_dir)
 
 
 DLQ_USAGE = """\
 hub dlq: say what to do with the dead letters (events the hub refused, kept with the reason):
-  hub dlq list [--status open|replay_requested|replayed]   list them, newest last
-  hub dlq show ID                                        one of them, with its payload
-  hub dlq replay ID... | --all [--wait SECONDS]          feed them through validation again
+  hub dlq list [--status open|replayed]            list them, newest last
+  hub dlq show ID                                 one of them, with its payload
+  hub dlq replay ID... | --all [--timeout S]      the running hub feeds them through its
+                                                  validation again and says what became of each
 each takes -c FILE, the hub's config (default: $HUB_CONFIG, else /etc/thermopipe/hub.toml)"""
 
 
@@ -277,7 +272,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
     data_dir = _data_dir(args)
     database = data_dir / "hub.sqlite3"
-    if not database.exists():
+    if not dl.stores(data_dir):  # its own, or those of --workers' workers (worker-i/)
         return _fail(f"no hub data in {data_dir} ({database.name} does not exist): is data_dir "
                      f"in {args.config} the running hub's? (-c FILE names its config)")
     esc = dl.printable  # every field came from the wire: escaped before the terminal sees it
@@ -298,41 +293,74 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             return 1
         print(_show(found))
         return 0
-    # replay
+    return _replay(args, data_dir)
+
+
+REPLAY_LINES = {"replayed": "replayed", "refused": "still refused",
+                "unknown": "unknown id", "already_replayed": "already replayed"}
+
+
+def _replay(args: argparse.Namespace, data_dir: Path) -> int:
+    """``hub dlq replay``: a command to the running hub (hub/dead_letter_api.py), which feeds
+    the dead letters through its validation and says per id what happened: one line each here,
+    exit 0 when every one is replayed (now or before), 1 otherwise."""
+    from hub import replay_client as rc
+    from hub.deadletters import printable as esc
+
     if not args.all and not args.ids:
         print("name dead letter ids to replay, or --all", file=sys.stderr)
         return 1
-    request = dl.request_replay(data_dir, None if args.all else list(args.ids))
-    for row in request.refused:
-        what = (f"only the first {len(row.payload)} of its {row.original_size} bytes were kept "
-                f"(sha256 {row.sha256})" if row.truncated else
-                f"only a prefix of its {row.topic_size}-byte topic was kept "
-                f"(sha256 {row.topic_sha256})")
-        print(f"{dl.printable(row.dead_letter_id, 64)}: not replayed: {what}; an event cannot "
-              "be accepted from part of its payload or topic", file=sys.stderr)
-    marked = request.marked
-    if not marked:
-        if not request.refused:
-            print("nothing to replay (no open dead letter matches)")
-        return 1 if args.ids or request.refused else 0
-    print(f"{len(marked)} dead letter(s) queued for replay through the hub's validation")
-    deadline = time.monotonic() + args.wait
-    rows = marked
-    while time.monotonic() < deadline:
-        rows = dl.status_of(marked)
-        if all(r.status != "replay_requested" for r in rows):
-            break
-        time.sleep(0.25)
-    failed = 0
-    for row in rows:
-        if row.status == "replay_requested":
-            print(f"{row.dead_letter_id}: pending (no hub running? it is replayed at start)")
-        elif row.status == "replayed":
-            print(f"{row.dead_letter_id}: accepted")
-        else:
-            failed += 1
-            print(f"{row.dead_letter_id}: rejected again: {dl.printable(row.reason, 300)}")
-    return 1 if failed or request.refused else 0
+    config = _unchecked_config(args)
+    if not config.http.enabled:
+        return _fail(f"replay is a command to the running hub's web server, and [http] enabled "
+                     f"= false in {args.config}: turn it on and restart the hub")
+    if config.http.port == 0:
+        return _fail(f"replay needs the running hub's address, and http.port = 0 (any free "
+                     f"port) in {args.config}: give it a port and restart the hub")
+    try:
+        token = rc.token_of(args.config)
+    except (ValueError, OSError) as exc:
+        return _fail(f"http.token in {args.config}: {exc}")
+    ids = None if args.all else list(args.ids)
+    answers, down = [], []
+    for target in rc.targets(config.http.host, config.http.port, data_dir):
+        try:
+            answers.append(rc.send(target, ids, token, args.timeout))
+        except rc.HubNotRunning as exc:
+            down.append(f"{target.url} ({exc})")
+        except ServerError as exc:
+            return _fail(exc)
+    if not answers:
+        return _fail(f"no hub answers at {', '.join(down)}: replay needs the running hub (it "
+                     f"feeds the dead letters through its validation); start it (hub run -c "
+                     f"{args.config}, or its service: systemctl start hub, docker compose up "
+                     "-d hub) and try again")
+    for where in down:  # a worker down: its dead letters were not asked for
+        print(f"hub: no hub answers at {where}: the dead letters of its store were not "
+              "replayed", file=sys.stderr)
+    results = rc.merge(answers)
+    if not results:
+        print("nothing to replay (no open dead letter)")
+    for r in results:
+        what = REPLAY_LINES.get(r["result"], esc(r["result"], 40))
+        reason = f": {esc(r['reason'], 300)}" if r["reason"] else ""
+        print(f"{esc(r['id'], 64)}: {what}{reason}")
+    done = all(r["result"] in ("replayed", "already_replayed") for r in results)
+    return 0 if done and not down else 1
+
+
+def _unchecked_config(args: argparse.Namespace) -> HubConfig:
+    """The config for ``hub dlq``: secrets and this machine's packages left unchecked (what
+    replay needs of them, the token, is read by :func:`hub.replay_client.token_of`)."""
+    from hub.config import load_hub_config
+    from program_support.config_loading import secrets_unresolved
+
+    try:
+        with secrets_unresolved():
+            return load_hub_config(args.config)
+    except ConfigError as exc:
+        print(format_config_error(exc, EXAMPLE_CONFIG), file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
 
 
 def _show(found: DeadRecord) -> str:
@@ -396,14 +424,19 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("-c", "--config", default=_default_config(), help=config_help)
     dsub = dlq.add_subparsers(dest="dlq_command", metavar="list|show|replay")
     lst = dsub.add_parser("list", help="list dead letters, newest last")
-    lst.add_argument("--status", choices=["open", "replay_requested", "replayed"])
+    lst.add_argument("--status", choices=["open", "replayed"])
     show = dsub.add_parser("show", help="one dead letter with its payload")
     show.add_argument("id")
-    replay = dsub.add_parser("replay", help="feed dead letters through validation again")
-    replay.add_argument("ids", nargs="*", help="dead letter ids")
+    replay = dsub.add_parser(
+        "replay", help="ask the running hub to feed dead letters through its validation again",
+        description="Sends the ids to the running hub's web server ([http] host, port and "
+        "token of the config); the hub replays them through its validation and answers per id: "
+        "replayed, still refused (with the reason), unknown id, already replayed. One line per "
+        "id; exit 0 when every one is replayed, 1 otherwise or when no hub answers.")
+    replay.add_argument("ids", nargs="*", help="dead letter ids (hub dlq list shows them)")
     replay.add_argument("--all", action="store_true", help="every open dead letter")
-    replay.add_argument("--wait", type=float, default=10.0,
-                        help="seconds to wait for the running hub to replay them")
+    replay.add_argument("--timeout", "--wait", type=float, default=120.0, dest="timeout",
+                        help="seconds to wait for the hub's answer (default 120)")
     for child in (lst, show, replay):
         # -c after the subcommand too; SUPPRESS keeps `hub dlq -c FILE list`'s value when absent
         child.add_argument("-c", "--config", default=argparse.SUPPRESS, help=config_help)

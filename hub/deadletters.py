@@ -1,14 +1,15 @@
-"""The dead-letter store as operators see it: ``hub dlq list|show|replay``.
+"""The dead-letter store as operators see it: ``hub dlq list|show``, and the rows
+a replay reads.
 
 Rows are written by the ingest thread (``Journal.record``) with the raw payload, the topic, a
-short reason code and the full reason. ``replay`` only marks rows ``replay_requested``: the
-running hub (or the next one to start) feeds them through the same validation as live messages,
-in its own ingest transaction, so journal offsets keep one writer. A row that passes becomes
-``replayed``; one that fails again goes back to ``open`` with the new reason.
+short reason code and the full reason. ``hub dlq replay`` is a command to the running hub
+(:mod:`hub.dead_letter_replay`): the hub feeds the rows through the same validation as live
+messages, in its own ingest transaction, so journal offsets keep one writer. A row that passes
+becomes ``replayed``; one that fails again stays ``open`` with the new reason.
 
 A dead letter keeps a bounded prefix of its payload, topic and reason with the size and SHA-256
-of each whole (:meth:`hub.records.DeadRecord.refused`): ``replay`` refuses one whose payload or
-topic was cut (an event cannot be accepted from part of it) and leaves it ``open``.
+of each whole (:meth:`hub.records.DeadRecord.refused`): the hub refuses to replay one whose
+payload or topic was cut (an event cannot be accepted from part of it) and leaves it ``open``.
 
 Everything here came from the wire: :func:`printable` escapes it before ``hub dlq`` prints it,
 so control characters, terminal escape sequences, invalid UTF-8 and a 65 KB topic never reach
@@ -17,8 +18,6 @@ the operator's terminal raw.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -115,46 +114,22 @@ def find(data_dir: Path, dead_letter_id: str) -> DeadRecord | None:
     return None
 
 
-@dataclass
-class ReplayRequest:
-    """What ``replay`` did: the rows marked for the hub, and those it refused (truncated)."""
-
-    marked: list[DeadRecord] = field(default_factory=list)
-    refused: list[DeadRecord] = field(default_factory=list)
-
-
-def request_replay(data_dir: Path, ids: list[str] | None) -> ReplayRequest:
-    """Mark open dead letters for replay (``None``: every open one), except those whose payload
-    or topic was cut (:attr:`DeadRecord.replayable`): returned as refused, still open."""
-    out = ReplayRequest()
-    for store in stores(data_dir):
-        conn = connect(store, "normal")
-        try:
-            rows = [_row(store, r) for r in conn.execute(
-                f"SELECT {_COLUMNS} FROM dead_letters WHERE status='open'")]  # noqa: S608
-            chosen = [r for r in rows if ids is None or r.dead_letter_id in ids]
-            out.refused.extend(r for r in chosen if not r.replayable)
-            chosen = [r for r in chosen if r.replayable]
-            conn.executemany(
-                "UPDATE dead_letters SET status='replay_requested', updated_at=? WHERE id=?",
-                [(time.time(), r.row_id) for r in chosen])
-            out.marked.extend(chosen)
-        finally:
-            conn.close()
-    return out
-
-
-def status_of(rows: list[DeadRecord]) -> list[DeadRecord]:
-    """The current state of ``rows`` (re-read from their stores)."""
-    out = []
-    for row in rows:
-        assert row.store is not None  # rows read from a store know it
-        conn = connect(row.store, "normal")
-        try:
-            r = conn.execute(f"SELECT {_COLUMNS} FROM dead_letters WHERE id=?",  # noqa: S608
-                             (row.row_id,)).fetchone()
-        finally:
-            conn.close()
-        if r is not None:
-            out.append(_row(row.store, r))
-    return out
+def read_for_replay(store: Path, ids: list[str] | None) -> list[DeadRecord]:
+    """The rows of ``store`` a replay asks for: those of ``ids`` (any status), or with ``None``
+    every open one; in the store's order. Read by the hub that owns the store
+    (:mod:`hub.dead_letter_replay`), on its own connection."""
+    conn = connect(store, "normal")
+    try:
+        query = f"SELECT {_COLUMNS} FROM dead_letters"  # noqa: S608
+        if ids is None:
+            return [_row(store, r) for r in conn.execute(query + " WHERE status='open' "
+                                                         "ORDER BY id")]
+        rows: list[DeadRecord] = []
+        for start in range(0, len(ids), 500):  # SQLite's bound on parameters per statement
+            part = ids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            rows.extend(_row(store, r) for r in conn.execute(
+                f"{query} WHERE dead_letter_id IN ({marks}) ORDER BY id", part))
+        return sorted(rows, key=lambda r: r.row_id)
+    finally:
+        conn.close()

@@ -5,7 +5,7 @@ live page's devices and sensors, the alerting engine's conditions, Home Assistan
 the loss detector) grows with the identities the hub has accepted an event from. A device
 account that may publish for any site or device (a broker ACL looser than deploy/'s) could
 otherwise invent identities until the hub runs out of memory. So an identity is *admitted*
-before its first event is accepted, against the caps of ``[limits]`` (``hub/config.py``):
+before its first event is accepted, against the caps of ``[limits]`` (``hub/config/sections.py``):
 
 - ``max_sites`` sites; ``max_devices_per_site`` devices in one site and ``max_devices`` in all;
 - ``max_sensors_per_device`` sensors of one device and ``max_sensors`` in all. A sensor is
@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from hub.config import LimitsConfig
+from hub.config.sections import LimitsConfig
 from hub.validate import Accepted, Rejection
 from schemas.models import DeviceStatus
 

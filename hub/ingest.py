@@ -43,9 +43,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from hub.config import HubConfig
+from hub.dead_letter_replay import ReplayInbox
 from hub.identity_limits import IDENTITY_LIMIT, IdentityLimits
 from hub.ingest_decision import INTERNAL_ERROR, Decision, decide_batch, internal_error
-from hub.journal import BatchRecord, Journal, Pending
+from hub.journal import BatchRecord, Journal, Pending, ReplayOutcome
 from hub.log_budget import LogBudget
 from hub.loss_detector import Loss, LossDetector
 from hub.metrics import HubMetrics
@@ -85,7 +86,6 @@ QUEUE_MAX = 2 * BATCH_MAX  # messages received and not yet taken by the ingest t
 #: transactions). A lone event, or a trickle of a few thousand a second, never waits.
 BATCH_LOAD_MIN = 50
 BATCH_FILL_S = 0.02
-REPLAY_CHECK_S = 1.0
 PRUNE_EVERY_S = 2.0
 PRUNE_SEEN_EVERY_S = 600.0
 PRUNE_DEAD_EVERY_S = 60.0  # dead-letter retention ([dead_letters]); also once at start
@@ -142,7 +142,7 @@ class Ingest:
         self._connected_at = 0.0
         self._clashes = ClashDetector()  # connections dropped right after being accepted
         self._client = self._make_client()
-        self._last_replay_check = 0.0
+        self.replays = ReplayInbox()  # hub dlq replay (hub/dead_letter_replay.py)
         self._last_prune = time.monotonic()
         self._last_prune_seen = 0.0
         self._last_prune_dead: float | None = None  # None: not yet (done at the first turn)
@@ -397,13 +397,17 @@ class Ingest:
             component.beat()
             batch = self._take_batch()
             now = time.monotonic()
-            if now - self._last_replay_check >= REPLAY_CHECK_S:
-                self._last_replay_check = now
-                batch.extend(Inbound(topic, bytes(payload), time.time(), replay_row=row_id)
-                             for row_id, topic, payload in self.journal.pending_replays())
+            jobs = self.replays.take()
+            batch.extend(Inbound(topic, payload, time.time(), replay_row=row_id)
+                         for job in jobs for row_id, topic, payload in job.rows)
             if batch:
                 self.metrics.ingest_queue.set(self._queue.qsize())
-                self.process(batch)
+                try:
+                    replayed = self.process(batch)
+                except BaseException as exc:
+                    self.replays.fail(jobs, f"ingest failed: {describe(exc)}")
+                    raise
+                self.replays.finish(jobs, replayed)
             self._housekeeping(now)
             self._send_receipts(time.time())
             self._check_losses(time.time())
@@ -416,6 +420,7 @@ class Ingest:
                 break
         if rest:
             self.process(rest)
+        self.replays.fail(self.replays.take(), "the hub is stopping")
 
     def _housekeeping(self, now: float) -> None:
         if now - self._last_prune >= PRUNE_EVERY_S:
@@ -440,9 +445,10 @@ class Ingest:
                      kept=pruned.kept_rows, kept_bytes=pruned.kept_bytes,
                      max_age_days=cfg.max_age_days, max_bytes=cfg.max_bytes)
 
-    def process(self, batch: list[Inbound]) -> None:
+    def process(self, batch: list[Inbound]) -> list[ReplayOutcome]:
         """Decide (hub/ingest_decision.py), record in one transaction, then acknowledge; what
-        the batch made the hub hold is owed a receipt from then on."""
+        the batch made the hub hold is owed a receipt from then on. Returns what became of
+        the dead letters replayed in it."""
         events = batch
         bad_receipts: list[DeadRecord] = []
         if self.detector is not None:
@@ -477,6 +483,7 @@ class Ingest:
         for outcome in decision.replays:
             log.info("ingest.dead_letter_replayed", row=outcome.row_id, accepted=outcome.accepted,
                      reason=clip_text(outcome.reason, LOG_REASON_KEEP)[0])
+        return decision.replays
 
     # ---- receipts and losses (schemas/TOPICS.md "Receipts", hub/loss_detector.py) -----------
     def _read_receipts(self, items: list[Inbound]) -> list[DeadRecord]:

@@ -44,7 +44,7 @@ from paho.mqtt.exception import MalformedPacket
 from schemas.errors import DeliveryError
 
 if TYPE_CHECKING:
-    from hub.config import MqttConfig
+    from hub.config.mqtt import MqttConfig
 
 READ_SIZE = 65536
 PACKETS_PER_READ = 1000  # then paho's loop gets a turn (writes, keepalive) before reading on

@@ -114,7 +114,7 @@ class DeadRecord:
     reason_code: str
     reason: str
     payload: bytes
-    status: str = "open"   # open | replay_requested | replayed
+    status: str = "open"   # open | replayed
     outcome: str = ""
     row_id: int = 0        # its row in the store (0: not stored yet)
     store: Path | None = None

@@ -1,7 +1,7 @@
 """The one ``[mqtt]`` connection model of both programs: broker, account, TLS, topic root.
 
-The agent (``edge_agent.mqtt_link.MqttSettings``) and the hub (``hub.config.MqttConfig``) extend
-:class:`MqttConnection` with what only they need (reconnect pacing and encoding; the shared
+The agent (``edge_agent.mqtt_link.MqttSettings``) and the hub (``hub.config.mqtt.MqttConfig``)
+extend :class:`MqttConnection` with what only they need (reconnect pacing and encoding; the shared
 subscription and receive maximum), so a key means the same in both files::
 
     [mqtt]

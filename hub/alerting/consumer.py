@@ -34,12 +34,12 @@ import structlog
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from hub.alerting.config import AlertingConfig
 from hub.alerting.engine import AlertEngine, Outcome
 from hub.alerting.metrics import AlertingStats
 from hub.alerting.notifiers.build import build_notifiers
 from hub.alerting.outbox import NotifierWorker
 from hub.alerting.store import AlertStore
+from hub.config.alerting import AlertingConfig
 from hub.consumers.base import ConsumerDefaults, Envelope
 from program_support.supervision import Supervisor
 from schemas.errors import ConfigError, DeliveryError

@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from hub.alerting.config import SEVERITY_RANK, AlertingConfig, Rule, Silence
+from hub.config.alerting import SEVERITY_RANK, AlertingConfig, Rule, Silence
 from hub.consumers.base import Envelope
 from hub.validate import is_late as judged_late
 from hub.validate import is_will

@@ -30,8 +30,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from hub.config.dashboard import DashboardConfig
 from hub.consumers.base import ConsumerDefaults, Envelope
-from hub.dashboard.config import DashboardConfig
 from hub.dashboard.state import Change, DashboardState
 from schemas.models import Alert, DataLoss
 

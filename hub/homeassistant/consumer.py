@@ -33,9 +33,9 @@ import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.config import MqttConfig
+from hub.config.homeassistant import HomeAssistantConfig
+from hub.config.mqtt import MqttConfig
 from hub.consumers.base import ConsumerDefaults, Envelope
-from hub.homeassistant.config import HomeAssistantConfig
 from hub.homeassistant.discovery import Discovery, Publish
 from hub.mqtt_client import (
     apply_account,

@@ -30,7 +30,8 @@ class DeadPruned:
 
 @dataclass(frozen=True, slots=True)
 class ReplayOutcome:
-    """What became of a dead letter an operator asked to replay (row id -> outcome)."""
+    """What became of a dead letter an operator asked to replay (row id -> outcome)
+    (hub/dead_letter_replay.py)."""
 
     row_id: int
     accepted: bool
@@ -95,13 +96,6 @@ class DeadLetters:
             return
         with self._store.write_lock, self._store.transaction("add dead letters to") as conn:
             self.insert(conn, dead)
-
-    def pending_replays(self, limit: int = 200) -> list[tuple[int, str, bytes]]:
-        """Dead letters an operator asked to replay: (row id, topic, payload)."""
-        with self._store.write_lock:
-            return list(self._store.conn.execute(
-                "SELECT id, topic, payload FROM dead_letters WHERE status='replay_requested' "
-                "ORDER BY id LIMIT ?", (limit,)))
 
     def prune(self, now: float, max_bytes: int, max_age_s: float) -> DeadPruned:
         """Retention: rows received before ``now - max_age_s``, then the oldest until the rest

@@ -131,10 +131,6 @@ class Journal:
         """Consumer ``name`` is done with everything up to ``offset`` (frees the tail)."""
         self._log.mark_handled(name, offset)
 
-    def pending_replays(self, limit: int = 200) -> list[tuple[int, str, bytes]]:
-        """Dead letters an operator asked to replay: (row id, topic, payload)."""
-        return self._dead.pending_replays(limit)
-
     def prune(self) -> int:
         """Drop journal rows every registered consumer has passed; return how many."""
         with self._store.write_lock:

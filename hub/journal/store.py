@@ -14,7 +14,8 @@ from pathlib import Path
 
 from schemas.errors import ThermopipeError
 
-__all__ = ["DEAD_LETTER_ADDED", "INSERT_CHUNK", "ROW_BYTES_SQL", "SCHEMA", "JournalError", "Store",
+__all__ = ["DEAD_LETTER_ADDED", "INSERT_CHUNK", "REPLAY_REQUEST_DROPPED",
+           "ROW_BYTES_SQL", "SCHEMA", "JournalError", "Store",
            "connect", "dt", "insert_rows", "migrate_dead_letters", "ts"]
 
 SCHEMA = """
@@ -60,6 +61,11 @@ ROW_BYTES_SQL = ("length(payload) + length(CAST(topic AS BLOB)) + length(CAST(re
                  " + length(reason_sha256), 0)")
 
 
+#: the outcome of a row an older hub left ``replay_requested`` (:func:`migrate_dead_letters`)
+REPLAY_REQUEST_DROPPED = ("replay request of an older hub dropped: open again; replay it with "
+                          "`hub dlq replay` while the hub runs")
+
+
 class JournalError(ThermopipeError):
     """The journal file cannot be opened or written (disk full, corrupt, permissions)."""
 
@@ -94,7 +100,8 @@ def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
 
 def migrate_dead_letters(conn: sqlite3.Connection) -> None:
     """Add the columns of :data:`DEAD_LETTER_ADDED` that a database made by an older hub lacks,
-    fill ``stored_bytes`` of its rows, and index them for retention. Safe to race: a second
+    fill ``stored_bytes`` of its rows, index them for retention, and open again the rows an
+    older ``hub dlq replay`` left ``replay_requested``. Safe to race: a second
     process adding the same column finds it there."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(dead_letters)")}
     missing = [(name, kind) for name, kind in DEAD_LETTER_ADDED if name not in have]
@@ -109,6 +116,17 @@ def migrate_dead_letters(conn: sqlite3.Connection) -> None:
                      "WHERE stored_bytes IS NULL")
     conn.execute("CREATE INDEX IF NOT EXISTS dead_letters_age "
                  "ON dead_letters(received_at, stored_bytes)")
+    # ``replay_requested`` was the polled table of older hubs: replay is now a command to the
+    # running hub (hub/dead_letter_replay.py), so a row left asking is open again
+    # (read first: an UPDATE would take the write lock at every connect)
+    if conn.execute("SELECT 1 FROM dead_letters WHERE status='replay_requested' LIMIT 1"
+                    ).fetchone():
+        # one statement (atomic); SET reads the old status and outcome, so the size is theirs
+        # swapped for the new ones
+        conn.execute(f"UPDATE dead_letters SET status='open', outcome=:note, "  # noqa: S608
+                     f"stored_bytes = {ROW_BYTES_SQL} - length(CAST(status AS BLOB)) "
+                     "- length(CAST(outcome AS BLOB)) + 4 + length(CAST(:note AS BLOB)) "
+                     "WHERE status='replay_requested'", {"note": REPLAY_REQUEST_DROPPED})
 
 
 @lru_cache(maxsize=128)

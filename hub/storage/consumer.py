@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from hub.config import StorageConfig
+from hub.config.storage import StorageConfig
 from hub.consumers.base import ConsumerDefaults, JournalEntry, LocalRecord
 from hub.storage.lines import line_for
 from schemas.errors import DeliveryError

@@ -341,6 +341,9 @@ def test_an_oversized_payload_becomes_a_bounded_dead_letter(
             assert dev.publish(f"thermopipe/{SITE_A}/{DEV_A}/event/tank", payload) == 0
             dev.close()
             published = watcher.receive_until("thermopipe/_hub/deadletter", timeout=30)[-1]
+            # replay is a command to the running hub: it refuses a cut one
+            replay = _dlq(tmp_path, accounts["hub"], "replay",
+                          DeadLetter.model_validate_json(published.payload).dead_letter_id)
     finally:
         watcher.close()
     message = DeadLetter.model_validate_json(published.payload)
@@ -362,16 +365,21 @@ def test_an_oversized_payload_becomes_a_bounded_dead_letter(
     assert '"event": "ingest.dead_lettered"' in log.read_text()
 
     def dlq(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "hub.cli", "dlq", "-c",
-                               str(tmp_path / "hub.toml"), *args], capture_output=True,
-                              text=True, cwd=ROOT, timeout=60, check=False,
-                              env={**os.environ, "HUB_MQTT_PASSWORD": accounts["hub"]})
+        return _dlq(tmp_path, accounts["hub"], *args)
 
     listed = dlq("list")
     assert f"({len(payload)} B, truncated)" in listed.stdout, listed
     shown = dlq("show", dl_id)
     assert f"sha256:      {digest}" in shown.stdout, shown
     assert f"size:        {len(payload)} bytes (truncated" in shown.stdout
-    replay = dlq("replay", dl_id, "--wait", "0")
-    assert replay.returncode == 1
-    assert "an event cannot be accepted from part of its payload" in replay.stderr
+    assert replay.returncode == 1, replay
+    assert replay.stdout.startswith(f"{dl_id}: still refused: not replayable: only the first "
+                                    f"{DEAD_LETTER_KEEP} of its {len(payload)} bytes were kept")
+    assert "an event cannot be accepted from part of its payload" in replay.stdout
+
+
+def _dlq(tmp_path: Path, password: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hub.cli", "dlq", "-c",
+                           str(tmp_path / "hub.toml"), *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60, check=False,
+                          env={**os.environ, "HUB_MQTT_PASSWORD": password})

@@ -31,8 +31,8 @@ from edge_agent.decide import Reading, SensorDecider, SensorRules
 from firmware_sim import device as fw
 from firmware_sim import scenario as scenarios
 from firmware_sim.device import Kind
-from hub.alerting.config import AlertingConfig
 from hub.alerting.engine import AlertEngine
+from hub.config.alerting import AlertingConfig
 from hub.consumers.base import Envelope
 from schemas.models import DeviceStatus, FaultEvent, RateAlarmEvent, StateChangeEvent
 from schemas.serial_protocol import ReadingFrame, SensorError
@@ -123,7 +123,7 @@ def hub_toml(*, data_dir: Path, mqtt: MqttAccess, topic_root: str, influx_url: s
              database: str, http_port: int, webhook_url: str | None = None,
              hub_id: str = "e2e", log_level: str = "info",
              offline_for_s: float | None = None, mqtt_extra: str = "") -> str:
-    """A hub config (hub/config.py): v1 storage, HTTP metrics on ``http_port``, and (with a
+    """A hub config (hub/config/): v1 storage, HTTP metrics on ``http_port``, and (with a
     ``webhook_url``) alerting to that webhook only, one group per condition, late alerts too,
     with the device-offline grace ``offline_for_s`` (None: the hub's default). ``mqtt_extra``:
     more lines for ``[mqtt]``; more tables may be appended to the text."""
@@ -192,7 +192,7 @@ def alerting_config_of(hub_config_file: Path) -> AlertingConfig:
     from hub.config import load_hub_config
 
     section = load_hub_config(hub_config_file).alerting
-    assert isinstance(section, AlertingConfig), "hub.alerting.config is not installed"
+    assert isinstance(section, AlertingConfig), "hub.config.alerting is not installed"
     return section
 
 

@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from hub.alerting.config import AlertingConfig
 from hub.alerting.consumer import AlertingConsumer
+from hub.config.alerting import AlertingConfig
 from hub.consumers.base import Envelope
 from tests.hub_alerting.helpers import Feed, env
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from hub.alerting.config import AlertingConfig
 from hub.alerting.consumer import AlertingConsumer
+from hub.config.alerting import AlertingConfig
 from schemas.codec import decode
 from schemas.models import Alert
 from tests.hub_alerting.helpers import Feed, env

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.alerting.config import AlertingConfig
 from hub.alerting.engine import AlertEngine, Notification
+from hub.config.alerting import AlertingConfig
 from tests.hub_alerting.helpers import T0, Feed, env
 
 NOW = T0 + timedelta(seconds=30)

@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from hub.alerting.config import AlertingConfig
 from hub.alerting.consumer import AlertingConsumer
+from hub.config.alerting import AlertingConfig
 from schemas.models import Alert
 from tests.hub_alerting.helpers import Feed, env
 

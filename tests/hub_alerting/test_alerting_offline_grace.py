@@ -14,9 +14,9 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from hub.alerting.config import AlertingConfig
 from hub.alerting.consumer import AlertingConsumer
 from hub.alerting.engine import AlertEngine, Notification, alert_id
+from hub.config.alerting import AlertingConfig
 from hub.consumers.base import Envelope
 from hub.validate import is_late
 from schemas.models import DeviceStatus

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from hub.deadletters import list_dead_letters, printable, request_replay
+from hub.dead_letter_replay import plan
+from hub.deadletters import list_dead_letters, printable, read_for_replay
 from hub.journal import BatchRecord, Journal, ReplayOutcome
 from hub.log_budget import LogBudget
 from hub.records import (
@@ -142,10 +143,9 @@ def test_a_replay_rejected_again_keeps_the_new_reason_bounded(tmp_path: Path) ->
     try:
         journal.record(BatchRecord(dead=[DeadRecord.refused(
             "dead0004", WHEN, "tp/a", b"{", reason_code="invalid", reason="bad")]))
-        request_replay(tmp_path, None)
-        ((row_id, _topic, _payload),) = journal.pending_replays()
+        (asked,) = read_for_replay(tmp_path / "hub.sqlite3", None)
         journal.record(BatchRecord(
-            replays=[ReplayOutcome(row_id, False, "invalid", HUGE_REASON)]))
+            replays=[ReplayOutcome(asked.row_id, False, "invalid", HUGE_REASON)]))
     finally:
         journal.close()
     (row,) = list_dead_letters(tmp_path)
@@ -307,5 +307,7 @@ def test_replay_refuses_a_dead_letter_whose_topic_or_payload_was_cut(tmp_path: P
             "deadcut1", WHEN, topic, payload, reason_code="invalid", reason="bad")]))
     finally:
         journal.close()
-    request = request_replay(tmp_path, None)
-    assert ([r.dead_letter_id for r in request.refused], request.marked) == (["deadcut1"], [])
+    to_replay, answers = plan(None, read_for_replay(tmp_path / "hub.sqlite3", None))
+    assert to_replay == []
+    assert [(a.id, a.result) for a in answers] == [("deadcut1", "refused")]
+    assert "an event cannot be accepted from part of its payload or topic" in answers[0].reason

@@ -19,7 +19,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from hub.app import Hub
-from hub.config import StorageConfig
+from hub.config.storage import StorageConfig
 from hub.consumers.base import Envelope
 from hub.storage.consumer import StorageConsumer
 from schemas.codec import decode, encode

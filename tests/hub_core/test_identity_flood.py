@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.config import LimitsConfig
+from hub.config.sections import LimitsConfig
 from hub.identity_limits import IdentityLimits
 from tests.e2e.pipeline import HubProc
 from tests.hub_core.helpers import Publisher, reading, wait_until

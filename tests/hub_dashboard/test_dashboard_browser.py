@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.dashboard.config import DashboardConfig
+from hub.config.dashboard import DashboardConfig
 from hub.dashboard.consumer import DashboardConsumer
 from schemas.models import Alert
 from tests.hub_alerting.helpers import Feed, env

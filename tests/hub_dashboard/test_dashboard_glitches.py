@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import httpx
 
-from hub.dashboard.config import DashboardConfig
+from hub.config.dashboard import DashboardConfig
 from hub.dashboard.consumer import DashboardConsumer
 from hub.dashboard.state import DashboardState
 from tests.hub_alerting.helpers import Feed, env

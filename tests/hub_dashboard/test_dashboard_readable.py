@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from hub.dashboard.config import DashboardConfig
+from hub.config.dashboard import DashboardConfig
 from hub.dashboard.consumer import DashboardConsumer
 from schemas.models import DataLoss
 from tests.hub_alerting.helpers import T0, Feed, env

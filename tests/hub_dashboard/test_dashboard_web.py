@@ -16,9 +16,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from hub.alerting.config import AlertingConfig
 from hub.alerting.consumer import AlertingConsumer
-from hub.dashboard.config import DashboardConfig
+from hub.config.alerting import AlertingConfig
+from hub.config.dashboard import DashboardConfig
 from hub.dashboard.consumer import DashboardConsumer
 from tests.hub_alerting.helpers import Feed, env
 from tests.hub_dashboard.live import LiveServer

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hub.alerting.config import (
+from hub.alerting.notifiers.base import Notifier
+from hub.config.alerting import (
     AlertingConfig,
     EmailNotifier,
     LogNotifier,
     MqttNotifier,
     WebhookNotifier,
 )
-from hub.alerting.notifiers.base import Notifier
 from schemas.errors import ConfigError
 
 

@@ -8,8 +8,8 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate
 
-from hub.alerting.config import EmailNotifier
 from hub.alerting.notifiers.base import NotifierRejected
+from hub.config.alerting import EmailNotifier
 from schemas.errors import DeliveryError
 from schemas.models import Alert
 

@@ -14,8 +14,8 @@ import threading
 import httpx
 import structlog
 
-from hub.alerting.config import WebhookNotifier
 from hub.alerting.notifiers.base import NotifierRejected
+from hub.config.alerting import WebhookNotifier
 from program_support.backoff import exponential_delay
 from schemas.errors import DeliveryError
 from schemas.models import Alert

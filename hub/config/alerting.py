@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     SecretStr,
@@ -59,6 +58,7 @@ from pydantic import (
     model_validator,
 )
 
+from hub.config.base import Section
 from program_support.config_loading import resolve_secret
 from schemas.ids import check_identifier
 from schemas.models import Severity
@@ -67,11 +67,7 @@ SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
 GroupField = Literal["site", "device", "sensor", "rule", "condition"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Match(_Section):
+class Match(Section):
     """Which alerts a rule or silence applies to; globs allowed, absent means any."""
 
     site: str | None = None
@@ -96,7 +92,7 @@ class Match(_Section):
                     and SEVERITY_RANK[severity] < SEVERITY_RANK[self.severity_at_least])
 
 
-class Rule(_Section):
+class Rule(Section):
     name: str
     match: Match = Match()
     notifiers: list[str] = Field(min_length=1)
@@ -111,7 +107,7 @@ class Rule(_Section):
         return check_identifier(value, "rule name")
 
 
-class _Notifier(_Section):
+class _Notifier(Section):
     #: deliver alerts whose cause is late (replayed or old)? Log and MQTT: yes; pagers: no.
     deliver_late: bool = False
 
@@ -184,7 +180,7 @@ NotifierConfig = Annotated[
     WebhookNotifier | EmailNotifier | MqttNotifier | LogNotifier, Field(discriminator="type")]
 
 
-class Silence(_Section):
+class Silence(Section):
     match: Match = Match()
     until: datetime
     comment: str = ""
@@ -205,7 +201,7 @@ def _default_rules() -> list[Rule]:
     return [Rule(name="default", match=Match(severity_at_least="warning"), notifiers=["log"])]
 
 
-class AlertingConfig(_Section):
+class AlertingConfig(Section):
     enabled: bool = True
     rules: list[Rule] = Field(default_factory=_default_rules)
     notifiers: dict[str, NotifierConfig] = Field(default_factory=_default_notifiers)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from hub.config.base import Section
 from schemas.topics import check_levels
 
 
-class HomeAssistantConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class HomeAssistantConfig(Section):
     #: off by default: nothing is published under the discovery prefix unless asked for
     enabled: bool = False
     #: Home Assistant's discovery prefix (its MQTT integration's setting; "homeassistant")

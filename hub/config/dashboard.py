@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from hub.config.base import Section
 
 
-class DashboardConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class DashboardConfig(Section):
     enabled: bool = True
     #: shown in the page header and the browser tab
     title: str = Field("thermopipe", min_length=1, max_length=80)

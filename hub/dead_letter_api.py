@@ -1,0 +1,50 @@
+"""``POST /api/dlq/replay``: ``hub dlq replay`` sent to the running hub (hub/dead_letter_replay.py
+says what happens). Behind the web app's token gate like every route but /healthz.
+
+Answer, 200: ``{"results": [{"id", "result", "reason"}...]}``, one per id, ``result`` one of
+``replayed``, ``refused`` (with the reason), ``unknown``, ``already_replayed``. 400: a body that
+is neither ``{"ids": [...]}`` nor ``{"all": true}``; 415: not ``application/json`` (so a web
+page cannot post here across sites with a plain form); 503: the ingest thread did not decide in
+time (it may still: ``hub dlq list`` shows it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import structlog
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from hub.dead_letter_replay import RESULTS, Replayer, ReplayTimeout, parse_request, replay
+
+REPLAY_PATH = "/api/dlq/replay"
+
+log = structlog.get_logger("hub.dlq")
+
+
+def replay_route(store: Path, replayer: Replayer) -> Route:
+    """``POST /api/dlq/replay`` of the hub's web app (behind its token gate like every route
+    but /healthz)."""
+
+    async def endpoint(request: Request) -> JSONResponse:
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return JSONResponse({"error": "send the request as application/json"},
+                                status_code=415)
+        try:
+            ids = parse_request(json.loads(await request.body()))
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        try:
+            answers = await run_in_threadpool(replay, store, ids, replayer)
+        except ReplayTimeout as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
+        counts: dict[str, Any] = {r: sum(a.result == r for a in answers) for r in RESULTS}
+        log.info("dlq.replay", requested="all" if ids is None else len(ids), **counts)
+        return JSONResponse({"results": [a.as_json() for a in answers]})
+
+    return Route(REPLAY_PATH, endpoint, methods=["POST"])
