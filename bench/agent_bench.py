@@ -7,12 +7,12 @@
    against a bare loop that only decodes the same protocol lines (FrameDecoder);
 2. outbox append+commit rate and replay (read) rate, against a bare SQLite insert / select loop
    on the same kind of rows (WAL, synchronous=FULL, one transaction per 500 rows);
-3. QoS-1 publish rate to a private Mosquitto (started from tests.servers) of the agent's
+3. QoS-1 publish rate to a private Mosquitto (started from bench/harness/servers.py) of the agent's
    Delivery, live (submit -> group commit -> publish -> PUBACK -> deleted from the outbox) and
    replaying a backlog from the outbox, against a bare paho-mqtt client publishing the same
    payloads to the same topic with the same in-flight cap and waiting for every PUBACK;
 4. the agent as it runs on a Pi: installed from the built wheel with '.[agent]' into a fresh venv
-   (tests/install/roles.py), 16 DS18B20s x 1 reading/s (two 1-Wire sysfs trees that firmware-sim
+   (bench/harness/roles.py), 16 DS18B20s x 1 reading/s (two 1-Wire sysfs trees that firmware-sim
    writes in RAM), the shipped rules,
    a private Mosquitto: resident memory and CPU against a bare paho publisher from the same venv
    (16 QoS-1 messages/s to the same broker), bytes written to disk per hour (/proc/PID/io
@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as mqtt  # noqa: E402
+from harness.servers import Mosquitto, start_server  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from edge_agent.decide import Reading, SensorDecider, SensorRules  # noqa: E402
@@ -58,7 +58,6 @@ from schemas.serial_protocol import (  # noqa: E402
     encode,
 )
 from schemas.topics import Topics  # noqa: E402
-from tests.servers import Mosquitto, start_server  # noqa: E402
 
 SENSORS = [f"28-0000000000{i:02x}" for i in range(16)]
 
@@ -160,8 +159,8 @@ def agent_state(path: Path) -> dict[str, Any]:
 
 def production_agent() -> Path:
     """The agent role as users install it: the built wheel, '.[agent]', a fresh venv
-    (tests/install/roles.py; reused while the tree is unchanged)."""
-    from tests.install.roles import CACHE, build_wheel, make_role_env, wheel_digest
+    (bench/harness/roles.py; reused while the tree is unchanged)."""
+    from harness.roles import CACHE, build_wheel, make_role_env, wheel_digest
 
     with tempfile.TemporaryDirectory() as tmp:
         wheel = build_wheel(Path(tmp) / "wheel")
@@ -215,7 +214,7 @@ def bench_pi(seconds: float, outage_s: float, tls: bool = False) -> None:
     secured: tuple[Path, str, Path] | None = None
     base_args: list[str] = []
     if tls:
-        from tests.e2e.tls import make_tls_broker
+        from harness.tls import make_tls_broker
 
         password = uuid.uuid4().hex
         tls_broker = make_tls_broker(

@@ -46,9 +46,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as mqtt  # noqa: E402
+from harness.servers import InfluxDB1, Mosquitto, free_port, start_server  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
@@ -57,7 +57,6 @@ from hub.mqtt_client import BufferedClient  # noqa: E402
 from schemas.codec import encode  # noqa: E402
 from schemas.models import ReadingEvent  # noqa: E402
 from schemas.topics import Topics  # noqa: E402
-from tests.servers import InfluxDB1, Mosquitto, free_port, start_server  # noqa: E402
 
 ROOT_TOPIC = "bench"
 #: the bare -> InfluxDB baseline batches like the hub's storage does by default

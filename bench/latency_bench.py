@@ -2,7 +2,7 @@
 
     python bench/latency_bench.py [--crossings 300] [--load-rate 1000] [--repeat 1]
 
-Starts a private Mosquitto and a private InfluxDB 1.x (``tests.servers``, never the broker on
+Starts a private Mosquitto and a private InfluxDB 1.x (``harness.servers``, never the broker on
 1883) and an HTTP receiver in this process that stands for the webhook. Then, for each
 contender, publishes threshold crossings (``StateChangeEvent``, alternately into ``high`` and
 back to ``normal``, from ``schemas.models``, encoded with ``schemas.encode``) one at a time from
@@ -45,16 +45,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as mqtt  # noqa: E402
+from harness.servers import InfluxDB1, Mosquitto, free_port  # noqa: E402
 from hub_bench import drop_session, hub_toml, private_servers  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from schemas.codec import encode  # noqa: E402
 from schemas.models import ReadingEvent, StateChangeEvent  # noqa: E402
 from schemas.topics import Topics  # noqa: E402
-from tests.servers import InfluxDB1, Mosquitto, free_port  # noqa: E402
 
 ROOT_TOPIC = "lat"
 SITE = "bench"

@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from tests.agent_e2e.e2e_helpers import AgentProc  # noqa: E402
-from tests.e2e.pipeline import (  # noqa: E402
+from harness.processes import (  # noqa: E402
+    AgentProc,
     HubProc,
     MqttAccess,
     agent_toml,
@@ -41,8 +40,8 @@ from tests.e2e.pipeline import (  # noqa: E402
     outbox_state,
     simulator_source,
 )
-from tests.hub_alerting.receivers import WebhookReceiver  # noqa: E402
-from tests.servers import InfluxDB1, Mosquitto, free_port, start_server  # noqa: E402
+from harness.receivers import WebhookReceiver  # noqa: E402
+from harness.servers import InfluxDB1, Mosquitto, free_port, start_server  # noqa: E402
 
 TOPIC_ROOT = "soak"
 RULES = """summary_interval_s = 10.0

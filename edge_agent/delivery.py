@@ -165,7 +165,8 @@ class Delivery:
         self._component = self.supervisor.spawn("delivery", self._run, reset=self._reset)
         self.link.start()
         self._log.info("delivery.started", backlog=self.outbox.depth,
-                       backlog_rate_per_s=self.policy.bucket.rate, client_id=self.link.client_id)
+                       backlog_rate_per_s=self.policy.backlog_rate_per_s,
+                       client_id=self.link.client_id)
 
     def submit(self, events: Sequence[SensorEvent]) -> None:
         """Buffer events for the next group commit; they are durable once committed.

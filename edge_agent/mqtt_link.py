@@ -12,7 +12,7 @@ What it does:
   reason); those do not restart the backoff, so the pair does not become a reconnect storm.
 - A retained *will* on the status topic (``online=false, reason="will"``) set before every
   connect, carrying the session counter (Sparkplug's bdSeq) that increments on every connect.
-- Reconnects with exponential backoff and full jitter (``program_support.backoff``);
+- Reconnects with exponential backoff and full jitter (``program_support.reconnect_pacing``);
   every failed attempt is logged with its reason, translated into :class:`ServerError` (bad
   credentials vs TLS failure vs unreachable), and kept in :attr:`MqttLink.last_error`.
 
@@ -32,26 +32,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import paho.mqtt.client as mqtt
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field, model_validator
 
-from program_support.backoff import backoff_delay
-from program_support.client_id_clash import ClashDetector
 from program_support.connect_errors import connect_error
+from program_support.mqtt_connect import build_client
 from program_support.mqtt_settings import MqttConnection
+from program_support.reconnect_pacing import ReconnectPacing
 from program_support.supervision import Supervisor
 from schemas import Receipt, Topics, check_identifier, decode
 from schemas.errors import ContractError, DeliveryError, ServerError, ThermopipeError, TopicError
-
-if TYPE_CHECKING:
-    from program_support.tls_context import ClosingContext
 
 log = structlog.get_logger(__name__)
 
@@ -140,10 +136,6 @@ def connack_error(reason: ReasonCode | int | str, host: str, port: int) -> Serve
     return ServerError(f"broker {host}:{port} refused the connection: {reason}")
 
 
-def _written_by_the_link_thread(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    """Nothing to register: :meth:`MqttLink._connect_once` runs paho's own ``loop()``."""
-
-
 class MqttLink:
     """One device's connection to the broker. ``notify`` receives every :data:`LinkEvent`."""
 
@@ -171,43 +163,19 @@ class MqttLink:
         self.last_error: ServerError | None = None
         self.session = 0
         self.connects = 0
-        self._up_at = 0.0  # when the last CONNACK accepted us (monotonic)
+        self._pacing = ReconnectPacing(settings.reconnect_min_s, settings.reconnect_max_s)
         self.reconnects = 0
         self.connect_failures = 0
         self._acks: list[tuple[int, bool, str]] = []  # this loop turn's PUBACKs (link thread)
-        self._client = self._make_client()
+        self._connection = build_client(mqtt.Client, settings, self.client_id,
+                                        connect_timeout_s=settings.connect_timeout_s)
+        self._client = self._connection.client
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
         self._log = log.bind(device=device_id, site=site, client_id=self.client_id,
                              broker=f"{settings.host}:{settings.port}")
-
-    def _make_client(self) -> mqtt.Client:
-        s = self.settings
-        v5 = s.protocol == "5"
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                             clean_session=None if v5 else False)
-        client.max_inflight_messages_set(0)  # unlimited in paho; the delivery loop caps it
-        client.max_queued_messages_set(0)
-        # paho's hook for an external event loop: with it set, publish() only queues the packet
-        # and wakes the link thread, whose loop() writes it (select() waits for writability
-        # while paho has data to send). Without it, a publish from the delivery thread would
-        # write to the socket itself while holding paho's message lock, which the link thread
-        # needs for every PUBACK: the two threads queue on that lock (bench/README.md)
-        client.on_socket_register_write = _written_by_the_link_thread
-        client.connect_timeout = s.connect_timeout_s
-        if s.username is not None:
-            client.username_pw_set(s.username, s.password.get_secret_value()
-                                   if s.password is not None else None)
-        self._tls_context: ClosingContext | None = None
-        if s.tls is not None:
-            self._tls_context = s.tls.context()
-            client.tls_set_context(self._tls_context)
-            if s.tls.insecure:
-                client.tls_insecure_set(True)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        return client
 
     # -- public ---------------------------------------------------------------------------------
     @property
@@ -263,33 +231,27 @@ class MqttLink:
         self._reconnect_loop()  # a crash is the supervisor's to log, count and restart
 
     def _reconnect_loop(self) -> None:
-        attempt = 0
-        clashes = ClashDetector()
+        pacing = self._pacing
         while not self._stop.is_set():
             error = self._connect_once()
             if self._stop.is_set():
                 break
             if error is None:
-                # The connection was up. A lasting one restarts the backoff; one dropped right
-                # after it was accepted does not: two agents with one client id throw each
-                # other off (Mosquitto 2.0 without "Session taken over"), and restarting the
-                # backoff each time would make that a reconnect storm.
-                flaps = clashes.dropped(time.monotonic() - self._up_at)
-                if flaps == 0:
-                    attempt = 0
+                # The connection was up. One dropped right after it was accepted does not
+                # restart the backoff (program_support/reconnect_pacing.py): two agents with one
+                # client id throw each other off (Mosquitto 2.0 without "Session taken over").
+                flaps = pacing.ended(time.monotonic())
                 error = self._connack_error or ServerError("connection lost")
-                if clashes.clash and self._connack_error is None:
+                if pacing.clash and self._connack_error is None:
                     error = ServerError(f"connection dropped {flaps} times in a row right "
                                         f"after it was accepted: another client with client "
                                         f"id {self.client_id!r}?")
                     self._log.error("mqtt.client_id_clash", flaps=flaps, reason=str(error))
             self.last_error = error
-            delay = backoff_delay(attempt, self.settings.reconnect_min_s,
-                                  self.settings.reconnect_max_s)
+            delay = pacing.next_delay(time.monotonic())
             self.connect_failures += 1
-            self._log.warning("mqtt.reconnect_wait", attempt=attempt + 1, reason=str(error),
+            self._log.warning("mqtt.reconnect_wait", attempt=pacing.attempt, reason=str(error),
                               retry_in_s=round(delay, 2))
-            attempt += 1
             self._stop.wait(delay)
         self._close_socket()
 
@@ -309,19 +271,10 @@ class MqttLink:
             self._log.error("mqtt.will_failed", error=str(exc))
             will = b""
         self._client.will_set(self.status_topic, will, qos=1, retain=True)
-        kwargs: dict[str, Any] = {}
-        if s.protocol == "5":
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = s.session_expiry_s
-            kwargs = {"clean_start": False, "properties": props}
         try:
-            self._client.connect(s.host, s.port, s.keepalive_s, **kwargs)
+            self._connection.connect()
         except OSError as exc:
-            if self._tls_context is not None:
-                self._tls_context.close_failed()
             return connect_error(exc, s.host, s.port, tls=s.tls is not None)
-        if self._tls_context is not None:
-            self._tls_context.last_socket = None  # paho owns it now
         sent_at = time.monotonic()
         was_up = False
         while True:
@@ -380,7 +333,7 @@ class MqttLink:
                                                 self.settings.port)
             return
         self.connects += 1
-        self._up_at = time.monotonic()
+        self._pacing.accepted(time.monotonic())
         if self.connects > 1:
             self.reconnects += 1
         self.last_error = None

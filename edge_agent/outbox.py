@@ -23,7 +23,7 @@ acked in the last interval before a crash is published again after the restart, 
 What deletes a row, besides the bounds below: only the delivery loop, by exact seq. With no hub
 receipt awaited, the broker's PUBACK (:meth:`Outbox.ack`); with receipts, a hub's receipt
 (:meth:`Outbox.receipted`) for the rows the delivery policy names: those this run published and
-saw acknowledged by the broker (edge_agent/delivery_policy.py), never the whole range a receipt
+saw acknowledged by the broker (edge_agent/receipt_policy.py), never the whole range a receipt
 names. A receipt naming rows not sent yet (the backlog, rows of an earlier run) deletes nothing
 of them; rows a hub says it refused (the receipt's ``refused``) stay and are sent again later.
 Not covered: a receipt that is forged, or wrong, about a row the broker did acknowledge deletes

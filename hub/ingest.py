@@ -27,7 +27,6 @@ session (acknowledgements of the old connection's messages are skipped: ``genera
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 import time
 import traceback
@@ -38,9 +37,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from hub.config import HubConfig
 from hub.dead_letter_replay import ReplayInbox
@@ -50,13 +46,7 @@ from hub.journal import BatchRecord, Journal, Pending, ReplayOutcome
 from hub.log_budget import LogBudget
 from hub.loss_detector import Loss, LossDetector
 from hub.metrics import HubMetrics
-from hub.mqtt_client import (
-    BufferedClient,
-    apply_account,
-    prepare_network_loop,
-    run_network_loop,
-    wait_acked,
-)
+from hub.mqtt_client import BufferedClient, wait_acked
 from hub.receipt_core import (
     loss_cause,
     loss_record,
@@ -70,9 +60,10 @@ from hub.receipt_core import (
 from hub.receipts import ReceiptBook
 from hub.records import DeadRecord, clip_text
 from hub.validate import OrderTracker
-from program_support.backoff import exponential_delay
-from program_support.client_id_clash import ClashDetector
 from program_support.connect_errors import connect_error
+from program_support.mqtt_connect import build_client
+from program_support.mqtt_network_loop import NetworkLoop
+from program_support.reconnect_pacing import ReconnectPacing
 from program_support.supervision import Supervisor, describe
 from schemas.codec import decode, encode
 from schemas.errors import ContractError, DeliveryError
@@ -134,14 +125,13 @@ class Ingest:
         self._stop = threading.Event()
         self._room = threading.Event()  # set by the ingest thread each time it takes a batch
         self._generation = 0
-        self._reconnect = threading.Event()  # reset asked for a new connection
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.last_error = ""
         self._refused = False  # the broker refused our last CONNECT (until one is accepted)
-        self._connected_at = 0.0
-        self._clashes = ClashDetector()  # connections dropped right after being accepted
-        self._client = self._make_client()
+        self._pacing = ReconnectPacing()  # reconnect waits; connections dropped at once
+        self._network = self._make_network_loop()
+        self._client = self._network.connection.client
         self.replays = ReplayInbox()  # hub dlq replay (hub/dead_letter_replay.py)
         self._last_prune = time.monotonic()
         self._last_prune_seen = 0.0
@@ -166,40 +156,27 @@ class Ingest:
         return detector
 
     # ---- MQTT --------------------------------------------------------------------------------
-    def _make_client(self) -> BufferedClient:
-        cfg = self.config.mqtt
-        if cfg.protocol == "3.1.1":  # a persistent session is clean_session=False there
-            client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
-                                    protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True)
-        else:
-            client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
-                                    protocol=mqtt.MQTTv5, manual_ack=True)
-        apply_account(client, cfg)
-        client.max_inflight_messages_set(0)  # our own publishes are few (dead letters)
-        client.reconnect_delay_set(1, 30)
+    def _make_network_loop(self) -> NetworkLoop[BufferedClient]:
+        connection = build_client(BufferedClient, self.config.mqtt, self.config.client_id,
+                                  manual_ack=True,
+                                  receive_maximum=self.config.mqtt.receive_maximum)
+        client = connection.client
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_plain_message = self._on_plain_message  # most messages: no MQTTMessage made
         client.on_subscribe = self._on_subscribe
-        client.on_connect_fail = self._on_connect_fail
-        prepare_network_loop(client)
-        return client
+        return NetworkLoop(connection, self._pacing, on_connect_error=self._on_connect_fail)
 
-    def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
-        # paho calls this inside its ``except OSError`` around the connect (refused, TLS
-        # handshake, DNS): the exception is the reason, and paho logs nothing itself.
-        exc = sys.exc_info()[1]
+    def _on_connect_fail(self, exc: OSError) -> None:
+        # the connect failed (refused, TLS handshake, DNS): paho logs nothing itself
         cfg = self.config.mqtt
-        if isinstance(exc, OSError):
-            reason = str(connect_error(exc, cfg.host, cfg.port, tls=cfg.tls is not None))
-        else:
-            reason = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown reason"
+        reason = str(connect_error(exc, cfg.host, cfg.port, tls=cfg.tls is not None))
         self._refused = False  # a newer reason: the broker cannot be reached at all
         first = self.last_error != f"cannot connect: {reason}"
         self.last_error = f"cannot connect: {reason}"
         self.metrics.connected.set(0)
-        # once per distinct reason: paho retries every few seconds
+        # once per distinct reason: the network loop retries every few seconds
         (log.error if first else log.debug)("mqtt.connect_failed", host=cfg.host,
                                             port=cfg.port, reason=reason)
 
@@ -207,14 +184,14 @@ class Ingest:
                     _props: Any) -> None:
         if reason.is_failure:
             error = f"broker refused the connection: {reason}"
-            first = self.last_error != error  # once per distinct reason: paho retries
+            first = self.last_error != error  # once per distinct reason: we retry
             self._refused = True
             self.last_error = error
             (log.error if first else log.debug)("mqtt_refused", reason=str(reason))
             return
         self._refused = False
         self._generation += 1
-        self._connected_at = time.monotonic()
+        self._pacing.accepted(time.monotonic())
         self.connected.set()
         self.metrics.connected.set(1)
         log.info("mqtt.connected", session_present=bool(flags.session_present),
@@ -236,7 +213,7 @@ class Ingest:
         self.connected.clear()
         self.subscribed.clear()
         self.metrics.connected.set(0)
-        if self._reconnect.is_set():
+        if self._network.restarting:
             log.info("mqtt.reconnecting", reason="ingest restarted: the broker sends what was "
                      "not acknowledged again")
         elif self._refused:
@@ -250,13 +227,11 @@ class Ingest:
         """Two clients with one client id throw each other off in a loop (a reconnect storm
         that also splits one session between them). MQTT 5 says so with "Session taken over"
         (142), but Mosquitto 2.0 just closes the connection; so a connection that keeps dropping
-        right after it was accepted is reported as a likely clash, and reconnecting slows down
-        (paho's backoff restarts at its minimum after every accepted connection)."""
-        flaps = self._clashes.dropped(time.monotonic() - self._connected_at)
+        right after it was accepted is reported as a likely clash, and its reconnects keep
+        slowing down (``ReconnectPacing`` restarts the backoff only after a lasting one)."""
+        flaps = self._pacing.ended(time.monotonic())
         taken_over = getattr(reason, "value", None) == 142
-        if not taken_over and not self._clashes.clash:
-            if flaps == 0:
-                self._client.reconnect_delay_set(1, 30)
+        if not taken_over and not self._pacing.clash:
             self.last_error = f"disconnected: {reason}"
             log.warning("mqtt.disconnected", reason=str(reason))
             return
@@ -267,13 +242,11 @@ class Ingest:
                            "mqtt.client_id_clash)"
                            if taken_over else
                            f"connection dropped {flaps} times in a row within "
-                           f"{self._clashes.window_s:.0f} s of connecting ({reason}): another "
-                           "client with this hub's client id? (see the log's "
+                           f"{self._pacing.clashes.window_s:.0f} s of connecting ({reason}): "
+                           "another client with this hub's client id? (see the log's "
                            "mqtt.client_id_clash)")
-        delay = int(exponential_delay(max(flaps, 1), 1, 60))
-        self._client.reconnect_delay_set(delay, 120)
         log.error("mqtt.client_id_clash", client_id=self.config.client_id, reason=str(reason),
-                  flaps=flaps, reconnect_in_s=delay)
+                  flaps=flaps)
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self._on_plain_message(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
@@ -300,20 +273,8 @@ class Ingest:
         wait_acked(self._client.publish(topic, payload, qos=1), topic, timeout_s)
 
     # ---- lifecycle ---------------------------------------------------------------------------
-    def _connect_async(self) -> None:
-        cfg = self.config.mqtt
-        if cfg.protocol == "3.1.1":
-            self._client.connect_async(cfg.host, cfg.port, cfg.keepalive_s)
-        else:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = cfg.session_expiry_s
-            props.ReceiveMaximum = cfg.receive_maximum
-            self._client.connect_async(cfg.host, cfg.port, cfg.keepalive_s, clean_start=False,
-                                       properties=props)
-
     def start(self) -> None:
-        self._connect_async()
-        self.supervisor.spawn("ingest-mqtt", self._network, reset=self._connect_async)
+        self.supervisor.spawn("ingest-mqtt", self._network.run)
         self.supervisor.spawn("ingest", self._run, reset=self.reset, stall_s=INGEST_STALL_S)
 
     def stop(self) -> None:
@@ -325,18 +286,9 @@ class Ingest:
         self.supervisor.join("ingest", 30)
         self._send_receipts(time.time(), force=True)
         self.supervisor.retire("ingest-mqtt")
-        self._client.disconnect()
+        self._network.stop()
         if not self.supervisor.join("ingest-mqtt", 10):
             log.warning("mqtt.network_loop_busy_at_shutdown")
-
-    def _network(self) -> None:
-        """paho's network loop; a reset's disconnect ends it, and it connects again."""
-        while True:
-            run_network_loop(self._client)
-            if self._stop.is_set() or not self._reconnect.is_set():
-                return  # stopping; else returned by itself: the supervisor sees a crash
-            self._reconnect.clear()
-            self._connect_async()
 
     def reset(self) -> None:
         """Before the ingest thread restarts after a crash: rebuild from durable state. The
@@ -355,8 +307,7 @@ class Ingest:
         self.tracker = OrderTracker(self.journal.load_seq_marks())
         self.limits = IdentityLimits(self.config.limits, self.journal.load_identities())
         self.detector = self._load_detector()
-        self._reconnect.set()
-        self._client.disconnect()
+        self._network.reconnect_now()
         log.info("ingest.reset", dropped_unacknowledged=dropped,
                  meaning="the broker sends them again on the new connection")
 

@@ -35,16 +35,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
 
 from schemas.errors import DeliveryError
-
-if TYPE_CHECKING:
-    from hub.config.mqtt import MqttConfig
 
 READ_SIZE = 65536
 PACKETS_PER_READ = 1000  # then paho's loop gets a turn (writes, keepalive) before reading on
@@ -210,16 +207,6 @@ def _message(header: int, topic: bytes, mid: int, payload: bytes) -> mqtt.MQTTMe
     return message
 
 
-def apply_account(client: mqtt.Client, cfg: MqttConfig) -> None:
-    """The ``[mqtt]`` account and TLS settings on a paho client (the hub's connections)."""
-    if cfg.username:
-        client.username_pw_set(
-            cfg.username, cfg.password.get_secret_value() if cfg.password else None)
-    if cfg.tls is not None:  # the one TLS model of agent and hub (program_support/mqtt_settings.py)
-        client.tls_set_context(cfg.tls.context())
-        client.tls_insecure_set(cfg.tls.insecure)
-
-
 def wait_acked(info: mqtt.MQTTMessageInfo, topic: str, timeout_s: float) -> None:
     """Wait for a QoS 1 publish's acknowledgement; :class:`DeliveryError` if none came."""
     try:
@@ -228,23 +215,3 @@ def wait_acked(info: mqtt.MQTTMessageInfo, topic: str, timeout_s: float) -> None
         raise DeliveryError(f"publish on {topic} failed: {exc}") from None
     if not info.is_published():
         raise DeliveryError(f"no acknowledgement for {topic} within {timeout_s:.0f} s")
-
-
-def _written_by_the_network_thread(_client: mqtt.Client, _userdata: Any, _sock: Any) -> None:
-    """Nothing to register: :func:`run_network_loop`'s thread writes every queued packet."""
-
-
-def prepare_network_loop(client: mqtt.Client) -> None:
-    """Make ``client`` ready for :func:`run_network_loop` in a thread of the caller's (the
-    hub's supervisor), instead of paho's ``loop_start``: packets queued by other threads
-    (publishes, acknowledgements) only wake that thread, which writes them, as with
-    ``loop_start``. Public API only: the write hook for an external loop, and ``loop`` once,
-    which makes paho's wake-up socket pair before any connection (it returns "no connection")."""
-    client.on_socket_register_write = _written_by_the_network_thread
-    client.loop(timeout=0.0)
-
-
-def run_network_loop(client: mqtt.Client) -> None:
-    """paho's network loop (what ``loop_start``'s thread runs): connects, reconnects with
-    paho's backoff, and returns once ``disconnect()`` was called."""
-    client.loop_forever(retry_first_connection=True)

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from program_support.config_loading import deprecated, resolve_secret
-from schemas.errors import ServerError
 from schemas.topics import DEFAULT_ROOT, Topics
 
 if TYPE_CHECKING:
@@ -71,26 +70,9 @@ class TlsSettings(BaseModel):
 
     def context(self) -> ClosingContext:
         """An SSL context; raises :class:`ServerError` when a file cannot be used."""
-        import ssl  # only with TLS configured (program_support/tls_context.py)
+        from program_support.tls_context import client_context  # only with TLS configured
 
-        from program_support.tls_context import ClosingContext
-
-        try:
-            ctx = ClosingContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname checked, cert required
-            if self.ca_file is not None:
-                ctx.load_verify_locations(cafile=str(self.ca_file))
-            else:
-                ctx.load_default_certs()
-            if self.cert_file is not None:
-                ctx.load_cert_chain(str(self.cert_file),
-                                    str(self.key_file) if self.key_file else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ServerError(f"TLS configuration unusable (ca_file={self.ca_file}, "
-                              f"cert_file={self.cert_file}): {exc}") from exc
-        if self.insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return client_context(self.ca_file, self.cert_file, self.key_file, self.insecure)
 
 
 class MqttConnection(BaseModel):

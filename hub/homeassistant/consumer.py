@@ -25,24 +25,22 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion
 
 from hub.config.homeassistant import HomeAssistantConfig
 from hub.config.mqtt import MqttConfig
 from hub.consumers.base import ConsumerDefaults, Envelope
 from hub.homeassistant.discovery import Discovery, Publish
-from hub.mqtt_client import (
-    apply_account,
-    prepare_network_loop,
-    run_network_loop,
-    wait_acked,
-)
+from hub.mqtt_client import wait_acked
+from program_support.mqtt_connect import Will, build_client
+from program_support.mqtt_network_loop import NetworkLoop
+from program_support.reconnect_pacing import ReconnectPacing
 from program_support.supervision import Supervisor
 from program_support.version import thermopipe_version
 from schemas.errors import DeliveryError
@@ -69,40 +67,31 @@ class HomeAssistantConsumer(ConsumerDefaults):
         self.refused = 0
         self._refused_mids: dict[int, str] = {}  # mid -> reason, from the network thread
         self._refused_lock = threading.Lock()
-        self._mqtt = mqtt_config
-        self._client = self._make_client(f"{client_id}-ha")
-        self._connect_async()
+        self._pacing = ReconnectPacing()
+        self._network = self._make_network_loop(mqtt_config, f"{client_id}-ha")
+        self._client = self._network.connection.client
         self.supervisor = supervisor or Supervisor()
-        self.supervisor.spawn(self.COMPONENT, lambda: run_network_loop(self._client),
-                              reset=self._connect_async)
-
-    def _connect_async(self) -> None:
-        """(Again, after a crash of the network loop: a new connection.)"""
-        self._client.connect_async(self._mqtt.host, self._mqtt.port, self._mqtt.keepalive_s)
+        self.supervisor.spawn(self.COMPONENT, self._network.run)
 
     def _new_discovery(self) -> Discovery:
         return Discovery(self.topics, self.config.discovery_prefix, self.config.expire_after_s,
                          hub_version=thermopipe_version(), support_url=self.config.support_url)
 
-    def _make_client(self, client_id: str) -> mqtt.Client:
-        cfg = self._mqtt
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=mqtt.MQTTv311 if cfg.protocol == "3.1.1" else mqtt.MQTTv5)
-        apply_account(client, cfg)
-        client.will_set(self.topics.ha_status(), b"offline", qos=1, retain=True)
-        client.max_inflight_messages_set(0)
-        client.reconnect_delay_set(1, 30)
+    def _make_network_loop(self, cfg: MqttConfig, client_id: str) -> NetworkLoop[mqtt.Client]:
+        connection = build_client(mqtt.Client, cfg, client_id, persistent=False,  # publishes only
+                                  will=Will(self.topics.ha_status(), b"offline"))
+        client = connection.client
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
-        prepare_network_loop(client)
-        return client
+        return NetworkLoop(connection, self._pacing)
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any,
                     _props: Any) -> None:
         if reason.is_failure:
             log.error("homeassistant.refused", reason=str(reason))
             return
+        self._pacing.accepted(time.monotonic())
         client.publish(self.topics.ha_status(), b"online", qos=1, retain=True)
         self.connected.set()
         log.info("homeassistant.connected", prefix=self.config.discovery_prefix)
@@ -170,5 +159,5 @@ class HomeAssistantConsumer(ConsumerDefaults):
             except (RuntimeError, ValueError):
                 log.warning("homeassistant.offline_not_published")
         self.supervisor.retire(self.COMPONENT)
-        self._client.disconnect()
+        self._network.stop()
         self.supervisor.join(self.COMPONENT, 10)

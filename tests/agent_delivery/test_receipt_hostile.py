@@ -443,8 +443,8 @@ def test_refusal_memory_is_bounded() -> None:
     agent.publish_round()
     agent.ack(100, ok=True)
     agent.receipt([], [(100, 199)])
-    policy = agent.policy
-    assert len(policy._refusals) <= 100 and policy.refused_waiting <= 100
-    assert len(policy._to_resend) <= 100 and len(policy._held_due) <= 2 * 100 + 64
+    receipt = agent.policy.receipt
+    assert len(receipt._refusals) <= 100 and receipt.refused_waiting <= 100
+    assert len(receipt._to_resend) <= 100 and len(receipt._held_due) <= 2 * 100 + 64
     # the forgotten ones go back to the backlog: nothing is lost
     assert agent.outbox == set(range(200))

@@ -1,6 +1,6 @@
 """Receipts in the delivery policy, without a broker: random histories in which the broker loses
 what it acknowledged (its queue, its session), the hub receipts late or not at all, and time
-passes; checked against the rules in edge_agent/delivery_policy.py. The real-server tests are
+passes; checked against the rules in edge_agent/receipt_policy.py. The real-server tests are
 tests/e2e/test_receipts_*.py."""
 
 from __future__ import annotations

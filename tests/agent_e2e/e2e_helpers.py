@@ -1,16 +1,15 @@
-"""Real processes for the agent's end-to-end tests: firmware-sim on a pty, the agent, a plain
-MQTT subscriber, and the expected decisions computed from the scenario's deterministic script."""
+"""Real processes for the agent's end-to-end tests: firmware-sim on a pty, the agent
+(``AgentProc``, from bench/harness/processes.py), a plain MQTT subscriber, and the expected
+decisions computed from the scenario's deterministic script."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.harness.processes import AgentProc
 from edge_agent.decide import Reading, SensorDecider, SensorRules
 from firmware_sim import device as fw
 from firmware_sim import scenario as scenarios
@@ -26,6 +26,8 @@ from firmware_sim.device import expected
 from schemas import decode
 from schemas.models import DeviceStatus, Receipt
 from schemas.serial_protocol import ReadingFrame, SensorError
+
+__all__ = ["AgentProc"]  # bench's harness: the tests import it from here with the rest below
 
 ROOT = Path(__file__).resolve().parents[2]
 FAULTS = {"MISSING": "disconnected", "READ_FAILED": "read_failed", "CRC": "crc_error"}
@@ -120,34 +122,6 @@ class Sim:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
-
-
-@dataclass
-class AgentProc:
-    config: Path
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edge_agent", "run", "-c", str(self.config)],
-                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def stop(self, timeout: float = 30) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def log_text(self) -> str:
-        return self.log.read_text()
 
 
 def write_config(path: Path, *, host: str, port: int, root: str, link: Path,

@@ -2,31 +2,37 @@
 firmware-sim (pty) -> edge agent -> private Mosquitto -> hub -> private InfluxDB 1.x, with a
 webhook receiver for the hub's alerts.
 
-Reused, not copied: the agent's e2e helpers (``Sim``, ``AgentProc``, ``wait_until``, the fault
+Reused, not copied: the programs as processes and their config files (with credentials and TLS),
+the hub's metrics and the outbox's counters, from bench's harness (bench/harness/processes.py,
+which bench/soak.py runs too); the agent's e2e helpers (``Sim``, ``wait_until``, the fault
 mapping and the decision keys, tests/agent_e2e/e2e_helpers.py) and the alerting tests' webhook
-receiver (tests/hub_alerting/receivers.py). What is here is what they do not have: config files
-with credentials and TLS, the hub as a process with its metrics, reading the stored events back
-from InfluxDB, and the expectations (decisions, alerts) computed with the pure deciders and the
-pure alert engine.
+receiver. What is here is what they do not have: reading the stored events back from InfluxDB,
+and the expectations (decisions, alerts) computed with the pure deciders and the pure alert
+engine.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.harness.processes import (
+    ROOT,
+    HubProc,
+    MqttAccess,
+    agent_toml,
+    hub_toml,
+    outbox_state,
+    secret_file,
+    serial_source,
+    simulator_source,
+)
 from edge_agent.decide import Reading, SensorDecider, SensorRules
 from firmware_sim import device as fw
 from firmware_sim import scenario as scenarios
@@ -39,152 +45,10 @@ from schemas.serial_protocol import ReadingFrame, SensorError
 from tests.agent_e2e.e2e_helpers import FAULTS, Subscriber, key_of_draft, key_of_event
 from tests.servers import InfluxDB1
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-# -- secrets and config files --------------------------------------------------------------------
-
-def secret_file(path: Path, value: str) -> Path:
-    """A password file as systemd credentials are: readable by the owner only."""
-    path.write_text(value)
-    path.chmod(0o600)
-    return path
-
-
-@dataclass(frozen=True)
-class MqttAccess:
-    """How one client reaches the broker: the port, and optionally a user, password and CA."""
-
-    host: str
-    port: int
-    username: str | None = None
-    password_file: Path | None = None
-    ca_file: Path | None = None
-
-    def agent_toml(self) -> str:
-        lines = [f'host = "{self.host}"', f"port = {self.port}"]
-        if self.username is not None:
-            lines.append(f'username = "{self.username}"')
-        if self.password_file is not None:
-            lines.append(f'password = "file:{self.password_file}"')
-        return "\n".join(lines)
-
-    def tls_toml(self, table: str) -> str:
-        return f'\n[{table}]\nca_file = "{self.ca_file}"\n' if self.ca_file else ""
-
-
-def serial_source(link: Path) -> str:
-    return f'[[sources]]\nkind = "serial"\nport = "{link}"\nreopen_max_s = 0.1\n'
-
-
-def simulator_source(scenario: Path, speed: float, seed: int = 1, loop: bool = True) -> str:
-    return (f'[[sources]]\nkind = "simulator"\nscenario = "{scenario}"\nspeed = {speed}\n'
-            f"seed = {seed}\nloop = {'true' if loop else 'false'}\n")
-
-
-def agent_toml(*, device_id: str, mqtt: MqttAccess, topic_root: str, outbox: Path,
-               sources: str, rules: str, site: str = "e2e", tick_s: float = 0.2,
-               status_interval_s: float = 5.0, log_level: str = "info",
-               backlog_rate_per_s: float = 0, mqtt_extra: str = "",
-               outbox_extra: str = "") -> str:
-    """An agent config (edge_agent/config.py) with fast reconnects and group commits;
-    ``mqtt_extra`` / ``outbox_extra``: more lines for ``[mqtt]`` / ``[outbox]``."""
-    return f"""
-site = "{site}"
-device_id = "{device_id}"
-tick_s = {tick_s}
-
-[log]
-level = "{log_level}"
-format = "json"
-
-[mqtt]
-{mqtt.agent_toml()}
-topic_root = "{topic_root}"
-reconnect_min_s = 0.2
-reconnect_max_s = 1.0
-connect_timeout_s = 5.0
-status_interval_s = {status_interval_s}
-{mqtt_extra}
-{mqtt.tls_toml("mqtt.tls")}
-[outbox]
-path = "{outbox}"
-flush_interval_s = 0.2
-backlog_rate_per_s = {backlog_rate_per_s}
-{outbox_extra}
-
-{sources}
-[defaults]
-{rules}
-"""
-
-
-def hub_toml(*, data_dir: Path, mqtt: MqttAccess, topic_root: str, influx_url: str,
-             database: str, http_port: int, webhook_url: str | None = None,
-             hub_id: str = "e2e", log_level: str = "info",
-             offline_for_s: float | None = None, mqtt_extra: str = "") -> str:
-    """A hub config (hub/config/): v1 storage, HTTP metrics on ``http_port``, and (with a
-    ``webhook_url``) alerting to that webhook only, one group per condition, late alerts too,
-    with the device-offline grace ``offline_for_s`` (None: the hub's default). ``mqtt_extra``:
-    more lines for ``[mqtt]``; more tables may be appended to the text."""
-    password = f'password = "file:{mqtt.password_file}"\n' if mqtt.password_file else ""
-    username = f'username = "{mqtt.username}"\n' if mqtt.username else ""
-    text = f"""
-hub_id = "{hub_id}"
-data_dir = "{data_dir}"
-
-[mqtt]
-host = "{mqtt.host}"
-port = {mqtt.port}
-topic_root = "{topic_root}"
-client_id = "hub-{topic_root}-{hub_id}"
-{mqtt_extra}
-{username}{password}{mqtt.tls_toml("mqtt.tls")}
-[storage]
-enabled = true
-mode = "v1"
-url = "{influx_url}"
-database = "{database}"
-batch_size = 500
-flush_interval_s = 0.2
-timeout_s = 3.0
-
-[http]
-enabled = true
-host = "127.0.0.1"
-port = {http_port}
-
-[log]
-level = "{log_level}"
-format = "json"
-
-[dispatch]
-retry_initial_s = 0.2
-retry_max_s = 1.0
-"""
-    if webhook_url is None:
-        return text + "\n[alerting]\nenabled = false\n"
-    grace = "" if offline_for_s is None else f"offline_for_s = {offline_for_s}\n"
-    return text + f"""
-[alerting]
-{grace}repeat_interval_s = 86400
-tick_interval_s = 1.0
-retry_max_backoff_s = 1.0
-
-[alerting.notifiers.hook]
-type = "webhook"
-url = "{webhook_url}"
-timeout_s = 3.0
-max_retries = 0
-retry_backoff_s = 0.1
-deliver_late = true
-
-[[alerting.rules]]
-name = "all"
-match = {{ severity_at_least = "warning" }}
-notifiers = ["hook"]
-group_by = ["site", "device", "sensor", "condition"]
-"""
+# The names from bench's harness that the tests import from here (beside what is defined below);
+# listed so the linter keeps these imports.
+__all__ = ["ROOT", "HubProc", "MqttAccess", "agent_toml", "hub_toml", "outbox_state",
+           "secret_file", "serial_source", "simulator_source"]
 
 
 def alerting_config_of(hub_config_file: Path) -> AlertingConfig:
@@ -194,83 +58,6 @@ def alerting_config_of(hub_config_file: Path) -> AlertingConfig:
     section = load_hub_config(hub_config_file).alerting
     assert isinstance(section, AlertingConfig), "hub.config.alerting is not installed"
     return section
-
-
-# -- the hub as a process --------------------------------------------------------------------------
-
-@dataclass
-class HubProc:
-    """``python -m hub.cli run -c CONFIG``; stdout and stderr go to ``log``."""
-
-    config: Path
-    log: Path
-    http_port: int
-    proc: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-    args: tuple[str, ...] = ()  # more arguments of ``hub run`` (``--workers 3``)
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hub.cli", "run", "-c", str(self.config), *self.args],
-                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.starts += 1
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 60) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            raise
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def _get(self, path: str) -> bytes | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}",
-                                        timeout=2) as resp:
-                data: bytes = resp.read()
-                return data
-        except urllib.error.HTTPError as exc:  # /healthz answers 503 with its report
-            with exc:
-                body: bytes = exc.read()
-            return body
-        except (OSError, urllib.error.URLError):
-            return None
-
-    def metrics(self) -> dict[str, float] | None:
-        """The Prometheus samples (``name{labels}`` -> value), or None if it does not answer."""
-        body = self._get("/metrics")
-        if body is None:
-            return None
-        out: dict[str, float] = {}
-        for line in body.decode().splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                with contextlib.suppress(ValueError):
-                    out[name] = float(value)
-        return out
-
-    def health(self) -> dict[str, Any] | None:
-        import json
-
-        body = self._get("/healthz")
-        return None if body is None else dict(json.loads(body))
 
 
 class MetricsWatch:
@@ -345,18 +132,6 @@ def stored_events(influx: InfluxDB1, db: str, device: str | None = None) -> list
     # and the callers' "every seq stored" checks fail.
     return sorted((r for r in rows if r.get("seq") is not None),
                   key=lambda r: (r["device"], r["seq"]))
-
-
-def outbox_state(path: Path) -> dict[str, int]:
-    """The agent outbox's durable counters (``next_seq``, ``session``, ``dropped_*``) and
-    ``pending`` (events not yet acknowledged by the broker)."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        meta = {str(k): int(v) for k, v in db.execute("SELECT key, value FROM meta")}
-        meta["pending"] = int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-    finally:
-        db.close()
-    return meta
 
 
 def alert_store_rows(hub_data_dir: Path, table: str) -> list[tuple[str, str]]:

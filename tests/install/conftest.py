@@ -1,4 +1,4 @@
-"""Fixtures for tests/install: the built wheel and one fresh venv per role (tests/install/roles.py).
+"""Fixtures for tests/install: the built wheel and one fresh venv per role (bench/harness/roles.py).
 
 Building them takes 10-60 s (pip's cache makes the second time fast); every test here needs them,
 and under CI=true none of these tests may skip.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.install.roles import InstallFailed, RoleEnv, role_envs
+from bench.harness.roles import InstallFailed, RoleEnv, role_envs
 
 
 @pytest.fixture(scope="session")

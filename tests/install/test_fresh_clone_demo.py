@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from bench.harness.roles import ROOT
 from tests.install.conftest import REPORT
-from tests.install.roles import ROOT
 from tests.servers import free_port
 
 pytestmark = pytest.mark.slow

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
+from bench.harness.roles import HUB_ONLY, ROOT, RoleEnv
 from tests.deploy.conftest import copy_deploy
 from tests.install.conftest import REPORT
-from tests.install.roles import HUB_ONLY, ROOT, RoleEnv
 from tests.servers import InfluxDB1, Mosquitto, free_port
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]

@@ -1,0 +1,61 @@
+"""When to try the broker again: the one reconnect pacing of every MQTT connection (the agent's
+link, the hub's ingest, the Home Assistant consumer). Pure: time is an argument.
+
+- Each wait is :func:`program_support.backoff.backoff_delay` of the attempts so far: exponential
+  from ``min_s`` to ``max_s`` with full jitter, so a fleet that lost the broker together does not
+  come back in lock-step. paho's own ``reconnect_delay_set`` pacing is not used.
+- A connection that lasted restarts the count; one dropped right after it was accepted does
+  not, and is counted by the :class:`ClashDetector`: two clients with one client id throw each
+  other off in a loop, and restarting the backoff each time would make that a reconnect storm.
+
+The owner tells it :meth:`~ReconnectPacing.accepted` from its CONNACK callback and asks
+:meth:`~ReconnectPacing.next_delay` when a connection (or an attempt) has ended.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from program_support.backoff import backoff_delay
+from program_support.client_id_clash import ClashDetector
+
+
+@dataclass
+class ReconnectPacing:
+    min_s: float = 1.0
+    max_s: float = 30.0
+    clashes: ClashDetector = field(default_factory=ClashDetector)
+    rng: random.Random | None = None
+    attempt: int = 0  # waits since the last connection that lasted (0: the next is the first)
+    _up_since: float | None = None  # when the broker accepted the current connection
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_s <= self.max_s:
+            raise ValueError(f"reconnect pacing needs 0 < min_s <= max_s "
+                             f"(min_s={self.min_s}, max_s={self.max_s})")
+
+    def accepted(self, now: float) -> None:
+        """The broker accepted a connection at ``now`` (monotonic seconds)."""
+        self._up_since = now
+
+    def ended(self, now: float) -> int:
+        """The accepted connection ended at ``now``: judged once (later calls, or calls with no
+        accepted connection, change nothing). Returns the flaps in a row (0: it lasted)."""
+        if self._up_since is not None:
+            if self.clashes.dropped(now - self._up_since) == 0:
+                self.attempt = 0
+            self._up_since = None
+        return self.clashes.flaps
+
+    @property
+    def clash(self) -> bool:
+        """Connections keep dropping right after they are accepted: a likely client-id clash."""
+        return self.clashes.clash
+
+    def next_delay(self, now: float) -> float:
+        """Seconds to wait before the next attempt (the connection, if one was up, ended)."""
+        self.ended(now)
+        delay = backoff_delay(self.attempt, self.min_s, self.max_s, self.rng)
+        self.attempt += 1
+        return delay
