@@ -1,8 +1,11 @@
 """The one ``[mqtt]`` connection model of both programs: broker, account, TLS, topic root.
 
-The agent (``edge_agent.mqtt_link.MqttSettings``) and the hub (``hub.config.MqttConfig``) extend
-:class:`MqttConnection` with what only they need (reconnect pacing and encoding; the shared
-subscription and receive maximum), so a key means the same in both files::
+The hub (``hub.config.MqttConfig``) extends :class:`MqttConnection` with what only it needs (the
+shared subscription and receive maximum). The agent reads the same keys without pydantic
+(``edge_agent/config/mqtt.py``, stdlib dataclasses: pydantic does not install on every Pi);
+``tests/agent_config`` holds it to this model, the reference: a property test that every
+``[mqtt]`` table this model refuses the agent refuses too, and every one it accepts the agent
+reads to the same values. A key means the same in both files::
 
     [mqtt]
     host = "broker.lan"
@@ -25,8 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from program_support.config_loading import deprecated, resolve_secret
-from schemas.errors import ServerError
+from program_support.config_loading import deprecated, missing_files, resolve_secret
 from schemas.topics import DEFAULT_ROOT, Topics
 
 if TYPE_CHECKING:
@@ -64,33 +66,14 @@ class TlsSettings(BaseModel):
     def missing_files(self, section: str = "mqtt.tls") -> list[tuple[str, str]]:
         """``(key path, reason)`` for each file this section names that is not there (the
         start-up checks of both programs; skipped by ``check-config --no-secrets``)."""
-        named = (("ca_file", self.ca_file), ("cert_file", self.cert_file),
-                 ("key_file", self.key_file))
-        return [(f"{section}.{key}", f"{str(path)!r} does not exist")
-                for key, path in named if path is not None and not path.is_file()]
+        return missing_files(section, ca_file=self.ca_file, cert_file=self.cert_file,
+                             key_file=self.key_file)
 
     def context(self) -> ClosingContext:
         """An SSL context; raises :class:`ServerError` when a file cannot be used."""
-        import ssl  # only with TLS configured (program_support/tls_context.py)
+        from program_support.tls_context import client_context  # only with TLS configured
 
-        from program_support.tls_context import ClosingContext
-
-        try:
-            ctx = ClosingContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname checked, cert required
-            if self.ca_file is not None:
-                ctx.load_verify_locations(cafile=str(self.ca_file))
-            else:
-                ctx.load_default_certs()
-            if self.cert_file is not None:
-                ctx.load_cert_chain(str(self.cert_file),
-                                    str(self.key_file) if self.key_file else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ServerError(f"TLS configuration unusable (ca_file={self.ca_file}, "
-                              f"cert_file={self.cert_file}): {exc}") from exc
-        if self.insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return client_context(self.ca_file, self.cert_file, self.key_file, self.insecure)
 
 
 class MqttConnection(BaseModel):

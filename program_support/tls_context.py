@@ -5,7 +5,10 @@ does not import ``ssl``: an agent without TLS never loads it (nor OpenSSL's libr
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 from typing import Any
+
+from schemas.errors import ServerError
 
 
 class ClosingContext(ssl.SSLContext):
@@ -22,3 +25,24 @@ class ClosingContext(ssl.SSLContext):
         sock, self.last_socket = self.last_socket, None
         if sock is not None:
             sock.close()
+
+
+def client_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | None,
+                   insecure: bool) -> ClosingContext:
+    """The context of ``[mqtt.tls]`` (both programs' settings call it); raises
+    :class:`ServerError` when a file cannot be used."""
+    try:
+        ctx = ClosingContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname checked, cert required
+        if ca_file is not None:
+            ctx.load_verify_locations(cafile=str(ca_file))
+        else:
+            ctx.load_default_certs()
+        if cert_file is not None:
+            ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ServerError(f"TLS configuration unusable (ca_file={ca_file}, "
+                          f"cert_file={cert_file}): {exc}") from exc
+    if insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx

@@ -11,11 +11,14 @@ topic level from the wire never becomes a 64 KiB reason.
 from __future__ import annotations
 
 import re
-from typing import Annotated
-
-from pydantic import AfterValidator
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 from schemas.errors import InvalidIdentifier
+
+if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler
+    from pydantic_core import CoreSchema
 
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
@@ -64,8 +67,29 @@ def _state(value: str) -> str:
     return check_identifier(value, "state name")
 
 
-SiteId = Annotated[str, AfterValidator(_site)]
-DeviceId = Annotated[str, AfterValidator(_device)]
-SensorId = Annotated[str, AfterValidator(_sensor)]
-StateName = Annotated[str, AfterValidator(_state)]
-EventId = Annotated[str, AfterValidator(check_event_id)]
+class Rule:
+    """``Annotated`` metadata: ``check`` runs on a value that is already a ``str``.
+
+    Both validators read it: pydantic (the event models, the hub's config) through
+    ``__get_pydantic_core_schema__``, as it would an ``AfterValidator``, and the plain config
+    validator (``program_support/plain_config.py``, the agent's config) through ``check``. So
+    this module imports no pydantic, and an identifier means the same in an event and in a
+    config file."""
+
+    __slots__ = ("check",)
+
+    def __init__(self, check: Callable[[str], str]) -> None:
+        self.check = check
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler,
+                                     ) -> CoreSchema:
+        from pydantic_core import core_schema  # only when pydantic builds a model with it
+
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+
+SiteId = Annotated[str, Rule(_site)]
+DeviceId = Annotated[str, Rule(_device)]
+SensorId = Annotated[str, Rule(_sensor)]
+StateName = Annotated[str, Rule(_state)]
+EventId = Annotated[str, Rule(check_event_id)]

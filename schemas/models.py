@@ -34,34 +34,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from schemas import bounds
 from schemas.ids import DeviceId, EventId, SensorId, SiteId, StateName
 
-#: the highest ``seq`` (and seq range end) the contract allows: a signed 64-bit integer
-SEQ_MAX = 2**63 - 1
-NAME_MAX = 128      # a name for people, a version, a source kind, a counter's name, a hub id
-TEXT_MAX = 1024     # a fault's detail, a loss's cause, a device's firmware line
-SENSORS_MAX = 1024  # sensors in one status
-THRESHOLDS_MAX = 32  # thresholds of one sensor
-COUNTERS_MAX = 256  # counters in one status
-RANGES_MAX = 1000   # seq ranges in one receipt (the hub sends at most 500)
+# the contract's bounds and vocabularies (schemas/bounds.py: no pydantic), read from here too
+SEQ_MAX = bounds.SEQ_MAX
+NAME_MAX = bounds.NAME_MAX
+TEXT_MAX = bounds.TEXT_MAX
+SENSORS_MAX = bounds.SENSORS_MAX
+THRESHOLDS_MAX = bounds.THRESHOLDS_MAX
+COUNTERS_MAX = bounds.COUNTERS_MAX
+RANGES_MAX = bounds.RANGES_MAX
+Unit = bounds.Unit
+Severity = bounds.Severity
+FaultCode = bounds.FaultCode
 
 Seq = Annotated[int, Field(ge=0, le=SEQ_MAX)]
 Count = Annotated[int, Field(ge=0, le=SEQ_MAX)]
 Name = Annotated[str, Field(max_length=NAME_MAX)]
 Text = Annotated[str, Field(max_length=TEXT_MAX)]
-
-Unit = Literal["degC", "degF"]
-Severity = Literal["info", "warning", "critical"]
-FaultCode = Literal[
-    "power_on_value",    # DS18B20 85.0 degC power-on reading
-    "disconnected",      # DS18B20 -127 / sensor missing on the bus
-    "crc_error",         # 1-Wire 'crc=.. NO' or serial checksum failure on a reading
-    "read_failed",       # the firmware or driver reported a failed read
-    "out_of_range",      # outside the configured physical range
-    "implausible_jump",  # a jump larger than physically plausible between readings
-    "stale",             # no good reading for longer than the stale timeout
-    "device_lost",       # the serial device disappeared (unplugged, renumbered)
-]
 
 
 def _utc_micros(value: datetime) -> datetime:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from schemas.errors import SpoofedTopic, TopicError
 from schemas.ids import check_identifier, quoted
-from schemas.models import Alert, DeviceStatus, SensorEvent
+
+if TYPE_CHECKING:  # for the signatures only: the agent's config checks a topic root without them
+    from schemas.models import Alert, DeviceStatus, SensorEvent
 
 DEFAULT_ROOT = "thermopipe"
 TopicKind = Literal["event", "summary", "status", "cmd", "receipt"]
