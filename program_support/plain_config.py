@@ -178,10 +178,13 @@ class _Invalid:
 
 _INVALID: Any = _Invalid()
 _ASCII_INT = re.compile(r"[+-]?\d+(?:_\d+)*", re.ASCII)
-_ASCII_INT_POINT_ZERO = re.compile(r"([+-]?\d+(?:_\d+)*)\.0*", re.ASCII)
+_ASCII_INT_POINT_ZERO = re.compile(r"([+-]?\d+(?:_\d+)*)\.0+", re.ASCII)
 _ASCII_NUMBER = re.compile(r"[+-]?(?:\d+(?:_\d+)*(?:\.(?:\d+(?:_\d+)*)?)?|\.\d+(?:_\d+)*)"
                            r"(?:[eE][+-]?\d+(?:_\d+)*)?|[+-]?(?:inf|infinity|nan)",
                            re.ASCII | re.IGNORECASE)
+# pydantic reads a float as an integer only inside a signed 64-bit integer's range
+_INT_FROM_FLOAT = 2.0**63
+_TOO_LARGE = "Input should be a valid integer, this number is too large"
 _TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
 _FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
 
@@ -302,14 +305,17 @@ class _Walk:
             if not value.is_integer():
                 return self.problem(loc, "Input should be a valid integer, got a number with a "
                                          "fractional part")
+            if not -_INT_FROM_FLOAT < value < _INT_FROM_FLOAT:
+                return self.problem(loc, _TOO_LARGE)
             return int(value)
         if isinstance(value, str):
             text = value.strip()
-            if _ASCII_INT.fullmatch(text):
-                return int(text)
-            point_zero = _ASCII_INT_POINT_ZERO.fullmatch(text)
-            if point_zero:
-                return int(point_zero[1])
+            whole = _ASCII_INT.fullmatch(text) or _ASCII_INT_POINT_ZERO.fullmatch(text)
+            if whole:
+                try:
+                    return int(whole[1] if whole.re is _ASCII_INT_POINT_ZERO else text)
+                except ValueError:  # more digits than Python converts (sys.int_info)
+                    return self.problem(loc, _TOO_LARGE)
             return self.problem(loc, "Input should be a valid integer, unable to parse string as "
                                      "an integer")
         return self.problem(loc, "Input should be a valid integer")
