@@ -81,6 +81,9 @@ class Rule:
     def __init__(self, check: Callable[[str], str]) -> None:
         self.check = check
 
+    def __repr__(self) -> str:
+        return f"Rule({getattr(self.check, '__name__', self.check)})"
+
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler,
                                      ) -> CoreSchema:
         from pydantic_core import core_schema  # only when pydantic builds a model with it
