@@ -6,7 +6,8 @@ Shared by ``edge-agent`` and ``hub`` so both report errors the same way
 (``unknown key 'intervall_s' (did you mean 'interval_s'?)``, a TOML syntax error with its line),
 before anything runs. Secrets are never written in the file itself: a secret field holds
 ``env:NAME`` (an environment variable) or ``file:/path`` (a file's first line, e.g. a systemd
-credential), and its value is a ``SecretStr`` that prints as ``**********`` in logs and reprs.
+credential), and its value (pydantic's ``SecretStr`` in the hub, ``plain_config.Secret`` in the
+agent) prints as ``**********`` in logs and reprs.
 
 Two validators share this layout: pydantic for the hub's models (:func:`load_config`), and
 ``program_support/plain_config.py`` for the agent's (stdlib only: the agent runs where pydantic

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from edge_agent.config.mqtt import MqttSettings
 from edge_agent.config.outbox import OutboxSettings
 from edge_agent.config.rules import SensorRules
-from program_support.plain_config import Check, Length, Range, Tagged
+from program_support.plain_config import Check, FieldProblem, Length, Range, Tagged
 from schemas.bounds import NAME_MAX, Unit
 from schemas.errors import ConfigError
 from schemas.ids import DeviceId, SensorId, SiteId
@@ -121,7 +121,8 @@ class AgentConfig:
         names = [s.name for s in self.sources if s.name]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"source names must be unique: {', '.join(dupes)} repeated")
+            raise FieldProblem("sources", f"source names must be unique: {', '.join(dupes)} "
+                                          "repeated")
 
     def rules_for(self, sensor_id: str) -> SensorRules:
         sensor = self.sensors.get(sensor_id)

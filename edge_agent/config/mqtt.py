@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from program_support.config_loading import missing_files
-from program_support.plain_config import Before, Check, Range, Secret
+from program_support.plain_config import Before, Check, FieldProblem, Range, Secret
 from schemas.topics import DEFAULT_ROOT, Topics
 
 if TYPE_CHECKING:
@@ -100,4 +100,5 @@ class MqttSettings:
 
     def __post_init__(self) -> None:
         if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+            raise FieldProblem("reconnect_max_s", f"must be >= reconnect_min_s "
+                                                  f"({self.reconnect_min_s})")

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 import trustme
 
+from edge_agent.config import TlsSettings
 from edge_agent.delivery import Delivery
 from edge_agent.mqtt_link import MqttLink, MqttSettings
 from edge_agent.outbox import Outbox, OutboxSettings
 from edge_agent.stamping import EventStamper
-from program_support.mqtt_settings import TlsSettings
+from program_support.plain_config import parse
 from schemas import SensorInfo, Topics
 from schemas.errors import ServerError
 from tests.agent_delivery.helpers import Recorder, draft, retained_status
@@ -185,8 +186,10 @@ def test_avro_over_mqtt_3_1_1(mosquitto: Mosquitto, topic_root: str,
 
 
 def _link(port: int, **kw: Any) -> MqttLink:
-    settings = MqttSettings(host="127.0.0.1", port=port, topic_root="tp", reconnect_min_s=0.2,
-                            reconnect_max_s=0.5, connect_timeout_s=3, **kw)
+    # as the agent reads its [mqtt] table: the password is a secret reference resolved here
+    settings = parse({"host": "127.0.0.1", "port": port, "topic_root": "tp",
+                      "reconnect_min_s": 0.2, "reconnect_max_s": 0.5, "connect_timeout_s": 3,
+                      **kw}, MqttSettings)
     return MqttLink(settings, "site1", "dev1", notify=lambda e: None,
                     next_session=lambda: 1, will_payload=lambda s: b"{}")
 
