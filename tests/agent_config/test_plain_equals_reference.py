@@ -317,3 +317,17 @@ def test_the_plain_loader_refuses_and_accepts_what_the_pydantic_models_did(
     if old[0] == "accepted":
         assert old[1] == new[1]
         assert old[2] == new[2]  # the same deprecation notes
+
+
+def test_the_agents_mqtt_section_has_every_shared_key_with_the_hubs_default() -> None:
+    """The keys both programs read in ``[mqtt]``: the hub's MqttConnection (pydantic, the
+    reference) and the agent's MqttSettings (plain) name the same keys with the same defaults."""
+    from edge_agent.config import MqttSettings
+    from edge_agent.config import TlsSettings as PlainTls
+    from program_support.mqtt_settings import MqttConnection, TlsSettings
+
+    for hub, agent in ((MqttConnection, MqttSettings), (TlsSettings, PlainTls)):
+        defaults = {f.name: f.default for f in dataclasses.fields(agent)}
+        for name, info in hub.model_fields.items():
+            assert name in defaults, f"{agent.__name__} lacks the shared key {name}"
+            assert defaults[name] == info.default, (name, defaults[name], info.default)
