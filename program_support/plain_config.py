@@ -35,7 +35,6 @@ A section class may set ``FINITE_ONLY = True`` (its floats refuse inf and nan) a
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import re
 import types
@@ -206,12 +205,18 @@ def _did_you_mean(word: str, known: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-@functools.cache
 def fields_of(section: type[Any]) -> dict[str, Any]:
     """A section's keys and their types (``Annotated`` kept), in declaration order (read once
     per class: resolving the hints compiles each one)."""
-    hints = typing.get_type_hints(section, include_extras=True)
-    return {f.name: hints[f.name] for f in dataclasses.fields(section) if f.init}
+    known = _FIELDS.get(section)
+    if known is None:
+        hints = typing.get_type_hints(section, include_extras=True)
+        known = _FIELDS[section] = {f.name: hints[f.name] for f in dataclasses.fields(section)
+                                    if f.init}
+    return known
+
+
+_FIELDS: dict[type[Any], dict[str, Any]] = {}
 
 
 def is_section(tp: Any) -> bool:
@@ -420,7 +425,6 @@ class _Walk:
         return value
 
 
-@functools.cache
 def _required(section: type[Any], name: str) -> bool:
     field = next(f for f in dataclasses.fields(section) if f.name == name)
     return (field.default is dataclasses.MISSING

@@ -1,6 +1,9 @@
 """The one event contract shared by the edge agent and the hub.
 
 Import messages, codecs and topics from here; nothing else in the project defines event fields.
+The pydantic models and codecs (``schemas.models``, ``schemas.codec``: the hub's validation) load
+on first use of one of their names, so a program that needs only errors, ids, topics or the plain
+twin of the messages (``schemas.plain_messages``, the edge agent) never imports pydantic.
 ``DEFAULT_REGISTRY`` and ``SchemaRegistry`` (Avro) load fastavro, an optional package (the
 ``avro`` extra), on first use only.
 """
@@ -8,33 +11,35 @@ Import messages, codecs and topics from here; nothing else in the project define
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from schemas.errors import (
+    ConfigError,
+    ContractError,
+    DecodeError,
+    DeliveryError,
+    InvalidIdentifier,
+    InvalidMessage,
+    PayloadTooLarge,
+    ProtocolError,
+    ServerError,
+    SourceError,
+    SpoofedTopic,
+    ThermopipeError,
+    TopicError,
+    UnknownEncoding,
+    UnknownSchema,
+)
+from schemas.ids import DeviceId, EventId, SensorId, SiteId, StateName, check_identifier
+from schemas.topics import DEFAULT_ROOT, DeviceTopic, Topics, check_topic_matches
+from schemas.vocabulary import FaultCode, Severity, Unit
+
 if TYPE_CHECKING:
     from schemas.codec import DEFAULT_MAX_PAYLOAD, Encoding, decode, detect_encoding, encode
-    from schemas.errors import (
-        ConfigError,
-        ContractError,
-        DecodeError,
-        DeliveryError,
-        InvalidIdentifier,
-        InvalidMessage,
-        PayloadTooLarge,
-        ProtocolError,
-        ServerError,
-        SourceError,
-        SpoofedTopic,
-        ThermopipeError,
-        TopicError,
-        UnknownEncoding,
-        UnknownSchema,
-    )
-    from schemas.ids import DeviceId, EventId, SensorId, SiteId, StateName, check_identifier
     from schemas.models import (
         MODELS,
         Alert,
         DataLoss,
         DeadLetter,
         DeviceStatus,
-        FaultCode,
         FaultEvent,
         Message,
         RateAlarmEvent,
@@ -43,13 +48,23 @@ if TYPE_CHECKING:
         SensorEvent,
         SensorInfo,
         SeqRange,
-        Severity,
         StateChangeEvent,
         SummaryEvent,
         ThresholdInfo,
-        Unit,
     )
-    from schemas.topics import DEFAULT_ROOT, DeviceTopic, Topics, check_topic_matches
+    from schemas.registry import DEFAULT_REGISTRY, SchemaRegistry
+
+#: name -> the module that defines it, imported on first use (pydantic, fastavro)
+_LAZY = {
+    **dict.fromkeys(("DEFAULT_MAX_PAYLOAD", "Encoding", "decode", "detect_encoding", "encode"),
+                    "schemas.codec"),
+    **dict.fromkeys(("MODELS", "Alert", "DataLoss", "DeadLetter", "DeviceStatus", "FaultEvent",
+                     "Message", "RateAlarmEvent", "ReadingEvent", "Receipt", "SensorEvent",
+                     "SensorInfo", "SeqRange", "StateChangeEvent", "SummaryEvent",
+                     "ThresholdInfo"), "schemas.models"),
+    # Avro needs fastavro, which an agent that sends JSON does not install
+    **dict.fromkeys(("DEFAULT_REGISTRY", "SchemaRegistry"), "schemas.registry"),
+}
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD", "DEFAULT_REGISTRY", "DEFAULT_ROOT", "MODELS", "Alert", "ConfigError",
@@ -64,69 +79,10 @@ __all__ = [
 ]
 
 
-# Each name from the module that defines it, on first use: ``from schemas.errors import
-# ConfigError`` or ``from schemas.topics import Topics`` then loads neither the pydantic models nor
-# the codecs (the agent's config loader imports no pydantic), and ``from schemas import decode``
-# loads what decode needs. Avro needs fastavro, which an agent that sends JSON does not install.
-_HOMES = {
-    "DEFAULT_MAX_PAYLOAD": "schemas.codec",
-    "Encoding": "schemas.codec",
-    "decode": "schemas.codec",
-    "detect_encoding": "schemas.codec",
-    "encode": "schemas.codec",
-    "ConfigError": "schemas.errors",
-    "ContractError": "schemas.errors",
-    "DecodeError": "schemas.errors",
-    "DeliveryError": "schemas.errors",
-    "InvalidIdentifier": "schemas.errors",
-    "InvalidMessage": "schemas.errors",
-    "PayloadTooLarge": "schemas.errors",
-    "ProtocolError": "schemas.errors",
-    "ServerError": "schemas.errors",
-    "SourceError": "schemas.errors",
-    "SpoofedTopic": "schemas.errors",
-    "ThermopipeError": "schemas.errors",
-    "TopicError": "schemas.errors",
-    "UnknownEncoding": "schemas.errors",
-    "UnknownSchema": "schemas.errors",
-    "DeviceId": "schemas.ids",
-    "EventId": "schemas.ids",
-    "SensorId": "schemas.ids",
-    "SiteId": "schemas.ids",
-    "StateName": "schemas.ids",
-    "check_identifier": "schemas.ids",
-    "Alert": "schemas.models",
-    "DataLoss": "schemas.models",
-    "DeadLetter": "schemas.models",
-    "DeviceStatus": "schemas.models",
-    "FaultCode": "schemas.models",
-    "FaultEvent": "schemas.models",
-    "MODELS": "schemas.models",
-    "Message": "schemas.models",
-    "RateAlarmEvent": "schemas.models",
-    "ReadingEvent": "schemas.models",
-    "Receipt": "schemas.models",
-    "SensorEvent": "schemas.models",
-    "SensorInfo": "schemas.models",
-    "SeqRange": "schemas.models",
-    "Severity": "schemas.models",
-    "StateChangeEvent": "schemas.models",
-    "SummaryEvent": "schemas.models",
-    "ThresholdInfo": "schemas.models",
-    "Unit": "schemas.models",
-    "DEFAULT_ROOT": "schemas.topics",
-    "DeviceTopic": "schemas.topics",
-    "Topics": "schemas.topics",
-    "check_topic_matches": "schemas.topics",
-    "DEFAULT_REGISTRY": "schemas.registry",
-    "SchemaRegistry": "schemas.registry",
-}
-
-
 def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
+    module = _LAZY.get(name)
+    if module is None:
         raise AttributeError(f"module 'schemas' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -11,9 +11,9 @@ from edge_agent.config.mqtt import MqttSettings
 from edge_agent.config.outbox import OutboxSettings
 from edge_agent.config.rules import SensorRules
 from program_support.plain_config import Check, FieldProblem, Length, Range, Tagged
-from schemas.bounds import NAME_MAX, Unit
 from schemas.errors import ConfigError
 from schemas.ids import DeviceId, SensorId, SiteId
+from schemas.vocabulary import NAME_MAX, Unit
 
 #: where Linux lists the 1-Wire bus's devices
 DEFAULT_W1_DIR = Path("/sys/bus/w1/devices")

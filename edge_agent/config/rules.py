@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 from typing import Annotated, ClassVar, Literal
 
 from program_support.plain_config import Check, Length, Range
-from schemas.bounds import THRESHOLDS_MAX, Severity
 from schemas.ids import check_identifier
+from schemas.vocabulary import THRESHOLDS_MAX, Severity
 
 #: State names the decider uses itself; a threshold cannot be called this.
 NORMAL = "normal"

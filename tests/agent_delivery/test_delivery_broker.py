@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 import trustme
 
-from edge_agent.config import TlsSettings
 from edge_agent.delivery import Delivery
 from edge_agent.mqtt_link import MqttLink, MqttSettings
 from edge_agent.outbox import Outbox, OutboxSettings
 from edge_agent.stamping import EventStamper
-from program_support.plain_config import parse
+from program_support.mqtt_settings import TlsSettings
 from schemas import SensorInfo, Topics
 from schemas.errors import ServerError
 from tests.agent_delivery.helpers import Recorder, draft, retained_status
@@ -186,6 +185,8 @@ def test_avro_over_mqtt_3_1_1(mosquitto: Mosquitto, topic_root: str,
 
 
 def _link(port: int, **kw: Any) -> MqttLink:
+    from program_support.plain_config import parse
+
     # as the agent reads its [mqtt] table: the password is a secret reference resolved here
     settings = parse({"host": "127.0.0.1", "port": port, "topic_root": "tp",
                       "reconnect_min_s": 0.2, "reconnect_max_s": 0.5, "connect_timeout_s": 3,
@@ -226,7 +227,7 @@ def test_connection_errors_say_what_is_wrong(mosquitto_factory: Callable[..., Mo
     ca = trustme.CA()
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    link = _link(broker.port, tls=TlsSettings(ca_file=ca_file))
+    link = _link(broker.port, tls={"ca_file": str(ca_file)})
     link.start()
     try:
         with pytest.raises(ServerError, match="TLS failure"):

@@ -11,9 +11,7 @@ from structlog.testing import capture_logs
 
 from edge_agent.outbox import Outbox, OutboxSettings, Stored
 from edge_agent.stamping import EventStamper
-from program_support.plain_config import parse
 from schemas import SensorEvent, Topics, encode
-from schemas.errors import ConfigError
 from tests.agent_delivery.helpers import T0, draft
 
 TOPICS = Topics("tp")
@@ -30,6 +28,8 @@ class Clock:
 def settings(tmp_path: Path, **kw: object) -> OutboxSettings:
     base: dict[str, object] = {"path": tmp_path / "ob" / "outbox.db", "min_free_bytes": 0}
     base.update(kw)
+    from program_support.plain_config import parse  # as the agent reads its [outbox] table
+
     return parse(base, OutboxSettings)
 
 
@@ -284,6 +284,9 @@ def test_a_corrupt_file_is_moved_aside_and_a_fresh_outbox_starts(tmp_path: Path)
 
 
 def test_settings_reject_unknown_keys_and_bad_values(tmp_path: Path) -> None:
+    from program_support.plain_config import parse
+    from schemas.errors import ConfigError
+
     with pytest.raises(ConfigError, match="max_bytes: Input should be greater than 0"):
         parse({"max_bytes": 0}, OutboxSettings)
     with pytest.raises(ConfigError, match="did you mean 'flush_interval_s'"):

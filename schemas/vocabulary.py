@@ -1,8 +1,8 @@
-"""The contract's bounds and closed vocabularies, as plain values (no pydantic).
+"""The contract's bounds and closed vocabularies, without pydantic.
 
-``schemas/models.py`` builds the event models on them; the agent's config checks a sensor's name,
-its unit and its thresholds against the same values without loading the models
-(``edge_agent/config``: loading a config imports no pydantic).
+``schemas/models.py`` (the pydantic contract, the hub's validation) and the edge agent's plain
+twin (``schemas/plain_messages.py``) both take them from here, so a bound is written once.
+See models.py's docstring for what each bound covers.
 """
 
 from __future__ import annotations
