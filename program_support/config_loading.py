@@ -283,12 +283,6 @@ def directory_problem(directory: Path) -> str | None:
     return None
 
 
-def missing_files(section: str, **named: Path | None) -> list[tuple[str, str]]:
-    """``(key path, reason)`` for each file named (``ca_file=...``) that is not there."""
-    return [(f"{section}.{key}", f"{str(path)!r} does not exist")
-            for key, path in named.items() if path is not None and not path.is_file()]
-
-
 #: the reason :func:`load_config` gives for a file that is not there (said apart by
 #: :func:`format_config_error`: a missing file is not an invalid one)
 FILE_MISSING = "the file does not exist"

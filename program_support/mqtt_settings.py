@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from program_support.config_loading import deprecated, missing_files, resolve_secret
+from program_support.config_loading import deprecated, resolve_secret
 from schemas.topics import DEFAULT_ROOT, Topics
 
 if TYPE_CHECKING:
@@ -66,8 +66,10 @@ class TlsSettings(BaseModel):
     def missing_files(self, section: str = "mqtt.tls") -> list[tuple[str, str]]:
         """``(key path, reason)`` for each file this section names that is not there (the
         start-up checks of both programs; skipped by ``check-config --no-secrets``)."""
-        return missing_files(section, ca_file=self.ca_file, cert_file=self.cert_file,
-                             key_file=self.key_file)
+        named = (("ca_file", self.ca_file), ("cert_file", self.cert_file),
+                 ("key_file", self.key_file))
+        return [(f"{section}.{key}", f"{str(path)!r} does not exist")
+                for key, path in named if path is not None and not path.is_file()]
 
     def context(self) -> ClosingContext:
         """An SSL context; raises :class:`ServerError` when a file cannot be used."""

@@ -27,10 +27,12 @@ class ClosingContext(ssl.SSLContext):
             sock.close()
 
 
-def client_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | None,
-                   insecure: bool) -> ClosingContext:
-    """The context of ``[mqtt.tls]`` (both programs' settings call it); raises
-    :class:`ServerError` when a file cannot be used."""
+def client_context(ca_file: Path | None, cert_file: Path | None = None,
+                   key_file: Path | None = None, insecure: bool = False) -> ClosingContext:
+    """The context of ``[mqtt.tls]``: the broker verified with ``ca_file`` (the system's CAs if
+    unset), host name checked, a client certificate if ``cert_file`` (which may hold the key
+    too); ``insecure`` checks neither (a lab broker). :class:`ServerError` when a file cannot be
+    used."""
     try:
         ctx = ClosingContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname checked, cert required
         if ca_file is not None:

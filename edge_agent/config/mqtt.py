@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from program_support.config_loading import missing_files
 from program_support.plain_config import Before, Check, FieldProblem, Range, Secret
 from schemas.topics import DEFAULT_ROOT, Topics
 
@@ -41,8 +40,10 @@ class TlsSettings:
     def missing_files(self, section: str = "mqtt.tls") -> list[tuple[str, str]]:
         """``(key path, reason)`` for each file this section names that is not there (checked at
         start-up; skipped by ``check-config --no-secrets``)."""
-        return missing_files(section, ca_file=self.ca_file, cert_file=self.cert_file,
-                             key_file=self.key_file)
+        named = (("ca_file", self.ca_file), ("cert_file", self.cert_file),
+                 ("key_file", self.key_file))
+        return [(f"{section}.{key}", f"{str(path)!r} does not exist")
+                for key, path in named if path is not None and not path.is_file()]
 
     def context(self) -> ClosingContext:
         """An SSL context; raises ``ServerError`` when a file cannot be used."""
