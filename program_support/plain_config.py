@@ -248,6 +248,8 @@ class _Walk:
                     continue
                 if result is _INVALID or result is None:
                     break
+                if not callable(getattr(rule, "check", None)):
+                    raise TypeError(f"{rule!r} at {key_path(loc)} is no rule (no check method)")
                 try:
                     result = rule.check(result)
                 except ValueError as exc:
