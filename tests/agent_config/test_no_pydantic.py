@@ -73,6 +73,26 @@ print("EXIT", code)
     assert _loaded(proc) == "", proc.stdout
 
 
+def test_a_full_check_reading_secrets_and_files_imports_no_pydantic(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    config = tmp_path / "agent.toml"
+    config.write_text(EXAMPLE.read_text()
+                      .replace("file:/run/credentials/edge-agent.service/mqtt-password",
+                               "env:PLAIN_CONFIG_PW")
+                      .replace("/etc/thermopipe/ca.pem", str(tmp_path / "ca.pem"))
+                      .replace("/var/lib/thermopipe/outbox.db", str(tmp_path / "outbox.db")))
+    proc = _fresh(f"""
+import os, sys
+os.environ["PLAIN_CONFIG_PW"] = "s3cret"
+sys.argv = ["edge-agent", "check-config", {str(config)!r}]
+from edge_agent.entry import main
+print("EXIT", main())
+""")
+    assert "EXIT 0" in proc.stdout, proc.stdout + proc.stderr
+    assert "s3cret" not in proc.stdout + proc.stderr
+    assert _loaded(proc) == "", proc.stdout
+
+
 def test_the_reporter_sees_pydantic_when_it_is_loaded() -> None:
     # the check above can fail: importing the event models does load pydantic
     proc = _fresh("import schemas.models\n")
