@@ -52,6 +52,7 @@ from typing import Any
 import structlog
 
 from edge_agent.clock import clock_synchronised
+from edge_agent.config.mqtt import MqttSettings
 from edge_agent.delivery_policy import DeliveryPolicy, ReceiptRules
 from edge_agent.mqtt_link import (
     Acked,
@@ -60,7 +61,6 @@ from edge_agent.mqtt_link import (
     Disconnected,
     LinkEvent,
     MqttLink,
-    MqttSettings,
     ReceiptArrived,
 )
 from edge_agent.outbox import Outbox, Stored

@@ -32,49 +32,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import Field, model_validator
 
+from edge_agent.config.mqtt import MqttSettings
 from program_support.connect_errors import connect_error
 from program_support.mqtt_connect import build_client
-from program_support.mqtt_settings import MqttConnection
 from program_support.reconnect_pacing import ReconnectPacing
 from program_support.supervision import Supervisor
 from schemas import Receipt, Topics, check_identifier, decode
 from schemas.errors import ContractError, DeliveryError, ServerError, ThermopipeError, TopicError
 
 log = structlog.get_logger(__name__)
-
-
-class MqttSettings(MqttConnection):
-    """``[mqtt]`` in the agent's TOML config: the shared connection keys
-    (:class:`program_support.mqtt_settings.MqttConnection`) and the agent's own."""
-
-    client_id: str | None = None  # None -> "thermopipe-<site>-<device>"
-    reconnect_min_s: Annotated[float, Field(gt=0)] = 1.0
-    reconnect_max_s: Annotated[float, Field(gt=0)] = 60.0
-    connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
-    max_inflight: Annotated[int, Field(ge=1, le=60000)] = 500
-    status_interval_s: Annotated[float, Field(gt=0)] = 30.0
-    encoding: Literal["json", "avro"] = "json"
-    # receipts (schemas/TOPICS.md "Receipts"): keep each event until a hub says it holds it
-    receipts: Literal["auto", "on", "off"] = "auto"
-    receipt_timeout_s: Annotated[float, Field(gt=0)] = 60.0
-    receipt_gap_s: Annotated[float, Field(gt=0)] = 10.0
-    receipt_detect_s: Annotated[float, Field(gt=0)] = 600.0
-    receipt_window: Annotated[int, Field(ge=100)] = 10_000
-
-    @model_validator(mode="after")
-    def _check_backoff(self) -> MqttSettings:
-        if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
-        return self
 
 
 # -- what the link tells its owner ----------------------------------------------------------------

@@ -55,35 +55,20 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, NamedTuple
+from typing import NamedTuple
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
 
+from edge_agent.config.outbox import OutboxSettings
 from schemas import SensorEvent, decode
 from schemas.errors import DeliveryError
 
 log = structlog.get_logger(__name__)
 
-MiB = 1024 * 1024
 ROW_OVERHEAD = 64  # bytes counted per row for the key, indexes and SQLite record headers
 _CHUNK = 500       # rows per DELETE statement (well under SQLite's parameter limit)
 BOUNDS_IDLE_S = 5.0  # how often an idle outbox still checks its age and free-disk bounds
 PAGE_SIZE = 1024     # SQLite page size of a new outbox (see _connect)
-
-
-class OutboxSettings(BaseModel):
-    """``[outbox]`` in the agent's TOML config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    path: Path = Path("/var/lib/thermopipe/outbox.db")
-    max_bytes: Annotated[int, Field(gt=0)] = 64 * MiB
-    max_age_s: Annotated[float, Field(gt=0)] = 7 * 24 * 3600.0
-    min_free_bytes: Annotated[int, Field(ge=0)] = 200 * MiB
-    flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.5
-    flush_max_events: Annotated[int, Field(gt=0)] = 500
-    backlog_rate_per_s: Annotated[float, Field(ge=0)] = 200.0  # 0 = unlimited
 
 
 class DropClass(IntEnum):

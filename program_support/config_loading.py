@@ -1,4 +1,4 @@
-"""Loading a program's TOML config into its pydantic model, and resolving secrets.
+"""Loading a program's TOML config into its model, and resolving secrets.
 
 Shared by ``edge-agent`` and ``hub`` so both report errors the same way
 (:func:`format_config_error`): every problem at once, each with its key path
@@ -6,7 +6,13 @@ Shared by ``edge-agent`` and ``hub`` so both report errors the same way
 (``unknown key 'intervall_s' (did you mean 'interval_s'?)``, a TOML syntax error with its line),
 before anything runs. Secrets are never written in the file itself: a secret field holds
 ``env:NAME`` (an environment variable) or ``file:/path`` (a file's first line, e.g. a systemd
-credential), and its value is a ``SecretStr`` that prints as ``**********`` in logs and reprs.
+credential), and its value (pydantic's ``SecretStr`` in the hub, ``plain_config.Secret`` in the
+agent) prints as ``**********`` in logs and reprs.
+
+Two validators share this layout: pydantic for the hub's models (:func:`load_config`), and
+``program_support/plain_config.py`` for the agent's (stdlib only: the agent runs where pydantic
+cannot be installed). Importing this module imports no pydantic; the functions that take a
+pydantic model import it when called.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, SecretStr, ValidationError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from schemas.errors import ConfigError
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:
+    from pydantic import BaseModel, SecretStr, ValidationError
+
+M = TypeVar("M", bound="BaseModel")
 
 # ``check-config --skip-secrets`` (and ``--for-another-machine``): secret references are checked
 # for their form only and listed
@@ -107,6 +114,8 @@ _PREFIXES = ("Value error, ", "Assertion failed, ")
 
 def _models_at(model: Any, loc: Sequence[int | str]) -> list[type[BaseModel]]:
     """The model classes that the value at ``loc`` (below ``model``) may be."""
+    from pydantic import BaseModel
+
     current: list[Any] = [model]
     for part in loc:
         following: list[Any] = []
@@ -207,6 +216,8 @@ def _tag_error(err: Any, loc: tuple[int | str, ...]) -> tuple[str, str]:
 
 
 def parse_config(data: dict[str, Any], model: type[M], source: str) -> M:
+    from pydantic import ValidationError
+
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -230,6 +241,12 @@ def _toml_error(exc: tomllib.TOMLDecodeError, text: str) -> tuple[str, str]:
 
 def load_config(path: str | Path, model: type[M]) -> M:
     """Read a TOML file into ``model``; raise :class:`ConfigError` naming file, key and reason."""
+    return parse_config(read_toml(path), model, str(path))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The TOML file's tables; raise :class:`ConfigError` for a file that is missing, unreadable,
+    not UTF-8 or not TOML (with the line, the offending text and a caret)."""
     source = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -245,7 +262,7 @@ def load_config(path: str | Path, model: type[M]) -> M:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [_toml_error(exc, text)]) from None
-    return parse_config(data, model, source)
+    return data
 
 
 def directory_problem(directory: Path) -> str | None:
@@ -322,10 +339,20 @@ def format_config_error_journal(exc: ConfigError) -> str:
 
 
 def resolve_secret(reference: str | None) -> SecretStr | None:
-    """``env:NAME`` or ``file:/path`` -> the secret; ``None`` stays ``None``.
+    """``env:NAME`` or ``file:/path`` -> the secret as pydantic's ``SecretStr`` (the hub's
+    models); ``None`` stays ``None``. The rules are :func:`secret_value`'s."""
+    from pydantic import SecretStr
 
-    Raises ``ValueError`` (which pydantic reports with the key path) when the variable or file is
-    missing, or when the value is written inline (secrets do not belong in config files).
+    value = secret_value(reference)
+    return None if value is None else SecretStr(value)
+
+
+def secret_value(reference: str | None) -> str | None:
+    """``env:NAME`` or ``file:/path`` -> the secret's text; ``None`` and ``""`` -> ``None``
+    (inside :func:`secrets_unresolved`: ``""``, the reference listed, nothing read).
+
+    Raises ``ValueError`` (which the validators report with the key path) when the variable or
+    file is missing, or when the value is written inline (secrets do not belong in config files).
     """
     if reference is None or reference == "":
         return None
@@ -334,19 +361,19 @@ def resolve_secret(reference: str | None) -> SecretStr | None:
             (reference.startswith("env:") and len(reference) > 4)
             or (reference.startswith("file:") and len(reference) > 5)):
         unresolved.append(reference)
-        return SecretStr("")
+        return ""
     if reference.startswith("env:"):
         name = reference[4:]
         value = os.environ.get(name)
         if value is None:
             raise ValueError(f"environment variable {name} is not set")
-        return SecretStr(value)
+        return value
     if reference.startswith("file:"):
         path = Path(reference[5:])
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-        return SecretStr(lines[0] if lines else "")
+        return lines[0] if lines else ""
     raise ValueError("a secret is written 'env:VARIABLE' or 'file:/path', never inline in the "
                      "file")

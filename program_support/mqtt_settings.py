@@ -1,8 +1,11 @@
 """The one ``[mqtt]`` connection model of both programs: broker, account, TLS, topic root.
 
-The agent (``edge_agent.mqtt_link.MqttSettings``) and the hub (``hub.config.mqtt.MqttConfig``)
-extend :class:`MqttConnection` with what only they need (reconnect pacing and encoding; the shared
-subscription and receive maximum), so a key means the same in both files::
+The hub (``hub.config.mqtt.MqttConfig``) extends :class:`MqttConnection` with what it alone needs
+(the shared subscription and receive maximum). The agent reads the same keys without pydantic
+(``edge_agent/config/mqtt.py``, stdlib dataclasses: pydantic does not install on every Pi);
+``tests/agent_config`` holds it to this model, the reference: a property test that every
+``[mqtt]`` table this model refuses the agent refuses too, and every one it accepts the agent
+reads to the same values. A key means the same in both files::
 
     [mqtt]
     host = "broker.lan"

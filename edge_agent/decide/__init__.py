@@ -15,9 +15,9 @@ small state machines, each in its own module:
   complete event semantics)
 """
 
+from edge_agent.config.rules import NORMAL, UNKNOWN, SensorRules, Smoothing, Threshold
 from edge_agent.decide.decider import SensorDecider
 from edge_agent.decide.events import draft_to_event, epoch_to_utc
-from edge_agent.decide.rules import NORMAL, UNKNOWN, SensorRules, Smoothing, Threshold
 from edge_agent.decide.types import Draft, DraftKind, Reading
 
 __all__ = [

@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edge_agent.decide.rules import NORMAL, UNKNOWN, Threshold
+from edge_agent.config.rules import NORMAL, UNKNOWN, Threshold
 from schemas.models import Severity
 
 

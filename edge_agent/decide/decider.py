@@ -55,12 +55,12 @@ from __future__ import annotations
 
 import math
 
+from edge_agent.config.rules import SensorRules
 from edge_agent.decide.bands import BandChange, BandTracker
 from edge_agent.decide.deadband import Reporter
 from edge_agent.decide.events import epoch_to_utc
 from edge_agent.decide.faults import FaultEpisodes, FaultTransition
 from edge_agent.decide.rate import RateChange, RateTracker
-from edge_agent.decide.rules import SensorRules
 from edge_agent.decide.smoothing import Smoother
 from edge_agent.decide.stale import StaleWatch
 from edge_agent.decide.summary import Summary, SummaryWindows

@@ -12,7 +12,7 @@ import math
 from collections import deque
 from collections.abc import Iterable
 
-from edge_agent.decide.rules import Smoothing
+from edge_agent.config.rules import Smoothing
 
 
 class Smoother:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from edge_agent.decide.rules import SensorRules
+from edge_agent.config.rules import SensorRules
 from schemas.models import FaultCode, Unit
 
 POWER_ON_C = 85.0

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from edge_agent.config.agent import DEFAULT_W1_DIR
 from edge_agent.decide.types import Reading
 from edge_agent.sources.base import ReadingSink, SensorSpec, start_source_thread
 from schemas.errors import SourceError
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("edge_agent.sources.onewire")
 
-DEFAULT_W1_DIR = Path("/sys/bus/w1/devices")
 DS18B20_FAMILY = "28-"
 
 

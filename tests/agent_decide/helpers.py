@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from edge_agent.decide import Draft, Reading, SensorDecider, SensorRules
+from program_support.plain_config import parse
 
 T0 = 1_800_000_000.0  # an epoch time well in the future, aligned to minutes
 
 
 def decider(unit: str = "degC", **rules: Any) -> SensorDecider:
     return SensorDecider(sensor_id="t1", unit=unit,  # type: ignore[arg-type]
-                         rules=SensorRules.model_validate(rules))
+                         rules=parse(rules, SensorRules))
 
 
 def reading(t: float, value: float | None, fault: Any = None, detail: str = "") -> Reading:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from edge_agent.decide import SensorRules
 from edge_agent.decide.bands import BandChange, BandTracker
+from program_support.plain_config import parse
 from tests.agent_decide.helpers import HIGH, HIGH_CRIT, LOW
 
 
 def tracker(*thresholds: dict[str, object]) -> BandTracker:
-    return BandTracker(SensorRules.model_validate({"thresholds": list(thresholds)}).thresholds)
+    return BandTracker(parse({"thresholds": list(thresholds)}, SensorRules).thresholds)
 
 
 def run(b: BandTracker, samples: list[tuple[float, float]]) -> list[tuple[float, str, str]]:

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_agent.decide import Draft, Reading, SensorDecider, SensorRules
+from program_support.plain_config import parse
 from tests.agent_decide.helpers import T0
 
 SETTINGS = settings(max_examples=120, deadline=None,
@@ -38,7 +39,7 @@ def run(d: SensorDecider, steps: list[Step]) -> list[tuple[Step, float, list[Dra
 
 
 def decider(**rules: Any) -> SensorDecider:
-    return SensorDecider(sensor_id="t1", unit="degC", rules=SensorRules.model_validate(rules))
+    return SensorDecider(sensor_id="t1", unit="degC", rules=parse(rules, SensorRules))
 
 
 # round gaps too, so samples and ticks land exactly on window ends and dwell ends

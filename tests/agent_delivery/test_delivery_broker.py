@@ -185,8 +185,12 @@ def test_avro_over_mqtt_3_1_1(mosquitto: Mosquitto, topic_root: str,
 
 
 def _link(port: int, **kw: Any) -> MqttLink:
-    settings = MqttSettings(host="127.0.0.1", port=port, topic_root="tp", reconnect_min_s=0.2,
-                            reconnect_max_s=0.5, connect_timeout_s=3, **kw)
+    from program_support.plain_config import parse
+
+    # as the agent reads its [mqtt] table: the password is a secret reference resolved here
+    settings = parse({"host": "127.0.0.1", "port": port, "topic_root": "tp",
+                      "reconnect_min_s": 0.2, "reconnect_max_s": 0.5, "connect_timeout_s": 3,
+                      **kw}, MqttSettings)
     return MqttLink(settings, "site1", "dev1", notify=lambda e: None,
                     next_session=lambda: 1, will_payload=lambda s: b"{}")
 
@@ -223,7 +227,7 @@ def test_connection_errors_say_what_is_wrong(mosquitto_factory: Callable[..., Mo
     ca = trustme.CA()
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    link = _link(broker.port, tls=TlsSettings(ca_file=ca_file))
+    link = _link(broker.port, tls={"ca_file": str(ca_file)})
     link.start()
     try:
         with pytest.raises(ServerError, match="TLS failure"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,9 @@ class Clock:
 def settings(tmp_path: Path, **kw: object) -> OutboxSettings:
     base: dict[str, object] = {"path": tmp_path / "ob" / "outbox.db", "min_free_bytes": 0}
     base.update(kw)
-    return OutboxSettings.model_validate(base)
+    from program_support.plain_config import parse  # as the agent reads its [outbox] table
+
+    return parse(base, OutboxSettings)
 
 
 def add(outbox: Outbox, kinds: list[str], synced: bool = True) -> list[SensorEvent]:
@@ -166,9 +169,8 @@ def test_size_bound_drops_summaries_then_readings_then_alarms(tmp_path: Path) ->
         total = ob.bytes
         # room for everything but the three summaries: exactly the summaries go
         summaries = [e for e in events if e.kind == "summary"]
-        ob.settings = ob.settings.model_copy(update={
-            "max_bytes": total - sum(sizes[e.seq] + 64 + len(TOPICS.for_event(e))
-                                     for e in summaries)})
+        ob.settings = replace(ob.settings, max_bytes=total - sum(
+            sizes[e.seq] + 64 + len(TOPICS.for_event(e)) for e in summaries))
         with capture_logs() as logs:
             ob.commit(force=True)
         left = {r.seq for r in ob.read()}
@@ -179,15 +181,15 @@ def test_size_bound_drops_summaries_then_readings_then_alarms(tmp_path: Path) ->
         assert drops and drops[0]["log_level"] == "warning"
         assert drops[0]["drop_class"] == "summary" and drops[0]["count"] == 3
         # tighter still: readings go next (oldest first), alarms are kept
-        ob.settings = ob.settings.model_copy(update={"max_bytes": ob.bytes - 1})
+        ob.settings = replace(ob.settings, max_bytes=ob.bytes - 1)
         ob.commit(force=True)
         assert [r.kind for r in ob.read()] == ["fault", "state_change", "reading", "rate_alarm"]
         assert ob.counters()["dropped_reading"] == 1
-        ob.settings = ob.settings.model_copy(update={"max_bytes": ob.bytes - 1})
+        ob.settings = replace(ob.settings, max_bytes=ob.bytes - 1)
         ob.commit(force=True)
         assert [r.kind for r in ob.read()] == ["fault", "state_change", "rate_alarm"]
         # only alarms left over the bound: the oldest alarm goes
-        ob.settings = ob.settings.model_copy(update={"max_bytes": ob.bytes - 1})
+        ob.settings = replace(ob.settings, max_bytes=ob.bytes - 1)
         ob.commit(force=True)
         assert [r.kind for r in ob.read()] == ["state_change", "rate_alarm"]
         assert ob.counters()["dropped_alarm"] == 1
@@ -282,8 +284,10 @@ def test_a_corrupt_file_is_moved_aside_and_a_fresh_outbox_starts(tmp_path: Path)
 
 
 def test_settings_reject_unknown_keys_and_bad_values(tmp_path: Path) -> None:
-    from pydantic import ValidationError
-    with pytest.raises(ValidationError):
-        OutboxSettings.model_validate({"max_bytes": 0})
-    with pytest.raises(ValidationError):
-        OutboxSettings.model_validate({"flush_intervall_s": 1})
+    from program_support.plain_config import parse
+    from schemas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_bytes: Input should be greater than 0"):
+        parse({"max_bytes": 0}, OutboxSettings)
+    with pytest.raises(ConfigError, match="did you mean 'flush_interval_s'"):
+        parse({"flush_intervall_s": 1}, OutboxSettings)

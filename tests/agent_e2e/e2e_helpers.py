@@ -4,6 +4,7 @@ decisions computed from the scenario's deterministic script."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -200,7 +201,7 @@ def key_of_event(e: Any) -> tuple[Any, ...]:
 
 def good_reading_count(readings: list[Reading], rules: SensorRules) -> dict[str, int]:
     """How many readings the decider accepts (what the summaries must add up to)."""
-    big = rules.model_copy(update={"summary_interval_s": 10**9})
+    big = dataclasses.replace(rules, summary_interval_s=10**9)
     counts: dict[str, int] = {}
     for sid in {r.sensor_id for r in readings}:
         dec = SensorDecider(sid, "degC", big)

@@ -11,6 +11,7 @@ import pytest
 from edge_agent.cli import main
 from edge_agent.config import AgentConfig, load
 from edge_agent.status import status_line
+from program_support.plain_config import parse
 from schemas.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,8 +64,10 @@ def test_the_example_config_is_valid_and_uses_every_source_kind(
     freezer = cfg.rules_for("28-0000056c3d4e")
     assert [t.name for t in freezer.thresholds] == ["warm", "thawing"]
     assert cfg.rules_for("28-unknown") == cfg.defaults
-    # every key of the example is a real option: the models forbid unknown keys
-    assert AgentConfig.model_config.get("extra") == "forbid"
+    # every key of the example is a real option: the sections refuse unknown keys
+    with pytest.raises(ConfigError, match=r"mqtt: unknown key 'hots' \(did you mean 'host'\?\)"):
+        parse({"site": "s", "device_id": "d", "mqtt": {"hots": "x"},
+               "sources": [{"kind": "onewire"}]}, AgentConfig)
 
 
 BAD = """

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from edge_agent.decide import Reading, SensorDecider, SensorRules
+from program_support.plain_config import parse
 from tests.agent_e2e.e2e_helpers import (
     AgentProc,
     Sim,
@@ -66,14 +67,14 @@ def rules_toml(deadband: float | None = None) -> str:
 
 
 def rules_model(deadband: float | None = None) -> SensorRules:
-    return SensorRules.model_validate({
+    return parse({
         "stale_after_s": 10**6, "summary_interval_s": 1.0, "deadband": deadband,
         "thresholds": [
             {"name": "high", "above": 25.0, "hysteresis": 0.5, "dwell_s": 0},
             {"name": "critical", "above": 28.0, "hysteresis": 0.5, "dwell_s": 0,
              "severity": "critical"},
             {"name": "cold", "below": 2.0, "hysteresis": 0.5, "dwell_s": 0},
-        ]})
+        ]}, SensorRules)
 
 
 def scenario(duration_m: int, extra: str = "", lead_in: str = "3m") -> str:

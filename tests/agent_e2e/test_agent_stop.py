@@ -18,6 +18,7 @@ from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
 from edge_agent.decide import Reading
 from edge_agent.sources.base import ReadingSink, SensorSpec
+from program_support.plain_config import parse
 from tests.agent_e2e.e2e_helpers import Subscriber, unique, wait_until
 from tests.servers import Mosquitto
 
@@ -67,13 +68,13 @@ def test_stopping_emits_the_open_summary_window_with_every_good_reading(
         mosquitto: Mosquitto, topic_root: str, tmp_path: Path) -> None:
     values: list[float | None] = [20.0 + i / 10 for i in range(40)]
     values[10] = values[11] = None  # two bad samples: not in the summary
-    config = AgentConfig.model_validate({
+    config = parse({
         "site": "e2e", "device_id": "pi-stop", "tick_s": 0.2,
         "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "topic_root": topic_root},
         "outbox": {"path": str(tmp_path / "outbox.db"), "flush_interval_s": 0.2,
                    "min_free_bytes": 0},
         "sources": [{"kind": "simulator", "scenario": "greenhouse_day"}],  # replaced below
-        "defaults": {"summary_interval_s": 3600.0, "stale_after_s": 3600.0}})
+        "defaults": {"summary_interval_s": 3600.0, "stale_after_s": 3600.0}}, AgentConfig)
     sub = Subscriber(mosquitto.host, mosquitto.port, topic_root)
     agent = Agent(config, sources=[ListSource(values)], clock_synced=lambda: True)
     stop = threading.Event()

@@ -1,4 +1,4 @@
-"""Every key of the agent's config, from the pydantic model, as edge_agent/README.md names it.
+"""Every key of the agent's config, from its sections, as edge_agent/README.md names it.
 
     python -m tests.agent_pi.config_reference     # the rows (key | default) to paste and describe
 
@@ -9,46 +9,44 @@ Paths are written as a user writes the TOML: ``mqtt.tls.ca_file``; a source's ke
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, SecretStr
-from pydantic_core import PydanticUndefined
-
 from edge_agent.config import (
     AgentConfig,
     OneWireSourceConfig,
     SensorConfig,
+    SensorRules,
     SerialSourceConfig,
     SimulatorSourceConfig,
 )
-from edge_agent.decide.rules import SensorRules
+from program_support.plain_config import fields_of, is_section
 
 SOURCES = (SerialSourceConfig, OneWireSourceConfig, SimulatorSourceConfig)
+REQUIRED = object()
 
 
-def _models(annotation: Any) -> list[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+def _sections(annotation: Any) -> list[type[Any]]:
+    if is_section(annotation):
         return [annotation]
-    return [m for arg in typing.get_args(annotation) for m in _models(arg)]
+    return [m for arg in typing.get_args(annotation) for m in _sections(arg)]
 
 
 def default_text(value: Any) -> str:
     """A default as the README's second column shows it."""
-    if value is PydanticUndefined:
+    if value is REQUIRED:
         return "required"
     if value is None:
         return "none"
-    if isinstance(value, BaseModel):
+    if dataclasses.is_dataclass(value):
         return "(below)"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, str | Path):
         return f'`"{value}"`'
-    if isinstance(value, SecretStr):
-        return "none"
     if isinstance(value, list | dict):
         return f"`{value!r}`"
     if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:
@@ -56,32 +54,46 @@ def default_text(value: Any) -> str:
     return f"`{value!r}`"
 
 
-def _walk(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str]]:
-    for name, field in model.model_fields.items():
+def _is_list(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return typing.get_origin(annotation) is list
+
+
+def _default(field: dataclasses.Field[Any]) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return REQUIRED
+
+
+def _walk(section: type[Any], prefix: str) -> Iterator[tuple[str, str]]:
+    annotations = fields_of(section)
+    for field in dataclasses.fields(section):
+        name, annotation = field.name, annotations[field.name]
         path = f"{prefix}{name}"
-        nested = [m for m in _models(field.annotation) if m not in SOURCES]
-        if name == "sources" and model is AgentConfig:
+        nested = [m for m in _sections(annotation) if m not in SOURCES]
+        if name == "sources" and section is AgentConfig:
             yield path, "required"
             for source in SOURCES:
-                kind = typing.get_args(source.model_fields["kind"].annotation)[0]
+                kind = typing.get_args(fields_of(source)["kind"])[0]
                 yield from _walk(source, f"sources[{kind}].")
             continue
-        if model is AgentConfig and name == "defaults":
+        if section is AgentConfig and name == "defaults":
             yield path, "(rules below)"
             yield from _walk(SensorRules, "rules.")
             continue
-        if model is AgentConfig and name == "sensors":
+        if section is AgentConfig and name == "sensors":
             yield "sensors.<id>", "`{}`"
             yield from _walk(SensorConfig, "sensors.<id>.")
             continue
-        if model is SensorConfig and name == "rules":
+        if section is SensorConfig and name == "rules":
             yield path, "none: `[defaults]`"
             continue
-        default = field.get_default(call_default_factory=True)
-        yield path, default_text(default)
+        yield path, default_text(_default(field))
         for sub in nested:
-            inner = f"{path}[]." if typing.get_origin(field.annotation) is list else f"{path}."
-            yield from _walk(sub, inner)
+            yield from _walk(sub, f"{path}[]." if _is_list(annotation) else f"{path}.")
 
 
 def reference() -> list[tuple[str, str]]:

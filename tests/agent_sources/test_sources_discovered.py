@@ -12,17 +12,18 @@ from edge_agent.sources.frames import FrameHandler
 from edge_agent.sources.onewire import OneWireSource
 from firmware_sim.device import Condition, Sample
 from firmware_sim.w1_tree import W1Tree
+from program_support.plain_config import parse
 from schemas.serial_protocol import Hello, SensorInfoFrame
 
 S1, S2 = "28-0000075a1b2c", "28-00000a3f9e21"
 
 
 def _config(tmp_path: Path, **extra: object) -> AgentConfig:
-    return AgentConfig.model_validate({
+    return parse({
         "site": "lab", "device_id": "pi-1",
         "mqtt": {"host": "127.0.0.1", "port": 1},
         "outbox": {"path": str(tmp_path / "outbox.db"), "min_free_bytes": 0},
-        "sources": [{"kind": "onewire", "w1_dir": str(tmp_path / "w1")}], **extra})
+        "sources": [{"kind": "onewire", "w1_dir": str(tmp_path / "w1")}], **extra}, AgentConfig)
 
 
 def test_a_onewire_source_is_discovered_after_its_first_scan_only(tmp_path: Path) -> None:

@@ -104,15 +104,14 @@ def test_a_huge_topic_level_is_refused_with_a_bounded_reason() -> None:
 
 
 def test_the_agent_config_carries_the_same_bounds() -> None:
-    from pydantic import ValidationError
+    from edge_agent.config import SensorConfig, SensorRules
+    from program_support.plain_config import parse
+    from schemas.errors import ConfigError
 
-    from edge_agent.config import SensorConfig
-    from edge_agent.decide import SensorRules
-
-    with pytest.raises(ValidationError):
-        SensorConfig(name="n" * 129)
-    with pytest.raises(ValidationError):
-        SensorRules(thresholds=[{"name": "high", "above": math.inf}])  # type: ignore[list-item]
-    with pytest.raises(ValidationError):
-        SensorRules(thresholds=[{"name": f"h{i}", "above": float(i)}  # type: ignore[misc]
-                                for i in range(33)])
+    with pytest.raises(ConfigError, match="name: String should have at most 128 characters"):
+        parse({"name": "n" * 129}, SensorConfig)
+    with pytest.raises(ConfigError, match=r"thresholds\[0\].above: Input should be a finite"):
+        parse({"thresholds": [{"name": "high", "above": math.inf}]}, SensorRules)
+    with pytest.raises(ConfigError, match="thresholds: List should have at most 32 items"):
+        parse({"thresholds": [{"name": f"h{i}", "above": float(i)} for i in range(33)]},
+              SensorRules)

@@ -47,6 +47,7 @@ from typing import Any
 import pytest
 
 from edge_agent.decide import Reading, SensorRules
+from program_support.plain_config import parse
 from schemas.models import DeviceStatus
 from tests.agent_e2e.e2e_helpers import AgentProc, Sim, unique, wait_until
 from tests.e2e.pipeline import (
@@ -250,7 +251,7 @@ def chaos(tmp_path: Path, mosquitto_factory: Any, influxdb_factory: Any,
 def _expected_decisions(run: Chaos, stored: list[dict[str, Any]]) -> dict[str, set[tuple[Key,
                                                                                       ...]]]:
     """Per sensor, every decision list (c) accepts (see the module docstring)."""
-    rules = SensorRules.model_validate(RULES)
+    rules = parse(RULES, SensorRules)
     script = script_readings(SCENARIO)
     kill = run.done["agent killed"] * SPEED
     out: dict[str, set[tuple[Key, ...]]] = {}

@@ -6,6 +6,7 @@ budget), and every rejection is one of our typed errors with a non-empty reason.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 import time
@@ -16,8 +17,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
 
+from program_support import plain_config
 from program_support.config_loading import load_config, parse_config
 from schemas import ConfigError, DecodeError, Encoding, ProtocolError, ReadingEvent, decode
 from schemas import encode as encode_event
@@ -147,12 +148,25 @@ def test_shipped_examples_load_before_fuzzing(tmp_path: Path) -> None:
     for module, name, example in CONFIG_MODELS:
         path = tmp_path / example.name
         path.write_text(example_text(example))
-        load_config(path, _model(module, name))  # the fuzzing starts from valid files
+        _load(path, _model(module, name))  # the fuzzing starts from valid files
 
 
-def _model(module: str, name: str) -> type[BaseModel]:
-    model: type[BaseModel] = getattr(importlib.import_module(module), name)
+def _model(module: str, name: str) -> type[Any]:
+    model: type[Any] = getattr(importlib.import_module(module), name)
     return model
+
+
+def _load(path: Path, model: type[Any]) -> Any:
+    """The hub's pydantic models, or the agent's plain sections (program_support/plain_config)."""
+    if dataclasses.is_dataclass(model):
+        return plain_config.load(path, model)
+    return load_config(path, model)
+
+
+def _parse(doc: dict[str, Any], model: type[Any], source: str) -> Any:
+    if dataclasses.is_dataclass(model):
+        return plain_config.parse(doc, model, source)
+    return parse_config(doc, model, source)
 
 
 @pytest.mark.parametrize(("module", "name", "example"), CONFIG_MODELS)
@@ -167,7 +181,7 @@ def test_config_loader_survives_mutated_files(module: str, name: str, example: P
         path = tmp_path / "fuzzed.toml"
         path.write_bytes(mutate(text, ops))
         try:
-            load_config(path, model)
+            _load(path, model)
         except ConfigError as exc:
             assert exc.errors
             assert all(reason for _, reason in exc.errors)
@@ -200,7 +214,7 @@ def test_config_models_reject_random_documents_with_key_paths(module: str, name:
             node = child
         node[path[-1]] = value
         try:
-            parse_config(doc, model, "fuzzed.toml")
+            _parse(doc, model, "fuzzed.toml")
         except ConfigError as exc:
             assert exc.errors
             for key_path, reason in exc.errors:

@@ -33,21 +33,24 @@ Units: ``min_c``/``max_c`` and the DS18B20 glitch values (85.0, -127.0) are Cels
 sensor's unit (a degF value is converted before they are checked). Every other number
 (thresholds, hysteresis, deadband, rates, ``max_jump_per_s``) is in the sensor's own unit.
 
-Cross-field checks (each reported with its key path by ``program_support.config_loading``):
+Cross-field checks (each reported with its key path by ``program_support.plain_config``):
 ``min_c < max_c``; a threshold has exactly one of ``above``/``below``; names are unique identifiers
 and not the reserved ``normal``/``unknown``; values are distinct within a direction; every
 ``above`` threshold minus its hysteresis lies above every ``below`` threshold plus its hysteresis
 (so the value can never be in a high and a low band at once).
+
+The decisions (``edge_agent/decide``) read these; they live beside the config loader so that
+loading a config needs neither the deciders nor the event models.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from dataclasses import dataclass, field
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
+from program_support.plain_config import Check, Length, Range
 from schemas.ids import check_identifier
-from schemas.models import THRESHOLDS_MAX, Severity
+from schemas.vocabulary import THRESHOLDS_MAX, Severity
 
 #: State names the decider uses itself; a threshold cannot be called this.
 NORMAL = "normal"
@@ -55,47 +58,47 @@ UNKNOWN = "unknown"
 RESERVED_STATES = frozenset({NORMAL, UNKNOWN})
 
 
-class _Rules(BaseModel):
-    # finite numbers only (TOML has inf and nan): the thresholds go into the birth status, and
-    # the contract refuses a non-finite float
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+def _state_name(value: str) -> str:
+    check_identifier(value, "state name")
+    if value in RESERVED_STATES:
+        raise ValueError(f"{value!r} is reserved (the state when no threshold holds / "
+                         "before the first reading); pick another name")
+    return value
 
 
-class Smoothing(_Rules):
+# Every section here sets FINITE_ONLY (TOML has inf and nan): the thresholds go into the birth
+# status, and the contract refuses a non-finite float.
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Smoothing:
     """Median or moving average over the last ``window`` good readings."""
 
+    FINITE_ONLY: ClassVar[bool] = True
+
     kind: Literal["median", "mean"] = "median"
-    window: int = Field(default=3, ge=1, le=1000)
+    window: Annotated[int, Range(ge=1, le=1000)] = 3
 
 
-class Threshold(_Rules):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Threshold:
     """One band boundary: the band ``name`` holds while the value is above/below ``value``.
 
     Entering needs the value strictly past the threshold for ``dwell_s`` seconds; leaving needs it
     back at or past ``threshold -/+ hysteresis`` for ``dwell_s`` seconds.
     """
 
-    name: str
+    FINITE_ONLY: ClassVar[bool] = True
+
+    name: Annotated[str, Check(_state_name)]
     above: float | None = None
     below: float | None = None
-    hysteresis: float = Field(default=0.5, ge=0.0)
-    dwell_s: float = Field(default=0.0, ge=0.0)
+    hysteresis: Annotated[float, Range(ge=0.0)] = 0.5
+    dwell_s: Annotated[float, Range(ge=0.0)] = 0.0
     severity: Severity = "warning"
 
-    @field_validator("name")
-    @classmethod
-    def _name_is_identifier(cls, value: str) -> str:
-        check_identifier(value, "state name")
-        if value in RESERVED_STATES:
-            raise ValueError(f"{value!r} is reserved (the state when no threshold holds / "
-                             "before the first reading); pick another name")
-        return value
-
-    @model_validator(mode="after")
-    def _one_direction(self) -> Self:
+    def __post_init__(self) -> None:
         if (self.above is None) == (self.below is None):
             raise ValueError(f"threshold {self.name!r} needs exactly one of 'above' or 'below'")
-        return self
 
     @property
     def direction(self) -> Literal["above", "below"]:
@@ -106,36 +109,39 @@ class Threshold(_Rules):
         return self.above if self.above is not None else self.below  # type: ignore[return-value]
 
 
-class SensorRules(_Rules):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SensorRules:
     """Everything the edge decides for one sensor. See the module docstring for units."""
+
+    FINITE_ONLY: ClassVar[bool] = True
 
     # validation
     min_c: float = -55.0
     max_c: float = 125.0
     reject_power_on_value: bool = True
     disconnected_value: float | None = -127.0
-    max_jump_per_s: float | None = Field(default=None, gt=0.0)
+    max_jump_per_s: Annotated[float, Range(gt=0.0)] | None = None
     # smoothing (None = raw values)
     smoothing: Smoothing | None = None
     # threshold bands
-    thresholds: list[Threshold] = Field(default_factory=list, max_length=THRESHOLDS_MAX)
+    thresholds: Annotated[list[Threshold], Length(max=THRESHOLDS_MAX)] = field(
+        default_factory=list)
     # rate of change alarm (None = off)
-    rate_limit_per_min: float | None = Field(default=None, gt=0.0)
-    rate_window_s: float = Field(default=60.0, gt=0.0)
+    rate_limit_per_min: Annotated[float, Range(gt=0.0)] | None = None
+    rate_window_s: Annotated[float, Range(gt=0.0)] = 60.0
     #: the alarm clears at ``limit - rate_hysteresis_per_min``; None = 10 % of the limit
-    rate_hysteresis_per_min: float | None = Field(default=None, ge=0.0)
+    rate_hysteresis_per_min: Annotated[float, Range(ge=0.0)] | None = None
     rate_severity: Severity = "warning"
     # report by exception
-    deadband: float | None = Field(default=None, ge=0.0)
-    report_every_s: float | None = Field(default=None, gt=0.0)
+    deadband: Annotated[float, Range(ge=0.0)] | None = None
+    report_every_s: Annotated[float, Range(gt=0.0)] | None = None
     # periodic summary (None = off)
-    summary_interval_s: float | None = Field(default=60.0, gt=0.0)
+    summary_interval_s: Annotated[float, Range(gt=0.0)] | None = 60.0
     # faults
-    stale_after_s: float | None = Field(default=30.0, gt=0.0)
+    stale_after_s: Annotated[float, Range(gt=0.0)] | None = 30.0
     fault_severity: Severity = "warning"
 
-    @model_validator(mode="after")
-    def _cross_field(self) -> Self:
+    def __post_init__(self) -> None:
         if self.min_c >= self.max_c:
             raise ValueError(f"min_c ({self.min_c}) must be below max_c ({self.max_c})")
         names = [t.name for t in self.thresholds]
@@ -159,7 +165,6 @@ class SensorRules(_Rules):
                 and self.rate_hysteresis_per_min >= self.rate_limit_per_min):
             raise ValueError(f"rate_hysteresis_per_min ({self.rate_hysteresis_per_min}) must be "
                              f"below rate_limit_per_min ({self.rate_limit_per_min})")
-        return self
 
     @property
     def rate_clear_per_min(self) -> float | None:
