@@ -1,6 +1,7 @@
 """Threshold crossing -> webhook latency, and storage lag, of a real hub on this machine.
 
     python bench/latency_bench.py [--crossings 300] [--load-rate 1000] [--repeat 1]
+                                  [--cases known first-seen-sqlite [first-seen-influx]]
 
 Starts a private Mosquitto and a private InfluxDB 1.x (``tests.servers``, never the broker on
 1883) and an HTTP receiver in this process that stands for the webhook. Then, for each
@@ -17,7 +18,16 @@ of background load (a separate process publishing QoS-1 readings of 16 devices x
 2. **hub**: ``hub run`` with every consumer on (alerting with one rule -> a webhook notifier to
    the receiver, storage to InfluxDB 1.x, the dashboard), the default configuration otherwise
    (journal ``synchronous = "full"``: every event is on disk before it is acknowledged, and
-   every alert decision on disk before it is sent).
+   every alert decision on disk before it is sent); every crossing from one device the hub
+   knows (case ``known``);
+3. **hub, first-seen devices** (case ``first-seen-sqlite``, issue 26): the same hub with the
+   embedded SQLite store (``[storage] mode = "sqlite"``) instead of InfluxDB, and every crossing
+   from a device the hub has never seen (its first event, a firing; every 50th also from a new
+   site): identity admission, new per-device state in every consumer and a new open alert
+   group, all on the alert's path. ``first-seen-influx`` is the same with InfluxDB (to tell the
+   store from the devices).
+
+Each hub contender's p50 and p99 are also printed as ratios to the baseline's of the same run.
 
 Storage lag: in a second pass per phase, the bench polls InfluxDB (``SELECT max(seq)``, every
 ``--poll-ms``) while a crossing is not yet visible, and times publish -> visible. The poller runs
