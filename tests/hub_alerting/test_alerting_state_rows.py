@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.alerting.config import AlertingConfig
+from hub.config import AlertingConfig
 from hub.alerting.engine import META, STATE_VERSION, AlertEngine
 from hub.alerting.store import AlertStore
 from tests.hub_alerting.helpers import T0, Feed, env
