@@ -18,9 +18,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.config import AlertingConfig
 from hub.alerting.engine import META, STATE_VERSION, AlertEngine
 from hub.alerting.store import AlertStore
+from hub.config import AlertingConfig
 from tests.hub_alerting.helpers import T0, Feed, env
 
 
