@@ -1,6 +1,7 @@
 """Threshold crossing -> webhook latency, and storage lag, of a real hub on this machine.
 
     python bench/latency_bench.py [--crossings 300] [--load-rate 1000] [--repeat 1]
+                                  [--cases known first-seen-sqlite [first-seen-influx]]
 
 Starts a private Mosquitto and a private InfluxDB 1.x (``harness.servers``, never the broker on
 1883) and an HTTP receiver in this process that stands for the webhook. Then, for each
@@ -17,7 +18,16 @@ of background load (a separate process publishing QoS-1 readings of 16 devices x
 2. **hub**: ``hub run`` with every consumer on (alerting with one rule -> a webhook notifier to
    the receiver, storage to InfluxDB 1.x, the dashboard), the default configuration otherwise
    (journal ``synchronous = "full"``: every event is on disk before it is acknowledged, and
-   every alert decision on disk before it is sent).
+   every alert decision on disk before it is sent); every crossing from one device the hub
+   knows (case ``known``);
+3. **hub, first-seen devices** (case ``first-seen-sqlite``, issue 26): the same hub with the
+   embedded SQLite store (``[storage] mode = "sqlite"``) instead of InfluxDB, and every crossing
+   from a device the hub has never seen (its first event, a firing; every 50th also from a new
+   site): identity admission, new per-device state in every consumer and a new open alert
+   group, all on the alert's path. ``first-seen-influx`` is the same with InfluxDB (to tell the
+   store from the devices).
+
+Each hub contender's p50 and p99 are also printed as ratios to the baseline's of the same run.
 
 Storage lag: in a second pass per phase, the bench polls InfluxDB (``SELECT max(seq)``, every
 ``--poll-ms``) while a crossing is not yet visible, and times publish -> visible. The poller runs
@@ -112,11 +122,18 @@ class Receiver:
 
 # ---- the crossing publisher -------------------------------------------------------------------
 class Crossings:
-    """Makes alternating threshold crossings on one device and publishes them (QoS 1)."""
+    """Makes threshold crossings and publishes them (QoS 1).
 
-    def __init__(self, broker: Mosquitto, device: str) -> None:
+    Known devices (the default): one device, alternating into ``high`` and back to ``normal``
+    over 4 sensors. ``first_seen``: every crossing comes from a device the hub has never seen
+    (its first event, ``seq`` 1, into ``high``: a firing), and every 50th from a new site too:
+    the hub admits the identity, the alert engine makes the condition and group, every
+    consumer meets the device for the first time, all on the alert's path."""
+
+    def __init__(self, broker: Mosquitto, device: str, *, first_seen: bool = False) -> None:
         self.topics = Topics(ROOT_TOPIC)
         self.device = device
+        self.first_seen = first_seen
         self.seq = 0
         self.high = dict.fromkeys(SENSORS, False)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
@@ -129,6 +146,8 @@ class Crossings:
     def next(self) -> tuple[str, str, bytes]:
         """(event id, topic, payload) of the next crossing."""
         self.seq += 1
+        if self.first_seen:
+            return self._first_seen()
         sensor = SENSORS[self.seq % len(SENSORS)]
         up = not self.high[sensor]
         self.high[sensor] = up
@@ -138,6 +157,15 @@ class Crossings:
             value=31.5 if up else 24.0, unit="degC",
             previous_state="normal" if up else "high", new_state="high" if up else "normal",
             threshold=30.0 if up else None, severity="warning" if up else "info", dwell_s=0.0)
+        return event.event_id, self.topics.for_event(event), encode(event)
+
+    def _first_seen(self) -> tuple[str, str, bytes]:
+        event = StateChangeEvent(
+            event_id=uuid.uuid4().hex, site=f"{SITE}{self.device}s{self.seq // 50}",
+            device_id=f"{self.device}n{self.seq}", sensor_id=SENSORS[0], seq=1,
+            time=datetime.now(UTC), clock_synced=True, value=31.5, unit="degC",
+            previous_state="normal", new_state="high", threshold=30.0, severity="warning",
+            dwell_s=0.0)
         return event.event_id, self.topics.for_event(event), encode(event)
 
     def publish(self, topic: str, payload: bytes) -> float:
@@ -285,15 +313,22 @@ def forwarder_child(host: str, port: int, url: str) -> int:
 
 # ---- the hub ----------------------------------------------------------------------------------
 def start_hub(broker: Mosquitto, influx: InfluxDB1, receiver: Receiver, workdir: Path,
-              tag: str) -> tuple[subprocess.Popen[bytes], str, int, str]:
+              tag: str, *, store: str = "influx",
+              ) -> tuple[subprocess.Popen[bytes], str, int, str]:
+    """``hub run`` with every consumer on; ``store``: ``influx`` (InfluxDB 1.x) or ``sqlite``
+    (the embedded store, hub/storage/sqlite_store.py, in the hub's data dir)."""
     db = f"lat_{uuid.uuid4().hex[:6]}"
-    influx.create_database(db)
     data_dir = workdir / f"hub{tag}"
     http_port = free_port()
     client_id = f"lat-hub{tag}"
     config = workdir / f"hub{tag}.toml"
-    config.write_text(hub_toml("lat", data_dir, broker=broker, root=ROOT_TOPIC,
-                               client_id=client_id, influx=influx, db=db) + f"""[alerting]
+    head = hub_toml("lat", data_dir, broker=broker, root=ROOT_TOPIC, client_id=client_id,
+                    influx=influx, db=db)
+    if store == "sqlite":
+        head = head[:head.index("[storage]")] + '[storage]\nenabled = true\nmode = "sqlite"\n'
+    else:
+        influx.create_database(db)
+    config.write_text(head + f"""[alerting]
 enabled = true
 state_dir = "{data_dir}/alerting"
 [alerting.notifiers.hook]
@@ -333,7 +368,7 @@ level = "warning"
 
 
 def summary(name: str, values: list[float], missed: int) -> str:
-    return (f"{name:<42} p50 {pct(values, 50):7.1f} ms  p99 {pct(values, 99):7.1f} ms  "
+    return (f"{name:<52} p50 {pct(values, 50):7.1f} ms  p99 {pct(values, 99):7.1f} ms  "
             f"max {max(values) if values else float('nan'):7.1f} ms  (n={len(values)}"
             f"{f', {missed} missed' if missed else ''})")
 
@@ -369,6 +404,22 @@ def measure_round(broker: Mosquitto, influx: InfluxDB1, receiver: Receiver, work
             fwd.send_signal(signal.SIGTERM)
             fwd.wait(10)
 
+    if "known" in args.cases:
+        results.update(known_devices(broker, influx, receiver, workdir, args=args, tag=tag))
+    for case in args.cases:
+        if case.startswith("first-seen"):
+            store = case.removeprefix("first-seen-")
+            results.update(first_seen(broker, influx, receiver, workdir, args=args,
+                                      tag=f"{tag}-fs{store}", store=store))
+    return results
+
+
+def known_devices(broker: Mosquitto, influx: InfluxDB1, receiver: Receiver, workdir: Path, *,
+                  args: argparse.Namespace, tag: str) -> dict[str, list[float]]:
+    """The hub with InfluxDB; every crossing from one device it knows (after the warm-up)."""
+    results: dict[str, list[float]] = {}
+    n = args.crossings
+    wait_hook = lambda event_id, _seq: receiver.wait(event_id, 5.0)  # noqa: E731
     proc, db, _port, client_id = start_hub(broker, influx, receiver, workdir, tag)
     try:
         device = f"hub{tag.replace('-', '')}"
@@ -397,10 +448,67 @@ def measure_round(broker: Mosquitto, influx: InfluxDB1, receiver: Receiver, work
             load.stop()
         pub.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-        drop_session(broker, client_id)
+        stop_hub(proc, broker, client_id)
     return results
+
+
+def first_seen(broker: Mosquitto, influx: InfluxDB1, receiver: Receiver, workdir: Path, *,
+               args: argparse.Namespace, tag: str, store: str) -> dict[str, list[float]]:
+    """The hub with ``store``; every crossing from a device it has never seen (a firing)."""
+    results: dict[str, list[float]] = {}
+    n = args.crossings
+    wait_hook = lambda event_id, _seq: receiver.wait(event_id, 5.0)  # noqa: E731
+    proc, _db, _port, client_id = start_hub(broker, influx, receiver, workdir, tag, store=store)
+    name = f"hub {store}, first-seen devices"
+    try:
+        pub = Crossings(broker, f"fs{tag.replace('-', '')}", first_seen=True)
+        values, missed = run_pass(pub, n, wait_hook, warmup=5)
+        results[f"first-seen {store} idle"] = values
+        print(summary(f"{name} -> webhook, no load", values, missed), flush=True)
+        load = Load(broker, args.load_rate)
+        try:
+            values, missed = run_pass(pub, n, wait_hook)
+        finally:
+            load.stop()
+        results[f"first-seen {store} load"] = values
+        print(summary(f"{name} -> webhook, {args.load_rate:g} readings/s", values, missed),
+              flush=True)
+        pub.close()
+    finally:
+        stop_hub(proc, broker, client_id)
+    return results
+
+
+def stop_hub(proc: subprocess.Popen[bytes], broker: Mosquitto, client_id: str) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    drop_session(broker, client_id)
+
+
+def verdicts(r: dict[str, list[float]], args: argparse.Namespace) -> tuple[list[str], bool]:
+    """One line per hub contender: its p99 against the targets, and the ratios of its p50 and
+    p99 to the bare forwarder's of the same run."""
+    lines, met = [], True
+    contenders = [("hub", "hub idle", "hub load")] + [
+        (f"first-seen {s}", f"first-seen {s} idle", f"first-seen {s} load")
+        for s in ("sqlite", "influx") if f"first-seen {s} idle" in r]
+    for name, idle_key, load_key in contenders:
+        if idle_key not in r:
+            continue
+        idle, load = pct(r[idle_key], 99), pct(r[load_key], 99)
+        ok = idle <= args.target_idle_ms and load <= args.target_load_ms
+        met = met and ok
+        line = (f"{name:<18} p99 {idle:.1f} ms <= {args.target_idle_ms:g} ms no load, "
+                f"{load:.1f} ms <= {args.target_load_ms:g} ms under load: "
+                f"{'met' if ok else 'NOT met'}")
+        if "baseline idle" in r:
+            b_idle, b_load = r["baseline idle"], r["baseline load"]
+            line += (f"  (x baseline: p50 {pct(r[idle_key], 50) / pct(b_idle, 50):.1f} / "
+                     f"{pct(r[load_key], 50) / pct(b_load, 50):.1f}, "
+                     f"p99 {idle / pct(b_idle, 99):.1f} / {load / pct(b_load, 99):.1f}; "
+                     f"baseline p99 {pct(b_idle, 99):.1f} / {pct(b_load, 99):.1f} ms)")
+        lines.append(line)
+    return lines, met
 
 
 def main() -> int:
@@ -415,6 +523,11 @@ def main() -> int:
     parser.add_argument("--poll-ms", type=float, default=2.0,
                         help="InfluxDB poll interval while a crossing is not yet visible")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--cases", nargs="+", default=["known", "first-seen-sqlite"],
+                        choices=["known", "first-seen-sqlite", "first-seen-influx"],
+                        help="hub contenders: every crossing from one known device (InfluxDB), "
+                             "or each from a device the hub has never seen, with the SQLite "
+                             "store or InfluxDB")
     parser.add_argument("--target-idle-ms", type=float, default=20.0)
     parser.add_argument("--target-load-ms", type=float, default=50.0)
     args = parser.parse_args()
@@ -428,16 +541,9 @@ def main() -> int:
                     print(f"-- round {round_no} of {args.repeat}", flush=True)
                 r = measure_round(broker, influx, receiver, workdir, args=args,
                                   tag=f"-r{round_no}")
-                idle, load = pct(r["hub idle"], 99), pct(r["hub load"], 99)
-                ok = idle <= args.target_idle_ms and load <= args.target_load_ms
+                lines, ok = verdicts(r, args)
                 met = met and ok
-                line = (f"targets: p99 {idle:.1f} ms <= {args.target_idle_ms:g} ms no load, "
-                        f"{load:.1f} ms <= {args.target_load_ms:g} ms under load: "
-                        f"{'met' if ok else 'NOT met'}")
-                if "baseline idle" in r:
-                    line += (f"  (baseline p99 {pct(r['baseline idle'], 99):.1f} / "
-                             f"{pct(r['baseline load'], 99):.1f} ms)")
-                print(line, flush=True)
+                print("targets:", *lines, sep="\n  ", flush=True)
         finally:
             receiver.close()
     return 0 if met else 1

@@ -181,7 +181,8 @@ class AlertingConsumer(ConsumerDefaults):
                  for (alert_id, payload), n in zip(payloads, outcome.notifications, strict=True)
                  for name in n.notifiers if name in self.workers]
         try:
-            self.store.commit(self.engine.snapshot(), items, now.timestamp(), decided=payloads,
+            self.store.commit(self.engine.take_changes(), items, now.timestamp(),
+                              decided=payloads,
                               listeners_done=self._listeners_done)
             self._listeners_done = []
         except Exception:
@@ -189,8 +190,13 @@ class AlertingConsumer(ConsumerDefaults):
             # so the redelivered batch decides the same again
             self.engine = AlertEngine(self.config, self.store.load_snapshot())
             raise
+        # the outbox rows are durable: wake their notifiers first, so no listener (the stored
+        # alert point, itself a journal commit, and the live page) stands between a decision
+        # and its delivery
+        for name in {name for n in outcome.notifications for name in n.notifiers}:
+            if name in self.workers:
+                self.workers[name].wake()
         self._count(outcome)
-        woken: set[str] = set()
         for notification in outcome.notifications:
             alert = notification.alert
             self.stats_counters.decided(alert.status, alert.late)
@@ -198,7 +204,6 @@ class AlertingConsumer(ConsumerDefaults):
                      severity=alert.severity, late=alert.late, rule=alert.rule,
                      site=alert.site, device=alert.device_id, sensor=alert.sensor_id,
                      event_id=alert.event_id, notifiers=list(notification.notifiers))
-            woken.update(notification.notifiers)
             if self._tell_listeners(alert):
                 self._listeners_done.append(alert.alert_id)
         for flap in outcome.flaps:
@@ -210,9 +215,6 @@ class AlertingConsumer(ConsumerDefaults):
             log.info("alerting.silenced", alert_id=alert.alert_id, rule=alert.rule,
                      site=alert.site, device=alert.device_id, sensor=alert.sensor_id,
                      event_id=alert.event_id)
-        for name in woken:
-            if name in self.workers:
-                self.workers[name].wake()
 
     def _count(self, outcome: Outcome) -> None:
         self.stats_counters.count("silenced", len(outcome.silenced))

@@ -71,6 +71,10 @@ from schemas.models import (
 RECENT_IDS = 32
 #: 2 added ``pending`` (offline conditions in their grace); a version-1 state loads as none pending
 STATE_VERSION = 2
+#: the state's sections, each ``key -> entry``: what :meth:`AlertEngine.take_changes` reports
+SECTIONS = ("conditions", "groups", "pending", "names")
+#: the section of ``take_changes`` that carries the state's layout version (key ``version``)
+META = "meta"
 OFFLINE = "offline"
 #: a sensor as its device's last birth describes it: its name ("" when it has none) and the
 #: direction of each of its bands (``{"warm": "above"}``), for the alert summaries
@@ -289,7 +293,13 @@ def is_late(env: Envelope, late_after_s: float) -> bool:
 
 
 class AlertEngine:
-    """Pure state machine. ``process``/``tick`` mutate the state; ``snapshot`` serialises it."""
+    """Pure state machine. ``process``/``tick`` mutate the state; ``snapshot`` serialises it
+    all, ``take_changes`` only the entries changed since its last call.
+
+    Saving only what changed keeps a decision's cost flat as the state grows: every device
+    seen for the first time with a firing adds an open group and a condition, and writing
+    the whole state at each decision (as this did before issue 26) made each alert of a
+    fleet of new devices slower than the last (p50 9 -> 21 ms within 300 crossings)."""
 
     def __init__(self, config: AlertingConfig, snapshot: dict[str, Any] | None = None) -> None:
         self.config = config
@@ -302,8 +312,13 @@ class AlertEngine:
         #: birth replaces its device's entry). Bounded as the hub's identities are: ingest
         #: refuses a device or sensor past ``[limits]`` before any consumer sees it.
         self.names: dict[str, dict[str, SensorNames]] = {}
+        #: keys changed since the last ``take_changes``, per section (META: the version)
+        self._touched: dict[str, set[str]] = {section: set() for section in SECTIONS}
+        self._touched[META] = set()
         if snapshot:
             self._load(snapshot)
+        if not snapshot or snapshot.get("version") != STATE_VERSION:
+            self._touched[META].add("version")  # a new or older state: save today's version
 
     # -- persistence ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -313,12 +328,38 @@ class AlertEngine:
                 "pending": {k: asdict(v) for k, v in self.pending.items()},
                 "names": self.names}
 
+    def take_changes(self) -> dict[str, dict[str, Any]]:
+        """The entries changed since the last call, per section (``SECTIONS``, and ``META``
+        with ``version`` when the layout version must be saved): key -> the entry as
+        :meth:`snapshot` has it, or ``None`` when it is gone. Applied in order to what
+        ``snapshot`` gave once, they give what ``snapshot`` gives now."""
+        touched, self._touched = self._touched, {section: set() for section in SECTIONS}
+        self._touched[META] = set()
+        live: dict[str, dict[str, Any]] = {"conditions": self.conditions, "groups": self.groups,
+                                           "pending": self.pending}
+        out: dict[str, dict[str, Any]] = {}
+        for section, keys in touched.items():
+            if not keys:
+                continue
+            if section == META:
+                out[META] = {"version": STATE_VERSION}
+            elif section == "names":
+                out[section] = {k: self.names.get(k) for k in keys}
+            else:
+                entries = live[section]
+                out[section] = {k: asdict(entries[k]) if k in entries else None for k in keys}
+        return out
+
+    def _touch(self, section: str, key: str) -> None:
+        self._touched[section].add(key)
+
     def _load(self, data: dict[str, Any]) -> None:
         if data.get("version") not in (1, STATE_VERSION):
             raise ValueError(f"alert state version {data.get('version')!r} is not "
                              f"{STATE_VERSION}")
-        self.conditions = {k: ConditionState(**v) for k, v in data["conditions"].items()}
-        self.groups = {k: GroupState(**v) for k, v in data["groups"].items()}
+        self.conditions = {k: ConditionState(**v)
+                           for k, v in data.get("conditions", {}).items()}
+        self.groups = {k: GroupState(**v) for k, v in data.get("groups", {}).items()}
         self.pending = {k: PendingOffline(**v) for k, v in data.get("pending", {}).items()}
         # optional: a state saved before names were kept has none (ids until the next birth)
         self.names = {device: {sensor: (str(entry[0]), dict(entry[1]))
@@ -348,6 +389,7 @@ class AlertEngine:
             return out
         late = is_late(env, self.config.late_after_s)
         out.changed = True
+        self._touch("conditions", ckey)  # made, reordered or remembering this event id
         if cond is not None and tuple(signal.order) <= tuple(cond.order):
             # Older than what we know: it must not reopen or resolve anything. A firing is
             # still worth reporting, as late, to the notifiers that take late alerts.
@@ -399,20 +441,25 @@ class AlertEngine:
                                     key=lambda item: (item[1].received, item[0])):
             if pending.received + grace <= epoch:
                 del self.pending[ckey]
+                self._touch("pending", ckey)
                 out.changed = True
                 self._fire_pending(out, ckey, pending, now)
+        # every open group, under the consumer's lock: the cheap test first (10,000 open
+        # groups of first-seen devices took 51 ms a tick with the silences looked up first)
+        intervals = {name: self.config.repeat_interval_for(rule)
+                     for name, rule in self._rules.items()}
         for group in list(self.groups.values()):
-            rule = self._rules.get(group.rule)
-            if rule is None or self._silence_for(group, now) is not None:
+            interval = intervals.get(group.rule)
+            if interval is None or not (group.unsent or (
+                    group.last_sent is not None and epoch - group.last_sent >= interval)):
                 continue
-            due = group.unsent or (
-                group.last_sent is not None
-                and epoch - group.last_sent >= self.config.repeat_interval_for(rule))
-            if not due:
+            rule = self._rules[group.rule]
+            if self._silence_for(group, now) is not None:
                 continue
             names = (self._audience_for(rule, group.late) if group.unsent
                      else [n for n in group.audience if n in self.config.notifiers])
             key_parts = (group.key, "firing", group.cause_event_id, f"r{group.repeats}")
+            self._touch("groups", group.key)
             group.repeats += 1
             group.unsent = False
             group.last_sent = epoch
@@ -433,6 +480,7 @@ class AlertEngine:
         """Remember the sensors' names and band directions from the device's newest birth (an
         older status arriving late never gets here). The state that keeps them is saved with
         the offline condition the birth changed."""
+        self._touch("names", f"{birth.site}/{birth.device_id}")
         self.names[f"{birth.site}/{birth.device_id}"] = {
             info.sensor_id: (info.name, {t.name: t.direction for t in info.thresholds})
             for info in birth.sensors}
@@ -451,6 +499,7 @@ class AlertEngine:
             if not self._graced() or any(ckey in g.members for g in self.groups.values()):
                 return False  # no grace, or already firing: dedupe/escalate as usual
             if pending is None:  # still offline since an earlier will: its grace runs on
+                self._touch("pending", ckey)
                 cause = Cause.of(env)
                 self.pending[ckey] = PendingOffline(
                     site=cause.site, device_id=cause.device_id, session=msg.session,
@@ -462,6 +511,7 @@ class AlertEngine:
         if pending is None:
             return False
         del self.pending[ckey]
+        self._touch("pending", ckey)
         gap = env.received_at.timestamp() - pending.received
         if gap <= self.config.offline_for_s:
             out.flaps.append(FlapSuppressed(msg.site, msg.device_id, pending.session,
@@ -487,6 +537,7 @@ class AlertEngine:
               now: datetime) -> None:
         for rule in self._matching(signal, cause):
             key = self._group_key(rule, cause, signal.condition)
+            self._touch("groups", key)
             group = self.groups.get(key)
             ids = (key, "firing", cause.event_id)
             if group is None:
@@ -550,6 +601,7 @@ class AlertEngine:
         for key, group in list(self.groups.items()):
             if ckey not in group.members:
                 continue
+            self._touch("groups", key)
             del group.members[ckey]
             if group.members:
                 # still firing for another member: its severity is the highest left

@@ -1,9 +1,13 @@
-"""Durable alert state: the engine's snapshot, each notifier's outbox, and what was sent.
+"""Durable alert state: the engine's state, each notifier's outbox, and what was sent.
 
 One SQLite file (``<state_dir>/alerting.sqlite3``, WAL, ``synchronous=FULL``). ``commit`` writes
-the engine snapshot and the new outbox rows in one transaction, so a crash either keeps both or
-neither (then the dispatcher redelivers the batch and the engine decides the same again, with the
-same ids). A row moves from ``outbox`` to ``sent`` only after its notifier succeeded; a row whose
+the engine's changed entries (``AlertEngine.take_changes``: one row per condition, group,
+pending offline or device's names, in ``engine_entries``) and the new outbox rows in one
+transaction, so a crash either keeps both or neither (then the dispatcher redelivers the batch
+and the engine decides the same again, with the same ids). A decision writes only the rows it
+changed, so its cost does not grow with the number of devices and open alerts (a state saved
+whole, as ``engine_state`` held it before issue 26, is moved into rows when the file is
+opened). A row moves from ``outbox`` to ``sent`` only after its notifier succeeded; a row whose
 ``(alert_id, notifier)`` is already in ``sent`` is never queued again. The only window for a
 duplicate is a crash between a successful send and that move; the webhook's
 ``Idempotency-Key`` header lets a receiver close it.
@@ -19,7 +23,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,9 @@ from schemas.errors import DeliveryError
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS engine_state (id INTEGER PRIMARY KEY CHECK (id = 1),
                                          snapshot TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS engine_entries (section TEXT NOT NULL, key TEXT NOT NULL,
+                                           entry TEXT NOT NULL, PRIMARY KEY (section, key))
+                                           WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     alert_id TEXT NOT NULL, notifier TEXT NOT NULL, payload TEXT NOT NULL,
@@ -70,19 +77,60 @@ class AlertStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            self._move_whole_state_into_rows()
         except sqlite3.Error as exc:
             raise DeliveryError(f"cannot open the alert state {self.path}: {exc}") from exc
 
-    def load_snapshot(self) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute("SELECT snapshot FROM engine_state WHERE id = 1").fetchone()
-        return json.loads(row[0]) if row else None
+    def _move_whole_state_into_rows(self) -> None:
+        """A state saved whole (one ``engine_state`` row, before issue 26) becomes rows of
+        ``engine_entries``, in one transaction: its version under ``meta``, every entry of
+        each section under that section."""
+        row = self._db.execute("SELECT snapshot FROM engine_state WHERE id = 1").fetchone()
+        if row is None:
+            return
+        whole = json.loads(row[0])
+        changes: dict[str, dict[str, Any]] = {"meta": {"version": whole.get("version")}}
+        changes.update({section: entries for section, entries in whole.items()
+                        if isinstance(entries, dict)})
+        self._db.execute("BEGIN IMMEDIATE")
+        self._write_changes(changes)
+        self._db.execute("DELETE FROM engine_state")
+        self._db.execute("COMMIT")
 
-    def commit(self, snapshot: dict[str, Any] | None,
+    def load_snapshot(self) -> dict[str, Any] | None:
+        """The engine's state as ``AlertEngine.snapshot`` gives it (``None``: nothing saved)."""
+        with self._lock:
+            rows = self._db.execute("SELECT section, key, entry FROM engine_entries").fetchall()
+        if not rows:
+            return None
+        snapshot: dict[str, Any] = {}
+        for section, key, entry in rows:
+            if section == "meta":
+                snapshot[key] = json.loads(entry)
+            else:
+                snapshot.setdefault(section, {})[key] = json.loads(entry)
+        return snapshot
+
+    def _write_changes(self, changes: Mapping[str, Mapping[str, Any]]) -> None:
+        """Upsert each changed entry, delete each gone one (``None``); inside a transaction."""
+        upserts, deletes = [], []
+        for section, entries in changes.items():
+            for key, entry in entries.items():
+                if entry is None:
+                    deletes.append((section, key))
+                else:
+                    upserts.append((section, key, json.dumps(entry, separators=(",", ":"))))
+        self._db.executemany("DELETE FROM engine_entries WHERE section = ? AND key = ?", deletes)
+        self._db.executemany(
+            "INSERT INTO engine_entries (section, key, entry) VALUES (?, ?, ?) "
+            "ON CONFLICT (section, key) DO UPDATE SET entry = excluded.entry", upserts)
+
+    def commit(self, changes: Mapping[str, Mapping[str, Any]] | None,
                items: list[tuple[str, str, str]], now: float, *,
                decided: Sequence[tuple[str, str]] = (),
                listeners_done: Sequence[str] = ()) -> int:
-        """Save the snapshot (if given) and queue ``(alert_id, notifier, payload)`` rows not
+        """Save the engine's changed entries (``AlertEngine.take_changes``: section -> key ->
+        entry, ``None`` for one that is gone) and queue ``(alert_id, notifier, payload)`` rows not
         already queued or sent, atomically. In the same transaction: forget the
         ``listeners_done`` alert ids, then record each ``(alert_id, payload)`` of ``decided`` as
         not yet handed to the listeners. Returns how many outbox rows were newly queued."""
@@ -95,11 +143,8 @@ class AlertStore:
                                      [(alert_id,) for alert_id in listeners_done])
                 self._db.executemany("INSERT OR IGNORE INTO listener_pending (alert_id, payload) "
                                      "VALUES (?, ?)", decided)
-                if snapshot is not None:
-                    self._db.execute(
-                        "INSERT INTO engine_state (id, snapshot) VALUES (1, ?) "
-                        "ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot",
-                        (json.dumps(snapshot, separators=(",", ":")),))
+                if changes:
+                    self._write_changes(changes)
                 for alert_id, notifier, payload in items:
                     cur = self._db.execute(
                         "INSERT OR IGNORE INTO outbox (alert_id, notifier, payload, created, "

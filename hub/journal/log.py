@@ -75,6 +75,11 @@ class EventLog:
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._lock = threading.Lock()
+        #: the cursor connection's own lock: a cursor write may wait on SQLite's write lock
+        #: (an ingest commit's fsync) and must not hold ``_lock`` meanwhile, or committed
+        #: events wait to be published and every consumer's read waits too (issue 26: publishing
+        #: waited up to 98 ms under 1,000 readings/s, p99 2-9 ms; p99 under 1.2 ms with this lock)
+        self._cursor_lock = threading.Lock()
         self._read_lock = threading.Lock()  # reader connections vs close (catch-up reads only)
         self._cond = threading.Condition(self._lock)
         self._closed = False
@@ -180,7 +185,7 @@ class EventLog:
         """Register a consumer; return its cursor (a new one starts at the oldest kept row)."""
         with self._lock:
             self._consumers.add(name)
-        with self._lock:
+        with self._lock, self._cursor_lock:
             row = self._cursor_conn.execute(
                 "SELECT offset FROM cursors WHERE name=?", (name,)).fetchone()
             if row is not None:
@@ -193,7 +198,7 @@ class EventLog:
             return start
 
     def commit_cursor(self, name: str, offset: int) -> None:
-        with self._lock:
+        with self._cursor_lock:
             if self._closed:  # a consumer thread that outlived the hub's shutdown
                 raise JournalError(f"cannot move the cursor of {name}: the journal is closed")
             try:
@@ -283,7 +288,7 @@ class EventLog:
         """Close the reader and cursor connections under the locks their users take (the caller
         holds the write lock): a consumer thread that outlived shutdown then gets a
         JournalError, not a closed connection under its feet (sqlite3 may crash the process)."""
-        with self._read_lock, self._cond:
+        with self._read_lock, self._cond, self._cursor_lock:
             self._closed = True
             self._cond.notify_all()
             readers, self._readers = self._readers, []

@@ -23,6 +23,7 @@ from pathlib import Path
 import structlog
 
 from hub.consumers.base import ConsumerDefaults, JournalEntry, LocalRecord
+from hub.journal.store import insert_rows
 from hub.storage.points import point_for
 from schemas.errors import DeliveryError
 
@@ -58,7 +59,7 @@ class SqliteStoreConsumer(ConsumerDefaults):
         self._db.executescript(_SCHEMA)
 
     def handle(self, batch: Sequence[JournalEntry]) -> None:
-        rows = []
+        rows: list[tuple[str, str, int, str]] = []
         for entry in batch:
             point = entry.point if isinstance(entry, LocalRecord) else point_for(entry.message)
             if point is None:
@@ -70,9 +71,11 @@ class SqliteStoreConsumer(ConsumerDefaults):
         with self._lock:
             try:
                 self._db.execute("BEGIN")
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO points (measurement, tags, time_ns, fields) "
-                    "VALUES (?, ?, ?, ?)", rows)
+                # one statement per chunk of rows, not one step per row: each step releases
+                # and retakes the GIL, and under load every retake may wait out another
+                # thread's time slice, alerting's among them
+                insert_rows(self._db, "INSERT OR REPLACE INTO points "
+                            "(measurement, tags, time_ns, fields)", rows)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
