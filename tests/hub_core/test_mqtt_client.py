@@ -44,11 +44,13 @@ _user_property = st.builds(
     lambda k, v: b"\x26" + struct.pack("!H", len(k)) + k + struct.pack("!H", len(v)) + v,
     st.binary(min_size=1, max_size=8).map(lambda b: b.hex().encode()[:8]),
     # no NUL: MQTT forbids it in a UTF-8 string, and paho's decoder rightly refuses it
-    st.text(st.characters(exclude_characters="\x00"), max_size=8).map(str.encode))
+    st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=8).map(str.encode))
 
 
-@given(topic=st.text(min_size=1, max_size=40).map(str.encode), qos=st.sampled_from([0, 1]),
-       mid=st.integers(1, 65535), payload=st.binary(max_size=300), mqtt5=st.booleans(),
+# codec="utf-8": a bare st.text() may draw surrogates, which no MQTT client can send
+@given(topic=st.text(st.characters(codec="utf-8"), min_size=1, max_size=40).map(str.encode),
+       qos=st.sampled_from([0, 1]), mid=st.integers(1, 65535), payload=st.binary(max_size=300),
+       mqtt5=st.booleans(),
        props=st.one_of(st.just(b""), _user_property), dup=st.booleans(), retain=st.booleans())
 def test_the_lean_decoder_agrees_with_paho_on_every_publish(
         topic: bytes, qos: int, mid: int, payload: bytes, mqtt5: bool, props: bytes, dup: bool,
@@ -68,7 +70,8 @@ def test_the_lean_decoder_agrees_with_paho_on_every_publish(
     assert isinstance(ours.payload, bytes)
 
 
-@given(topic=st.text(min_size=1, max_size=20).map(str.encode), qos=st.sampled_from([0, 1]),
+@given(topic=st.text(st.characters(codec="utf-8"), min_size=1, max_size=20).map(str.encode),
+       qos=st.sampled_from([0, 1]),
        payload=st.binary(max_size=20), mqtt5=st.booleans(), cut=st.integers(0, 60))
 def test_a_truncated_publish_is_malformed_or_read_as_paho_reads_it(
         topic: bytes, qos: int, payload: bytes, mqtt5: bool, cut: int) -> None:
