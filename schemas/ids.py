@@ -6,14 +6,18 @@ with ``$`` (reserved by brokers) or ``_`` (reserved for the hub's own topics). A
 of ``A-Z a-z 0-9 _ -``. These are the contract's bounds on ids and topic levels (schemas/TOPICS.md,
 "Bounds"); an error quotes at most :data:`QUOTE_MAX` characters of what it refused, so a 64 KiB
 topic level from the wire never becomes a 64 KiB reason.
+
+This module does not import pydantic (the edge agent runs without it): the annotated types below
+carry a :class:`Checked` marker that pydantic turns into an after-validator when a model is built
+(pydantic's documented ``__get_pydantic_core_schema__`` hook), and that the agent's plain twin
+(``schemas/plain_runtime.py``) calls directly. One check function per identifier, for both.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated
-
-from pydantic import AfterValidator
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from schemas.errors import InvalidIdentifier
 
@@ -48,24 +52,44 @@ def check_event_id(value: str) -> str:
     return value
 
 
-def _site(value: str) -> str:
+def check_site(value: str) -> str:
     return check_identifier(value, "site")
 
 
-def _device(value: str) -> str:
+def check_device_id(value: str) -> str:
     return check_identifier(value, "device id")
 
 
-def _sensor(value: str) -> str:
+def check_sensor_id(value: str) -> str:
     return check_identifier(value, "sensor id")
 
 
-def _state(value: str) -> str:
+def check_state_name(value: str) -> str:
     return check_identifier(value, "state name")
 
 
-SiteId = Annotated[str, AfterValidator(_site)]
-DeviceId = Annotated[str, AfterValidator(_device)]
-SensorId = Annotated[str, AfterValidator(_sensor)]
-StateName = Annotated[str, AfterValidator(_state)]
-EventId = Annotated[str, AfterValidator(check_event_id)]
+class Checked:
+    """Annotation metadata: ``check`` runs after the type check (a ``ValueError`` is invalid).
+
+    For pydantic it is an after-validator, built only when a model using it is (so importing
+    this module loads no pydantic); the plain twin reads ``check`` itself."""
+
+    __slots__ = ("check",)
+
+    def __init__(self, check: Callable[[Any], Any]) -> None:
+        self.check = check
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __repr__(self) -> str:
+        return f"Checked({self.check.__name__})"
+
+
+SiteId = Annotated[str, Checked(check_site)]
+DeviceId = Annotated[str, Checked(check_device_id)]
+SensorId = Annotated[str, Checked(check_sensor_id)]
+StateName = Annotated[str, Checked(check_state_name)]
+EventId = Annotated[str, Checked(check_event_id)]

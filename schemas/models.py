@@ -28,50 +28,35 @@ A payload outside a bound fails validation like any other invalid payload: a dea
 
 from __future__ import annotations
 
-import itertools
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from schemas.field_checks import counter_names, ordered_ranges, utc_time
 from schemas.ids import DeviceId, EventId, SensorId, SiteId, StateName
 
-#: the highest ``seq`` (and seq range end) the contract allows: a signed 64-bit integer
-SEQ_MAX = 2**63 - 1
-NAME_MAX = 128      # a name for people, a version, a source kind, a counter's name, a hub id
-TEXT_MAX = 1024     # a fault's detail, a loss's cause, a device's firmware line
-SENSORS_MAX = 1024  # sensors in one status
-THRESHOLDS_MAX = 32  # thresholds of one sensor
-COUNTERS_MAX = 256  # counters in one status
-RANGES_MAX = 1000   # seq ranges in one receipt (the hub sends at most 500)
+# the bounds and vocabularies: plain Python beside, for the agent's twin; re-exported (__all__)
+from schemas.vocabulary import (
+    COUNTERS_MAX,
+    NAME_MAX,
+    RANGES_MAX,
+    SENSORS_MAX,
+    SEQ_MAX,
+    TEXT_MAX,
+    THRESHOLDS_MAX,
+    FaultCode,
+    Severity,
+    Unit,
+)
 
 Seq = Annotated[int, Field(ge=0, le=SEQ_MAX)]
 Count = Annotated[int, Field(ge=0, le=SEQ_MAX)]
 Name = Annotated[str, Field(max_length=NAME_MAX)]
 Text = Annotated[str, Field(max_length=TEXT_MAX)]
 
-Unit = Literal["degC", "degF"]
-Severity = Literal["info", "warning", "critical"]
-FaultCode = Literal[
-    "power_on_value",    # DS18B20 85.0 degC power-on reading
-    "disconnected",      # DS18B20 -127 / sensor missing on the bus
-    "crc_error",         # 1-Wire 'crc=.. NO' or serial checksum failure on a reading
-    "read_failed",       # the firmware or driver reported a failed read
-    "out_of_range",      # outside the configured physical range
-    "implausible_jump",  # a jump larger than physically plausible between readings
-    "stale",             # no good reading for longer than the stale timeout
-    "device_lost",       # the serial device disappeared (unplugged, renumbered)
-]
 
-
-def _utc_micros(value: datetime) -> datetime:
-    """Normalise to UTC; the contract carries microseconds, so finer parts cannot exist."""
-    if value.tzinfo is None:
-        raise ValueError("time must be timezone-aware (UTC)")
-    return value.astimezone(UTC)
-
-
-UtcTime = Annotated[datetime, AfterValidator(_utc_micros)]
+UtcTime = Annotated[datetime, AfterValidator(utc_time)]
 
 
 class _Message(BaseModel):
@@ -168,13 +153,6 @@ class SensorInfo(_Message):
     name: Name = ""
 
 
-def _counter_names(counters: dict[str, float]) -> dict[str, float]:
-    for name in counters:
-        if len(name) > NAME_MAX:
-            raise ValueError(f"a counter name is at most {NAME_MAX} characters, not {len(name)}")
-    return counters
-
-
 class DeviceStatus(_Message):
     """Retained on the device's status topic: the birth (online) and the will (offline)."""
 
@@ -191,7 +169,7 @@ class DeviceStatus(_Message):
     firmware: Text = ""
     sensors: Annotated[list[SensorInfo], Field(max_length=SENSORS_MAX)] = []
     counters: Annotated[dict[str, float], Field(max_length=COUNTERS_MAX),
-                        AfterValidator(_counter_names)] = {}
+                        AfterValidator(counter_names)] = {}
     #: a name for people ("Freezer": the agent's ``name``), or "" (then shown as the device id)
     device_name: Name = ""
     #: True when ``sensors`` is the device's whole list: every source has looked for its sensors
@@ -262,19 +240,8 @@ class SeqRange(_Message):
     last: Seq
 
 
-def _ordered_ranges(ranges: list[SeqRange]) -> list[SeqRange]:
-    for r in ranges:
-        if r.last < r.first:
-            raise ValueError(f"range {r.first}-{r.last} ends before it starts")
-    for a, b in itertools.pairwise(ranges):
-        if b.first <= a.last + 1:
-            raise ValueError(f"ranges {a.first}-{a.last} and {b.first}-{b.last} are not "
-                             "ascending, disjoint and merged")
-    return ranges
-
-
 SeqRanges = Annotated[list[SeqRange], Field(max_length=RANGES_MAX),
-                      AfterValidator(_ordered_ranges)]
+                      AfterValidator(ordered_ranges)]
 
 
 class Receipt(_Message):
@@ -344,3 +311,11 @@ MODELS: dict[str, type[Any]] = {
     "receipt": Receipt,
     "data_loss": DataLoss,
 }
+
+__all__ = [
+    "COUNTERS_MAX", "MODELS", "NAME_MAX", "RANGES_MAX", "SENSORS_MAX", "SEQ_MAX", "TEXT_MAX",
+    "THRESHOLDS_MAX", "Alert", "Count", "DataLoss", "DeadLetter", "DeviceStatus", "FaultCode",
+    "FaultEvent", "HomeAssistantState", "Message", "MessageModel", "Name", "RateAlarmEvent",
+    "ReadingEvent", "Receipt", "SensorEvent", "SensorInfo", "Seq", "SeqRange", "SeqRanges",
+    "Severity", "StateChangeEvent", "SummaryEvent", "Text", "ThresholdInfo", "Unit", "UtcTime",
+]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Collection, Iterable, Sequence
 
-from schemas.models import SEQ_MAX
+from schemas.vocabulary import SEQ_MAX
 
 
 def merge_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:

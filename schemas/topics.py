@@ -16,11 +16,29 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from schemas.errors import SpoofedTopic, TopicError
 from schemas.ids import check_identifier, quoted
-from schemas.models import Alert, DeviceStatus, SensorEvent
+
+if TYPE_CHECKING:  # for types only: the agent builds its messages without pydantic
+    from schemas.models import Alert
+
+
+class _FromDevice(Protocol):
+    """A device's message, pydantic's or the agent's plain twin (``schemas/plain_messages.py``)."""
+
+    @property
+    def site(self) -> str: ...
+    @property
+    def device_id(self) -> str: ...
+
+
+class _FromSensor(_FromDevice, Protocol):
+    @property
+    def sensor_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
 
 DEFAULT_ROOT = "thermopipe"
 TopicKind = Literal["event", "summary", "status", "cmd", "receipt"]
@@ -101,7 +119,7 @@ class Topics:
     def summary(self, site: str, device_id: str, sensor_id: str) -> str:
         return f"{self.device_prefix(site, device_id)}/summary/{check_identifier(sensor_id)}"
 
-    def for_event(self, event: SensorEvent) -> str:
+    def for_event(self, event: _FromSensor) -> str:
         if event.kind == "summary":
             return self.summary(event.site, event.device_id, event.sensor_id)
         return self.event(event.site, event.device_id, event.sensor_id)
@@ -109,7 +127,7 @@ class Topics:
     def status(self, site: str, device_id: str) -> str:
         return f"{self.device_prefix(site, device_id)}/status"
 
-    def for_status(self, status: DeviceStatus) -> str:
+    def for_status(self, status: _FromDevice) -> str:
         return self.status(status.site, status.device_id)
 
     def command(self, site: str, device_id: str, command: str) -> str:

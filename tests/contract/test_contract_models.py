@@ -60,7 +60,7 @@ def _strategy(annotation: Any, metadata: list[Any], name: str) -> st.SearchStrat
     if annotation is str:
         if "check_event_id" in validators:
             return _EVENT_IDS
-        if "AfterValidator" in validators:
+        if "Checked(" in validators:  # an identifier (schemas.ids)
             return _IDS
         return st.text(max_size=40)
     if annotation is bool:
