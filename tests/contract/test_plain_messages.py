@@ -281,13 +281,13 @@ def test_receipts_the_hub_writes_are_read_alike() -> None:
 # -- a few cases said plainly ------------------------------------------------------------------
 
 def test_errors_name_every_offending_field_with_its_path() -> None:
+    sensor: Any = {"sensor_id": "a/b", "unit": "K", "source": "x",
+                   "thresholds": [{"name": "hi", "direction": "above", "value": math.nan,
+                                   "hysteresis": 0, "dwell_s": 0, "severity": "info"}]}
     with pytest.raises(InvalidMessage) as caught:
         plain_messages.DeviceStatus(
             event_id="abc", site="s", device_id="d", time=datetime.now(UTC), clock_synced=True,
-            online=True, reason="birth", session=-1,
-            sensors=[{"sensor_id": "a/b",  # type: ignore[list-item] "unit": "K", "source": "x",
-                      "thresholds": [{"name": "hi", "direction": "above", "value": math.nan,
-                                      "hysteresis": 0, "dwell_s": 0, "severity": "info"}]}])
+            online=True, reason="birth", session=-1, sensors=[sensor])
     assert caught.value.fields == ("event_id", "session", "sensors.0.sensor_id", "sensors.0.unit",
                                    "sensors.0.thresholds.0.value")
     assert "invalid event id 'abc'" in caught.value.reason
