@@ -221,7 +221,7 @@ def render() -> str:
     classes = "\n\n\n".join(_class_text(m) for m in AGENT_MESSAGES)
     kinds_rows = "\n".join(f"    {k!r}: {v}," for k, v in kinds.items())
     names = "\n".join(f'    "{n}",' for n in ["KINDS", "SENSOR_EVENTS", *sorted(
-        ["SensorEvent", *(m.__name__ for m in AGENT_MESSAGES)])])
+        ["Message", "SensorEvent", *(m.__name__ for m in AGENT_MESSAGES)])])
     sensor_rows = "\n".join(f"    {k!r}: {kinds[k]}," for k in SENSOR_EVENT_KINDS)
     return f'''# ruff: noqa: E501
 """The messages the edge agent sends and reads, checked without pydantic.
@@ -263,9 +263,11 @@ __all__ = [
 
 
 SensorEvent = {" | ".join(sensor)}
+#: every message here that has a kind (travels alone on a topic)
+Message = {" | ".join(kinds.values())}
 
 #: kind -> class, for every message here that has a kind
-KINDS: dict[str, type[PlainMessage]] = {{
+KINDS: dict[str, type[Message]] = {{
 {kinds_rows}
 }}
 #: kind -> class of the events the agent publishes on its event and summary topics

@@ -34,6 +34,7 @@ __all__ = [
     "SENSOR_EVENTS",
     "DeviceStatus",
     "FaultEvent",
+    "Message",
     "RateAlarmEvent",
     "ReadingEvent",
     "Receipt",
@@ -488,9 +489,11 @@ class Receipt(PlainMessage):
 
 
 SensorEvent = ReadingEvent | StateChangeEvent | RateAlarmEvent | FaultEvent | SummaryEvent
+#: every message here that has a kind (travels alone on a topic)
+Message = ReadingEvent | StateChangeEvent | RateAlarmEvent | FaultEvent | SummaryEvent | DeviceStatus | Receipt
 
 #: kind -> class, for every message here that has a kind
-KINDS: dict[str, type[PlainMessage]] = {
+KINDS: dict[str, type[Message]] = {
     'reading': ReadingEvent,
     'state_change': StateChangeEvent,
     'rate_alarm': RateAlarmEvent,

@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from schemas.avro_header import AVRO_MAGIC
 from schemas.errors import InvalidMessage, PayloadTooLarge, UnknownEncoding
@@ -367,6 +367,9 @@ def invalid(problems: Problems) -> InvalidMessage:
                           [at for at, _ in problems])
 
 
+_M = TypeVar("_M", bound=PlainMessage)
+
+
 # -- bytes ------------------------------------------------------------------------------------
 def encode(message: PlainMessage, encoding: str = "json") -> bytes:
     """JSON (``to_json``) or Avro single-object (fastavro: the ``avro`` extra) bytes."""
@@ -380,8 +383,8 @@ def encode(message: PlainMessage, encoding: str = "json") -> bytes:
                       message.to_python())
 
 
-def decode(payload: bytes, kinds: Mapping[str, type[PlainMessage]], *,
-           max_size: int = DEFAULT_MAX_PAYLOAD) -> PlainMessage:
+def decode(payload: bytes, kinds: Mapping[str, type[_M]], *,
+           max_size: int = DEFAULT_MAX_PAYLOAD) -> _M:
     """Bytes (JSON or Avro single-object) -> one of ``kinds``' messages, checked; a
     :class:`~schemas.errors.DecodeError` naming the reason otherwise (as ``schemas.decode``)."""
     if len(payload) > max_size:
