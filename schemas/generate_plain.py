@@ -27,10 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import annotated_types
-from pydantic import BaseModel
-from pydantic.functional_validators import AfterValidator
-from pydantic_core import PydanticUndefined
+from pydantic import AfterValidator, BaseModel
 
 from schemas import field_checks, ids, models, vocabulary
 from schemas.ids import Checked
@@ -60,6 +57,16 @@ class GeneratorError(Exception):
     """A model uses something this generator cannot write a plain check for."""
 
 
+#: pydantic's ``Field(ge=..., le=..., max_length=...)`` metadata (annotated_types' classes, read
+#: by name: a dependency of pydantic, not of ours) -> the bound each holds
+_BOUNDS = {"annotated_types.Ge": "ge", "annotated_types.Le": "le",
+           "annotated_types.MaxLen": "max_length"}
+
+
+def _qualname(meta: object) -> str:
+    return f"{type(meta).__module__}.{type(meta).__qualname__}"
+
+
 def _after_function(meta: object) -> Callable[..., Any] | None:
     if isinstance(meta, Checked):
         return meta.check
@@ -84,12 +91,9 @@ def _bounds(metadata: list[Any], where: str) -> tuple[dict[str, int], list[str]]
         func = _after_function(meta)
         if func is not None:
             after.append(_function_ref(func, where))
-        elif isinstance(meta, annotated_types.Ge):
-            bounds["ge"] = int(meta.ge)  # type: ignore[call-overload]
-        elif isinstance(meta, annotated_types.Le):
-            bounds["le"] = int(meta.le)  # type: ignore[call-overload]
-        elif isinstance(meta, annotated_types.MaxLen):
-            bounds["max_length"] = meta.max_length
+        elif _BOUNDS.get(_qualname(meta)) is not None:
+            name = _BOUNDS[_qualname(meta)]
+            bounds[name] = int(getattr(meta, name))
         else:
             raise GeneratorError(f"{where}: unknown constraint {meta!r}")
     return bounds, after
@@ -170,8 +174,8 @@ def _check_text(annotation: Any, metadata: list[Any], where: str) -> str:
     return check
 
 
-def _default_text(default: Any, where: str) -> str:
-    if default is PydanticUndefined:
+def _default_text(default: Any, required: bool, where: str) -> str:
+    if required:
         return "REQUIRED"
     if default is None or isinstance(default, bool | int | float | str) \
             or (isinstance(default, list | dict) and not default):
@@ -190,7 +194,7 @@ def _class_text(model: type[BaseModel]) -> str:
             raise GeneratorError(f"{where}: aliases and default factories are not supported")
         type_text = _type_text(info.annotation)
         check = _check_text(info.annotation, list(info.metadata), where)
-        default = _default_text(info.default, where)
+        default = _default_text(info.default, info.is_required(), where)
         rows.append(f"        ({field!r}, {check}, {default}),")
         attrs.append(f"    {field}: {type_text}")
         params.append(f"{field}: {type_text}" + ("" if default == "REQUIRED" else " = ..."))
