@@ -24,6 +24,13 @@ versions, sources, counter names) or ``TEXT_MAX`` (details, causes, firmware) ch
 and maps have a most (``SENSORS_MAX``, ``THRESHOLDS_MAX``, ``COUNTERS_MAX``, ``RANGES_MAX``); every
 float is finite (no NaN, no infinity: JSON's ``NaN``/``Infinity``/``1e999`` and Avro's NaN alike).
 A payload outside a bound fails validation like any other invalid payload: a dead letter.
+
+The edge agent does not import these models (pydantic-core has no wheel for a Pi Zero): it builds
+the messages it sends, and reads receipts, with ``schemas/plain_messages.py``, generated from
+them by ``python -m schemas.generate_plain``. Run it after changing a model;
+``tests/contract/test_plain_messages.py`` fails until then, and proves both accept and refuse
+the same messages. The bounds above live in ``schemas/vocabulary.py``, the after-checks in
+``schemas/field_checks.py`` and ``schemas/ids.py``: plain Python that both validations call.
 """
 
 from __future__ import annotations
