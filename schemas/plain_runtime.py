@@ -99,6 +99,21 @@ class Number(Check):
         return number
 
 
+def _unicode(value: str) -> bool:
+    """No lone surrogate (``'\\udc80'`` from a ``surrogateescape`` decode): JSON cannot carry
+    one, and pydantic refuses it too."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_NOT_UNICODE = "Input should be a valid string, unable to parse raw data as a unicode string"
+
+
 class Text(Check):
     __slots__ = ("max_length",)
 
@@ -108,6 +123,8 @@ class Text(Check):
     def check(self, value: Any, at: str, problems: Problems, from_json: bool) -> Any:
         if not isinstance(value, str):
             problems.append((at, f"Input should be a valid string, not {_type_name(value)}"))
+        elif not _unicode(value):
+            problems.append((at, _NOT_UNICODE))
         elif self.max_length is not None and len(value) > self.max_length:
             problems.append((at, f"String should have at most {self.max_length} characters"))
         return value
@@ -251,6 +268,8 @@ class NumberMap(Check):
         for key, item in value.items():
             if not isinstance(key, str):
                 problems.append((f"{at}.{key}.[key]", "Input should be a valid string"))
+            elif not _unicode(key):
+                problems.append((f"{at}.{key}.[key]", _NOT_UNICODE))
             out[key] = _NUMBER.check(item, f"{at}.{key}", problems, from_json)
         return out
 

@@ -124,7 +124,8 @@ def hostile(annotation: Any, metadata: list[Any]) -> st.SearchStrategy[Any]:
         texts = st.text(max_size=80) | st.from_regex(r"[A-Za-z0-9_.+#/$ -]{0,70}", fullmatch=True)
         if most is not None:
             texts |= st.sampled_from(["a" * most, "a" * (most + 1), "é" * most])
-        return texts | st.sampled_from(["", "a" * 64, "a" * 65, "abcdefg", "abcdefgh"]) | wrong
+        return texts | st.sampled_from(["", "a" * 64, "a" * 65, "abcdefg", "abcdefgh",
+                                        "x\udc80"]) | wrong  # a lone surrogate
     if annotation is datetime:
         return st.sampled_from([_NAIVE, _PLUS2, "2026-01-01T12:00:00Z", 1.7e9, None])
     if origin is list:
@@ -136,7 +137,8 @@ def hostile(annotation: Any, metadata: list[Any]) -> st.SearchStrategy[Any]:
                 | st.sampled_from([(), None, "x", [1]]))
     if origin is dict:
         pairs = _bound(metadata, annotated_types.MaxLen) or 0
-        return (st.dictionaries(st.text(max_size=140), hostile(float, []), max_size=3)
+        keys = st.text(max_size=140) | st.just("\ud800")
+        return (st.dictionaries(keys, hostile(float, []), max_size=3)
                 | st.just({f"c{i}": 1.0 for i in range(pairs + 1)})
                 | st.sampled_from([[], None, {1: 1.0}]))
     raise TypeError(f"no hostile values for {annotation!r}")
