@@ -101,7 +101,8 @@ class Number(Check):
 
 def _unicode(value: str) -> bool:
     """No lone surrogate (``'\\udc80'`` from a ``surrogateescape`` decode): JSON cannot carry
-    one, and pydantic refuses it too."""
+    one. pydantic refuses it in a string field; in a dict key (``counters``) it takes it and
+    writes U+FFFD instead, and the twin refuses that too rather than send another name."""
     if value.isascii():
         return True
     try:

@@ -213,6 +213,10 @@ def test_the_twin_refuses_what_pydantic_refuses_and_only_that(model: type[BaseMo
         if isinstance(expected, ValidationError):
             assert isinstance(got, InvalidMessage), (record, expected)
             assert set(got.fields) == _fields_named(expected), (got, expected)
+        elif model.model_validate_json(expected.model_dump_json()) != expected:
+            # pydantic took it, but its JSON says something else (a counter named with a lone
+            # surrogate is sent as U+FFFD): the twin refuses what cannot cross the wire intact
+            assert isinstance(got, InvalidMessage), (record, got)
         else:
             assert not isinstance(got, InvalidMessage), (record, got)
             assert _json(got.to_json()) == _json(expected.model_dump_json())
