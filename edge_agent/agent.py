@@ -47,7 +47,8 @@ from edge_agent.stamping import EventStamper
 from program_support.supervision import Supervisor
 from program_support.version import thermopipe_version
 from schemas.errors import ContractError
-from schemas.models import TEXT_MAX, SensorEvent, SensorInfo
+from schemas.plain_messages import SensorEvent, SensorInfo
+from schemas.vocabulary import TEXT_MAX
 
 log = structlog.get_logger("edge_agent.agent")
 

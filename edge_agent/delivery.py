@@ -66,8 +66,9 @@ from edge_agent.mqtt_link import (
 from edge_agent.outbox import Outbox, Stored
 from edge_agent.stamping import new_event_id
 from program_support.supervision import Component, Supervisor
-from schemas import DeviceStatus, SensorEvent, encode
 from schemas.errors import ContractError, DeliveryError, ThermopipeError
+from schemas.plain_messages import DeviceStatus, SensorEvent
+from schemas.plain_runtime import encode
 from schemas.seq_ranges import clip_merge
 
 log = structlog.get_logger(__name__)
@@ -413,7 +414,7 @@ class Delivery:
                 self.outbox.ack([row.seq])
                 return False
             if replayed:
-                event = event.model_copy(update={"replayed": True})
+                event = event.replace(replayed=True)
             payload = encode(event, self.settings.encoding)
         try:
             mid = self.link.publish(row.topic, payload)

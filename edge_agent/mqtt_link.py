@@ -45,8 +45,10 @@ from program_support.connect_errors import connect_error
 from program_support.mqtt_connect import build_client
 from program_support.reconnect_pacing import ReconnectPacing
 from program_support.supervision import Supervisor
-from schemas import Receipt, Topics, check_identifier, decode
+from schemas import Topics, check_identifier
 from schemas.errors import ContractError, DeliveryError, ServerError, ThermopipeError, TopicError
+from schemas.plain_messages import KINDS, Receipt
+from schemas.plain_runtime import decode
 
 log = structlog.get_logger(__name__)
 
@@ -348,7 +350,7 @@ class MqttLink:
 
     def _on_receipt(self, payload: bytes) -> None:
         try:
-            receipt = decode(payload)
+            receipt = decode(payload, KINDS)
             if not isinstance(receipt, Receipt):
                 raise ContractError(f"a {receipt.kind!r} message on the receipt topic")
             if (receipt.site, receipt.device_id) != (self.site, self.device_id):

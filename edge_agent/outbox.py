@@ -60,8 +60,9 @@ from typing import NamedTuple
 import structlog
 
 from edge_agent.config.outbox import OutboxSettings
-from schemas import SensorEvent, decode
 from schemas.errors import DeliveryError
+from schemas.plain_messages import SENSOR_EVENTS, SensorEvent
+from schemas.plain_runtime import decode
 
 log = structlog.get_logger(__name__)
 
@@ -115,18 +116,17 @@ class Stored(NamedTuple):
     def to_event(self) -> SensorEvent:
         if self.event is not None:
             return self.event
-        message = decode(self.payload)
-        assert message.kind in _CLASS_OF_KIND, message.kind
-        return message  # type: ignore[return-value]
+        return decode(self.payload, SENSOR_EVENTS)
 
     def replayed_json(self) -> bytes | None:
         """The stored JSON with ``replayed`` set, without decoding and encoding it again.
 
-        The payload is this outbox's own serialization of a contract event (``model_dump_json``:
-        compact, ``replayed`` a top-level boolean, no free-form object keys), so the flag is
-        the one byte sequence ``"replayed":false`` (inside a JSON string a quote is escaped,
-        so the sequence cannot come from a value). ``None`` unless it is there exactly once
-        (a row that is not such JSON: the caller decodes it, and drops it if it is damaged)."""
+        The payload is this outbox's own serialization of a contract event (``to_json``, as
+        pydantic's ``model_dump_json``: compact, ``replayed`` a top-level boolean, no free-form
+        object keys), so the flag is the one byte sequence ``"replayed":false`` (inside a JSON
+        string a quote is escaped, so the sequence cannot come from a value). ``None`` unless it
+        is there exactly once (a row that is not such JSON: the caller decodes it, and drops it
+        if it is damaged)."""
         payload = self.payload
         if payload.count(_LIVE_FLAG) != 1:
             return None
@@ -283,7 +283,7 @@ class Outbox:
         now = self._clock()
         rows: list[tuple[_Row, SensorEvent]] = []
         for event, topic in items:
-            payload = event.model_dump_json().encode()
+            payload = event.to_json()
             size = len(payload) + len(topic) + ROW_OVERHEAD
             rows.append(((event.seq, event.event_id, int(_CLASS_OF_KIND[event.kind]), event.kind,
                           topic, payload, now, int(event.clock_synced), size), event))

@@ -6,8 +6,10 @@ start (``tests/install/test_role_dependencies.py`` keeps the two in step):
     extra   packages (import names)                                    used by
     agent   serial                                                     a [[sources]] kind = "serial"
     avro    fastavro                                                   mqtt.encoding = "avro"
-    hub     fastavro, influxdb_client, urllib3, prometheus_client,     hub run
-            starlette, uvicorn, httpx
+    models  pydantic                                                   schemas.models, .codec,
+                                                                       firmware-sim, the hub
+    hub     pydantic, fastavro, influxdb_client, urllib3,              hub run
+            prometheus_client, starlette, uvicorn, httpx
     demo    amqtt (and everything of agent and hub)                    scripts/demo
 
 A check looks the package up without importing it (``importlib.util.find_spec``), so it costs
@@ -35,8 +37,9 @@ from schemas.errors import MissingDependency
 EXTRAS: dict[str, tuple[str, ...]] = {
     "agent": ("serial",),
     "avro": ("fastavro",),
-    "hub": ("fastavro", "influxdb_client", "urllib3", "prometheus_client", "starlette", "uvicorn",
-            "httpx"),
+    "models": ("pydantic",),
+    "hub": ("pydantic", "fastavro", "influxdb_client", "urllib3", "prometheus_client",
+            "starlette", "uvicorn", "httpx"),
     "demo": ("amqtt",),
 }
 

@@ -7,22 +7,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from schemas.avro_codec import read_avro, write_avro
 from schemas.avro_header import AVRO_MAGIC
-from schemas.errors import (
-    DecodeError,
-    InvalidMessage,
-    MissingDependency,
-    PayloadTooLarge,
-    UnknownEncoding,
-    UnknownSchema,
-)
+from schemas.errors import InvalidMessage, PayloadTooLarge, UnknownEncoding
 from schemas.models import Message, _Message
 
 if TYPE_CHECKING:  # fastavro is optional (the 'avro' extra): imported only when Avro is used
@@ -39,37 +32,12 @@ class Encoding(StrEnum):
     AVRO = "avro"
 
 
-_avro: SchemaRegistry | None = None
-
-
-def avro_registry() -> SchemaRegistry:
-    """The registry of the shipped Avro schemas; raises MissingDependency without fastavro."""
-    global _avro
-    if _avro is None:
-        # Each program checks its role's packages at start (program_support.extras) and names
-        # the install command there; this is the contract's own last word, with no arrow back.
-        try:
-            from schemas.registry import DEFAULT_REGISTRY
-        except ModuleNotFoundError as exc:
-            raise MissingDependency("Avro encoding", [exc.name or "fastavro"], "avro") from None
-
-        _avro = DEFAULT_REGISTRY
-    return _avro
-
-
 def encode(message: _Message, encoding: Encoding | str = Encoding.JSON,
            registry: SchemaRegistry | None = None) -> bytes:
     if Encoding(encoding) is Encoding.JSON:
         return message.model_dump_json().encode()
-    from fastavro import schemaless_writer
-
-    registry = registry or avro_registry()
-    schema = registry.current(str(getattr(message, "kind")))  # noqa: B009 - every model has kind
-    buf = io.BytesIO()
-    buf.write(AVRO_MAGIC)
-    buf.write(schema.fingerprint)
-    schemaless_writer(buf, schema.writer, message.model_dump(mode="python"))
-    return buf.getvalue()
+    return write_avro(str(getattr(message, "kind")),  # noqa: B009 - every model has kind
+                      message.model_dump(mode="python"), registry)
 
 
 def detect_encoding(payload: bytes) -> Encoding:
@@ -87,30 +55,8 @@ def decode(payload: bytes, *, max_size: int = DEFAULT_MAX_PAYLOAD,
         raise PayloadTooLarge(len(payload), max_size)
     encoding = detect_encoding(payload)
     if encoding is Encoding.AVRO:
-        return _validate(_avro_record(payload, registry or avro_registry()), from_json=False)
+        return _validate(read_avro(payload, registry), from_json=False)
     return _validate(payload, from_json=True)
-
-
-def _avro_record(payload: bytes, registry: SchemaRegistry) -> dict[str, Any]:
-    fp = payload[2:10]
-    if len(fp) != 8:
-        raise DecodeError("Avro single-object payload shorter than its 10-byte header")
-    schema = registry.by_fingerprint(fp)
-    if schema is None:
-        raise UnknownSchema(fp)
-    from fastavro import schemaless_reader
-
-    body = io.BytesIO(payload[10:])
-    try:
-        record = schemaless_reader(body, schema.writer, schema.reader)
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError,
-            OverflowError) as exc:
-        raise DecodeError(f"Avro body does not match schema {schema.name}: {exc!r}") from None
-    if body.read(1):
-        raise DecodeError(f"trailing bytes after the Avro body of {schema.name}")
-    if not isinstance(record, dict):
-        raise DecodeError(f"Avro body of {schema.name} is not a record")
-    return record
 
 
 def _validate(data: bytes | dict[str, Any], *, from_json: bool) -> Message:

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edge_agent.config.rules import NORMAL, UNKNOWN, Threshold
-from schemas.models import Severity
+from schemas.vocabulary import Severity
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,8 @@ from edge_agent.decide.types import Draft, Reading
 from edge_agent.decide.validate import check_value
 from schemas.errors import ConfigError
 from schemas.ids import check_identifier
-from schemas.models import FaultCode, ThresholdInfo, Unit
+from schemas.plain_messages import ThresholdInfo
+from schemas.vocabulary import FaultCode, Unit
 
 #: A reading or tick this much older than the newest time seen is a clock step, not jitter.
 CLOCK_STEP_BACK_S = 5.0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.models import FaultCode
+from schemas.vocabulary import FaultCode
 
 
 @dataclass(frozen=True, slots=True)

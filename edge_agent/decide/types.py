@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from schemas.models import FaultCode
+from schemas.vocabulary import FaultCode
 
 DraftKind = Literal["reading", "state_change", "rate_alarm", "fault", "summary"]
 
@@ -26,7 +26,7 @@ class Draft:
     """An event decided at the edge, before it gets its id, sequence number and device identity.
 
     ``fields`` uses the contract's field names and final values (datetimes are aware UTC), so
-    ``schemas.MODELS[kind](**identity, **fields)`` makes the contract event.
+    ``schemas.plain_messages.SENSOR_EVENTS[kind](**identity, **fields)`` makes the contract event.
     """
 
     kind: DraftKind

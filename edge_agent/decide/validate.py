@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 
 from edge_agent.config.rules import SensorRules
-from schemas.models import FaultCode, Unit
+from schemas.vocabulary import FaultCode, Unit
 
 POWER_ON_C = 85.0
 _GLITCH_TOLERANCE = 1e-6

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from edge_agent.decide.types import Reading
-from schemas.models import Unit
+from schemas.vocabulary import Unit
 
 if TYPE_CHECKING:
     from program_support.supervision import Supervisor

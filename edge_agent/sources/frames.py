@@ -12,7 +12,6 @@ import structlog
 
 from edge_agent.decide.types import Reading
 from edge_agent.sources.base import SensorSpec, unit_from_device
-from schemas.models import FaultCode
 from schemas.serial_protocol import (
     PROTOCOL_VERSION,
     Ack,
@@ -25,6 +24,7 @@ from schemas.serial_protocol import (
     ReadingFrame,
     SensorError,
 )
+from schemas.vocabulary import FaultCode
 
 log = structlog.get_logger("edge_agent.sources")
 

@@ -10,6 +10,7 @@ import pytest
 
 import schemas
 from edge_agent.decide import Draft, SensorDecider, SensorRules, draft_to_event
+from schemas import plain_messages, plain_runtime
 from schemas.errors import ConfigError, InvalidIdentifier
 from tests.agent_decide.helpers import (
     HIGH,
@@ -215,7 +216,7 @@ def test_thresholds_info_for_the_birth_status() -> None:
     info = decider(thresholds=[HIGH, LOW]).thresholds_info()
     assert [(i.name, i.direction, i.value, i.hysteresis, i.dwell_s) for i in info] == [
         ("high", "above", 30.0, 1.0, 10.0), ("low", "below", 5.0, 1.0, 10.0)]
-    assert all(isinstance(i, schemas.ThresholdInfo) for i in info)
+    assert all(isinstance(i, plain_messages.ThresholdInfo) for i in info)
 
 
 def _every_kind(unit: str) -> list[Draft]:
@@ -242,8 +243,11 @@ def test_every_draft_kind_builds_a_valid_contract_event(unit: str) -> None:
             seq=seq, time=datetime.fromtimestamp(draft.time, UTC), clock_synced=True,
             **draft.fields)
         assert event.kind == draft.kind and event.unit == unit
-        assert draft_to_event(draft, event_id=f"evt{seq:08d}", site="lab", device_id="pi1",
-                              seq=seq, clock_synced=True) == event
+        # the agent's plain twin builds the same event, as the hub reads it
+        plain = draft_to_event(draft, event_id=f"evt{seq:08d}", site="lab", device_id="pi1",
+                               seq=seq, clock_synced=True)
+        assert schemas.decode(plain.to_json()) == event
+        assert schemas.decode(plain_runtime.encode(plain, "avro")) == event
         # and it survives both wire encodings
         for encoding in ("json", "avro"):
             assert schemas.decode(schemas.encode(event, encoding)) == event

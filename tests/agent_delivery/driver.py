@@ -22,7 +22,7 @@ from edge_agent.delivery import Delivery
 from edge_agent.mqtt_link import MqttSettings
 from edge_agent.outbox import Outbox, OutboxSettings
 from edge_agent.stamping import EventStamper
-from schemas import SensorInfo
+from schemas.plain_messages import SensorInfo
 from tests.agent_delivery.helpers import draft
 
 

@@ -18,8 +18,9 @@ from edge_agent.mqtt_link import MqttLink, MqttSettings
 from edge_agent.outbox import Outbox, OutboxSettings
 from edge_agent.stamping import EventStamper
 from program_support.mqtt_settings import TlsSettings
-from schemas import SensorInfo, Topics
+from schemas import Topics
 from schemas.errors import ServerError
+from schemas.plain_messages import SensorInfo
 from tests.agent_delivery.helpers import Recorder, draft, retained_status
 from tests.servers import Mosquitto, free_port
 
@@ -88,7 +89,8 @@ def test_live_events_status_and_rebirth(mosquitto: Mosquitto, topic_root: str,
                     and delivery.counters()["outbox_depth"] == 0, 10)
 
         births = [m.message for m in rec.statuses() if m.message.reason == "birth"]
-        assert births and births[0].online and births[0].sensors == SENSORS
+        assert births and births[0].online
+        assert [s.model_dump() for s in births[0].sensors] == [s.to_python() for s in SENSORS]
         assert births[0].session == delivery.link.session >= 1
         assert births[0].agent_version == "1.2.3" and births[0].counters["readings"] == 7.0
         assert rec.wait_for(lambda m: any(x.message.reason == "update" for x in m

@@ -13,8 +13,8 @@ from edge_agent.decide.types import Draft
 from edge_agent.outbox import Outbox, OutboxSettings
 from edge_agent.stamping import EventStamper
 from program_support.backoff import TokenBucket, backoff_delay
-from schemas import FaultEvent, ReadingEvent, SummaryEvent
 from schemas.errors import InvalidIdentifier, InvalidMessage
+from schemas.plain_messages import FaultEvent, ReadingEvent, SummaryEvent
 from tests.agent_delivery.helpers import T0, draft
 
 

@@ -17,6 +17,7 @@ from firmware_sim.device import Condition, Sample
 from firmware_sim.signals import milli_to_raw
 from firmware_sim.w1_tree import format_w1_slave, render_w1_slave, scratchpad
 from hub.consumers.base import Envelope
+from schemas import decode
 
 SENSOR = "28-0316a2795cff"
 T0 = 1_800_000_000.0
@@ -55,7 +56,8 @@ def trace_envelopes(site: str, device: str, sensor: str = SENSOR,
             n = next(seq)
             event = draft_to_event(draft, event_id=f"{device}-trace-{n:04d}", site=site,
                                    device_id=device, seq=n, clock_synced=True)
-            envs.append(Envelope(offset=next(offsets), message=event, topic="x",
+            # what the agent publishes, as the hub reads it
+            envs.append(Envelope(offset=next(offsets), message=decode(event.to_json()), topic="x",
                                  received_at=datetime.fromtimestamp(T0 + 5 * i, UTC),
                                  late=False, out_of_order=False))
         yield label, envs
