@@ -51,6 +51,12 @@ log = structlog.get_logger("hub.dispatch")
 #: idle or stops): every cursor write takes SQLite's write lock from the ingest thread. A crash
 #: then redelivers at most this much more, which idempotent consumers absorb.
 CURSOR_COMMIT_EVERY_S = 0.5
+#: A paced consumer that had caught up (nothing was waiting when it finished its last batch)
+#: hands a partial batch over once this fraction of ``max_wait_s`` has passed since the last
+#: hand-over, not the whole interval: with no load an event is stored within milliseconds (a
+#: hub record, an alert's point, right after an event no longer holds the next event back for
+#: the whole interval), while a consumer that is behind still writes once per ``max_wait_s``.
+IDLE_PACING_FRACTION = 0.1
 #: failures in a row of one batch (other than DeliveryError) before it is handed over one entry
 #: at a time to find the entry that poisons the consumer
 POISON_AFTER = 2
@@ -128,17 +134,20 @@ class ConsumerRunner:
 
     def _next_batch(self) -> list[JournalEntry]:
         cursor = self.state.cursor
-        if self.journal.last_offset <= cursor:
+        caught_up = self.journal.last_offset <= cursor
+        if caught_up:
             self._commit_cursor()  # idle: make the position durable now
         if not self.journal.wait_for(cursor, 1.0, self._stop):
             return []
         batch = self.journal.read(cursor, self.batch_size)
         if self.max_wait_s > 0 and len(batch) < self.batch_size:
             # Pacing, not waiting: a partial batch is handed over at most once per max_wait_s
-            # (storage writes fewer, larger requests under load), counted from the last
-            # hand-over, so an event after a quiet spell goes at once instead of waiting for
-            # company that is not coming.
-            deadline = self._handed_at + self.max_wait_s
+            # while events keep coming in during each hand-over (storage writes fewer, larger
+            # requests under load), counted from the last hand-over, so an event after a quiet
+            # spell goes at once instead of waiting for company that is not coming; a consumer
+            # that had caught up waits only a fraction of it (the request rate stays bounded).
+            pace = self.max_wait_s * (IDLE_PACING_FRACTION if caught_up else 1.0)
+            deadline = self._handed_at + pace
             while len(batch) < self.batch_size and not self._stop.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self.journal.wait_for(batch[-1].offset, remaining,
