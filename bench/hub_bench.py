@@ -1,6 +1,7 @@
 """Sustained hub throughput against a bare paho subscriber writing to InfluxDB, on this machine.
 
     python bench/hub_bench.py [--events 50000] [--workers 2] [--repeat 3] [--storage-only]
+                              [--install-node-red | --no-node-red] [--check]
 
 Starts a private Mosquitto and a private InfluxDB 1.x, then for each contender preloads the same
 N events (JSON readings of 16 devices x 2 sensors) into its persistent MQTT session while it is
@@ -13,14 +14,25 @@ offline, and measures how fast it drains them into InfluxDB:
    first message to the write that stored the N-th event;
 2. for reference, subscribers that only count: stock paho, and the hub's receive path
    (``hub.mqtt_client.BufferedClient``);
-3. hub: one ``hub run`` process, every consumer on (storage to InfluxDB 1.x, alerting, the
+3. Node-RED (``bench/nodered_baseline.py``), the tool users pick instead: Node-RED 4.1.x with
+   node-red-contrib-influxdb, pinned, in its batch flow (mqtt in -> json -> function -> join of
+   2,000 / 0.2 s -> influxdb batch) into the same InfluxDB, when it is installed in
+   ``~/.cache/thermopipe/node-red`` (``--install-node-red`` installs it with npm; without it and
+   not installed, Node-RED is skipped and said so: no network is needed);
+4. hub: one ``hub run`` process, every consumer on (storage to InfluxDB 1.x, alerting, the
    dashboard), receipts on (the default) and, in the same round, receipts off;
-4. hub --workers W: W processes on one MQTT 5 shared subscription.
+5. hub --workers W: W processes on one MQTT 5 shared subscription.
+
+``--check`` runs the baseline and the one-process hub and fails below the floor against the
+baseline recorded in bench/README.md; when Node-RED is installed it also runs Node-RED and
+``--workers 2`` and fails below the floors against Node-RED recorded there (``--no-node-red``
+leaves it out).
 
 The hub's time runs from its first received event to the moment EVERY consumer (storage,
 alerting, dashboard) has handled N (scraped from /metrics; storage counts an event once
 InfluxDB answered its write); nothing lost or duplicated is checked by counting the points and
 the distinct event ids in InfluxDB. Resident memory is the largest VmRSS seen per hub process.
+Node-RED is timed the same way: from its first reading to all N points visible in InfluxDB.
 """
 
 from __future__ import annotations
@@ -295,8 +307,10 @@ def nodered_drain(broker: Mosquitto, influx: InfluxDB1, messages: list[tuple[str
                   ) -> dict[str, Any]:
     """The tool users pick instead: Node-RED's batch flow (``bench/nodered_baseline.py``) drains
     the same backlog from its persistent session into InfluxDB. Timed like the hub: from its
-    first reading (the flow notes it) to the moment InfluxDB holds all N points; RSS is the
-    largest VmRSS of the node process during the drain."""
+    first reading to InfluxDB's answer to the write that held the N-th point (both noted by
+    the flow itself, so a late answer to the bench's polls does not count); then the points
+    and distinct event ids are counted in InfluxDB. RSS is the largest VmRSS of the node
+    process during the drain."""
     n = len(messages)
     db = f"bench_nodered_{uuid.uuid4().hex[:6]}"
     influx.create_database(db)
@@ -307,10 +321,13 @@ def nodered_drain(broker: Mosquitto, influx: InfluxDB1, messages: list[tuple[str
     influx_port = int(influx.url.rsplit(":", 1)[1])
     node = NodeRed(root, workdir / f"node-red{tag}", free_port(),
                    nodered_flows(broker_port=broker.port, client_id=client_id, topic=topic,
-                                 influx_port=influx_port, db=db))
+                                 influx_port=influx_port, db=db, expected=n))
     count_q = 'SELECT COUNT("seq") FROM "sensor_event"'
     servers = [p.pid for p in (broker.proc, influx.proc) if p is not None]
-    cpu0: list[float] = []
+    # (wall time, CPU s of node, mosquitto, influxd) each turn: while Node-RED drains, its one
+    # thread may answer the stats request late, so the CPU at its first reading is the last
+    # sample taken before it
+    samples: list[tuple[float, list[float]]] = []
     cpu1: list[float] = []
     rss = 0
     first = last = 0.0
@@ -321,32 +338,30 @@ def nodered_drain(broker: Mosquitto, influx: InfluxDB1, messages: list[tuple[str
         while time.monotonic() < deadline:
             if node.exited() is not None:
                 raise RuntimeError(f"Node-RED exited with {node.exited()}: {node.log_tail()}")
-            stats = node.stats()
-            if stats is None and not cpu0 and time.monotonic() - started > 60:
-                raise RuntimeError(f"Node-RED's flows did not start in 60 s: {node.log_tail()}")
-            now = time.time()
+            samples.append((time.time(), [_cpu_s(node.pid), *map(_cpu_s, servers)]))
             rss = max(rss, _rss_kb(node.pid))
+            stats = node.stats()
+            if stats is None and time.monotonic() - started > 60 and not first:
+                raise RuntimeError(f"Node-RED's flows did not start in 60 s: {node.log_tail()}")
             seen = stats["count"] if stats else 0
-            if seen and not cpu0:
-                cpu0 = [_cpu_s(node.pid), *map(_cpu_s, servers)]
             if stats and stats["first"]:
                 first = stats["first"]
             if progress:
-                print(f"  node-red t={now - first if first else 0:5.1f}s in={seen:7.0f} "
+                print(f"  node-red t={time.time() - first if first else 0:5.1f}s in={seen:7.0f} "
+                      f"written={stats['written'] if stats else 0:7.0f} "
                       f"rss={_rss_kb(node.pid) / 1024:.0f}MB", flush=True)
-            if seen >= 0.85 * n:  # near the end: is every point in InfluxDB?
-                rows = influx.series_rows(count_q, db)
-                if rows and rows[0]["count"] >= n:
-                    last = time.time()
-                    cpu1 = [_cpu_s(node.pid), *map(_cpu_s, servers)]
-                    break
-            time.sleep(0.02 if not seen or seen >= 0.85 * n else 0.2)
+            if stats and stats["last"]:  # InfluxDB acknowledged the N-th point
+                last = stats["last"]
+                cpu1 = [_cpu_s(node.pid), *map(_cpu_s, servers)]
+                break
+            time.sleep(0.02 if not seen else 0.2)
         else:
             raise RuntimeError(f"Node-RED did not store every event in 600 s: "
                                f"{node.log_tail()}")
     finally:
         node.stop()
         drop_session(broker, client_id)
+    cpu0 = next((cpu for t, cpu in reversed(samples) if t <= first), samples[0][1])
     count = influx.series_rows(count_q, db)[0]["count"]
     distinct = influx.series_rows('SELECT COUNT(DISTINCT("event_id")) FROM "sensor_event"',
                                   db)[0]["count"]

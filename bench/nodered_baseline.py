@@ -18,8 +18,11 @@ first: the hub storage's defaults) -> ``influxdb batch`` (node-red-contrib-influ
 batch node takes; the join node with a count and a timeout is the node that batches for it.
 
 An HTTP endpoint in the same flow (``GET /thermopipe-bench/stats``) answers how many readings
-the function has handled and when the first came (``Date.now()``): the bench times the drain
-from that first reading to the moment InfluxDB holds every point, as it times the hub.
+the function has handled and when the first came (``Date.now()``), and, from a ``complete``
+node on the influxdb batch node, how many points InfluxDB has acknowledged and when the last of
+the backlog was: the bench times the drain from the first reading to that acknowledgement, as
+it times the hub (whose storage counts an event once InfluxDB answered its write), then counts
+the points in InfluxDB.
 """
 
 from __future__ import annotations
@@ -145,11 +148,20 @@ msg.payload = {
 return msg;
 """
 POINT_INIT = "count = 0; first = 0;"
+#: fed by a ``complete`` node on the influxdb batch node: a batch is counted once InfluxDB
+#: answered its write (as the hub's storage counts), and the time the N-th point was answered
+WRITTEN_FUNCTION = """\
+written += msg.payload.length;
+if (written >= expected && !last) { last = Date.now(); }
+flow.set("written", {written: written, last: last});
+return null;
+"""
 
 
 def flows(*, broker_port: int, client_id: str, topic: str, influx_port: int,
-          db: str) -> list[dict[str, Any]]:
-    """The flow file: the batch flow, and the stats endpoint."""
+          db: str, expected: int) -> list[dict[str, Any]]:
+    """The flow file: the batch flow, and the stats endpoint (``expected``: the backlog's size,
+    to note when the last of it was written)."""
     tab = "tpb-tab"
     return [
         {"id": tab, "type": "tab", "label": "thermopipe bench", "disabled": False},
@@ -178,10 +190,17 @@ def flows(*, broker_port: int, client_id: str, topic: str, influx_port: int,
          "precision": "u", "retentionPolicy": "", "name": "influxdb batch", "database": "",
          "precisionV18FluxV20": "ms", "retentionPolicyV18Flux": "", "org": "", "bucket": "",
          "wires": []},
+        {"id": "tpb-complete", "type": "complete", "z": tab, "name": "written",
+         "scope": ["tpb-write"], "uncaught": False, "wires": [["tpb-written"]]},
+        {"id": "tpb-written", "type": "function", "z": tab, "name": "count written",
+         "func": WRITTEN_FUNCTION, "outputs": 1, "timeout": 0, "noerr": 0,
+         "initialize": f"written = 0; last = 0; expected = {int(expected)};", "finalize": "",
+         "libs": [], "wires": [[]]},
         {"id": "tpb-stats-in", "type": "http in", "z": tab, "name": "", "url": STATS_PATH,
          "method": "get", "upload": False, "swaggerDoc": "", "wires": [["tpb-stats"]]},
         {"id": "tpb-stats", "type": "function", "z": tab, "name": "stats",
-         "func": 'msg.payload = flow.get("stats") || {count: 0, first: 0};\nreturn msg;',
+         "func": ('msg.payload = Object.assign({count: 0, first: 0, written: 0, last: 0}, '
+                  'flow.get("stats"), flow.get("written"));\nreturn msg;'),
          "outputs": 1, "timeout": 0, "noerr": 0, "initialize": "", "finalize": "",
          "libs": [], "wires": [["tpb-stats-out"]]},
         {"id": "tpb-stats-out", "type": "http response", "z": tab, "name": "", "statusCode": "",
@@ -245,15 +264,18 @@ class NodeRed:
         return None if self.proc is None else self.proc.poll()
 
     def stats(self) -> dict[str, float] | None:
-        """Readings handled by the flow's function and the epoch time (s) of the first; None
-        while the flows are not started."""
+        """Readings handled by the flow's function (``count``, updated every 256) and the epoch
+        time (s) of the first (``first``); points InfluxDB acknowledged (``written``) and when
+        the last expected one was (``last``, 0 until then). None while the flows are not
+        started."""
         try:
             with urllib.request.urlopen(
                     f"http://127.0.0.1:{self.http_port}{STATS_PATH}", timeout=2) as resp:
                 data = json.loads(resp.read())
         except (OSError, ValueError):
             return None
-        return {"count": float(data.get("count", 0)), "first": float(data.get("first", 0)) / 1e3}
+        return {"count": float(data.get("count", 0)), "first": float(data.get("first", 0)) / 1e3,
+                "written": float(data.get("written", 0)), "last": float(data.get("last", 0)) / 1e3}
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
