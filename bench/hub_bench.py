@@ -624,6 +624,9 @@ def main() -> int:
                                           "nr": [], "nr1": [], "nrw": []}
         rss: dict[str, list[float]] = {"1": [], "off": [], "w": [], "nr": []}
         nr_rates: list[float] = []
+        # the contender's own CPU per event: Node-RED's over the hub's (one process, receipts
+        # on) of the same round; steadier than events/s on a machine shared with other work
+        cpu_ratio: list[float] = []
         ok = True
         hub_args = {"storage_only": args.storage_only, "switch_interval": args.switch_interval,
                     "progress": args.progress}
@@ -647,6 +650,7 @@ def main() -> int:
                       "hub.mqtt_client.BufferedClient, nothing stored)", flush=True)
             runs: list[dict[str, Any]] = []
             nr_rate = 0.0
+            red: dict[str, Any] = {}
             if nodered is not None:
                 red = nodered_drain(broker, influx, messages, workdir, nodered, tag=tag,
                                     progress=args.progress)
@@ -684,6 +688,7 @@ def main() -> int:
                 rss[key].append(one["rss_mb"])
                 if receipts and nr_rate:
                     ratios["nr1"].append(one["rate"] / nr_rate)
+                    cpu_ratio.append(red["cpu_us"][0] / one["cpu_us"][0])
                 by_receipts[receipts] = one
                 runs.append(one)
             if len(by_receipts) == 2:
@@ -715,6 +720,9 @@ def main() -> int:
         for key, label in (("nr1", "1 process"), ("nrw", f"--workers {args.workers}")):
             if ratios[key]:
                 print(f"hub {label} / Node-RED: {_range(ratios[key])}")
+        if cpu_ratio:
+            print(f"CPU per event, Node-RED's process over the hub's (1 process): "
+                  f"{_range(cpu_ratio)}")
         if ratios["on/off"]:
             print(f"receipts on / off: {_range(ratios['on/off'])}")
         print(f"nothing lost or duplicated: {ok}")
