@@ -82,45 +82,59 @@ def test_a_lone_event_is_handed_over_without_waiting_for_a_batch(
 
 
 class GatedStamper(Stamper):
-    """A Stamper whose first ``handle`` holds until ``gate`` is set: a write still in flight."""
+    """A Stamper whose first ``len(gates)`` calls of ``handle`` hold until their gate is set:
+    a write still in flight."""
 
-    def __init__(self, name: str, max_wait_s: float) -> None:
+    def __init__(self, name: str, max_wait_s: float, gated_calls: int = 2) -> None:
         super().__init__(name, max_wait_s)
-        self.gate = threading.Event()
+        self.gates = [threading.Event() for _ in range(gated_calls)]
         self.calls = 0
 
     def handle(self, batch: Sequence[Envelope]) -> None:
         super().handle(batch)
         self.calls += 1
-        if self.calls == 1:
-            assert self.gate.wait(30)
+        if self.calls <= len(self.gates):
+            assert self.gates[self.calls - 1].wait(30)
 
 
 def test_a_paced_consumer_that_is_behind_gets_partial_batches_once_per_max_wait(
         tmp_path: Path, mosquitto, topic_root) -> None:
-    # Events that came in while the consumer was busy wait out the interval (fewer, larger
-    # writes under load); once it has caught up, the next event waits only
-    # IDLE_PACING_FRACTION of it (storage lag with no load, issue 26).
+    # Behind (events came in while it handled a batch of more than IDLE_BATCH_MAX): the next
+    # partial batch waits out the interval (fewer, larger writes under load). Otherwise (one
+    # event that came in during a small write, or one after it has caught up) it waits only
+    # IDLE_PACING_FRACTION of it: storage lag with no load (issue 26).
     topics = Topics(topic_root)
     paced = GatedStamper("paced", max_wait_s=3.0)
     config = hub_config(tmp_path, mosquitto, topic_root, journal={"synchronous": "normal"})
+    events = [reading(seq) for seq in range(1, 10)]
     pub = Publisher(mosquitto.host, mosquitto.port)
+
+    def journaled(hub: Hub, count: int) -> bool:
+        return sum(type(e) is Envelope for e in hub.journal.read(0, 100)) >= count
+
     try:
         with Hub(config, extra_consumers=[paced]) as hub:
             wait_until(hub.ingest.subscribed.is_set, 15, what="subscribed")
-            first, second, third = reading(1), reading(2), reading(3)
-            pub.publish(topics.for_event(first), encode(first))
-            t_first = paced.wait(first.event_id, 10)
-            pub.publish(topics.for_event(second), encode(second))  # while it is busy
-            wait_until(lambda: hub.journal.last_offset >= 2, 10, what="second journaled")
-            paced.gate.set()
-            t_second = paced.wait(second.event_id, 10)
-            pub.publish(topics.for_event(third), encode(third))  # it has caught up
-            t_third = paced.wait(third.event_id, 10)
+            pub.publish(topics.for_event(events[0]), encode(events[0]))
+            t1 = paced.wait(events[0].event_id, 10)  # alone, at once; its handle holds
+            for event in events[1:7]:  # six come in during that small write
+                pub.publish(topics.for_event(event), encode(event))
+            wait_until(lambda: journaled(hub, 7), 10, what="seven journaled")
+            paced.gates[0].set()
+            t2 = paced.wait(events[6].event_id, 10)  # the six, in one batch; it holds
+            pub.publish(topics.for_event(events[7]), encode(events[7]))  # during that write
+            wait_until(lambda: journaled(hub, 8), 10, what="eight journaled")
+            paced.gates[1].set()
+            t3 = paced.wait(events[7].event_id, 10)
+            pub.publish(topics.for_event(events[8]), encode(events[8]))  # it has caught up
+            t4 = paced.wait(events[8].event_id, 10)
     finally:
         pub.close()
+    assert paced.handed[events[1].event_id] == t2  # the six went over together
     # lower bounds: a loaded machine can only make a hand-over later
-    assert t_second - t_first >= 2.9
-    assert t_third - t_second >= 0.29  # IDLE_PACING_FRACTION (0.1) of 3 s
-    # and not the whole interval: 2.7 s of margin for a slow machine
-    assert t_third - t_second < 3.0, t_third - t_second
+    assert t3 - t2 >= 2.9  # behind after a batch of six: the whole interval
+    assert t4 - t3 >= 0.29  # caught up: IDLE_PACING_FRACTION (0.1) of 3 s
+    # not behind, so not the whole interval (2.7 s of margin for a slow machine): after a
+    # batch of one with an event waiting, and after it has caught up
+    assert t2 - t1 < 3.0, t2 - t1
+    assert t4 - t3 < 3.0, t4 - t3
