@@ -1,6 +1,7 @@
 """Sustained hub throughput against a bare paho subscriber writing to InfluxDB, on this machine.
 
     python bench/hub_bench.py [--events 50000] [--workers 2] [--repeat 3] [--storage-only]
+                              [--install-node-red | --no-node-red] [--check]
 
 Starts a private Mosquitto and a private InfluxDB 1.x, then for each contender preloads the same
 N events (JSON readings of 16 devices x 2 sensors) into its persistent MQTT session while it is
@@ -13,14 +14,25 @@ offline, and measures how fast it drains them into InfluxDB:
    first message to the write that stored the N-th event;
 2. for reference, subscribers that only count: stock paho, and the hub's receive path
    (``hub.mqtt_client.BufferedClient``);
-3. hub: one ``hub run`` process, every consumer on (storage to InfluxDB 1.x, alerting, the
+3. Node-RED (``bench/nodered_baseline.py``), the tool users pick instead: Node-RED 4.1.x with
+   node-red-contrib-influxdb, pinned, in its batch flow (mqtt in -> json -> function -> join of
+   2,000 / 0.2 s -> influxdb batch) into the same InfluxDB, when it is installed in
+   ``~/.cache/thermopipe/node-red`` (``--install-node-red`` installs it with npm; without it and
+   not installed, Node-RED is skipped and said so: no network is needed);
+4. hub: one ``hub run`` process, every consumer on (storage to InfluxDB 1.x, alerting, the
    dashboard), receipts on (the default) and, in the same round, receipts off;
-4. hub --workers W: W processes on one MQTT 5 shared subscription.
+5. hub --workers W: W processes on one MQTT 5 shared subscription.
+
+``--check`` runs the baseline and the one-process hub and fails below the floor against the
+baseline recorded in bench/README.md; when Node-RED is installed it also runs Node-RED and
+``--workers 2`` and fails below the floors against Node-RED recorded there (``--no-node-red``
+leaves it out).
 
 The hub's time runs from its first received event to the moment EVERY consumer (storage,
 alerting, dashboard) has handled N (scraped from /metrics; storage counts an event once
 InfluxDB answered its write); nothing lost or duplicated is checked by counting the points and
 the distinct event ids in InfluxDB. Resident memory is the largest VmRSS seen per hub process.
+Node-RED is timed the same way: from its first reading to all N points visible in InfluxDB.
 """
 
 from __future__ import annotations
@@ -49,6 +61,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import paho.mqtt.client as mqtt  # noqa: E402
 from harness.servers import InfluxDB1, Mosquitto, free_port, start_server  # noqa: E402
+from nodered_baseline import INSTALL_HINT, NODE_RED_VERSION, NodeRed  # noqa: E402
+from nodered_baseline import flows as nodered_flows  # noqa: E402
+from nodered_baseline import install as install_nodered  # noqa: E402
+from nodered_baseline import installed as nodered_installed  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
@@ -65,6 +81,9 @@ INFLUX_FLUSH_S = 0.2
 README = ROOT / "bench" / "README.md"
 #: the line of bench/README.md that records the floor of ``--check``
 FLOOR_LINE = re.compile(r"^`--check` floor: \*\*([0-9.]+)x\*\*", re.M)
+#: the line that records the floors against Node-RED: one process, then ``--workers 2``
+NODERED_FLOOR_LINE = re.compile(
+    r"^`--check` Node-RED floors: \*\*([0-9.]+)x\*\* one process, \*\*([0-9.]+)x\*\*", re.M)
 
 
 @contextlib.contextmanager
@@ -98,6 +117,15 @@ def check_floor() -> float:
     if m is None:
         raise SystemExit(f"no line '`--check` floor: **N.NNx**' in {README}")
     return float(m.group(1))
+
+
+def nodered_floors() -> tuple[float, float]:
+    """The floors of ``--check`` against Node-RED (one process, two workers), from the README."""
+    m = NODERED_FLOOR_LINE.search(README.read_text())
+    if m is None:
+        raise SystemExit(f"no line '`--check` Node-RED floors: **N.NNx** one process, "
+                         f"**N.NNx** ...' in {README}")
+    return float(m.group(1)), float(m.group(2))
 
 
 def make_messages(n: int) -> list[tuple[str, bytes]]:
@@ -271,6 +299,74 @@ def bare_influx_drain(broker: Mosquitto, influx: InfluxDB1, messages: list[tuple
     count = influx.series_rows('SELECT COUNT("seq") FROM "sensor_event"', db)[0]["count"]
     return {"rate": n / (last - first), "stored": count,
             "cpu_us": [(b - a) / n * 1e6 for a, b in zip(cpu0, cpu1, strict=True)]}
+
+
+def nodered_drain(broker: Mosquitto, influx: InfluxDB1, messages: list[tuple[str, bytes]],
+                  workdir: Path, root: Path, *, tag: str = "", progress: bool = False,
+                  ) -> dict[str, Any]:
+    """The tool users pick instead: Node-RED's batch flow (``bench/nodered_baseline.py``) drains
+    the same backlog from its persistent session into InfluxDB. Timed like the hub: from its
+    first reading to InfluxDB's answer to the write that held the N-th point (both noted by
+    the flow itself, so a late answer to the bench's polls does not count); then the points
+    and distinct event ids are counted in InfluxDB. RSS is the largest VmRSS of the node
+    process during the drain."""
+    n = len(messages)
+    db = f"bench_nodered_{uuid.uuid4().hex[:6]}"
+    influx.create_database(db)
+    client_id = f"bench-nodered{tag}"
+    topic = Topics(ROOT_TOPIC).hub_filters()[0]  # readings: all the backlog is
+    create_session(broker, client_id, [topic])
+    publish(broker, messages)
+    influx_port = int(influx.url.rsplit(":", 1)[1])
+    node = NodeRed(root, workdir / f"node-red{tag}", free_port(),
+                   nodered_flows(broker_port=broker.port, client_id=client_id, topic=topic,
+                                 influx_port=influx_port, db=db, expected=n))
+    count_q = 'SELECT COUNT("seq") FROM "sensor_event"'
+    servers = [p.pid for p in (broker.proc, influx.proc) if p is not None]
+    # (wall time, CPU s of node, mosquitto, influxd) each turn: while Node-RED drains, its one
+    # thread may answer the stats request late, so the CPU at its first reading is the last
+    # sample taken before it
+    samples: list[tuple[float, list[float]]] = []
+    cpu1: list[float] = []
+    rss = 0
+    first = last = 0.0
+    node.start()
+    try:
+        started = time.monotonic()
+        deadline = started + 600
+        while time.monotonic() < deadline:
+            if node.exited() is not None:
+                raise RuntimeError(f"Node-RED exited with {node.exited()}: {node.log_tail()}")
+            samples.append((time.time(), [_cpu_s(node.pid), *map(_cpu_s, servers)]))
+            rss = max(rss, _rss_kb(node.pid))
+            stats = node.stats()
+            if stats is None and time.monotonic() - started > 60 and not first:
+                raise RuntimeError(f"Node-RED's flows did not start in 60 s: {node.log_tail()}")
+            seen = stats["count"] if stats else 0
+            if stats and stats["first"]:
+                first = stats["first"]
+            if progress:
+                print(f"  node-red t={time.time() - first if first else 0:5.1f}s in={seen:7.0f} "
+                      f"written={stats['written'] if stats else 0:7.0f} "
+                      f"rss={_rss_kb(node.pid) / 1024:.0f}MB", flush=True)
+            if stats and stats["last"]:  # InfluxDB acknowledged the N-th point
+                last = stats["last"]
+                cpu1 = [_cpu_s(node.pid), *map(_cpu_s, servers)]
+                break
+            time.sleep(0.02 if not seen else 0.2)
+        else:
+            raise RuntimeError(f"Node-RED did not store every event in 600 s: "
+                               f"{node.log_tail()}")
+    finally:
+        node.stop()
+        drop_session(broker, client_id)
+    cpu0 = next((cpu for t, cpu in reversed(samples) if t <= first), samples[0][1])
+    count = influx.series_rows(count_q, db)[0]["count"]
+    distinct = influx.series_rows('SELECT COUNT(DISTINCT("event_id")) FROM "sensor_event"',
+                                  db)[0]["count"]
+    return {"rate": n / (last - first), "stored": count, "distinct": distinct,
+            "cpu_us": [(b - a) / n * 1e6 for a, b in zip(cpu0, cpu1, strict=True)],
+            "rss_mb": rss / 1024}
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -457,6 +553,21 @@ def _cpu_text(cpu_us: list[float], who: str) -> str:
         f" (total {sum(cpu_us):.1f} us)"
 
 
+def _nodered_root(args: argparse.Namespace) -> Path | None:
+    """Node-RED's install to run, or None (said why, and how to install it)."""
+    if args.no_node_red:
+        return None
+    root = install_nodered() if args.install_node_red else nodered_installed()
+    if root is None:
+        print(f"Node-RED {NODE_RED_VERSION}: not installed, skipped; {INSTALL_HINT}",
+              flush=True)
+    return root
+
+
+def _range(values: list[float]) -> str:
+    return (f"{min(values):.2f}-{max(values):.2f}x (median {statistics.median(values):.2f}x)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
@@ -478,21 +589,43 @@ def main() -> int:
     parser.add_argument("--check", action="store_true",
                         help="one process, receipts on, only: print the hub's rate against the "
                              "bare stock paho -> InfluxDB drain of the same run (median of "
-                             "--repeat rounds) and exit 1 below the floor in bench/README.md")
+                             "--repeat rounds) and exit 1 below the floor in bench/README.md; "
+                             "with Node-RED installed, also against Node-RED (one process and "
+                             "--workers 2) and its floors")
     parser.add_argument("--floor", type=float,
                         help="with --check: this floor instead of bench/README.md's")
+    parser.add_argument("--node-red-floors", type=float, nargs=2, metavar=("ONE", "WORKERS"),
+                        help="with --check: these floors against Node-RED (one process, "
+                             "--workers 2) instead of bench/README.md's")
+    parser.add_argument("--install-node-red", action="store_true",
+                        help=f"install Node-RED {NODE_RED_VERSION} and node-red-contrib-influxdb "
+                             "(pinned, npm, into ~/.cache/thermopipe/node-red) if missing, and "
+                             "run it as a contender")
+    parser.add_argument("--no-node-red", action="store_true",
+                        help="leave Node-RED out even when it is installed")
     args = parser.parse_args()
+    nodered = _nodered_root(args)
     if args.check:
-        args.skip_workers = args.no_receipts_off = True
+        # against Node-RED the check covers the workers too (its second floor)
+        args.skip_workers = args.skip_workers or nodered is None
+        args.no_receipts_off = True
     floor = (args.floor or check_floor()) if args.check else 0.0
+    nr_floors = ((tuple(args.node_red_floors) if args.node_red_floors else nodered_floors())
+                 if args.check and nodered is not None else (0.0, 0.0))
     # SIGTERM (e.g. from `timeout`) unwinds through the finally blocks: no server left behind
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with private_servers("hub-bench-", "HUB_BENCH_KEEP") as (workdir, broker, influx):
         print(f"preparing {args.events} events...", flush=True)
         messages = make_messages(args.events)
-        # every ratio is against the bare stock paho -> InfluxDB drain of the same round
-        ratios: dict[str, list[float]] = {"1": [], "off": [], "on/off": [], "w": []}
-        rss: dict[str, list[float]] = {"1": [], "off": [], "w": []}
+        # every ratio is against the bare stock paho -> InfluxDB drain of the same round, and
+        # (nr...) against Node-RED's batch flow of the same round
+        ratios: dict[str, list[float]] = {"1": [], "off": [], "on/off": [], "w": [],
+                                          "nr": [], "nr1": [], "nrw": []}
+        rss: dict[str, list[float]] = {"1": [], "off": [], "w": [], "nr": []}
+        nr_rates: list[float] = []
+        # the contender's own CPU per event: Node-RED's over the hub's (one process, receipts
+        # on) of the same round; steadier than events/s on a machine shared with other work
+        cpu_ratio: list[float] = []
         ok = True
         hub_args = {"storage_only": args.storage_only, "switch_interval": args.switch_interval,
                     "progress": args.progress}
@@ -514,11 +647,29 @@ def main() -> int:
                       "the baseline; nothing stored)", flush=True)
                 print(f"hub client, counting only:{fast:9.0f} events/s  ({fast / bare:.2f}x: "
                       "hub.mqtt_client.BufferedClient, nothing stored)", flush=True)
+            runs: list[dict[str, Any]] = []
+            nr_rate = 0.0
+            red: dict[str, Any] = {}
+            if nodered is not None:
+                red = nodered_drain(broker, influx, messages, workdir, nodered, tag=tag,
+                                    progress=args.progress)
+                nr_rate = red["rate"]
+                print(f"Node-RED {NODE_RED_VERSION} batch flow: {nr_rate:9.0f} events/s  "
+                      f"({1e6 / nr_rate:.1f} us/event)  {nr_rate / bare:.2f}x the baseline  "
+                      f"stored {red['stored']} (distinct {red['distinct']})  "
+                      f"RSS {red['rss_mb']:.0f} MB", flush=True)
+                print(f"  CPU per event: {_cpu_text(red['cpu_us'], 'node-red')}", flush=True)
+                ratios["nr"].append(nr_rate / bare)
+                rss["nr"].append(red["rss_mb"])
+                nr_rates.append(nr_rate)
+                runs.append(red)
+
+            def vs_nr(rate: float, nr: float = nr_rate) -> str:
+                return f"  {rate / nr:.2f}x Node-RED" if nr else ""
             # receipts on and off in turn, the order swapped every round (drift on the machine)
             order = [True, False] if round_no % 2 else [False, True]
             if args.no_receipts_off:
                 order = [True]
-            runs: list[dict[str, Any]] = []
             by_receipts: dict[bool, dict[str, Any]] = {}
             for receipts in order:
                 one = hub_drain(broker, influx, messages, 1, workdir,
@@ -527,13 +678,16 @@ def main() -> int:
                                 **hub_args)
                 label = "receipts on " if receipts else "receipts off"
                 print(f"hub (1 process, {label}): {one['rate']:9.0f} events/s  "
-                      f"({1e6 / one['rate']:.1f} us/event)  ratio {one['rate'] / bare:.2f}x  "
-                      f"stored {one['stored']} (distinct {one['distinct']})  "
-                      f"RSS {one['rss_mb']:.0f} MB", flush=True)
+                      f"({1e6 / one['rate']:.1f} us/event)  ratio {one['rate'] / bare:.2f}x"
+                      f"{vs_nr(one['rate'])}  stored {one['stored']} (distinct "
+                      f"{one['distinct']})  RSS {one['rss_mb']:.0f} MB", flush=True)
                 print(f"  CPU per event: {_cpu_text(one['cpu_us'], 'hub')}", flush=True)
                 key = "1" if receipts else "off"
                 ratios[key].append(one["rate"] / bare)
                 rss[key].append(one["rss_mb"])
+                if receipts and nr_rate:
+                    ratios["nr1"].append(one["rate"] / nr_rate)
+                    cpu_ratio.append(red["cpu_us"][0] / one["cpu_us"][0])
                 by_receipts[receipts] = one
                 runs.append(one)
             if len(by_receipts) == 2:
@@ -544,22 +698,32 @@ def main() -> int:
                 many = hub_drain(broker, influx, messages, args.workers, workdir, tag=tag,
                                  **hub_args)
                 print(f"hub --workers {args.workers}:          {many['rate']:9.0f} events/s  "
-                      f"ratio {many['rate'] / bare:.2f}x  stored {many['stored']} "
-                      f"(distinct {many['distinct']})  RSS {many['rss_mb']:.0f} MB/worker  "
-                      f"split {[int(x) for x in many['split']]}", flush=True)
+                      f"ratio {many['rate'] / bare:.2f}x{vs_nr(many['rate'])}  stored "
+                      f"{many['stored']} (distinct {many['distinct']})  RSS "
+                      f"{many['rss_mb']:.0f} MB/worker  split "
+                      f"{[int(x) for x in many['split']]}", flush=True)
                 ratios["w"].append(many["rate"] / bare)
                 rss["w"].append(many["rss_mb"])
+                if nr_rate:
+                    ratios["nrw"].append(many["rate"] / nr_rate)
                 runs.append(many)
             ok = ok and all(r["stored"] == args.events == r["distinct"] for r in runs)
         for key, label in (("1", "1 process"), ("off", "1 process, receipts off"),
-                           ("w", f"--workers {args.workers}")):
+                           ("w", f"--workers {args.workers}"), ("nr", "Node-RED")):
             if ratios[key]:
-                print(f"{label}: ratio {min(ratios[key]):.2f}-{max(ratios[key]):.2f}x "
-                      f"(median {statistics.median(ratios[key]):.2f}x) the bare paho -> "
+                print(f"{label}: ratio {_range(ratios[key])} the bare paho -> "
                       f"InfluxDB drain;  RSS {min(rss[key]):.0f}-{max(rss[key]):.0f} MB")
+        if nr_rates:
+            print(f"Node-RED {NODE_RED_VERSION}: {min(nr_rates):.0f}-{max(nr_rates):.0f} "
+                  "events/s")
+        for key, label in (("nr1", "1 process"), ("nrw", f"--workers {args.workers}")):
+            if ratios[key]:
+                print(f"hub {label} / Node-RED: {_range(ratios[key])}")
+        if cpu_ratio:
+            print(f"CPU per event, Node-RED's process over the hub's (1 process): "
+                  f"{_range(cpu_ratio)}")
         if ratios["on/off"]:
-            print(f"receipts on / off: {min(ratios['on/off']):.2f}-{max(ratios['on/off']):.2f}x "
-                  f"(median {statistics.median(ratios['on/off']):.2f}x)")
+            print(f"receipts on / off: {_range(ratios['on/off'])}")
         print(f"nothing lost or duplicated: {ok}")
         if args.check:
             ratio = statistics.median(ratios["1"])
@@ -568,6 +732,24 @@ def main() -> int:
                   f"InfluxDB drain (median of {len(ratios['1'])}); floor {floor:.2f}x "
                   f"(bench/README.md): {'ok' if passed else 'BELOW THE FLOOR'}")
             ok = ok and passed
+            if nodered is None:
+                why = "--no-node-red" if args.no_node_red else "not installed"
+                print(f"check: Node-RED not compared ({why}; {INSTALL_HINT})")
+            else:
+                checks = [("1 process", ratios["nr1"], nr_floors[0])]
+                if args.workers == 2 and ratios["nrw"]:
+                    checks.append(("--workers 2", ratios["nrw"], nr_floors[1]))
+                elif ratios["nrw"]:
+                    print(f"check: --workers {args.workers} / Node-RED "
+                          f"{statistics.median(ratios['nrw']):.2f}x (no floor: the issue's "
+                          "floor is for 2 workers)")
+                for label, values, nr_floor in checks:
+                    value = statistics.median(values)
+                    good = value >= nr_floor
+                    print(f"check: hub {label} at {value:.2f}x Node-RED {NODE_RED_VERSION}'s "
+                          f"batch flow (median of {len(values)}); floor {nr_floor:.2f}x "
+                          f"(bench/README.md): {'ok' if good else 'BELOW THE FLOOR'}")
+                    ok = ok and good
         return 0 if ok else 1
 
 

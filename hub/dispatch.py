@@ -51,6 +51,16 @@ log = structlog.get_logger("hub.dispatch")
 #: idle or stops): every cursor write takes SQLite's write lock from the ingest thread. A crash
 #: then redelivers at most this much more, which idempotent consumers absorb.
 CURSOR_COMMIT_EVERY_S = 0.5
+#: A paced consumer that is not behind hands a partial batch over once this fraction of
+#: ``max_wait_s`` has passed since the last hand-over, not the whole interval: with no load an
+#: event is stored within milliseconds (a hub record, an alert's point, right after an event no
+#: longer holds the next event back for the whole interval), while a consumer that is behind
+#: still writes once per ``max_wait_s``.
+IDLE_PACING_FRACTION = 0.1
+#: Behind means: entries were waiting when it finished its last batch, and that batch held more
+#: than this many (more than an event and the hub's records that follow it, its alert's point
+#: or a health point: one event that came in during such a small write is not load).
+IDLE_BATCH_MAX = 4
 #: failures in a row of one batch (other than DeliveryError) before it is handed over one entry
 #: at a time to find the entry that poisons the consumer
 POISON_AFTER = 2
@@ -91,6 +101,7 @@ class ConsumerRunner:
         self._committed = 0
         self._committed_at = 0.0
         self._handed_at = float("-inf")  # monotonic time of the last batch handed over
+        self._handed_len = 0  # entries in it
         self._processed = metrics.processed.labels(consumer.name)
         self._retries = metrics.retries.labels(consumer.name)
         self._lag = metrics.lag.labels(consumer.name)
@@ -128,7 +139,8 @@ class ConsumerRunner:
 
     def _next_batch(self) -> list[JournalEntry]:
         cursor = self.state.cursor
-        if self.journal.last_offset <= cursor:
+        waiting = self.journal.last_offset > cursor
+        if not waiting:
             # idle: make the position durable, at most every CURSOR_COMMIT_EVERY_S (a waiting
             # consumer comes back here within a second). Not at once each time: under load a
             # consumer is idle after nearly every batch, and each cursor write waits on
@@ -141,10 +153,13 @@ class ConsumerRunner:
         batch = self.journal.read(cursor, self.batch_size)
         if self.max_wait_s > 0 and len(batch) < self.batch_size:
             # Pacing, not waiting: a partial batch is handed over at most once per max_wait_s
-            # (storage writes fewer, larger requests under load), counted from the last
-            # hand-over, so an event after a quiet spell goes at once instead of waiting for
-            # company that is not coming.
-            deadline = self._handed_at + self.max_wait_s
+            # while events keep coming in during each hand-over (storage writes fewer, larger
+            # requests under load), counted from the last hand-over, so an event after a quiet
+            # spell goes at once instead of waiting for company that is not coming; a consumer
+            # that is not behind waits only a fraction of it (the request rate stays bounded).
+            behind = waiting and self._handed_len > IDLE_BATCH_MAX
+            pace = self.max_wait_s * (1.0 if behind else IDLE_PACING_FRACTION)
+            deadline = self._handed_at + pace
             while len(batch) < self.batch_size and not self._stop.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self.journal.wait_for(batch[-1].offset, remaining,
@@ -152,6 +167,7 @@ class ConsumerRunner:
                     break
                 batch = self.journal.read(cursor, self.batch_size)
         self._handed_at = time.monotonic()
+        self._handed_len = len(batch)
         return batch
 
     def _commit_cursor(self, force: bool = True) -> None:

@@ -65,8 +65,10 @@ class Consumer(Protocol):
 
     @property
     def max_wait_s(self) -> float:
-        """Pacing: at most one partial batch per ``max_wait_s``, counted from the last
-        hand-over (an event after a quiet spell goes at once); 0: what is there, at once."""
+        """Pacing: at most one partial batch per ``max_wait_s`` while the consumer is behind,
+        counted from the last hand-over (an event after a quiet spell goes at once; once it
+        has caught up, a tenth of it: ``IDLE_PACING_FRACTION`` in hub/dispatch.py); 0: what is
+        there, at once."""
 
     @property
     def accepts_local(self) -> bool:
