@@ -132,10 +132,9 @@ def make_role_env(wheel: Path, role: str, where: Path) -> RoleEnv:
     return RoleEnv(role, venv)
 
 
-def role_envs(tmp: Path) -> dict[str, RoleEnv]:
-    """Build the wheel, then every role's venv (in parallel), reusing an identical earlier set."""
+def role_envs(wheel: Path) -> dict[str, RoleEnv]:
+    """Every role's venv from the built wheel (in parallel), reusing an identical earlier set."""
     with _lock:
-        wheel = build_wheel(tmp / "wheel")
         where = CACHE / wheel_digest(wheel)
         where.mkdir(parents=True, exist_ok=True)
         for old in CACHE.iterdir():  # keep only the venvs of this tree's wheel

@@ -10,7 +10,8 @@
 2. For every package and Pi architecture, asks PyPI for a wheel of exactly that version:
    ``pip download --only-binary=:all: --no-deps --python-version 3.11 --platform ...`` with the
    tags pip uses on Raspberry Pi OS Bookworm (glibc 2.36): ``manylinux_2_36_<arch>`` down to
-   ``manylinux_2_17_<arch>`` (``manylinux2014``), and ``linux_<arch>``.
+   ``manylinux_2_17_<arch>`` (``manylinux2014``), and ``linux_<arch>`` (``armv6l`` has only
+   that one).
 3. Prints one line per package and arch (``pure`` / ``wheel`` / ``NO WHEEL``), or ``--markdown``
    the table deploy/README.md carries (tests/agent_pi/test_pi_wheels.py checks that the two agree).
 
@@ -73,7 +74,10 @@ GLIBC_MINOR = 36
 
 def platform_tags(arch: str) -> list[str]:
     """The tags pip on the Pi accepts (pip does not expand ``--platform`` to older manylinux
-    tags itself: each is listed)."""
+    tags itself: each is listed). There is no manylinux for ``armv6l``: pip on a Pi Zero or
+    Pi 1 takes ``linux_armv6l`` wheels (PyPI accepts none) and pure-Python ones."""
+    if arch == "armv6l":
+        return ["linux_armv6l"]
     return [*(f"manylinux_2_{n}_{arch}" for n in range(GLIBC_MINOR, 16, -1)),
             f"manylinux2014_{arch}", f"linux_{arch}"]
 

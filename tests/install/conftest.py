@@ -6,15 +6,26 @@ and under CI=true none of these tests may skip.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from bench.harness.roles import InstallFailed, RoleEnv, role_envs
+from bench.harness.roles import InstallFailed, RoleEnv, build_wheel, role_envs
 
 
 @pytest.fixture(scope="session")
-def roles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RoleEnv]:
+def project_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built once per test session from a clean copy of the tree."""
     try:
-        return role_envs(tmp_path_factory.mktemp("install"))
+        return build_wheel(tmp_path_factory.mktemp("install") / "wheel")
+    except InstallFailed as exc:
+        pytest.fail(f"building the wheel failed: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def roles(project_wheel: Path) -> dict[str, RoleEnv]:
+    try:
+        return role_envs(project_wheel)
     except InstallFailed as exc:
         pytest.fail(f"installing the roles from the built wheel failed: {exc}", pytrace=False)
 
