@@ -1,7 +1,7 @@
 """Edge agent benchmark: each figure beside a baseline measured in the same run.
 
     python3 bench/agent_bench.py [--readings 20000] [--messages 20000] [--pi-seconds 120]
-                                 [--outage-seconds 60] [--pi-only] [--pi-tls]
+                                 [--outage-seconds 60] [--pi-only] [--pi-tls both|off|only]
 
 1. processing cost per reading: protocol decode + frame mapping + SensorDecider + stamping,
    against a bare loop that only decodes the same protocol lines (FrameDecoder);
@@ -14,9 +14,11 @@
 4. the agent as it runs on a Pi: installed from the built wheel with '.[agent]' into a fresh venv
    (bench/harness/roles.py), 16 DS18B20s x 1 reading/s (two 1-Wire sysfs trees that firmware-sim
    writes in RAM), the shipped rules,
-   a private Mosquitto: resident memory and CPU against a bare paho publisher from the same venv
-   (16 QoS-1 messages/s to the same broker), bytes written to disk per hour (/proc/PID/io
-   write_bytes, the outbox on this machine's disk), and the same during a broker outage.
+   a private Mosquitto: resident memory, CPU and the start-up time to the first published event
+   against a bare paho publisher from the same venv (16 QoS-1 messages/s to the same broker;
+   start-up to its first message), bytes written to disk per hour (/proc/PID/io write_bytes,
+   the outbox on this machine's disk), and the same during a broker outage; without TLS and
+   over TLS with a password, each ratio printed at the end.
 """
 
 from __future__ import annotations
@@ -157,16 +159,66 @@ def agent_state(path: Path) -> dict[str, Any]:
         return {}
 
 
+#: what a production install of the agent must not hold (test tools, the hub's packages)
+NOT_IN_PRODUCTION = ("pytest", "hypothesis", "mypy", "ruff", "trustme", "playwright", "amqtt",
+                     "starlette", "uvicorn", "influxdb-client", "fastavro", "httpx")
+
+
 def production_agent() -> Path:
-    """The agent role as users install it: the built wheel, '.[agent]', a fresh venv
-    (bench/harness/roles.py; reused while the tree is unchanged)."""
+    """The agent role as users install it: the built wheel, '.[agent]' (no dev or test extra),
+    a fresh venv (bench/harness/roles.py; reused while the tree is unchanged)."""
     from harness.roles import CACHE, build_wheel, make_role_env, wheel_digest
 
     with tempfile.TemporaryDirectory() as tmp:
         wheel = build_wheel(Path(tmp) / "wheel")
         where = CACHE / wheel_digest(wheel)
         where.mkdir(parents=True, exist_ok=True)
-        return make_role_env(wheel, "agent", where).venv
+        env = make_role_env(wheel, "agent", where)
+    dists = {n: v for n, v in env.distributions().items() if n not in ("pip", "setuptools")}
+    stray = [n for n in NOT_IN_PRODUCTION if n in dists]
+    if stray:
+        raise RuntimeError(f"{env.venv} is not a production install: it has {stray}")
+    print(f"production install     : {env.venv} ('{wheel.name}[agent]': "
+          + ", ".join(f"{n} {v}" for n, v in sorted(dists.items())) + ")")
+    return env.venv
+
+
+class FirstMessages:
+    """A subscriber to ``bench/#`` on the broker's loopback listener: when the first message of
+    each publisher arrived (the agent's first event, the bare publisher's first message)."""
+
+    def __init__(self, port: int, auth: tuple[str, str] | None = None) -> None:
+        self.first: dict[str, float] = {}
+        self._lock = threading.Lock()
+        subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-watcher",
+                                  protocol=mqtt.MQTTv5)
+        if auth is not None:
+            self.client.username_pw_set(*auth)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_connect = lambda c, *a: c.subscribe("bench/#", qos=0)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise TimeoutError("the first-message watcher did not subscribe")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.monotonic()
+        who = ("bare" if msg.topic.startswith("bench/baseline/") else
+               "agent" if "/event/" in msg.topic else None)
+        with self._lock:
+            if who is not None and who not in self.first:
+                self.first[who] = now
+
+    def wait(self, who: str, since: float, timeout: float = 60) -> float:
+        """Seconds from ``since`` (the process started) to its first message."""
+        wait_for(lambda: who in self.first, timeout, f"the first message of {who}")
+        return self.first[who] - since
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 def pi_config(work: Path, port: int, state_dir: Path, w1_dirs: list[Path],
@@ -200,14 +252,15 @@ def w1_scenario(work: Path, bus: int) -> Path:
     return scen
 
 
-def bench_pi(seconds: float, outage_s: float, tls: bool = False) -> None:
+def bench_pi(venv: Path, seconds: float, outage_s: float, tls: bool = False) -> dict[str, float]:
     """The agent from a production install, 16 sensors x 1 Hz, against a private Mosquitto:
     resident memory and CPU against a bare paho publisher (same venv, same broker, 16 QoS-1
     messages/s), bytes written to disk per hour (/proc/PID/io write_bytes), then the same during
     a broker outage of ``outage_s`` seconds (extrapolated to 10 minutes: the writes of an outage
     grow with the events it buffers, linearly) and the drain after it. With ``tls`` both connect
-    over TLS with a password (the broker's certificate from a test CA), as deploy/ recommends."""
-    venv = production_agent()
+    over TLS with a password (the broker's certificate from a test CA), as deploy/ recommends.
+    Start-up: from starting the process to its first message at the broker (the agent's first
+    event, the bare publisher's first message; each started alone, the bare publisher first)."""
     # the outbox on a real disk (this machine's /), the state file in RAM as under the unit
     work = Path(tempfile.mkdtemp(prefix="agent-pi-", dir=disk_dir()))
     state_dir = Path(tempfile.mkdtemp(prefix="agent-pi-state-", dir="/dev/shm"))
@@ -219,8 +272,9 @@ def bench_pi(seconds: float, outage_s: float, tls: bool = False) -> None:
         password = uuid.uuid4().hex
         tls_broker = make_tls_broker(
             lambda **kw: start_server(Mosquitto, work / "mosquitto", **kw), work / "tls",
-            {"pi-bench": password, "bare-baseline": password})
+            {"pi-bench": password, "bare-baseline": password, "bench-watcher": password})
         broker, port = tls_broker.broker, tls_broker.tls_port
+        watcher = FirstMessages(broker.port, ("bench-watcher", password))
         pw_file = work / "mqtt-password"
         pw_file.write_text(password)
         secured = (tls_broker.ca_file, "pi-bench", pw_file)
@@ -229,6 +283,7 @@ def bench_pi(seconds: float, outage_s: float, tls: bool = False) -> None:
         started = start_server(Mosquitto, work / "mosquitto")
         assert isinstance(started, Mosquitto)
         broker, port = started, started.port
+        watcher = FirstMessages(port)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(PYTHONDONTWRITEBYTECODE="1", MALLOC_ARENA_MAX="2")  # as the unit runs it
     # the kernel's 1-Wire sysfs tree, simulated in RAM by firmware-sim (a process of its own)
@@ -241,12 +296,17 @@ def bench_pi(seconds: float, outage_s: float, tls: bool = False) -> None:
              "the 1-Wire trees")
     cfg = pi_config(work, port, state_dir, w1_dirs, secured)
     log = (work / "agent.log").open("wb")
-    agent = subprocess.Popen([str(venv / "bin" / "edge-agent"), "run", "-c", str(cfg)],
-                             stdout=subprocess.DEVNULL, stderr=log, env=env)
+    started_b = time.monotonic()
     base = subprocess.Popen([str(venv / "bin" / "python"), "-c", BARE_PAHO, str(port), *base_args],
                             env=env)
+    agent: subprocess.Popen[bytes] | None = None
     state_file = state_dir / "agent-state.json"
     try:
+        start_b = watcher.wait("bare", started_b)
+        started_a = time.monotonic()
+        agent = subprocess.Popen([str(venv / "bin" / "edge-agent"), "run", "-c", str(cfg)],
+                                 stdout=subprocess.DEVNULL, stderr=log, env=env)
+        start_a = watcher.wait("agent", started_a)
         wait_for(lambda: agent_state(state_file).get("broker", {}).get("connected", False), 60,
                  "the agent to connect")
         time.sleep(10)  # settle: every sensor seen, the first reports out
@@ -272,9 +332,12 @@ def bench_pi(seconds: float, outage_s: float, tls: bool = False) -> None:
         commits = s1["outbox"]["commits"] - s0["outbox"]["commits"]
         hour = 3600 / elapsed
         a, b = max(rss_a) / 1024, max(rss_b) / 1024
-        print(f"production install     : {venv}{'  (over TLS, with a password)' if tls else ''}")
+        how = "over TLS with a password" if tls else "no TLS"
+        print(f"--- the agent from its production install, {how}")
         print(f"resident memory        : agent (16 sensors x 1 Hz, {elapsed:.0f} s, max) "
               f"{a:6.1f} MiB | bare paho publisher {b:6.1f} MiB | ratio {a / b:5.2f}x")
+        print(f"start to first publish : agent (first event) {start_a:6.2f} s | bare paho "
+              f"publisher (first message) {start_b:6.2f} s | ratio {start_a / start_b:5.2f}x")
         print(f"CPU, one core          : agent {cpu_a:6.2f} % | bare paho publisher (16 msg/s) "
               f"{cpu_b:6.2f} % | ratio {cpu_a / max(cpu_b, 0.01):5.2f}x  "
               f"({readings * hour / 3600:.1f} readings/s, {events * hour:,.0f} events/h)")
@@ -301,10 +364,13 @@ def bench_pi(seconds: float, outage_s: float, tls: bool = False) -> None:
               f"the broker is away ({out_elapsed:.0f} s, {depth} events buffered; 10 min: "
               f"{out_written / out_elapsed * 600 / 1e6:.2f} MB) | drain after it "
               f"{drain_written / 1e6:.2f} MB in {time.monotonic() - t2:.1f} s")
+        return {"rss_agent": a, "rss_bare": b, "start_agent": start_a, "start_bare": start_b}
     finally:
         for p in (agent, base, *sims):
-            p.terminate()
-            p.wait(30)
+            if p is not None:
+                p.terminate()
+                p.wait(30)
+        watcher.close()
         log.close()
         broker.stop()
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -645,9 +711,10 @@ def main() -> None:
                         help="the broker outage measured (extrapolated to 10 minutes)")
     parser.add_argument("--pi-only", action="store_true",
                         help="only the production-install run (memory, CPU, disk writes)")
-    parser.add_argument("--pi-tls", action="store_true",
-                        help="the production-install run over TLS with a password (both the "
-                             "agent and the bare publisher)")
+    parser.add_argument("--pi-tls", choices=("both", "off", "only"), default="both",
+                        help="the production-install run without TLS and over TLS with a "
+                             "password (both the agent and the bare publisher): both (default), "
+                             "off (no TLS only) or only (TLS only)")
     args = parser.parse_args()
     configure_logs("warning")  # the figures on stdout; only problems on stderr
     print(f"edge agent benchmark (python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
@@ -659,7 +726,15 @@ def main() -> None:
         bench_outbox(args.readings)
         bench_publish(args.messages, args.rounds)
     bench_commit_bytes()
-    bench_pi(args.pi_seconds, args.outage_seconds, tls=args.pi_tls)
+    venv = production_agent()
+    runs = {tls: bench_pi(venv, args.pi_seconds, args.outage_seconds, tls=tls)
+            for tls in {"both": (False, True), "off": (False,), "only": (True,)}[args.pi_tls]}
+    print("--- the agent against the bare paho publisher of the same run (16 sensors x 1 Hz)")
+    for tls, f in runs.items():
+        print(f"{'TLS + password' if tls else 'no TLS':22} : memory {f['rss_agent']:5.1f} / "
+              f"{f['rss_bare']:5.1f} MiB = {f['rss_agent'] / f['rss_bare']:4.2f}x | start to "
+              f"first publish {f['start_agent']:5.2f} / {f['start_bare']:5.2f} s = "
+              f"{f['start_agent'] / f['start_bare']:4.2f}x")
 
 
 if __name__ == "__main__":
