@@ -114,6 +114,31 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+#: what a resident page belongs to, by the name of its mapping in /proc/PID/smaps (first match)
+RSS_GROUPS = (
+    ("Python objects, malloc", ("[anon]", "[heap]")),
+    ("OpenSSL (libcrypto, libssl, _ssl, _hashlib)", ("libcrypto", "libssl", "_ssl.", "_hashlib.")),
+    ("pydantic-core (Rust)", ("_pydantic_core",)),
+    ("SQLite (libsqlite3, _sqlite3)", ("libsqlite3", "_sqlite3.")),
+    ("libpython", ("libpython",)),
+    ("other libraries and extension modules", ("",)),
+)
+
+
+def rss_groups(pid: int) -> dict[str, float]:
+    """Resident MiB of a process per :data:`RSS_GROUPS` (its /proc/PID/smaps)."""
+    found = dict.fromkeys((name for name, _ in RSS_GROUPS), 0.0)
+    mapping = "[anon]"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(maxsplit=5)
+        if head and "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line
+            mapping = head[5] if len(head) > 5 else "[anon]"
+        elif head and head[0] == "Rss:":
+            group = next(name for name, keys in RSS_GROUPS if any(k in mapping for k in keys))
+            found[group] += int(head[1]) / 1024
+    return found
+
+
 PI_BOARD = """duration = "2d"
 interval = "1s"
 {sensors}"""
@@ -321,6 +346,7 @@ def bench_pi(venv: Path, seconds: float, outage_s: float, tls: bool = False) -> 
             rss_a.append(rss_kib(agent.pid))
             rss_b.append(rss_kib(base.pid))
         elapsed = time.monotonic() - t0
+        groups_a, groups_b = rss_groups(agent.pid), rss_groups(base.pid)
         cpu_a = (proc_cpu_s(agent.pid) - cpu_a) / elapsed * 100
         cpu_b = (proc_cpu_s(base.pid) - cpu_b) / elapsed * 100
         written = proc_write_bytes(agent.pid) - wb0
@@ -336,6 +362,10 @@ def bench_pi(venv: Path, seconds: float, outage_s: float, tls: bool = False) -> 
         print(f"--- the agent from its production install, {how}")
         print(f"resident memory        : agent (16 sensors x 1 Hz, {elapsed:.0f} s, max) "
               f"{a:6.1f} MiB | bare paho publisher {b:6.1f} MiB | ratio {a / b:5.2f}x")
+        for group, mib in groups_a.items():
+            bare = groups_b[group]
+            print(f"  resident, by mapping : {group:45} agent {mib:5.1f} | bare {bare:5.1f} | "
+                  f"{mib - bare:+5.1f} MiB")
         print(f"start to first publish : agent (first event) {start_a:6.2f} s | bare paho "
               f"publisher (first message) {start_b:6.2f} s | ratio {start_a / start_b:5.2f}x")
         print(f"CPU, one core          : agent {cpu_a:6.2f} % | bare paho publisher (16 msg/s) "
