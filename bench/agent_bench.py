@@ -236,9 +236,16 @@ class FirstMessages:
             if who is not None and who not in self.first:
                 self.first[who] = now
 
-    def wait(self, who: str, since: float, timeout: float = 60) -> float:
-        """Seconds from ``since`` (the process started) to its first message."""
-        wait_for(lambda: who in self.first, timeout, f"the first message of {who}")
+    def wait(self, who: str, proc: subprocess.Popen[bytes], since: float,
+             timeout: float = 60) -> float:
+        """Seconds from ``since`` (``proc`` started) to its first message."""
+
+        def arrived() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the {who} exited with {proc.returncode} before publishing")
+            return who in self.first
+
+        wait_for(arrived, timeout, f"the first message of the {who}")
         return self.first[who] - since
 
     def close(self) -> None:
@@ -311,9 +318,12 @@ def bench_pi(venv: Path, seconds: float, outage_s: float, tls: bool = False) -> 
         watcher = FirstMessages(port)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(PYTHONDONTWRITEBYTECODE="1", MALLOC_ARENA_MAX="2")  # as the unit runs it
-    # the kernel's 1-Wire sysfs tree, simulated in RAM by firmware-sim (a process of its own)
+    # the kernel's 1-Wire sysfs tree, simulated in RAM by firmware-sim (a process of its own,
+    # run by this bench's Python: the simulator is not what is measured, and its packages need
+    # not be in the agent's install)
     w1_dirs = [state_dir / f"w1-{bus}" for bus in range(2)]
-    sims = [subprocess.Popen([str(venv / "bin" / "firmware-sim"), "serve", "--scenario",
+    sim = [sys.executable, "-m", "firmware_sim.cli"]
+    sims = [subprocess.Popen([*sim, "serve", "--scenario",
                               str(w1_scenario(work, bus)), "--w1-dir", str(d)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
             for bus, d in enumerate(w1_dirs)]
@@ -327,11 +337,16 @@ def bench_pi(venv: Path, seconds: float, outage_s: float, tls: bool = False) -> 
     agent: subprocess.Popen[bytes] | None = None
     state_file = state_dir / "agent-state.json"
     try:
-        start_b = watcher.wait("bare", started_b)
+        start_b = watcher.wait("bare", base, started_b)
         started_a = time.monotonic()
         agent = subprocess.Popen([str(venv / "bin" / "edge-agent"), "run", "-c", str(cfg)],
                                  stdout=subprocess.DEVNULL, stderr=log, env=env)
-        start_a = watcher.wait("agent", started_a)
+        try:
+            start_a = watcher.wait("agent", agent, started_a)
+        except RuntimeError as exc:
+            log.flush()
+            tail = (work / "agent.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
         wait_for(lambda: agent_state(state_file).get("broker", {}).get("connected", False), 60,
                  "the agent to connect")
         time.sleep(10)  # settle: every sensor seen, the first reports out
