@@ -82,6 +82,8 @@ def build_source(cfg: SourceConfig) -> SensorSource:
 
 @dataclass
 class Counters:
+    """What the agent counted since it started (the status line and the state file)."""
+
     readings: int = 0
     events: int = 0
     faults_seen: int = 0

@@ -56,12 +56,16 @@ log = structlog.get_logger(__name__)
 # -- what the link tells its owner ----------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Connected:
+    """The broker accepted the connection (``session``: its number since start)."""
+
     session: int
     session_present: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Disconnected:
+    """The connection ended, and why."""
+
     reason: str
 
 
@@ -76,6 +80,8 @@ class Acked:
 
 @dataclass(frozen=True, slots=True)
 class Command:
+    """A command for this device arrived on its ``cmd/NAME`` topic."""
+
     name: str
     payload: bytes
 

@@ -55,6 +55,8 @@ def candidate_paths(configured: Path | None, outbox_path: Path) -> list[Path]:
 
 @dataclass(frozen=True, slots=True)
 class SensorState:
+    """One sensor as the state file shows it."""
+
     sensor_id: str
     name: str
     unit: str

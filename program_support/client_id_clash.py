@@ -17,6 +17,8 @@ FLAP_COUNT = 3
 
 @dataclass
 class ClashDetector:
+    """Counts connections that dropped soon after they were accepted (see the module)."""
+
     window_s: float = FLAP_WINDOW_S
     count: int = FLAP_COUNT
     flaps: int = 0  # connections in a row that dropped within window_s of being accepted

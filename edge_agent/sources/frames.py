@@ -43,6 +43,8 @@ def decoder_counters(d: FrameDecoder) -> dict[str, float]:
 
 @dataclass
 class FrameCounters:
+    """What a serial or simulated board sent, counted per source."""
+
     frames: int = 0
     readings: int = 0
     sensor_errors: int = 0

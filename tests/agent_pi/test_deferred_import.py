@@ -121,6 +121,37 @@ def test_without_tls_the_agent_loads_neither_ssl_nor_hashlib_nor_openssl() -> No
     assert out.splitlines() == ["[]", "[]"]
 
 
+def test_a_documented_dataclass_leaves_inspect_unloaded_and_an_undocumented_one_still_works(
+) -> None:
+    # inspect, ast, dis and tokenize: 0.7 MiB of an agent's memory (bench/README.md); dataclasses
+    # reads inspect only to write the docstring of a dataclass that has none
+    out = python("""
+        import sys
+        from edge_agent.deferred_imports import defer_unused
+        defer_unused()  # what edge-agent run does first
+        from dataclasses import dataclass, fields
+        import program_support.client_id_clash, edge_agent.state_file
+
+        @dataclass(frozen=True, slots=True)
+        class Documented:
+            'Says what it is.'
+            a: int
+
+        print(type(sys.modules["inspect"]).__name__, Documented(1), Documented.__doc__)
+
+        @dataclass
+        class Undocumented:
+            a: int
+            b: str = "x"
+
+        print(type(sys.modules["inspect"]).__name__, Undocumented.__doc__,
+              [f.name for f in fields(Undocumented)])
+    """)
+    assert out.splitlines() == [
+        "_Deferred Documented(a=1) Says what it is.",
+        "module Undocumented(a: int, b: str = 'x') ['a', 'b']"]
+
+
 def test_the_agent_reads_its_version_and_builds_models_without_importlib_metadata() -> None:
     # importlib.metadata brings email, zipfile and csv: 1.6 MB; pydantic's plugin loader binds
     # entry_points from it at import, and the agent's birth carries the installed version
