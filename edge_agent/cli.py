@@ -27,7 +27,6 @@ Under systemd the one-line failures carry the journal priority ``<3>`` like the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import sqlite3
@@ -39,11 +38,12 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from edge_agent.deferred_imports import load_ssl
-from program_support.cli_args import add_check_flags, config_argument, skipped_flag
 from program_support.version import version_line
 from schemas.errors import ConfigError, ThermopipeError
 
 if TYPE_CHECKING:
+    import argparse
+
     from edge_agent.config import AgentConfig
 
 EXIT_CONFIG = 2
@@ -54,6 +54,10 @@ EXAMPLE_CONFIG = "deploy/agent.example.toml"  # in the source tree (program_supp
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse  # not for the unit's own command line (run_arguments)
+
+    from program_support.cli_args import add_check_flags
+
     parser = argparse.ArgumentParser(
         prog="edge-agent", description="The thermopipe edge agent: reads temperature sensors, "
         "decides at the edge what changed, keeps every event in an on-disk outbox and publishes "
@@ -365,9 +369,31 @@ def probe(config: Path, seconds: float) -> int:
     return 0
 
 
+def run_arguments(argv: Sequence[str]) -> tuple[Path, bool] | None:
+    """``run -c FILE [--status-line]``, the command line of the systemd unit, read without
+    argparse: argparse (with gettext) is 0.35 MiB of a running agent's memory, used once at start
+    (bench/README.md). ``(config, status_line)``, or None for any other command line, or this one
+    in another shape (``--config=FILE``, an abbreviation, a FILE starting with ``-``): argparse
+    reads those, and says what is wrong with them."""
+    words = list(argv)
+    status_line = "--status-line" in words[1:2] + words[3:4]
+    if status_line:
+        words.remove("--status-line")
+    if (len(words) == 3 and words[0] == "run" and words[1] in ("-c", "--config")
+            and words[2] and not words[2].startswith("-")):
+        return Path(words[2]), status_line
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else list(argv)
+    quick = run_arguments(words)
+    if quick is not None:
+        return run(*quick)
+    from program_support.cli_args import config_argument, skipped_flag
+
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     if args.command is None:
         parser.print_help(sys.stderr)
         print("\nedge-agent: say what to do: run, check-config, status or probe "

@@ -290,3 +290,29 @@ def test_adjtimex_denied_is_not_asked_again() -> None:
         print(probe(), probe(), len(calls), probe.denied)
     """)
     assert out.split() == ["None", "None", "1", "True"]
+
+
+def test_the_units_command_line_is_read_without_argparse_as_argparse_reads_it(
+        tmp_path: Path) -> None:
+    from edge_agent.cli import _parser, run_arguments
+
+    config = str(tmp_path / "agent.toml")
+    for argv in (["run", "-c", config], ["run", "--config", config],
+                 ["run", "-c", config, "--status-line"], ["run", "--status-line", "-c", config]):
+        parsed = _parser().parse_args(argv)
+        assert run_arguments(argv) == (parsed.config, parsed.status_line), argv
+    # any other shape is argparse's to read (and to refuse)
+    for argv in (["run", f"--config={config}"], ["run", "-c"], ["run", "-c", "-x"],
+                 ["run", "-c", config, "--status-line", "--status-line"], ["run", "--conf", config],
+                 ["check-config", config], ["run", "-c", config, "extra"], ["run", "-c", ""], []):
+        assert run_arguments(argv) is None, argv
+    # the agent started as the unit starts it (here with a config that is not there: exit 2)
+    out = python(f"""
+        import sys
+        from edge_agent.deferred_imports import defer_unused
+        defer_unused()
+        from edge_agent.cli import main
+        code = main(["run", "-c", {config!r}])
+        print(code, "argparse" in sys.modules, "gettext" in sys.modules)
+    """)
+    assert out.splitlines()[-1] == "2 False False"
