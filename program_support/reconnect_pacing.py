@@ -23,6 +23,8 @@ from program_support.client_id_clash import ClashDetector
 
 @dataclass
 class ReconnectPacing:
+    """The wait before each reconnect, and whether the connection drops look like a clash."""
+
     min_s: float = 1.0
     max_s: float = 30.0
     clashes: ClashDetector = field(default_factory=ClashDetector)

@@ -34,8 +34,8 @@ from types import ModuleType
 
 import pytest
 
-from tests.install.conftest import REPORT
 from bench.harness.roles import HUB_ONLY, ROOT
+from tests.install.conftest import REPORT
 
 pytestmark = [pytest.mark.slow]
 
