@@ -53,7 +53,7 @@ from edge_agent.outbox import Outbox, OutboxSettings  # noqa: E402
 from edge_agent.sources.frames import FrameHandler  # noqa: E402
 from edge_agent.stamping import EventStamper  # noqa: E402
 from program_support.log_setup import configure as configure_logs  # noqa: E402
-from schemas.models import ReadingEvent  # noqa: E402
+from schemas.plain_messages import ReadingEvent  # noqa: E402  (the agent's own messages)
 from schemas.serial_protocol import (  # noqa: E402
     FrameDecoder,
     ReadingFrame,
@@ -447,7 +447,7 @@ def bench_commit_bytes(n: int = 300) -> None:
                 if i == 50:  # after a warm-up: the tables and indexes exist
                     os.sync()
                     before = self_write_bytes()
-                outbox.append([(event.model_copy(update={"seq": outbox.reserve_seq()}), topic)])
+                outbox.append([(event.replace(seq=outbox.reserve_seq()), topic)])
                 stored = outbox.commit()
                 outbox.ack([r.seq for r in stored])
             outbox.commit()
@@ -488,7 +488,7 @@ def bench_outbox(n: int) -> None:
             after = rows[-1].seq
         replay = got / (time.perf_counter() - t)
         outbox.close()
-        payloads = [(e.seq, e.event_id, topic, e.model_dump_json().encode()) for e in events]
+        payloads = [(e.seq, e.event_id, topic, e.to_json()) for e in events]
         db = sqlite3.connect(Path(tmp) / "bare.db", isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
@@ -691,7 +691,7 @@ def bench_publish(n: int, rounds: int) -> None:
     rounds of each, interleaved; the medians are printed, and each round's replay ratio."""
     events = reading_events(n)
     topics = Topics("bench")
-    items = [(topics.for_event(e), e.model_dump_json().encode()) for e in events]
+    items = [(topics.for_event(e), e.to_json()) for e in events]
     max_inflight = MqttSettings().max_inflight
     work = Path(tempfile.mkdtemp(prefix="publish-", dir=disk_dir()))  # a real disk
     broker = start_server(Mosquitto, work / "mosquitto")
