@@ -78,12 +78,16 @@ StatusProvider = Callable[[], dict[str, Any]]
 
 @dataclass
 class _FlushRequest:
+    """Asks the delivery loop to commit what it holds; ``done`` is set when it has."""
+
     done: threading.Event = field(default_factory=threading.Event)
     ok: bool = False
 
 
 @dataclass
 class _StopRequest:
+    """Asks the delivery loop to finish in-flight publishes by ``deadline`` and stop."""
+
     deadline: float
     timeout: float
 

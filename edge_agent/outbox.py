@@ -135,6 +135,8 @@ class Stored(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Drop:
+    """A run of events the outbox evicted (full, or expired), for the log and the counters."""
+
     reason: str
     cls: DropClass
     count: int

@@ -129,6 +129,8 @@ class _Counter:
 
 @dataclass(slots=True)
 class _State:
+    """The simulated firmware's mutable state between commands and samples."""
+
     boot_ms: int = 0
     seq: int = 0
     clock_offset: int = 0

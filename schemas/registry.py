@@ -26,6 +26,8 @@ NAMESPACE = "thermopipe"
 
 @dataclass(frozen=True, slots=True)
 class RegisteredSchema:
+    """One Avro schema the registry knows, by the fingerprint writers put in their header."""
+
     kind: str                    # the message kind this schema encodes
     name: str                    # Avro full name, e.g. thermopipe.StateChangeEvent
     fingerprint: bytes           # 8 bytes, little-endian CRC-64-AVRO

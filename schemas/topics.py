@@ -56,6 +56,8 @@ def check_levels(path: str, what: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
+    """One topic of the namespace: its pattern, QoS, retain flag and payload (TOPICS.md)."""
+
     pattern: str
     qos: int
     retain: bool

@@ -85,6 +85,8 @@ class SensorConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogConfig:
+    """The ``[log]`` table: how much the agent logs, and in which form."""
+
     level: Literal["debug", "info", "warning", "error"] = "info"
     #: auto = coloured console lines on a terminal, JSON lines otherwise (journald)
     format: Literal["auto", "json", "console"] = "auto"
@@ -92,6 +94,8 @@ class LogConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentConfig:
+    """The whole agent config file: who this agent is, its broker, outbox, sources and sensors."""
+
     site: SiteId
     device_id: DeviceId
     #: a name for people ("Freezer"): Home Assistant's device name, sent in the birth

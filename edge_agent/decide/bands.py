@@ -43,6 +43,8 @@ from schemas.vocabulary import Severity
 
 @dataclass(frozen=True, slots=True)
 class BandChange:
+    """A sensor moved from one band to another, after its dwell time."""
+
     previous: str
     new: str
     threshold: float | None

@@ -17,6 +17,8 @@ from schemas.vocabulary import FaultCode
 
 @dataclass(frozen=True, slots=True)
 class FaultTransition:
+    """A fault began (``active``) or ended on one sensor."""
+
     fault: FaultCode
     active: bool
 

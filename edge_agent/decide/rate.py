@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class RateChange:
+    """The rate-of-change alarm of one sensor began (``active``) or ended."""
+
     rate_per_min: float
     active: bool
 

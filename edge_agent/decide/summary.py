@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Summary:
+    """One sensor's readings over a summary interval: count, min, max, mean."""
+
     start: float
     end: float
     count: int

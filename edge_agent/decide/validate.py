@@ -31,6 +31,8 @@ _GLITCH_TOLERANCE = 1e-6
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
+    """Why a reading was refused: the fault it counts as, and the detail for the log."""
+
     fault: FaultCode
     detail: str
 
