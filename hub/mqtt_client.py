@@ -10,7 +10,12 @@ as fast as the same subscriber with this read path). Here:
   paho its small reads from that buffer; ``pending()`` tells paho's loop that buffered bytes are
   waiting (paho asks every socket-like object that, as it does for TLS), so nothing waits on a
   ``select`` for bytes already read;
-- ``loop_read`` parses up to ``PACKETS_PER_READ`` packets per call instead of one;
+- ``loop_read`` parses up to ``PACKETS_PER_READ`` packets per call instead of one, and takes
+  the whole plain PUBLISH packets already in the buffer straight from it
+  (``_read_buffered_publishes``: header, remaining length and body sliced out, no byte-by-byte
+  ``recv`` and no ``_in_packet`` bookkeeping; 4.6 -> 2.0 us a message); anything else (another
+  packet type, QoS 2, properties, a packet split across reads, a malformed one) goes through
+  paho's own ``_packet_read``;
 - a PUBLISH without MQTT 5 properties (what Mosquitto and EMQX forward from the agents) is
   decoded by ``_handle_publish`` here: stock paho builds and clears an MQTT 5 ``Properties``
   object, a ``threading.Condition`` for an ``MQTTMessageInfo`` and a topic-filter match for every
@@ -49,7 +54,8 @@ if TYPE_CHECKING:
 READ_SIZE = 65536
 PACKETS_PER_READ = 1000  # then paho's loop gets a turn (writes, keepalive) before reading on
 HOOKS = ("_create_socket", "_packet_read", "_loop_rc_handle", "_packet_queue", "_handle_publish",
-         "_in_packet", "_in_callback_mutex", "_manual_ack", "_protocol", "_transport")
+         "_in_packet", "_in_callback_mutex", "_manual_ack", "_protocol", "_transport",
+         "_msgtime_mutex", "_last_bytes_received")
 _PUBACK = struct.Struct("!BBH")  # same bytes for MQTT 3.1.1 and 5 (reason 0 may be omitted)
 
 
@@ -97,6 +103,14 @@ class BufferedSocket:
         self._sock.setblocking(flag)
 
 
+class _DeliverFailed(Exception):
+    """A PUBACK of the buffered read path could not be queued: paho's loop handles ``rc``."""
+
+    def __init__(self, rc: MQTTErrorCode) -> None:
+        super().__init__(rc)
+        self.rc = rc
+
+
 class BufferedClient(mqtt.Client):
     """``paho.mqtt.client.Client`` with the buffered read path, lean PUBLISH decoding and
     ``ack_many``."""
@@ -118,7 +132,12 @@ class BufferedClient(mqtt.Client):
                                      self._protocol == mqtt.MQTTv5)
         if fields is None:  # it has properties: paho decodes those
             return super()._handle_publish()
-        topic, mid, payload = fields
+        return self._deliver(header, *fields)
+
+    def _deliver(self, header: int, topic: bytes, mid: int, payload: bytes) -> MQTTErrorCode:
+        """A plain QoS 0/1 PUBLISH to ``on_plain_message`` (else ``on_message``), as paho's
+        ``_handle_publish`` hands a message over; the PUBACK unless acks are manual."""
+        qos = (header & 0x06) >> 1
         plain = self.on_plain_message
         on_message = self.on_message
         if plain is not None or on_message is not None:
@@ -136,6 +155,55 @@ class BufferedClient(mqtt.Client):
             return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
+    def _read_buffered_publishes(self, sock: BufferedSocket, limit: int) -> int:
+        """Hand over the whole plain QoS 0/1 PUBLISH packets already in ``sock``'s buffer (at
+        most ``limit``), without paho's byte-by-byte reads; return how many. It stops, leaving
+        the rest to paho's ``_packet_read``, at anything else: another packet type, QoS 2,
+        properties, a packet not yet wholly buffered, a malformed one (paho then reports it).
+        Called only between packets (paho holds no partial packet)."""
+        if self._filtered_callbacks:
+            return 0
+        buf = sock._buf
+        pos = sock._pos
+        end = len(buf)
+        mqtt5 = self._protocol == mqtt.MQTTv5
+        done = 0
+        while done < limit and pos + 2 <= end:
+            header = buf[pos]
+            if header & 0xF0 != mqtt.PUBLISH or header & 0x06 > 0x02:  # not PUBLISH QoS 0/1
+                break
+            length = 0
+            shift = 0
+            i = pos + 1
+            while True:  # the remaining length: at most 4 bytes of 7 bits
+                if i >= end or shift > 21:
+                    length = -1  # not wholly buffered yet, or too long: paho reads it
+                    break
+                byte = buf[i]
+                i += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            if length < 0 or i + length > end:
+                break
+            try:
+                fields = decode_plain_fields(header, buf[i:i + length], mqtt5)
+            except MalformedPacket:
+                break  # paho reads it again and reports it
+            if fields is None:  # properties: paho decodes those
+                break
+            pos = i + length
+            sock._pos = pos  # consumed before the hand-over, as paho's read would have
+            done += 1
+            rc = self._deliver(header, *fields)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise _DeliverFailed(rc)
+        if done:
+            with self._msgtime_mutex:  # the keepalive's view, as paho's read keeps it
+                self._last_bytes_received = mqtt.time_func()
+        return done
+
     def _create_socket(self) -> Any:
         sock = super()._create_socket()
         if self._transport == "websockets":  # paho's own wrapper frames the stream itself
@@ -143,9 +211,20 @@ class BufferedClient(mqtt.Client):
         return BufferedSocket(sock)
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        for _ in range(PACKETS_PER_READ):
-            if self._sock is None:
+        budget = PACKETS_PER_READ
+        while budget > 0:
+            sock = self._sock
+            if sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
+            if type(sock) is BufferedSocket and self._in_packet["command"] == 0:
+                try:
+                    taken = self._read_buffered_publishes(sock, budget)
+                except _DeliverFailed as failed:
+                    return self._loop_rc_handle(failed.rc)
+                if taken:
+                    budget -= taken
+                    continue
+            budget -= 1
             rc = self._packet_read()
             if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
                 break  # the socket is empty (and so is our buffer)
