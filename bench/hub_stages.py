@@ -47,6 +47,7 @@ from hub.config import HubConfig  # noqa: E402
 from hub.consumers.base import Envelope  # noqa: E402
 from hub.ingest import BATCH_MAX  # noqa: E402
 from hub.mqtt_client import BufferedSocket  # noqa: E402
+from hub.storage.lines import line_for  # noqa: E402
 
 STAGES = ("receive", "decide", "journal", "ingest rest", "storage encode", "alerting",
           "dashboard", "dispatch")
@@ -97,8 +98,7 @@ def one_pass(messages: list[tuple[str, bytes]], workdir: Path) -> dict[str, floa
     gc.freeze()  # as `hub run` does (hub/cli.py)
     gc.set_threshold(20_000, 20, 50)
     ingest = hub.ingest
-    storage, alerting, dashboard = hub.consumers[:3]
-    from hub.storage.lines import line_for
+    alerting, dashboard = hub.consumers[1:3]  # storage's part: its line protocol only
 
     spent = dict.fromkeys(STAGES, 0.0)
     packets = [publish_packet(t, p, (i % 65535) + 1) for i, (t, p) in enumerate(messages)]

@@ -85,7 +85,8 @@ def contract_problems() -> dict[str, Any]:
             problems.append(f"Client.{name}{_params(member)} is not {expected}")
     if set(METHODS) - {"loop_read", "message_callback_add"} | {
             "_in_packet", "_protocol", "_in_callback_mutex", "_manual_ack",
-            "_transport", "_msgtime_mutex", "_last_bytes_received"} != set(mqtt_client.HOOKS) | {"_send_puback", "_easy_log"}:
+            "_transport", "_msgtime_mutex", "_last_bytes_received",
+    } != set(mqtt_client.HOOKS) | {"_send_puback", "_easy_log"}:
         problems.append("hub.mqtt_client.HOOKS and this test's list differ: update both")
 
     client = BufferedClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
