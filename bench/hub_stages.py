@@ -168,7 +168,21 @@ def one_pass(messages: list[tuple[str, bytes]], workdir: Path) -> dict[str, floa
     return spent
 
 
+gc_spent = [0.0]
+gc_counts = [0, 0, 0]
+_gc_start = [0.0]
+
+
+def _gc_timer(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _gc_start[0] = time.thread_time()
+    else:
+        gc_spent[0] += time.thread_time() - _gc_start[0]
+        gc_counts[info["generation"]] += 1
+
+
 def main() -> None:
+    gc.callbacks.append(_gc_timer)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--rounds", type=int, default=3)
@@ -187,6 +201,8 @@ def main() -> None:
                 continue
             rounds.append(one_pass(messages, Path(tmp)))
     n = args.events
+    print(f"garbage collection: {gc_spent[0] / max(1, len(rounds)) / n * 1e6:.2f} us per event "
+          f"(in the stages above), collections per generation: {gc_counts}")
     timed = rounds[1:] if args.profile and len(rounds) > 1 else rounds
     print(f"{n:,} events, {len(timed)} passes; us per event (best / median of the passes)")
     total_best = total_med = 0.0

@@ -68,7 +68,7 @@ from hub.receipt_core import (
 )
 from hub.receipts import ReceiptBook
 from hub.records import DeadRecord, clip_text
-from hub.validate import OrderTracker
+from hub.validate import SENSOR_TYPES, OrderTracker
 from program_support.backoff import exponential_delay
 from program_support.client_id_clash import ClashDetector
 from program_support.connect_errors import connect_error
@@ -181,6 +181,7 @@ class Ingest:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_plain_message = self._on_plain_message  # most messages: no MQTTMessage made
+        client.on_plain_batch = self._on_plain_batch  # the buffered read path's: a list a call
         client.on_subscribe = self._on_subscribe
         client.on_connect_fail = self._on_connect_fail
         prepare_network_loop(client)
@@ -283,6 +284,20 @@ class Ingest:
         q.put(Inbound(topic, payload, time.time(), mid, qos, self._generation))
         if q.qsize() >= QUEUE_MAX:
             # back-pressure: paho's thread waits here, so it reads no more from the socket
+            self._room.clear()
+            while q.qsize() >= QUEUE_MAX and not self._stop.is_set():
+                self._room.wait(0.5)
+
+    def _on_plain_batch(self, messages: list[tuple[str, bytes, int, int]]) -> None:
+        """Messages read from the socket together (at most ``HANDOFF_MAX``): one receive time
+        (they arrived in the same read), then the same back-pressure as one at a time."""
+        q = self._queue
+        put = q.put
+        now = time.time()
+        generation = self._generation
+        for topic, payload, mid, qos in messages:
+            put(Inbound(topic, payload, now, mid, qos, generation))
+        if q.qsize() >= QUEUE_MAX:
             self._room.clear()
             while q.qsize() >= QUEUE_MAX and not self._stop.is_set():
                 self._room.wait(0.5)
@@ -559,6 +574,8 @@ class Ingest:
                 detector.forget(site, device)
         for p in decision.pending:
             message = p.message
+            if type(message) in SENSOR_TYPES:  # the usual: nothing for the detector here
+                continue
             if isinstance(message, DeviceStatus):
                 try:
                     report = status_report(message)

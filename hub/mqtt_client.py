@@ -25,7 +25,10 @@ as fast as the same subscriber with this read path). Here:
 - ``ack_many`` queues the PUBACKs of a whole batch as one write;
 - ``on_plain_message``, when set, takes such a PUBLISH as ``(topic, payload, mid, qos)``
   without the ``MQTTMessage`` made for ``on_message`` (the hub's ingest: one object fewer per
-  message); messages that take paho's path still go to ``on_message``.
+  message); messages that take paho's path still go to ``on_message``. With manual acks,
+  ``on_plain_batch`` takes the buffered read path's messages as a list of those tuples, up to
+  ``HANDOFF_MAX`` per call (one call, one lock, one clock reading for them all); the others
+  still go to ``on_plain_message``.
 
 Only paho's hooks for a socket-like transport and packet handling are used; ``HOOKS`` lists them,
 and tests/hub_core/test_mqtt_client_contract.py checks each private member's kind and signature,
@@ -53,6 +56,8 @@ if TYPE_CHECKING:
 
 READ_SIZE = 65536
 PACKETS_PER_READ = 1000  # then paho's loop gets a turn (writes, keepalive) before reading on
+HANDOFF_MAX = 100  # messages per on_plain_batch call (the receiver's queue bound overshoots by
+#                    at most this much)
 HOOKS = ("_create_socket", "_packet_read", "_loop_rc_handle", "_packet_queue", "_handle_publish",
          "_in_packet", "_in_callback_mutex", "_manual_ack", "_protocol", "_transport",
          "_msgtime_mutex", "_last_bytes_received")
@@ -118,6 +123,9 @@ class BufferedClient(mqtt.Client):
     _filtered_callbacks = False  # message_callback_add used: paho matches topics itself
     #: ``(topic, payload, mid, qos)`` of a plain QoS 0/1 PUBLISH, instead of ``on_message``
     on_plain_message: Callable[[str, bytes, int, int], None] | None = None
+    #: with manual acks, the plain PUBLISH packets the buffered read path takes, up to
+    #: ``HANDOFF_MAX`` at a time, as a list of those tuples (one call, not one per message)
+    on_plain_batch: Callable[[list[tuple[str, bytes, int, int]]], None] | None = None
 
     def message_callback_add(self, sub: str, callback: Any) -> None:
         self._filtered_callbacks = True
@@ -167,6 +175,10 @@ class BufferedClient(mqtt.Client):
         pos = sock._pos
         end = len(buf)
         mqtt5 = self._protocol == mqtt.MQTTv5
+        batch = self.on_plain_batch if self._manual_ack else None
+        if batch is not None:
+            limit = min(limit, HANDOFF_MAX)
+        taken: list[tuple[str, bytes, int, int]] = []
         done = 0
         while done < limit and pos + 2 <= end:
             header = buf[pos]
@@ -196,9 +208,20 @@ class BufferedClient(mqtt.Client):
             pos = i + length
             sock._pos = pos  # consumed before the hand-over, as paho's read would have
             done += 1
+            if batch is not None:
+                taken.append((fields[0].decode(), fields[2], fields[1], (header & 0x06) >> 1))
+                continue
             rc = self._deliver(header, *fields)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 raise _DeliverFailed(rc)
+        if taken and batch is not None:
+            with self._in_callback_mutex:
+                try:
+                    batch(taken)
+                except Exception as err:
+                    self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                    if not self.suppress_exceptions:
+                        raise
         if done:
             with self._msgtime_mutex:  # the keepalive's view, as paho's read keeps it
                 self._last_bytes_received = mqtt.time_func()

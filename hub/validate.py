@@ -64,9 +64,9 @@ def reason_code(exc: ContractError) -> str:
 
 
 #: the sensor events' classes (``type(message) in`` this: the cheap test of the usual case)
-_SENSOR_TYPES = frozenset(get_args(SensorEvent))
+SENSOR_TYPES = frozenset(get_args(SensorEvent))
 #: what a device topic may carry, by class
-_ACCEPTED_TYPES = frozenset((*_SENSOR_TYPES, DeviceStatus))
+_ACCEPTED_TYPES = frozenset((*SENSOR_TYPES, DeviceStatus))
 
 #: the contract's ``Message`` union, as ``schemas.codec.decode`` validates JSON with it, called
 #: without its wrappers (about 0.7 us of the hub's per-event time)
@@ -125,7 +125,7 @@ def is_will(message: Accepted | DataLoss) -> bool:
 def is_late(message: Accepted, received_at: datetime, late_after_s: float) -> bool:
     # the exact type first: isinstance against the SensorEvent union costs a walk of its
     # members, once per event
-    if type(message) in _SENSOR_TYPES or isinstance(message, SensorEvent):
+    if type(message) in SENSOR_TYPES or isinstance(message, SensorEvent):
         if message.replayed:  # type: ignore[union-attr]  # a SensorEvent here
             return True
     elif is_will(message):
