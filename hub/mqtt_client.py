@@ -41,7 +41,8 @@ packets, the same order, the same acknowledgements. What differs from stock paho
 
 from __future__ import annotations
 
-import struct
+import sys
+from array import array
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +62,6 @@ HANDOFF_MAX = 100  # messages per on_plain_batch call (the receiver's queue boun
 HOOKS = ("_create_socket", "_packet_read", "_loop_rc_handle", "_packet_queue", "_handle_publish",
          "_in_packet", "_in_callback_mutex", "_manual_ack", "_protocol", "_transport",
          "_msgtime_mutex", "_last_bytes_received")
-_PUBACK = struct.Struct("!BBH")  # same bytes for MQTT 3.1.1 and 5 (reason 0 may be omitted)
 
 
 class BufferedSocket:
@@ -257,9 +257,25 @@ class BufferedClient(mqtt.Client):
 
     def ack_many(self, mids: Iterable[int]) -> None:
         """Acknowledge QoS-1 messages (manual ack) with one queued write for all of them."""
-        packet = b"".join([_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids])
+        packet = puback_packets(mids)
         if packet:
             self._packet_queue(mqtt.PUBACK, packet, 0, 0)
+
+
+def puback_packets(mids: Iterable[int]) -> bytes:
+    """``PUBACK`` packets for ``mids``, one after the other: ``40 02 <mid, 2 bytes big-endian>``
+    each (the same bytes in MQTT 3.1.1 and 5: reason 0 may be omitted). Laid out with array
+    slices rather than one ``struct.pack`` per message (a batch is up to 1,000)."""
+    ids = array("H", mids)  # OverflowError for a mid outside 0..65535, as struct would
+    if sys.byteorder == "little":
+        ids.byteswap()
+    raw = ids.tobytes()
+    out = bytearray(4 * len(ids))
+    out[0::4] = bytes([mqtt.PUBACK]) * len(ids)
+    out[1::4] = b"\x02" * len(ids)
+    out[2::4] = raw[0::2]
+    out[3::4] = raw[1::2]
+    return bytes(out)
 
 
 def decode_plain_publish(header: int, packet: bytes | bytearray,

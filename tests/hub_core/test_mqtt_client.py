@@ -20,7 +20,14 @@ from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from hub.mqtt_client import HOOKS, READ_SIZE, BufferedClient, BufferedSocket, decode_plain_publish
+from hub.mqtt_client import (
+    HOOKS,
+    READ_SIZE,
+    BufferedClient,
+    BufferedSocket,
+    decode_plain_publish,
+    puback_packets,
+)
 from tests.servers import Mosquitto
 
 
@@ -117,6 +124,11 @@ def test_the_buffered_socket_serves_small_reads_across_chunks() -> None:
         assert wrapped.recv(5) == b""  # closed
     finally:
         right.close()
+
+
+@given(mids=st.lists(st.integers(0, 65535), max_size=1200))
+def test_batched_pubacks_are_the_packets_one_by_one(mids: list[int]) -> None:
+    assert puback_packets(mids) == b"".join(struct.pack("!BBH", 0x40, 2, m) for m in mids)
 
 
 class _Wire:
