@@ -197,6 +197,10 @@ def decide(screened: Screened, known: set[str], tracker: OrderTracker,  # noqa: 
                       replays=screened.replays, errors=screened.errors)
     observe = tracker.observe
     from_timestamp = datetime.fromtimestamp
+    # messages read together share one receive time (hub/ingest.py, _on_plain_batch): one
+    # datetime for them all
+    last_at: float | None = None
+    received = datetime.min
     for item, message in screened.candidates:
         try:
             event_id = message.event_id
@@ -206,7 +210,9 @@ def decide(screened: Screened, known: set[str], tracker: OrderTracker,  # noqa: 
                 entry = None
             else:
                 received_at = item.received_at
-                received = from_timestamp(received_at, UTC)
+                if received_at != last_at:
+                    received = from_timestamp(received_at, UTC)
+                    last_at = received_at
                 out_of_order = not status and observe(
                     message.device_id, message.sensor_id, message.seq)  # type: ignore[union-attr]
                 entry = Pending(message, item.topic, item.payload, received,
