@@ -4,7 +4,9 @@ paho's network thread only appends each message to a queue. The broker should se
 ``receive_maximum`` unacknowledged messages, but not every broker holds to it for a resumed
 session (Mosquitto 2.0 with ``max_inflight_messages 0`` sends the whole backlog at once), so the
 hub bounds the queue itself: at ``QUEUE_MAX`` messages ``on_message`` waits until the ingest
-thread has taken a batch, paho stops reading the socket, and TCP holds the rest back. The
+thread has taken a batch, paho stops reading the socket, and TCP holds the rest back (messages
+come from the read buffer up to ``hub.mqtt_client.HANDOFF_MAX`` at a time, so the queue may
+pass ``QUEUE_MAX`` by that many). The
 ingest thread takes as a batch what is queued (up to ``BATCH_MAX`` messages) without waiting;
 only under load (``BATCH_LOAD_MIN`` queued) does it wait, at most ``BATCH_FILL_S``, to fill the
 batch. It validates each message (``hub.validate``), drops duplicates by event id, flags late
