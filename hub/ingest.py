@@ -4,9 +4,7 @@ paho's network thread only appends each message to a queue. The broker should se
 ``receive_maximum`` unacknowledged messages, but not every broker holds to it for a resumed
 session (Mosquitto 2.0 with ``max_inflight_messages 0`` sends the whole backlog at once), so the
 hub bounds the queue itself: at ``QUEUE_MAX`` messages ``on_message`` waits until the ingest
-thread has taken a batch, paho stops reading the socket, and TCP holds the rest back (messages
-come from the read buffer up to ``hub.mqtt_client.HANDOFF_MAX`` at a time, so the queue may
-pass ``QUEUE_MAX`` by that many). The
+thread has taken a batch, paho stops reading the socket, and TCP holds the rest back. The
 ingest thread takes as a batch what is queued (up to ``BATCH_MAX`` messages) without waiting;
 only under load (``BATCH_LOAD_MIN`` queued) does it wait, at most ``BATCH_FILL_S``, to fill the
 batch. It validates each message (``hub.validate``), drops duplicates by event id, flags late
@@ -284,21 +282,30 @@ class Ingest:
     def _on_plain_message(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         q = self._queue
         q.put(Inbound(topic, payload, time.time(), mid, qos, self._generation))
-        if q.qsize() >= QUEUE_MAX:
-            # back-pressure: paho's thread waits here, so it reads no more from the socket
-            self._room.clear()
-            while q.qsize() >= QUEUE_MAX and not self._stop.is_set():
-                self._room.wait(0.5)
+        self._wait_for_room()
 
     def _on_plain_batch(self, messages: list[tuple[str, bytes, int, int]]) -> None:
         """Messages read from the socket together (at most ``HANDOFF_MAX``): one receive time
-        (they arrived in the same read), then the same back-pressure as one at a time."""
+        (they arrived in the same read), and the same bound as one at a time: the queue fills
+        to ``QUEUE_MAX`` and no further while the ingest thread is behind."""
         q = self._queue
         put = q.put
         now = time.time()
         generation = self._generation
-        for topic, payload, mid, qos in messages:
-            put(Inbound(topic, payload, now, mid, qos, generation))
+        start, count = 0, len(messages)
+        while start < count:
+            room = QUEUE_MAX - q.qsize()
+            if room > 0 or self._stop.is_set():
+                end = count if self._stop.is_set() else min(count, start + room)
+                for topic, payload, mid, qos in messages[start:end]:
+                    put(Inbound(topic, payload, now, mid, qos, generation))
+                start = end
+            self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
+        """Back-pressure: paho's thread waits here while the queue is full, so it reads no
+        more from the socket."""
+        q = self._queue
         if q.qsize() >= QUEUE_MAX:
             self._room.clear()
             while q.qsize() >= QUEUE_MAX and not self._stop.is_set():

@@ -57,8 +57,7 @@ if TYPE_CHECKING:
 
 READ_SIZE = 65536
 PACKETS_PER_READ = 1000  # then paho's loop gets a turn (writes, keepalive) before reading on
-HANDOFF_MAX = 100  # messages per on_plain_batch call (the receiver's queue bound overshoots by
-#                    at most this much)
+HANDOFF_MAX = 100  # messages per on_plain_batch call
 HOOKS = ("_create_socket", "_packet_read", "_loop_rc_handle", "_packet_queue", "_handle_publish",
          "_in_packet", "_in_callback_mutex", "_manual_ack", "_protocol", "_transport",
          "_msgtime_mutex", "_last_bytes_received")
