@@ -59,7 +59,7 @@ from hub.receipt_core import (
 )
 from hub.receipts import ReceiptBook
 from hub.records import DeadRecord, clip_text
-from hub.validate import OrderTracker
+from hub.validate import SENSOR_TYPES, OrderTracker
 from program_support.connect_errors import connect_error
 from program_support.mqtt_connect import build_client
 from program_support.mqtt_network_loop import NetworkLoop
@@ -165,6 +165,7 @@ class Ingest:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_plain_message = self._on_plain_message  # most messages: no MQTTMessage made
+        client.on_plain_batch = self._on_plain_batch  # the buffered read path's: a list a call
         client.on_subscribe = self._on_subscribe
         return NetworkLoop(connection, self._pacing, on_connect_error=self._on_connect_fail)
 
@@ -254,8 +255,31 @@ class Ingest:
     def _on_plain_message(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         q = self._queue
         q.put(Inbound(topic, payload, time.time(), mid, qos, self._generation))
+        self._wait_for_room()
+
+    def _on_plain_batch(self, messages: list[tuple[str, bytes, int, int]]) -> None:
+        """Messages read from the socket together (at most ``HANDOFF_MAX``): one receive time
+        (they arrived in the same read), and the same bound as one at a time: the queue fills
+        to ``QUEUE_MAX`` and no further while the ingest thread is behind."""
+        q = self._queue
+        put = q.put
+        now = time.time()
+        generation = self._generation
+        start, count = 0, len(messages)
+        while start < count:
+            room = QUEUE_MAX - q.qsize()
+            if room > 0 or self._stop.is_set():
+                end = count if self._stop.is_set() else min(count, start + room)
+                for topic, payload, mid, qos in messages[start:end]:
+                    put(Inbound(topic, payload, now, mid, qos, generation))
+                start = end
+            self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
+        """Back-pressure: paho's thread waits here while the queue is full, so it reads no
+        more from the socket."""
+        q = self._queue
         if q.qsize() >= QUEUE_MAX:
-            # back-pressure: paho's thread waits here, so it reads no more from the socket
             self._room.clear()
             while q.qsize() >= QUEUE_MAX and not self._stop.is_set():
                 self._room.wait(0.5)
@@ -517,6 +541,8 @@ class Ingest:
                 detector.forget(site, device)
         for p in decision.pending:
             message = p.message
+            if type(message) in SENSOR_TYPES:  # the usual: nothing for the detector here
+                continue
             if isinstance(message, DeviceStatus):
                 try:
                     report = status_report(message)

@@ -104,24 +104,29 @@ def screen(batch: Iterable[Message], topics: Topics, max_size: int,
     """Decode and validate every message against the contract and its topic, then admit its
     identity (``limits``: hub/identity_limits.py; past a cap it is a dead letter)."""
     out = Screened()
+    hub_prefix = topics.hub_prefix + "/"  # Topics.is_hub_topic, made once per batch
+    candidates = out.candidates
+    admit = limits.check if limits is not None else None
+    live = own = 0
     for item in batch:
+        topic = item.topic
         if item.replay_row is None:
-            if topics.is_hub_topic(item.topic):  # a hub's alert matching a device filter
-                out.own += 1
+            if topic.startswith(hub_prefix):  # a hub's alert matching a device filter
+                own += 1
                 continue
-            out.live += 1
+            live += 1
         try:
-            result: Accepted | Rejection = check_payload(topics, item.topic, item.payload,
-                                                         max_size)
-            if limits is not None and not isinstance(result, Rejection):
-                result = limits.check(result, item.received_at)
+            result: Accepted | Rejection = check_payload(topics, topic, item.payload, max_size)
+            if admit is not None and type(result) is not Rejection:
+                result = admit(result, item.received_at)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - no input stops the batch: a dead letter
             out.errors.append(exc)
             result = internal_error(exc)
-        if not isinstance(result, Rejection):
-            out.candidates.append((item, result))
+        if type(result) is not Rejection:
+            candidates.append((item, result))  # type: ignore[arg-type]  # Accepted here
         else:
             refuse(out, item, result, topics, new_id)
+    out.live, out.own = live, own
     if limits is not None and out.dead_seqs:
         # only of admitted devices (this batch's included): receipts and the loss detector
         # keep state per device, and an invented identity must not make any
@@ -190,22 +195,32 @@ def decide(screened: Screened, known: set[str], tracker: OrderTracker,  # noqa: 
     duplicates = 0
     failed = Screened(dead=screened.dead, dead_seqs=screened.dead_seqs,
                       replays=screened.replays, errors=screened.errors)
+    observe = tracker.observe
+    from_timestamp = datetime.fromtimestamp
+    # messages read together share one receive time (hub/ingest.py, _on_plain_batch): one
+    # datetime for them all
+    last_at: float | None = None
+    received = datetime.min
     for item, message in screened.candidates:
         try:
             event_id = message.event_id
             duplicate = event_id in known or event_id in taken
-            where = (None if isinstance(message, DeviceStatus)
-                     else ((message.site, message.device_id), message.seq))
+            status = type(message) is DeviceStatus or isinstance(message, DeviceStatus)
             if duplicate:
                 entry = None
             else:
                 received_at = item.received_at
-                received = datetime.fromtimestamp(received_at, UTC)
-                out_of_order = (not isinstance(message, DeviceStatus) and tracker.observe(
-                    message.device_id, message.sensor_id, message.seq))
+                if received_at != last_at:
+                    received = from_timestamp(received_at, UTC)
+                    last_at = received_at
+                out_of_order = not status and observe(
+                    message.device_id, message.sensor_id, message.seq)  # type: ignore[union-attr]
                 entry = Pending(message, item.topic, item.payload, received,
                                 is_late(message, received, late_after_s), out_of_order,
                                 received_at)
+            if not status:
+                device = (message.site, message.device_id)
+                seq = message.seq  # type: ignore[union-attr]  # a SensorEvent here
         except Exception as exc:  # noqa: BLE001 - no input stops the batch: a dead letter
             failed.errors.append(exc)
             refuse(failed, item, internal_error(exc), topics or Topics(), new_id)
@@ -214,16 +229,16 @@ def decide(screened: Screened, known: set[str], tracker: OrderTracker,  # noqa: 
             failed.replays.append(ReplayOutcome(item.replay_row, True, "accepted",
                                                 "accepted on replay (already stored)"
                                                 if duplicate else "accepted on replay"))
-        if where is not None:
-            seqs = held.get(where[0])
+        if not status:
+            seqs = held.get(device)
             if seqs is None:
-                held[where[0]] = seqs = []
-            seqs.append(where[1])
+                held[device] = seqs = []
+            seqs.append(seq)
         if entry is None:
             duplicates += 1
             continue
         taken.add(event_id)
-        seen.append((event_id, item.received_at))
+        seen.append((event_id, received_at))
         pending.append(entry)
     refused: dict[tuple[str, str], list[int]] = {}
     for key, seq in failed.dead_seqs:

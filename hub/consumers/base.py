@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from hub.records import Point
 from schemas.models import DataLoss, DeviceStatus, SensorEvent
@@ -32,8 +32,12 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
+class Envelope(NamedTuple):
+    """One accepted event as the journal hands it to consumers (immutable: every consumer gets
+    the same object). A named tuple, not a frozen dataclass: the journal makes one per event,
+    and a frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) costs 1.3 us
+    against 0.3 us."""
+
     offset: int                          # position in the hub journal, strictly increasing
     message: SensorEvent | DeviceStatus | DataLoss  # a contract message (DataLoss: the hub's)
     topic: str

@@ -110,6 +110,10 @@ class DashboardState:
         # the same dicts as devices / sensors, keyed by id tuples: no key string per event
         self._devices_by_id: dict[tuple[str, str], dict[str, Any]] = {}
         self._sensors_by_id: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # per (site, device, sensor): what a reading touches (device, sensor, their keys, the
+        # trend), found with one look-up on the hot path (nothing here is ever removed)
+        self._reading_slots: dict[tuple[str, str, str],
+                                  tuple[dict[str, Any], dict[str, Any], str, str, Trend]] = {}
         # each sensor's recent values for its chart (a fixed ring: see trend.py), by sensor key
         self.trends: dict[str, Trend] = {}
         # per sensor key, the seq of the event that last set each part (value, band, rate,
@@ -131,8 +135,7 @@ class DashboardState:
         display values once at the end, so the work per batch is bounded by the number of
         devices and sensors, not of events."""
         seen = self._seen
-        devices = self._devices_by_id
-        sensors = self._sensors_by_id
+        slots = self._reading_slots
         touched_devices: dict[str, dict[str, Any]] = {}
         touched_sensors: dict[str, dict[str, Any]] = {}
         events: list[dict[str, Any]] = []
@@ -149,33 +152,26 @@ class DashboardState:
             if len(seen) > SEEN_IDS:
                 seen.popitem(last=False)
             if type(msg) is ReadingEvent:
-                device = devices.get((msg.site, msg.device_id))
-                if device is None:
-                    device = self._device(msg.site, msg.device_id)
-                sensor = sensors.get((msg.site, msg.device_id, msg.sensor_id))
-                if sensor is None:  # a known sensor is already listed on its device
-                    sensor = self._sensor(msg.site, msg.device_id, msg.sensor_id)
-                    if sensor["key"] not in device["sensors"]:
-                        device["sensors"].append(sensor["key"])
-                dkey = device["key"]
+                slot = slots.get((msg.site, msg.device_id, msg.sensor_id))
+                if slot is None:
+                    slot = self._reading_slot(msg.site, msg.device_id, msg.sensor_id)
+                device, sensor, dkey, skey, trend = slot
                 device["events"] += 1
                 arrivals[dkey] = env.received_at
                 touched_devices[dkey] = device
-                skey = sensor["key"]
                 # every reading goes to the chart, not only the batch's newest
-                trend = self.trends.get(skey)
-                (trend if trend is not None else self._trend(skey)).add(
-                    msg.time.timestamp(), msg.value)
+                trend.add(msg.time.timestamp(), msg.value)
+                seq = msg.seq
                 pending = newest.get(skey)
                 if pending is not None:
                     best = pending[0]
                 else:
                     order = self._order.get(skey)
                     best = order.get("value", -1) if order is not None else -1
-                if msg.seq > best:  # newer than the value shown (or about to be)
-                    newest[skey] = (msg.seq, sensor, env)
+                if seq > best:  # newer than the value shown (or about to be)
+                    newest[skey] = (seq, sensor, env)
                     touched_sensors[skey] = sensor
-                sensor["seq"] = max(sensor["seq"], msg.seq)
+                sensor["seq"] = max(sensor["seq"], seq)
                 continue
             # anything else: settle the pending readings first, so it sees (and may change)
             # the values as they are at this point of the batch
@@ -189,6 +185,16 @@ class DashboardState:
         changes += [self._change("sensor", s) for s in touched_sensors.values()]
         changes += [self._change("event", item) for item in events]
         return changes + losses
+
+    def _reading_slot(self, site: str, device_id: str, sensor_id: str,
+                      ) -> tuple[dict[str, Any], dict[str, Any], str, str, Trend]:
+        device = self._device(site, device_id)
+        sensor = self._sensor(site, device_id, sensor_id)
+        if sensor["key"] not in device["sensors"]:
+            device["sensors"].append(sensor["key"])
+        slot = (device, sensor, device["key"], sensor["key"], self._trend(sensor["key"]))
+        self._reading_slots[(site, device_id, sensor_id)] = slot
+        return slot
 
     def _settle(self, arrivals: dict[str, datetime],
                 newest: dict[str, tuple[int, Any, Envelope]]) -> None:

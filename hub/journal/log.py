@@ -96,16 +96,19 @@ class EventLog:
     def rows_for(self, pending: Sequence[Pending]) -> tuple[list[tuple[object, ...]],
                                                             list[Envelope]]:
         """The journal rows of ``pending`` and their envelopes, at the next offsets."""
-        first = self._last + 1
+        offset = self._last
         rows: list[tuple[object, ...]] = []
-        envelopes = []
-        for i, p in enumerate(pending):
-            offset = first + i
+        envelopes: list[Envelope] = []
+        row, envelope = rows.append, envelopes.append
+        make = tuple.__new__  # Envelope's own __new__ is a Python call around this
+        for p in pending:
+            offset += 1
+            message = p.message
             stamp = p.received_ts if p.received_ts is not None else ts(p.received_at)
-            rows.append((offset, p.message.event_id, p.message.kind, p.topic, p.payload, stamp,
-                         int(p.late), int(p.out_of_order)))
-            envelopes.append(Envelope(offset, p.message, p.topic, p.received_at, p.late,
-                                      p.out_of_order))
+            row((offset, message.event_id, message.kind, p.topic, p.payload, stamp,
+                 int(p.late), int(p.out_of_order)))
+            envelope(make(Envelope, (offset, message, p.topic, p.received_at, p.late,
+                                     p.out_of_order)))
         return rows, envelopes
 
     def local_rows(self, points: Sequence[tuple[str, Point]], now: float

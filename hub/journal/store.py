@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 
 from schemas.errors import ThermopipeError
@@ -148,7 +149,7 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[obj
         left = total - done
         count = INSERT_CHUNK if left >= INSERT_CHUNK else 1 << (left.bit_length() - 1)
         conn.execute(_values_sql(head, width, count, tail),
-                     [value for row in rows[done:done + count] for value in row])
+                     list(chain.from_iterable(rows[done:done + count])))
         done += count
 
 

@@ -20,7 +20,14 @@ from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from hub.mqtt_client import HOOKS, READ_SIZE, BufferedClient, BufferedSocket, decode_plain_publish
+from hub.mqtt_client import (
+    HOOKS,
+    READ_SIZE,
+    BufferedClient,
+    BufferedSocket,
+    decode_plain_publish,
+    puback_packets,
+)
 from tests.servers import Mosquitto
 
 
@@ -120,6 +127,92 @@ def test_the_buffered_socket_serves_small_reads_across_chunks() -> None:
         assert wrapped.recv(5) == b""  # closed
     finally:
         right.close()
+
+
+@given(mids=st.lists(st.integers(0, 65535), max_size=1200))
+def test_batched_pubacks_are_the_packets_one_by_one(mids: list[int]) -> None:
+    assert puback_packets(mids) == b"".join(struct.pack("!BBH", 0x40, 2, m) for m in mids)
+
+
+class _Wire:
+    """The broker's end of the socket, handing the stream over in the given chunk sizes."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self.data, self.sizes, self.pos, self.turn = data, sizes, 0, 0
+
+    def recv(self, size: int) -> bytes:
+        if self.pos >= len(self.data):
+            raise BlockingIOError
+        chunk = min(size, self.sizes[self.turn % len(self.sizes)])
+        self.turn += 1
+        out = self.data[self.pos:self.pos + chunk]
+        self.pos += len(out)
+        return out
+
+    def pending(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def _framed(header: int, body: bytes) -> bytes:
+    size, length = len(body), bytearray()
+    while True:
+        size, digit = divmod(size, 128)
+        length.append(digit | (0x80 if size else 0))
+        if not size:
+            return bytes([header]) + bytes(length) + body
+
+
+_stream_item = st.tuples(
+    st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=30),
+    st.sampled_from([0, 1]), st.integers(1, 65535), st.binary(max_size=400),
+    st.sampled_from([b"", b"", b"", b"\x26\x00\x01k\x00\x01v"]),  # now and then a property
+    st.sampled_from(["publish", "publish", "publish", "publish", "pingresp"]))
+
+
+@given(items=st.lists(_stream_item, min_size=1, max_size=40),
+       sizes=st.lists(st.integers(1, 2000), min_size=1, max_size=5),
+       batched=st.booleans(), mqtt5=st.booleans())
+def test_the_buffered_read_path_hands_over_every_message_in_order(
+        items: list[tuple[str, int, int, bytes, bytes, str]], sizes: list[int], batched: bool,
+        mqtt5: bool) -> None:
+    """Whole packets taken straight from the read buffer, packets split across reads, packets
+    with properties and other packet types (paho's own path) in one stream: every message comes
+    out once, in order, through on_plain_batch (manual acks) or on_plain_message."""
+    stream = bytearray()
+    expected: list[tuple[str, bytes, int, int]] = []
+    for topic, qos, mid, payload, props, what in items:
+        if what == "pingresp":
+            stream += b"\xd0\x00"
+            continue
+        stream += _framed(0x30 | (qos << 1), _publish_body(
+            topic.encode(), qos, mid, payload, mqtt5, props if mqtt5 else b""))
+        expected.append((topic, payload, mid if qos else 0, qos))
+    client = BufferedClient(CallbackAPIVersion.VERSION2,
+                            protocol=mqtt.MQTTv5 if mqtt5 else mqtt.MQTTv311,
+                            manual_ack=batched)
+    got: list[tuple[str, bytes, int, int]] = []
+    client.on_plain_message = lambda *message: got.append(message)
+    if batched:
+        client.on_plain_batch = got.extend
+    client.on_message = lambda _c, _u, m: got.append(
+        (m.topic, m.payload, m.mid if m.qos else 0, m.qos))
+    wire = _Wire(bytes(stream), sizes)
+    client._sock = BufferedSocket(wire)
+    client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
+    client._ping_t = 1.0  # the PINGRESPs answer a ping
+    try:
+        for _ in range(10_000):
+            if client.loop_read() != 0:
+                break
+            if wire.pos >= len(wire.data) and not client._sock.pending() \
+                    and client._in_packet["command"] == 0:
+                break
+        assert [(t, bytes(p), m, q) for t, p, m, q in got] == expected
+    finally:
+        client._sock = None
 
 
 def _connect(broker: Mosquitto, client_id: str, protocol: int, **kwargs: Any) -> BufferedClient:

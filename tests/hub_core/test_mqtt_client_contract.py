@@ -48,7 +48,8 @@ METHODS: dict[str, list[str]] = {
 }
 # instance attributes read on a fresh client, and what they must be
 ATTRIBUTES = ("_in_packet", "_protocol", "_in_callback_mutex", "_userdata", "_manual_ack",
-              "_transport", "_sock", "suppress_exceptions", "on_message")
+              "_transport", "_sock", "suppress_exceptions", "on_message", "_msgtime_mutex",
+              "_last_bytes_received")
 MODULE_NAMES = ("MQTTv5", "PUBACK", "MQTT_LOG_ERR", "mqtt_ms_invalid", "time_func",
                 "MQTTMessage", "Client")
 
@@ -84,7 +85,8 @@ def contract_problems() -> dict[str, Any]:
             problems.append(f"Client.{name}{_params(member)} is not {expected}")
     if set(METHODS) - {"loop_read", "message_callback_add"} | {
             "_in_packet", "_protocol", "_in_callback_mutex", "_manual_ack",
-            "_transport"} != set(mqtt_client.HOOKS) | {"_send_puback", "_easy_log"}:
+            "_transport", "_msgtime_mutex", "_last_bytes_received",
+    } != set(mqtt_client.HOOKS) | {"_send_puback", "_easy_log"}:
         problems.append("hub.mqtt_client.HOOKS and this test's list differ: update both")
 
     client = BufferedClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -94,7 +96,10 @@ def contract_problems() -> dict[str, Any]:
     in_packet = getattr(client, "_in_packet", {})
     if not (isinstance(in_packet, dict) and {"command", "packet"} <= in_packet.keys()):
         problems.append(f"Client._in_packet is not a dict with command and packet: {in_packet!r}")
-    if not (hasattr(client._in_callback_mutex, "__enter__") and client._protocol == mqtt.MQTTv5
+    if not (hasattr(client._in_callback_mutex, "__enter__")
+            and hasattr(client._msgtime_mutex, "__enter__")
+            and isinstance(client._last_bytes_received, float)
+            and client._protocol == mqtt.MQTTv5
             and client._manual_ack is False and client._transport == "tcp"):
         problems.append("a Client's mutex, protocol, manual_ack or transport changed kind")
     if "self._sock.pending()" not in inspect.getsource(mqtt):
