@@ -10,10 +10,10 @@
 #   - creates the system user "thermopipe" (group dialout for USB serial boards; 1-Wire needs none);
 #   - makes a virtual environment in /opt/thermopipe/venv and pip-installs the agent's role of this
 #     checkout into it ('.[agent]', and '.[agent,avro]' when the config sets encoding = "avro"):
-#     none of the hub's packages. Compiled packages (pydantic-core, fastavro) come as wheels from
-#     PyPI or piwheels (Raspberry Pi OS's second index) whenever one exists; only when none does
-#     (deploy/README.md: which Pi needs what) does it install the build packages and compile,
-#     showing the compiler's progress;
+#     none of the hub's packages. The agent's packages are pure Python (every Pi installs them
+#     from PyPI); with Avro, fastavro comes as a wheel from PyPI or piwheels (Raspberry Pi OS's
+#     second index) whenever one exists; only when none does (deploy/README.md: which Pi needs
+#     what) does it install the build packages and compile, showing the compiler's progress;
 #   - installs /etc/thermopipe/agent.toml (from --config, else deploy/agent.example.toml) and the
 #     MQTT password as /etc/thermopipe/mqtt-password (mode 0600, root; systemd hands it to the
 #     agent as a credential), unless they exist;
@@ -106,49 +106,29 @@ fi
 pip="$prefix/venv/bin/pip"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 run "$pip" install --upgrade pip
-# The compiled packages, wheels only: pip then picks the newest release that has a wheel for this
-# Pi (PyPI, or piwheels on Raspberry Pi OS) instead of compiling a newer one for an hour.
-compiled=pydantic-core
-[ "$extras" = agent ] || compiled="$compiled,fastavro"
-if ! run "$pip" install --upgrade --only-binary="$compiled" "${repo}[${extras}]"; then
-  step "no wheel for this Pi ($(uname -m)) for part of $compiled: finding out which"
+# The agent's role is pure Python (paho-mqtt, pyserial, structlog: wheels for every Pi, armv6l
+# included; tests/install/test_pi_wheels.py). Only Avro encoding adds a compiled package,
+# fastavro: wheels only, so pip picks the newest release that has one for this Pi (PyPI, or
+# piwheels on Raspberry Pi OS) instead of compiling a newer one for an hour.
+if [ "$extras" = agent ]; then
+  run "$pip" install --upgrade "${repo}[${extras}]"
+elif ! run "$pip" install --upgrade --only-binary=fastavro "${repo}[${extras}]"; then
   tmp=$(mktemp -d)
-  to_build=()
-  "$pip" download --quiet --only-binary=pydantic-core --dest "$tmp" 'pydantic>=2.6,<3' ||
-    to_build+=(pydantic-core)
-  if [ "$extras" != agent ] &&
-     ! "$pip" download --quiet --only-binary=:all: --no-deps --dest "$tmp" 'fastavro>=1.9,<2'; then
-    to_build+=(fastavro)
+  if "$pip" download --quiet --only-binary=:all: --no-deps --dest "$tmp" 'fastavro>=1.9,<2'; then
+    rm -rf "$tmp"
+    die "pip install failed, and not for want of a wheel: see pip's message above"
   fi
   rm -rf "$tmp"
-  [ ${#to_build[@]} -gt 0 ] ||
-    die "pip install failed, and not for want of a wheel: see pip's message above"
-  packages=(build-essential python3-dev)
-  for pkg in "${to_build[@]}"; do
-    case $pkg in
-      pydantic-core)
-        # Debian 12's rustc is 1.63; pydantic-core needs a much newer Rust (1.75 or later)
-        rust=$(rustc --version 2>/dev/null | cut -d' ' -f2 || true)
-        if [ -z "$rust" ] || [ "$(printf '%s\n1.75.0\n' "$rust" | sort -V | head -1)" != 1.75.0 ]; then
-          die "pydantic-core (the agent's config and event models) has no wheel for this Pi
-       ($(uname -m)) on PyPI or piwheels, and compiling it needs Rust 1.75 or newer (found:
-       ${rust:-none}; Debian's rustc is too old). Either wait for piwheels to build it, or install
-       Rust with rustup (https://rustup.rs; on a Pi Zero/1 choose the host arm-unknown-linux-gnueabihf)
-       and run this script again: the compile then takes hours on a Pi Zero. deploy/README.md
-       lists which Pi needs what."
-        fi ;;
-    esac
-  done
   missing=()
-  for pkg in "${packages[@]}"; do
+  for pkg in build-essential python3-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
-    step "installing the build packages ${missing[*]} (needed to compile ${to_build[*]})"
+    step "no fastavro wheel for this Pi ($(uname -m)): installing ${missing[*]} to compile it"
     run apt-get update
     run apt-get install -y "${missing[@]}"
   fi
-  step "compiling ${to_build[*]} (minutes on a Pi 4, an hour or more on a Pi Zero; progress below)"
+  step "compiling fastavro (minutes on a Pi 4, longer on a Pi Zero; progress below)"
   run "$pip" install --upgrade --verbose "${repo}[${extras}]"
 fi
 run install -m 0644 "$repo/README.md" "$prefix/README.md"
