@@ -30,8 +30,15 @@ from pydantic import BaseModel
 from reference_scenario import validate as reference_validate
 
 from firmware_sim import scenario as scenarios
-from program_support.plain_config import Before, Length, Pattern, Range, Tagged, fields_of, \
-    is_section
+from program_support.plain_config import (
+    Before,
+    Length,
+    Pattern,
+    Range,
+    Tagged,
+    fields_of,
+    is_section,
+)
 from schemas.errors import ConfigError
 from schemas.serial_protocol import MAX_SENSORS
 
