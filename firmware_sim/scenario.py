@@ -47,9 +47,7 @@ def parse_duration(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError("expected a duration, got a boolean")
     if isinstance(value, int | float):
-        if not math.isfinite(value):  # TOML has inf and nan; round() would raise OverflowError
-            raise ValueError(f"expected a duration, got {value}")
-        return round(value * 1000)
+        return _whole_ms(value * 1000, value)
     if not isinstance(value, str):
         raise ValueError(f"expected a duration like '90s' or '1h30m', got {value!r}")
     text = value.strip().replace(" ", "")
@@ -63,7 +61,14 @@ def parse_duration(value: object) -> int:
         pos = match.end()
     if not text or pos != len(text):
         raise ValueError(f"expected a duration like '90s' or '1h30m', got {value!r}")
-    return sign * round(total)
+    return sign * _whole_ms(total, value)
+
+
+def _whole_ms(ms: float, value: object) -> int:
+    # TOML has inf and nan, and 1e308 seconds is inf ms: round() would raise OverflowError
+    if not math.isfinite(ms):
+        raise ValueError(f"expected a finite duration, got {value!r}")
+    return round(ms)
 
 
 # The sections are read by program_support/plain_config.py (stdlib only, like the agent's config):

@@ -3,10 +3,11 @@
 These are ``firmware_sim/scenario.py``'s models and error translation as they were before the
 loader moved to ``program_support/plain_config.py`` (so that firmware-sim and the agent's
 simulator source import no pydantic), kept unchanged but for their imports: durations are read by
-the live ``parse_duration`` (plain string parsing, not what was ported; it refuses ``inf`` and
-``nan`` now, where ``round`` raised OverflowError through pydantic, a crash), and the shipped
-scenario kinds come from the live module. ``test_scenario_equals_reference.py`` checks that the
-plain loader refuses what these refuse and reads what they accept to equal values.
+the live ``parse_duration`` (plain string parsing, not what was ported; it now refuses ``inf``,
+``nan`` and seconds past a float's range in milliseconds, where ``round`` raised OverflowError
+through pydantic, a crash), and the scenario kinds come from the live module.
+``test_scenario_equals_reference.py`` checks that the plain loader refuses what these refuse and
+reads what they accept to equal values.
 """
 
 from __future__ import annotations
