@@ -22,15 +22,17 @@ A bad file raises ``ConfigError(file, [(key_path, reason), ...])`` listing every
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-
 from firmware_sim import signals
+from program_support import plain_config
+from program_support.plain_config import Before, Length, Pattern, Range, Tagged, Wording
 from schemas.errors import ConfigError
 from schemas.serial_protocol import MAX_SENSORS
 
@@ -45,7 +47,7 @@ def parse_duration(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError("expected a duration, got a boolean")
     if isinstance(value, int | float):
-        return round(value * 1000)
+        return _whole_ms(value * 1000, value)
     if not isinstance(value, str):
         raise ValueError(f"expected a duration like '90s' or '1h30m', got {value!r}")
     text = value.strip().replace(" ", "")
@@ -59,22 +61,32 @@ def parse_duration(value: object) -> int:
         pos = match.end()
     if not text or pos != len(text):
         raise ValueError(f"expected a duration like '90s' or '1h30m', got {value!r}")
-    return sign * round(total)
+    return sign * _whole_ms(total, value)
 
 
-Duration = Annotated[int, BeforeValidator(parse_duration)]
+def _whole_ms(ms: float, value: object) -> int:
+    # TOML has inf and nan, and 1e308 seconds is inf ms: round() would raise OverflowError
+    if not math.isfinite(ms):
+        raise ValueError(f"expected a finite duration, got {value!r}")
+    return round(ms)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# The sections are read by program_support/plain_config.py (stdlib only, like the agent's config):
+# firmware-sim and the agent's simulator source run where pydantic is not installed.
+# tests/firmware_sim/test_scenario_equals_reference.py holds them to the pydantic models they
+# replaced (the same files refused, the same values read).
+Duration = Annotated[int, Before(parse_duration)]
+_SECTION = dataclass(frozen=True, slots=True, kw_only=True)
 
 
-class Point(_Model):
-    at: Duration = Field(ge=0)
+@_SECTION
+class Point:
+    at: Annotated[Duration, Range(ge=0)]
     value: float
 
 
-class Constant(_Model):
+@_SECTION
+class Constant:
     kind: Literal["constant"]
     value: float
 
@@ -82,112 +94,126 @@ class Constant(_Model):
         return signals.constant(self.value)
 
 
-class Ramp(_Model):
+@_SECTION
+class Ramp:
     kind: Literal["ramp"]
     start: float
     end: float
-    begin: Duration = Field(default=0, ge=0)
-    duration: Duration = Field(gt=0)
+    begin: Annotated[Duration, Range(ge=0)] = 0
+    duration: Annotated[Duration, Range(gt=0)]
 
     def at(self, t_ms: int) -> float:
         return signals.ramp(t_ms, self.start, self.end, self.begin, self.duration)
 
 
-class Sine(_Model):
+@_SECTION
+class Sine:
     kind: Literal["sine"]
     mean: float
     amplitude: float
-    period: Duration = Field(default=86_400_000, gt=0)
+    period: Annotated[Duration, Range(gt=0)] = 86_400_000
     peak_at: Duration = 0
 
     def at(self, t_ms: int) -> float:
         return signals.sine(t_ms, self.mean, self.amplitude, self.period, self.peak_at)
 
 
-class Steps(_Model):
+@_SECTION
+class Steps:
     kind: Literal["steps"]
-    points: list[Point] = Field(min_length=1)
+    points: Annotated[list[Point], Length(min=1)]
 
     def at(self, t_ms: int) -> float:
         return signals.steps(t_ms, [(p.at, p.value) for p in self.points])
 
 
-class Piecewise(_Model):
+@_SECTION
+class Piecewise:
     kind: Literal["piecewise"]
-    points: list[Point] = Field(min_length=1)
+    points: Annotated[list[Point], Length(min=1)]
 
     def at(self, t_ms: int) -> float:
         return signals.piecewise(t_ms, [(p.at, p.value) for p in self.points])
 
 
-Profile = Annotated[Constant | Ramp | Sine | Steps | Piecewise, Field(discriminator="kind")]
+Profile = Annotated[Constant | Ramp | Sine | Steps | Piecewise, Tagged("kind", "profile")]
 PROFILE_KINDS = ("constant", "ramp", "sine", "steps", "piecewise")
 
 
-class Spikes(_Model):
-    probability: float = Field(ge=0, le=1)  # per sample
+@_SECTION
+class Spikes:
+    probability: Annotated[float, Range(ge=0, le=1)]  # per sample
     magnitude: float  # degC, added or subtracted (random sign)
 
 
-class Sensor(_Model):
-    id: str = Field(pattern=r"^28-[0-9a-f]{12}$")
+@_SECTION
+class Sensor:
+    id: Annotated[str, Pattern(r"^28-[0-9a-f]{12}$")]
     unit: Literal["C"] = "C"
-    resolution: int = Field(default=12, ge=9, le=12)
+    resolution: Annotated[int, Range(ge=9, le=12)] = 12
     profile: Profile
-    noise: float = Field(default=0.0, ge=0)
+    noise: Annotated[float, Range(ge=0)] = 0.0
     spikes: Spikes | None = None
 
 
-class _Fault(_Model):
-    at: Duration = Field(ge=0)
+@_SECTION
+class _Fault:
+    at: Annotated[Duration, Range(ge=0)]
 
 
+@_SECTION
 class SensorFault(_Fault):
     """Per-sensor: affects ``count`` samples from ``at`` (default 1), or all within ``duration``."""
 
     kind: Literal["power_on", "disconnected", "missing", "crc_error", "read_failed"]
     sensor: str
-    count: int | None = Field(default=None, ge=1)
-    duration: Duration | None = Field(default=None, gt=0)
+    count: Annotated[int, Range(ge=1)] | None = None
+    duration: Annotated[Duration, Range(gt=0)] | None = None
 
 
+@_SECTION
 class Garbage(_Fault):
     """Random bytes (never ``$`` or newline) before each of the next ``count`` frames."""
 
     kind: Literal["garbage"]
-    count: int = Field(default=1, ge=1)
-    bytes: int = Field(default=32, ge=1, le=4096)
+    count: Annotated[int, Range(ge=1)] = 1
+    bytes: Annotated[int, Range(ge=1, le=4096)] = 32
 
 
+@_SECTION
 class CutLine(_Fault):
     """The next ``count`` data frames stop mid-line (no checksum, no newline)."""
 
     kind: Literal["cut_line"]
-    count: int = Field(default=1, ge=1)
+    count: Annotated[int, Range(ge=1)] = 1
 
 
+@_SECTION
 class BadChecksum(_Fault):
     """The next ``count`` data frames (of ``sensor`` if given) carry a wrong checksum."""
 
     kind: Literal["bad_checksum"]
-    count: int = Field(default=1, ge=1)
+    count: Annotated[int, Range(ge=1)] = 1
     sensor: str | None = None
 
 
+@_SECTION
 class Stall(_Fault):
     """The firmware hangs: no samples, no answers, for ``duration``."""
 
     kind: Literal["stall"]
-    duration: Duration = Field(gt=0)
+    duration: Annotated[Duration, Range(gt=0)]
 
 
+@_SECTION
 class Unplug(_Fault):
     """USB unplugged for ``duration``; the device then reboots (HELLO, seq 0) at a new tty."""
 
     kind: Literal["unplug"]
-    duration: Duration = Field(gt=0)
+    duration: Annotated[Duration, Range(gt=0)]
 
 
+@_SECTION
 class ClockJump(_Fault):
     """The device clock (the ``ms`` field) jumps by ``by`` (may be negative)."""
 
@@ -195,62 +221,35 @@ class ClockJump(_Fault):
     by: Duration
 
 
-Fault = Annotated[
-    SensorFault | Garbage | CutLine | BadChecksum | Stall | Unplug | ClockJump,
-    Field(discriminator="kind"),
-]
+Fault = Annotated[SensorFault | Garbage | CutLine | BadChecksum | Stall | Unplug | ClockJump,
+                  Tagged("kind", "fault")]
 SENSOR_FAULT_KINDS = ("power_on", "disconnected", "missing", "crc_error", "read_failed")
 FAULT_KINDS = (*SENSOR_FAULT_KINDS, "garbage", "cut_line", "bad_checksum", "stall", "unplug",
                "clock_jump")
 
+_NAME = Pattern(r"^[A-Za-z0-9._-]{1,32}$")
 
-class Scenario(_Model):
+
+@_SECTION
+class Scenario:
     name: str = ""
     description: str = ""
-    duration: Duration = Field(gt=0)
-    interval: Duration = Field(default=60_000, ge=100, le=86_400_000)
+    duration: Annotated[Duration, Range(gt=0)]
+    interval: Annotated[Duration, Range(ge=100, le=86_400_000)] = 60_000
     seed: int = 0
-    device_id: str = Field(default="sim-0001", pattern=r"^[A-Za-z0-9._-]{1,32}$")
-    fw_version: str = Field(default="sim-1.0.0", pattern=r"^[A-Za-z0-9._-]{1,32}$")
-    sensors: list[Sensor] = Field(min_length=1, max_length=MAX_SENSORS)
-    faults: list[Fault] = []
+    device_id: Annotated[str, _NAME] = "sim-0001"
+    fw_version: Annotated[str, _NAME] = "sim-1.0.0"
+    sensors: Annotated[list[Sensor], Length(min=1, max=MAX_SENSORS)]
+    faults: list[Fault] = field(default_factory=list)
 
 
 # --- loading and error reporting ---------------------------------------------------------------
 
-
-def _key_path(loc: tuple[int | str, ...]) -> str:
-    parts: list[str] = []
-    for i, item in enumerate(loc):
-        prev = loc[i - 1] if i else None
-        prev2 = loc[i - 2] if i > 1 else None
-        # pydantic puts the union tag into the location; users never wrote it.
-        if prev == "profile" and item in PROFILE_KINDS:
-            continue
-        if prev2 == "faults" and isinstance(prev, int) and item in FAULT_KINDS:
-            continue
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(f".{item}" if parts else str(item))
-    return "".join(parts)
-
-
-def _reason(error: Any) -> tuple[str, str]:
-    path = _key_path(tuple(error["loc"]))
-    kind = error["type"]
-    ctx = error.get("ctx", {})
-    if kind == "union_tag_invalid":
-        what = "profile" if path.endswith("profile") else "fault"
-        expected = ", ".join(PROFILE_KINDS if what == "profile" else FAULT_KINDS)
-        return f"{path}.kind", f"unknown {what} {ctx.get('tag')!r} (expected one of {expected})"
-    if kind == "union_tag_not_found":
-        return f"{path}.kind", "missing"
-    if kind == "missing":
-        return path, "missing"
-    if kind == "extra_forbidden":
-        return path, "unknown key"
-    return path, str(error["msg"])
+#: a scenario's problems in firmware-sim's words since its first release: ``colour: unknown key``,
+#: ``sensors[0].profile.amplitude: missing``, ``unknown profile 'x' (expected one of ...)``; a
+#: close known name is suggested
+WORDING = Wording(missing="missing", unknown_key="unknown key{hint}", unknown_key_at_key=True,
+                  unknown_tag="unknown {what} {name!r}{hint} (expected one of {known})")
 
 
 def _cross_checks(scenario: Scenario) -> Iterator[tuple[str, str]]:
@@ -276,10 +275,7 @@ def _cross_checks(scenario: Scenario) -> Iterator[tuple[str, str]]:
 
 def validate(data: dict[str, Any], source: str) -> Scenario:
     """A Scenario from parsed TOML, or ConfigError listing every problem with its key path."""
-    try:
-        scenario = Scenario.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(source, [_reason(e) for e in exc.errors()]) from exc
+    scenario = plain_config.parse(data, Scenario, source, WORDING)
     problems = list(_cross_checks(scenario))
     if problems:
         raise ConfigError(source, problems)

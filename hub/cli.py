@@ -60,10 +60,17 @@ TEST_CRASH_ENV = "THERMOPIPE_TEST_CRASH_COMPONENT"
 
 
 def _config_or_exit(path: str) -> HubConfig:
-    from hub.config import load_hub_config
     from program_support.config_loading import collect_deprecations
+    from program_support.extras import missing_reason
 
     try:
+        # the hub's sections are pydantic models: without them (the agent's install) say which
+        # extra to install rather than fail on the import
+        models = missing_reason("hub", "the hub's config", ["pydantic"])
+        if models:
+            raise ConfigError(path, [("", models)])
+        from hub.config import load_hub_config
+
         with collect_deprecations() as notes:
             config = load_hub_config(path)
     except ConfigError as exc:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.deadletters import stores
-from program_support.config_loading import resolve_secret
+from program_support.pydantic_loading import resolve_secret
 from schemas.errors import ServerError
 
 REPLAY_PATH = "/api/dlq/replay"  # hub/dead_letter_api.py

@@ -7,12 +7,12 @@ Shared by ``edge-agent`` and ``hub`` so both report errors the same way
 before anything runs. Secrets are never written in the file itself: a secret field holds
 ``env:NAME`` (an environment variable) or ``file:/path`` (a file's first line, e.g. a systemd
 credential), and its value (pydantic's ``SecretStr`` in the hub, ``plain_config.Secret`` in the
-agent) prints as ``**********`` in logs and reprs.
+agent and firmware-sim) prints as ``**********`` in logs and reprs.
 
-Two validators share this layout: pydantic for the hub's models (:func:`load_config`), and
-``program_support/plain_config.py`` for the agent's (stdlib only: the agent runs where pydantic
-cannot be installed). Importing this module imports no pydantic; the functions that take a
-pydantic model import it when called.
+Two validators share this layout: pydantic for the hub's models
+(``program_support/pydantic_loading.py``), and ``program_support/plain_config.py`` for the
+agent's and firmware-sim's (stdlib only: they run where pydantic cannot be installed). This module
+holds what both use, and imports no pydantic.
 """
 
 from __future__ import annotations
@@ -20,20 +20,13 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-import types
-import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from schemas.errors import ConfigError
-
-if TYPE_CHECKING:
-    from pydantic import BaseModel, SecretStr, ValidationError
-
-M = TypeVar("M", bound="BaseModel")
 
 # ``check-config --skip-secrets`` (and ``--for-another-machine``): secret references are checked
 # for their form only and listed
@@ -67,7 +60,7 @@ def collect_deprecations() -> Iterator[list[str]]:
 def secrets_unresolved(enabled: bool = True, *, elsewhere: bool = True) -> Iterator[list[str]]:
     """Validate without reading secrets.
 
-    Inside, ``resolve_secret`` still rejects inline values and malformed references, but does not
+    Inside, ``secret_value`` still rejects inline values and malformed references, but does not
     read the variable or file; it appends the reference to the list this yields instead. With
     ``elsewhere`` (the default: a workstation checking a file meant for a device, or a command
     that needs only part of the file) what this machine has is not checked either
@@ -108,122 +101,6 @@ def key_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-# pydantic's prefixes for errors raised in our own validators; the reason reads better without
-_PREFIXES = ("Value error, ", "Assertion failed, ")
-
-
-def _models_at(model: Any, loc: Sequence[int | str]) -> list[type[BaseModel]]:
-    """The model classes that the value at ``loc`` (below ``model``) may be."""
-    from pydantic import BaseModel
-
-    current: list[Any] = [model]
-    for part in loc:
-        following: list[Any] = []
-        for tp in _flatten(current):
-            if isinstance(part, int):
-                args = typing.get_args(tp)
-                if typing.get_origin(tp) in (list, tuple, set, frozenset) and args:
-                    following.append(args[0])
-            elif isinstance(tp, type) and issubclass(tp, BaseModel):
-                field = tp.model_fields.get(part)
-                if field is not None:
-                    following.append(field.annotation)
-                elif _tag_matches(tp, part):  # a discriminated union's tag in the location
-                    following.append(tp)
-            elif typing.get_origin(tp) is dict and len(typing.get_args(tp)) == 2:
-                following.append(typing.get_args(tp)[1])
-        current = following
-    return [tp for tp in _flatten(current) if isinstance(tp, type) and issubclass(tp, BaseModel)]
-
-
-def _flatten(types_: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for tp in types_:
-        origin = typing.get_origin(tp)
-        if origin is typing.Annotated:
-            out.extend(_flatten([typing.get_args(tp)[0]]))
-        elif origin is typing.Union or isinstance(tp, types.UnionType):
-            out.extend(_flatten(list(typing.get_args(tp))))
-        else:
-            out.append(tp)
-    return out
-
-
-def _tag_matches(model: type[BaseModel], tag: str) -> bool:
-    field = model.model_fields.get("kind")
-    return field is not None and tag in typing.get_args(field.annotation)
-
-
-def _unknown_key(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
-    key = str(loc[-1])
-    known: list[str] = []
-    if model is not None:
-        for candidate in _models_at(model, loc[:-1]):
-            known.extend(n for n in candidate.model_fields if n not in known)
-    import difflib  # only for a config with a mistake in it (0.15 MB a running agent never needs)
-
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown key {key!r}{hint}"
-
-
-def _reason(err: Any, path: str) -> str:
-    msg = str(err["msg"])
-    for prefix in _PREFIXES:
-        if msg.startswith(prefix):
-            msg = msg[len(prefix):]
-    if path and msg.startswith(f"{path}: "):  # a validator that named the key itself
-        msg = msg[len(path) + 2:]
-    if err["type"] == "missing":
-        return "missing (this key is required)"
-    return msg
-
-
-def validation_errors(exc: ValidationError,
-                      model: type[BaseModel] | None = None) -> list[tuple[str, str]]:
-    """pydantic's report as ``(key path, reason)`` pairs in the user's words."""
-    errors = []
-    for err in exc.errors(include_url=False):
-        # drop pydantic's internal union/function tags from the location
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (
-            p.startswith("function-") or "[" in p)))
-        if err["type"] == "extra_forbidden" and loc:
-            errors.append((key_path(loc[:-1]), _unknown_key(model, loc)))
-            continue
-        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            errors.append(_tag_error(err, loc))
-            continue
-        path = key_path(loc)
-        errors.append((path, _reason(err, path)))
-    return errors
-
-
-def _tag_error(err: Any, loc: tuple[int | str, ...]) -> tuple[str, str]:
-    """A discriminated union's tag (``kind``, ``type``) that is missing or names nothing known:
-    the tag's own key path, the closest known value and the list of them."""
-    ctx = err.get("ctx") or {}
-    tag_key = str(ctx.get("discriminator", "kind")).strip("'\"")
-    path = key_path((*loc, tag_key))
-    if err["type"] == "union_tag_not_found":
-        return path, "missing (this key is required)"
-    expected = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
-    tag = str(ctx.get("tag", ""))
-    import difflib  # only for a config with a mistake in it
-
-    close = difflib.get_close_matches(tag, expected, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return path, f"unknown {tag_key} {tag!r}{hint}; one of: {', '.join(expected)}"
-
-
-def parse_config(data: dict[str, Any], model: type[M], source: str) -> M:
-    from pydantic import ValidationError
-
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(source, validation_errors(exc, model)) from None
-
-
 _TOML_AT = re.compile(r"^(?P<msg>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 
 
@@ -237,11 +114,6 @@ def _toml_error(exc: tomllib.TOMLDecodeError, text: str) -> tuple[str, str]:
     shown = lines[line - 1] if 0 < line <= len(lines) else ""
     caret = " " * (max(col, 1) - 1) + "^"
     return f"line {line}", f"not valid TOML: {found['msg']} (column {col})\n{shown}\n{caret}"
-
-
-def load_config(path: str | Path, model: type[M]) -> M:
-    """Read a TOML file into ``model``; raise :class:`ConfigError` naming file, key and reason."""
-    return parse_config(read_toml(path), model, str(path))
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -289,7 +161,7 @@ def directory_problem(directory: Path) -> str | None:
     return None
 
 
-#: the reason :func:`load_config` gives for a file that is not there (said apart by
+#: the reason :func:`read_toml` gives for a file that is not there (said apart by
 #: :func:`format_config_error`: a missing file is not an invalid one)
 FILE_MISSING = "the file does not exist"
 _ROOT = Path(__file__).resolve().parents[1]
@@ -336,15 +208,6 @@ def format_config_error_journal(exc: ConfigError) -> str:
     return "\n".join(
         f"invalid configuration {exc.source}: {path or '(file)'}: {' '.join(reason.split())}"
         for path, reason in exc.errors)
-
-
-def resolve_secret(reference: str | None) -> SecretStr | None:
-    """``env:NAME`` or ``file:/path`` -> the secret as pydantic's ``SecretStr`` (the hub's
-    models); ``None`` stays ``None``. The rules are :func:`secret_value`'s."""
-    from pydantic import SecretStr
-
-    value = secret_value(reference)
-    return None if value is None else SecretStr(value)
 
 
 def secret_value(reference: str | None) -> str | None:

@@ -7,7 +7,8 @@ start (``tests/install/test_role_dependencies.py`` keeps the two in step):
     agent   serial                                                     a [[sources]] kind = "serial"
     avro    fastavro                                                   mqtt.encoding = "avro"
     models  pydantic                                                   schemas.models, .codec,
-                                                                       firmware-sim, the hub
+                                                                       the hub (not the agent,
+                                                                       nor firmware-sim)
     hub     pydantic, fastavro, influxdb_client, urllib3,              hub run
             prometheus_client, starlette, uvicorn, httpx
     demo    amqtt (and everything of agent and hub)                    scripts/demo

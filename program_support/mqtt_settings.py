@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from program_support.config_loading import deprecated, resolve_secret
+from program_support.config_loading import deprecated
+from program_support.pydantic_loading import resolve_secret
 from schemas.topics import DEFAULT_ROOT, Topics
 
 if TYPE_CHECKING:

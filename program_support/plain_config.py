@@ -19,11 +19,16 @@ A section::
 
 What a field may be: ``str``, ``int``, ``float``, ``bool``, ``Path``, ``Literal[...]``,
 :class:`Secret`, ``list[X]``, ``dict[str, X]``, another section, ``X | None``, and a union of
-sections told apart by a tag key (``Annotated[A | B, Tagged("kind", "source kind")]``).
-``Annotated`` metadata adds rules, checked in order after the type (:class:`Before` turns the
-value before): :class:`Range`,
-:class:`Length`, and any object with a ``check(value) -> value`` method that raises
-``ValueError`` (``schemas.ids.Rule``: the contract's identifiers, :class:`Check`).
+sections told apart by a tag key (``Annotated[A | B, Tagged("kind", "source kind")]``; a
+section's tag may be a ``Literal`` of several names). ``Annotated`` metadata adds rules, checked
+in order after the type (:class:`Before` turns the value before, and may refuse it with
+``ValueError``): :class:`Range`, :class:`Length`, :class:`Pattern`, and any object with a
+``check(value) -> value`` method that raises ``ValueError`` (``schemas.ids.Rule``: the
+contract's identifiers, :class:`Check`).
+
+:class:`Wording` says how a missing key, an unknown key and an unknown tag read: by default as the
+hub's config errors read (the agent's config); firmware-sim's scenario files keep their shorter
+words (``colour: unknown key``).
 
 Values are read as pydantic reads them in its default (lax) mode, so a file the hub's models
 accept is accepted here with the same values: ``"5"`` and ``5.0`` are the integer 5, ``1`` and
@@ -100,6 +105,25 @@ class Length:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Pattern:
+    """A string that matches ``regex`` whole, said as pydantic says it (``String should match
+    pattern '^28-[0-9a-f]{12}$'``). Anchored with ``^`` and ``$``: pydantic searches with Rust's
+    regex, whose ``$`` is the end of the text, and ``re.fullmatch`` reads such a pattern alike
+    (a final newline does not match)."""
+
+    regex: str
+
+    def __post_init__(self) -> None:
+        if not (self.regex.startswith("^") and self.regex.endswith("$")):
+            raise ValueError(f"pattern {self.regex!r} must be anchored with ^ and $")
+
+    def check(self, value: str) -> str:
+        if re.fullmatch(self.regex, value) is None:
+            raise ValueError(f"String should match pattern {self.regex!r}")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Check:
     """Any rule of one value: ``check`` returns it or raises ``ValueError`` with the reason."""
 
@@ -120,6 +144,19 @@ class Tagged:
 
     key: str
     what: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Wording:
+    """How a file's problems of shape read: a required key not there, a key no section has
+    (``{key}``, and ``{hint}``: `` (did you mean 'interval'?)`` or nothing), a tag naming no
+    section (``{what}`` of :class:`Tagged`, ``{name}``, ``{hint}``, ``{known}``: the names)."""
+
+    missing: str = MISSING
+    unknown_key: str = "unknown key {key!r}{hint}"
+    #: the path of an unknown key's problem: its own (``colour``) or its section's (``""``)
+    unknown_key_at_key: bool = False
+    unknown_tag: str = "unknown {what} {name!r}{hint}; one of: {known}"
 
 
 class FieldProblem(ValueError):
@@ -155,16 +192,17 @@ class Secret:
 
 
 # -- entry points ---------------------------------------------------------------------------------
-def load(path: str | Path, section: type[T]) -> T:
+def load(path: str | Path, section: type[T], wording: Wording | None = None) -> T:
     """Read a TOML file into ``section``; raise :class:`ConfigError` with every problem."""
-    return parse(read_toml(path), section, str(path))
+    return parse(read_toml(path), section, str(path), wording)
 
 
-def parse(data: Any, section: type[T], source: str = "config") -> T:
+def parse(data: Any, section: type[T], source: str = "config",
+          wording: Wording | None = None) -> T:
     """Check ``data`` (TOML tables) against ``section``; raise :class:`ConfigError` listing every
     problem as ``(key path, reason)``."""
     problems: list[tuple[str, str]] = []
-    value = _Walk(problems).value(section, data, ())
+    value = _Walk(problems, wording or _DEFAULT_WORDING).value(section, data, ())
     if problems or value is _INVALID:
         raise ConfigError(source, problems or [("", "invalid")])
     return typing.cast("T", value)
@@ -177,6 +215,7 @@ class _Invalid:
 
 
 _INVALID: Any = _Invalid()
+_DEFAULT_WORDING = Wording()
 _ASCII_INT = re.compile(r"[+-]?\d+(?:_\d+)*", re.ASCII)
 _ASCII_INT_POINT_ZERO = re.compile(r"([+-]?\d+(?:_\d+)*)\.0+", re.ASCII)
 _ASCII_NUMBER = re.compile(r"[+-]?(?:\d+(?:_\d+)*(?:\.(?:\d+(?:_\d+)*)?)?|\.\d+(?:_\d+)*)"
@@ -224,8 +263,9 @@ def is_section(tp: Any) -> bool:
 
 
 class _Walk:
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
+    def __init__(self, problems: list[tuple[str, str]], wording: Wording) -> None:
         self.problems = problems
+        self.wording = wording
         self.finite = False  # the FINITE_ONLY of the section being read
 
     def problem(self, loc: Loc, reason: str) -> Any:
@@ -241,7 +281,10 @@ class _Walk:
                 return self.tagged(base, tagged, value, loc)
             for rule in rules:
                 if isinstance(rule, Before):
-                    value = rule.turn(value)
+                    try:
+                        value = rule.turn(value)
+                    except ValueError as exc:
+                        return self.problem(loc, str(exc))
             result = self.value(base, value, loc)
             for rule in rules:
                 if isinstance(rule, Before):
@@ -370,18 +413,19 @@ class _Walk:
     def tagged(self, union: Any, tag: Tagged, value: Any, loc: Loc) -> Any:
         sections: dict[str, type[Any]] = {}
         for section in typing.get_args(union):
-            (name,) = typing.get_args(fields_of(section)[tag.key])
-            sections[name] = section
+            for name in typing.get_args(fields_of(section)[tag.key]):
+                sections[name] = section
         if not isinstance(value, dict):
             return self.problem(loc, NOT_A_TABLE)
         if tag.key not in value:
-            return self.problem((*loc, tag.key), MISSING)
+            return self.problem((*loc, tag.key), self.wording.missing)
         name = value[tag.key]
         if not isinstance(name, str) or name not in sections:
             known = list(sections)
-            hint = _did_you_mean(str(name), known)
-            return self.problem((*loc, tag.key), f"unknown {tag.what} {str(name)!r}{hint}; "
-                                                 f"one of: {', '.join(known)}")
+            reason = self.wording.unknown_tag.format(
+                what=tag.what, name=str(name), hint=_did_you_mean(str(name), known),
+                known=", ".join(known))
+            return self.problem((*loc, tag.key), reason)
         return self.section(sections[name], value, loc)
 
     def section(self, section: type[Any], value: Any, loc: Loc) -> Any:
@@ -401,12 +445,14 @@ class _Walk:
                 if name in value:
                     values[name] = self.value(tp, value[name], (*loc, name))
                 elif _required(section, name):
-                    self.problem((*loc, name), MISSING)
+                    self.problem((*loc, name), self.wording.missing)
         finally:
             self.finite = outer
         for key in value:
             if key not in known:
-                self.problem(loc, f"unknown key {key!r}{_did_you_mean(str(key), list(known))}")
+                reason = self.wording.unknown_key.format(
+                    key=key, hint=_did_you_mean(str(key), list(known)))
+                self.problem((*loc, key) if self.wording.unknown_key_at_key else loc, reason)
         if len(self.problems) > before or any(v is _INVALID for v in values.values()):
             return _INVALID
         try:

@@ -48,7 +48,7 @@ class OneWireSourceConfig:
 
 
 def _scenario_loads(value: str) -> str:
-    from firmware_sim import scenario as scenarios  # a simulator source only (it uses pydantic)
+    from firmware_sim import scenario as scenarios  # only a config with a simulator source
 
     try:
         scenarios.load(value)

@@ -59,7 +59,7 @@ from pydantic import (
 )
 
 from hub.config.base import Section
-from program_support.config_loading import resolve_secret
+from program_support.pydantic_loading import resolve_secret
 from schemas.ids import check_identifier
 from schemas.models import Severity
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from program_support.config_loading import resolve_secret
+from program_support.pydantic_loading import resolve_secret
 
 
 class Section(BaseModel):

@@ -28,8 +28,9 @@ from hub.config.sections import (
     ReceiptsConfig,
 )
 from hub.config.storage import StorageConfig
-from program_support.config_loading import checking_elsewhere, directory_problem, load_config
+from program_support.config_loading import checking_elsewhere, directory_problem
 from program_support.extras import missing_reason
+from program_support.pydantic_loading import load_config
 from schemas.errors import ConfigError
 from schemas.ids import check_identifier
 

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from program_support.config_loading import parse_config
 from program_support.mqtt_settings import MqttConnection
+from program_support.pydantic_loading import parse_config
 from schemas.errors import ConfigError
 from schemas.ids import DeviceId, SiteId, check_identifier
 from schemas.models import NAME_MAX, THRESHOLDS_MAX, Severity, Unit

@@ -13,7 +13,8 @@ HEAVY = ("pydantic", "pydantic_core", "paho")
 
 _REPORT = f"""
 import sys
-loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY!r}))
+loaded = sorted({{m.split(".")[0] for m, module in sys.modules.items() if module}}
+                & set({HEAVY!r}))
 print("LOADED", ",".join(loaded))
 """
 
@@ -97,3 +98,43 @@ def test_the_reporter_sees_pydantic_when_it_is_loaded() -> None:
     # the check above can fail: importing the event models does load pydantic
     proc = _fresh("import schemas.models\n")
     assert _loaded(proc) == "pydantic,pydantic_core", proc.stdout
+
+
+#: a bare install: pydantic cannot be imported at all (``import pydantic`` raises ImportError)
+_NO_PYDANTIC = 'import sys\nsys.modules["pydantic"] = sys.modules["pydantic_core"] = None\n'
+
+
+def test_check_config_with_simulator_sources_imports_no_pydantic(tmp_path: Path) -> None:
+    """A simulator source's scenario is read when the config is (firmware_sim/scenario.py, plain
+    sections): a shipped one, a file, and a file with mistakes reported with their key paths."""
+    good = tmp_path / "board.toml"
+    good.write_text('duration = "1h"\n[[sensors]]\nid = "28-0000075a1b2c"\n'
+                    'profile = { kind = "sine", mean = 4, amplitude = 1 }\n')
+    bad = tmp_path / "bad.toml"
+    bad.write_text('duration = "1h"\nintervall = "1m"\n[[sensors]]\nid = "28-0000075a1b2c"\n'
+                   'profile = { kind = "sawtooth" }\n')
+    config = tmp_path / "agent.toml"
+    head = f'site = "s"\ndevice_id = "d"\n[mqtt]\n[outbox]\npath = "{tmp_path}/outbox.db"\n'
+    sources = "".join(f'[[sources]]\nkind = "simulator"\nscenario = "{s}"\n'
+                      for s in ("greenhouse_day", good))
+    config.write_text(head + sources)
+    proc = _fresh(_NO_PYDANTIC + f"""
+sys.argv = ["edge-agent", "check-config", {str(config)!r}]
+from edge_agent.entry import main
+print("EXIT", main())
+""")
+    assert "EXIT 0" in proc.stdout, proc.stdout + proc.stderr
+    assert _loaded(proc) == "", proc.stdout
+
+    config.write_text(head + sources + f'[[sources]]\nkind = "simulator"\nscenario = "{bad}"\n')
+    proc = _fresh(_NO_PYDANTIC + f"""
+sys.argv = ["edge-agent", "check-config", {str(config)!r}]
+from edge_agent.entry import main
+print("EXIT", main())
+""")
+    assert "EXIT 2" in proc.stdout, proc.stdout + proc.stderr
+    assert "sources[2].scenario:" in proc.stderr, proc.stderr
+    assert f"{bad}: intervall: unknown key (did you mean 'interval'?)" in proc.stderr
+    assert "sensors[0].profile.kind: unknown profile 'sawtooth' (expected one of" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _loaded(proc) == "", proc.stdout

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from program_support import plain_config
-from program_support.config_loading import load_config, parse_config
+from program_support.pydantic_loading import load_config, parse_config
 from schemas import ConfigError, DecodeError, Encoding, ProtocolError, ReadingEvent, decode
 from schemas import encode as encode_event
 from schemas.serial_protocol import ErrorCode as FwErrorCode

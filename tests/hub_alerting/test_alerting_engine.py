@@ -235,7 +235,7 @@ def test_state_survives_a_snapshot_roundtrip() -> None:
 
 
 def test_config_errors_name_the_problem() -> None:
-    from program_support.config_loading import parse_config
+    from program_support.pydantic_loading import parse_config
     from schemas.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:

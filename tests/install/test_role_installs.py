@@ -142,12 +142,14 @@ def test_a_program_without_its_roles_packages_names_the_extra(roles: dict[str, R
 
 def test_an_agent_sending_json_never_imports_fastavro(roles: dict[str, RoleEnv],
                                                       tmp_path: Path) -> None:
-    # the agent's venv has no fastavro at all; in the hub's venv (which has it) the agent's
-    # whole start-up path must still not load it
+    # the agent's venv has no fastavro (nor pydantic) at all; in the hub's venv (which has them)
+    # the agent's whole start-up path, and its messages (schemas.plain_messages), must still not
+    # load them
     code = ("import sys\nfrom edge_agent import agent, cli, delivery\n"
-            "from schemas import encode, decode\n"
+            "from schemas import plain_messages\n"
             "assert 'fastavro' not in sys.modules, 'fastavro imported'\n"
             "assert 'serial' not in sys.modules, 'pyserial imported'\n"
+            "assert 'pydantic' not in sys.modules, 'pydantic imported'\n"
             "print('ok')")
     for env in roles.values():
         result = subprocess.run([str(env.python), "-c", code], capture_output=True, text=True,
