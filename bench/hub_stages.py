@@ -32,22 +32,19 @@ import argparse
 import cProfile
 import gc
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from hub_bench import make_messages  # beside this script
 
-from bench.hub_bench import make_messages  # noqa: E402
-from hub.app import Hub  # noqa: E402
-from hub.config import HubConfig  # noqa: E402
-from hub.consumers.base import Envelope  # noqa: E402
-from hub.ingest import BATCH_MAX  # noqa: E402
-from hub.mqtt_client import BufferedSocket  # noqa: E402
-from hub.storage.lines import line_for  # noqa: E402
+from hub.app import Hub
+from hub.config import HubConfig
+from hub.consumers.base import Envelope
+from hub.ingest import BATCH_MAX
+from hub.mqtt_client import BufferedSocket
+from hub.storage.lines import line_for
 
 STAGES = ("receive", "decide", "journal", "ingest rest", "storage encode", "alerting",
           "dashboard", "dispatch")
