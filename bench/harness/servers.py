@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -25,9 +26,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: where free_port looks: below Linux's ephemeral range (32768-60999), so no outgoing connection
+#: of any process takes a server's port while the server is down for an outage test and wants it
+#: back (seen in CI: "Address already in use" on the restart of a broker after 30 s)
+PORT_RANGE = (20000, 32767)
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A loopback port nothing listens on, outside the kernel's ephemeral range."""
+    low, high = PORT_RANGE
+    eph_low, eph_high = _ephemeral_range()
+    for _ in range(200):
+        port = random.randint(low, high)
+        if eph_low <= port <= eph_high:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded range: any port
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -94,13 +121,24 @@ class ServerProcess:
     def start(self) -> None:
         if self.running:
             return
-        log = self.log_path.open("ab")
-        try:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                         cwd=self.workdir, start_new_session=True)
-        finally:
-            log.close()
-        self.ready()
+        deadline = time.monotonic() + 20.0
+        while True:
+            log = self.log_path.open("ab")
+            try:
+                self.proc = subprocess.Popen(self.command(), stdout=log,
+                                             stderr=subprocess.STDOUT, cwd=self.workdir,
+                                             start_new_session=True)
+            finally:
+                log.close()
+            try:
+                self.ready()
+                return
+            except RuntimeError as exc:
+                # a restart on the same port may find it still held for a moment (a connection
+                # of the old process in TIME_WAIT is not it: servers set SO_REUSEADDR)
+                if "already in use" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     @property
     def running(self) -> bool:
