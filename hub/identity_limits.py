@@ -19,7 +19,8 @@ replay after raising the cap accepts it). Refusals are counted per level (:attr:
 logged through :class:`RefusalLog`: the first refusal of each cap at once, then at most one
 line per cap every ``log_every_s`` with the count since the last line, never one per message.
 
-Memory: the known identities only (at most the caps), a counter per level and one example per
+Memory: the known identities only (at most the caps; each admitted sensor twice, in the tree
+and as one tuple for the usual event's one look-up), a counter per level and one example per
 cap; nothing per refused identity.
 
 Known identities are kept: the hub's journal holds them (table ``identities``, written in the
@@ -58,6 +59,8 @@ class IdentityLimits:
     def __init__(self, caps: LimitsConfig, known: Iterable[Identity] = ()) -> None:
         self.caps = caps
         self._sites: dict[str, dict[str, _Device]] = {}
+        #: every admitted (site, device, sensor): the usual event is known in one look-up
+        self._admitted: set[Identity] = set()
         self.devices = 0
         self.sensors = 0
         self._new: list[Identity] = []
@@ -95,7 +98,10 @@ class IdentityLimits:
         if isinstance(message, DeviceStatus):
             sensors = [info.sensor_id for info in message.sensors]
         else:
-            sensors = [message.sensor_id]
+            sensor = message.sensor_id
+            if (site, device, sensor) in self._admitted:  # the usual event
+                return message
+            sensors = [sensor]
         known = self._sites.get(site)
         if known is not None:  # the fast path: every sensor already known
             dev = known.get(device)
@@ -174,6 +180,7 @@ class IdentityLimits:
                 self._new.append((site, device, NO_SENSOR))
         if sensor is not None and sensor not in dev.sensors:
             dev.sensors.add(sensor)
+            self._admitted.add((site, device, sensor))
             self.sensors += 1
             self._new.append((site, device, sensor))
 

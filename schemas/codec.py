@@ -16,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.avro_codec import read_avro, write_avro
 from schemas.avro_header import AVRO_MAGIC
 from schemas.errors import InvalidMessage, PayloadTooLarge, UnknownEncoding
+from schemas.ids import pattern_refusal
 from schemas.models import Message, _Message
 
 if TYPE_CHECKING:  # fastavro is optional (the 'avro' extra): imported only when Avro is used
@@ -80,6 +81,8 @@ def invalid_message(exc: ValidationError) -> InvalidMessage:
             parts.append(f"invalid JSON: {err['msg']}")
         elif err["type"] == "union_tag_not_found":
             parts.append("missing field 'kind'")
+        elif (refusal := pattern_refusal(err["type"], err.get("input"))) is not None:
+            parts.append(f"{loc}: {refusal}")  # an identifier: the plain twin's words
         else:
             parts.append(f"{loc}: {err['msg']}")
     return InvalidMessage("; ".join(parts), fields)

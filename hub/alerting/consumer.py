@@ -34,7 +34,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from hub.alerting.engine import AlertEngine, Outcome
+from hub.alerting.engine import NO_SIGNAL_TYPES, AlertEngine, Outcome
 from hub.alerting.metrics import AlertingStats
 from hub.alerting.notifiers.build import build_notifiers
 from hub.alerting.outbox import NotifierWorker
@@ -159,7 +159,8 @@ class AlertingConsumer(ConsumerDefaults):
             now = self._clock()
             outcome = Outcome()
             for env in batch:
-                outcome.merge(self.engine.process(env, now))
+                if type(env.message) not in NO_SIGNAL_TYPES:  # a reading decides nothing
+                    outcome.merge(self.engine.process(env, now))
             self._commit(outcome, now)
             if self.engine.pending:
                 self._tick_wake.set()

@@ -63,8 +63,10 @@ from schemas.models import (
     DeviceStatus,
     FaultEvent,
     RateAlarmEvent,
+    ReadingEvent,
     Severity,
     StateChangeEvent,
+    SummaryEvent,
 )
 
 #: how many recent event ids each condition remembers to recognise a redelivered envelope
@@ -217,6 +219,11 @@ def temperature(value: float, unit: str) -> str:
 def band_name(name: str) -> str:
     """A band (threshold state) or fault code for people: ``too_hot`` reads ``too hot``."""
     return name.replace("_", " ")
+
+
+#: the kinds that never speak about a condition (signal_for returns None for them): the
+#: consumer skips them by exact type, the usual event, without deciding anything
+NO_SIGNAL_TYPES = frozenset({ReadingEvent, SummaryEvent})
 
 
 def signal_for(env: Envelope, offline_severity: Severity,

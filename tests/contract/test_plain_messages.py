@@ -21,19 +21,19 @@ import sys
 import types
 import typing
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import annotated_types
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from schemas import plain_messages, plain_runtime
+from schemas import ids, plain_messages, plain_runtime
 from schemas.codec import decode, encode, invalid_message
 from schemas.errors import ContractError, InvalidMessage
 from schemas.generate_plain import AGENT_MESSAGES, TARGET, GeneratorError, render
-from schemas.ids import Checked
+from schemas.ids import Checked, pattern_refusal
 from schemas.models import Receipt
 from schemas.registry import DEFAULT_REGISTRY
 from tests.contract.test_contract_models import model_strategy
@@ -76,6 +76,46 @@ def test_the_generator_refuses_a_constraint_it_cannot_write() -> None:
         generate_plain._check_text(int, [annotated_types.MultipleOf(2)], "X.y")
     with pytest.raises(GeneratorError, match="is not a plain function"):
         generate_plain._check_text(str, [Checked(lambda v: v)], "X.y")
+
+
+_PATTERN_TEXTS = (st.text(max_size=70)
+                  | st.from_regex(r"[A-Za-z0-9_.+#/$ \n-]{0,70}", fullmatch=True)
+                  | st.sampled_from(["", "a", "a" * 64, "a" * 65, "abcdefg", "abcdefgh", "a\n",
+                                     "\na", "a\r", "_a", ".a", "-a", "a b", "\u0661", "\uff41",
+                                     "\u212a", "x\udc80", "e" * 64, "e" * 65]))
+
+
+@pytest.mark.parametrize("marker", [m for t in (ids.SiteId, ids.DeviceId, ids.SensorId,
+                                                ids.StateName, ids.EventId)
+                                    for m in t.__metadata__], ids=repr)
+def test_a_pattern_pydantic_checks_refuses_what_its_check_refuses_in_its_words(
+        marker: Checked) -> None:
+    """The ids pydantic-core checks by ``pattern`` (Rust regex) are what the twin's ``check``
+    (Python re) takes, and the hub's reason for a refusal is the check's own."""
+    assert marker.pattern is not None
+    adapter: TypeAdapter[str] = TypeAdapter(Annotated[str, marker],
+                                            config=ConfigDict(strict=True))
+
+    @SETTINGS
+    @given(_PATTERN_TEXTS)
+    def same(text: str) -> None:
+        try:
+            expected: str | None = None
+            marker.check(text)
+        except ValueError as exc:
+            expected = str(exc)
+        checks = [adapter.validate_python]
+        if not _has_surrogate(text):  # JSON cannot carry a lone one (json_invalid)
+            checks.append(lambda t: adapter.validate_json(json.dumps(t)))
+        for validate in checks:
+            try:
+                assert validate(text) == text and expected is None, expected
+            except ValidationError as exc:
+                (err,) = exc.errors()
+                assert err["type"] == marker.error_type, err
+                assert pattern_refusal(err["type"], err["input"]) == expected
+
+    same()
 
 
 def test_the_twin_and_the_agent_side_of_schemas_import_no_pydantic() -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.alerting.engine import AlertEngine, Notification
+from hub.alerting.engine import NO_SIGNAL_TYPES, AlertEngine, Notification, signal_for
 from hub.config.alerting import AlertingConfig
+from tests.contract.test_contract_models import model_strategy
 from tests.hub_alerting.helpers import T0, Feed, env
 
 NOW = T0 + timedelta(seconds=30)
@@ -342,3 +344,21 @@ def test_a_will_is_newer_than_the_birth_of_its_own_session_whatever_its_time() -
     assert [(n.alert.status, n.alert.late) for n in off] == [("firing", False)]
     back = run(eng, env(f.status(True, "birth", session=4)))
     assert {n.alert.status for n in back} == {"resolved"}
+
+
+@pytest.mark.parametrize("kind", sorted(t.__name__ for t in NO_SIGNAL_TYPES))
+def test_the_kinds_the_consumer_skips_never_decide_anything(kind: str) -> None:
+    """The consumer skips NO_SIGNAL_TYPES without calling the engine: for them the engine
+    returns nothing and changes nothing, whatever the message and the state."""
+    model = next(t for t in NO_SIGNAL_TYPES if t.__name__ == kind)
+
+    @settings(max_examples=100, deadline=None)
+    @given(model_strategy(model), st.sampled_from(["warning", "critical"]))
+    def silent(message: Any, severity: Any) -> None:
+        eng = AlertEngine(config())
+        before = eng.snapshot()
+        assert signal_for(env(message), severity) is None
+        out = eng.process(env(message), T0)
+        assert not out.changed and not out.notifications and eng.snapshot() == before
+
+    silent()
