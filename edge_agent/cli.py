@@ -27,7 +27,6 @@ Under systemd the one-line failures carry the journal priority ``<3>`` like the 
 
 from __future__ import annotations
 
-import gc
 import json
 import signal
 import sqlite3
@@ -174,10 +173,6 @@ def run(path: Path, status_line: bool) -> int:
         _print_errors(exc)
         return EXIT_CONFIG
     log_setup.configure(cfg.log.level, cfg.log.format, site=cfg.site, device_id=cfg.device_id)
-    # Reading and checking the config leaves cycles behind (the TOML parse, the checks' frames):
-    # collected now, before the agent's threads allocate, their memory is reused; left to the
-    # collector's own schedule, the running agent held 0.5 MiB more (bench/README.md)
-    gc.collect()
     if cfg.mqtt.tls is not None:
         load_ssl()  # the stand-in's exception names must be the real ones from here on
     from edge_agent.agent import AGENT_VERSION, Agent
