@@ -16,6 +16,10 @@ bench/README.md has the figures):
   pydantic's plugin loader binds ``entry_points`` from it at import and calls it when the first
   model is built, to look for pydantic plugins; the agent has none and says so
   (``PYDANTIC_DISABLE_PLUGINS``), and its version is read without it (``program_support.version``);
+- ``pickle`` (pickle.py, 0.2 MiB): structlog binds ``from pickle import PicklingError`` at import,
+  to raise it if someone pickles a logger that writes to stdout or stderr. That class is the C
+  module ``_pickle``'s (pickle.py re-exports it), so the stand-in answers the three exception
+  names from ``_pickle``: the real classes, no trap. Any other name loads pickle.py;
 - ``ssl`` (and libssl), when the config has no ``[mqtt.tls]``: paho imports it at its top and
   names its exceptions in the ``except`` clauses around every socket call. Without TLS no SSL
   socket exists, so none of those can be raised: until the real module loads, the stand-in
@@ -149,6 +153,23 @@ class _DeferredMetadata(_Deferred):
         return super().__getattr__(attr)
 
 
+class _DeferredPickle(_Deferred):
+    """``pickle``: its exception classes, which are ``_pickle``'s, without loading pickle.py."""
+
+    def __getattr__(self, attr: str) -> object:
+        if self.__dict__["_deferred_real"] is None:
+            if attr == "__path__":  # ``from pickle import X`` asks: a package? It is not
+                raise AttributeError(attr)
+            if attr in PICKLE_EXCEPTIONS:
+                import _pickle
+
+                return getattr(_pickle, attr)
+        return super().__getattr__(attr)
+
+
+#: what pickle.py re-exports from ``_pickle`` and structlog binds at import (its exceptions)
+PICKLE_EXCEPTIONS = frozenset({"PickleError", "PicklingError", "UnpicklingError"})
+
 #: the functions of ``importlib.metadata`` that others bind at import and call later
 METADATA_FUNCTIONS = frozenset({
     "entry_points", "version", "distribution", "distributions", "metadata", "requires", "files",
@@ -161,6 +182,7 @@ def defer_unused() -> None:
     for name in ("asyncio", "urllib.request", "secrets", "hashlib", "inspect"):
         defer_import(name)
     defer_import("ssl", _DeferredSsl)
+    defer_import("pickle", _DeferredPickle)
     # no pydantic plugins in the agent: pydantic then never lists the installed packages
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     defer_import("importlib.metadata", _DeferredMetadata)

@@ -1,8 +1,9 @@
 """DS18B20 sensors on the Linux 1-Wire bus (``w1-gpio`` + ``w1_therm``).
 
 Each sensor is ``<w1_dir>/28-xxxxxxxxxxxx/w1_slave``. Reading that file makes the kernel run a
-conversion, which takes about 750 ms at 12-bit resolution: reads run in a small thread pool, one
-in flight per sensor at most, so a slow or hung sensor never delays the others or the agent.
+conversion, which takes about 750 ms at 12-bit resolution: reads run in a small thread pool
+(:mod:`edge_agent.sources.read_pool`), one in flight per sensor at most, so a slow or hung sensor
+never delays the others or the agent.
 
 What a read becomes (the decider owns the policy for values: 85.0 and -127.0 are passed on):
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ import structlog
 from edge_agent.config.agent import DEFAULT_W1_DIR
 from edge_agent.decide.types import Reading
 from edge_agent.sources.base import ReadingSink, SensorSpec, start_source_thread
+from edge_agent.sources.read_pool import ReadPool
 from schemas.errors import SourceError
 
 if TYPE_CHECKING:
@@ -67,14 +69,12 @@ class OneWireSource:
         self.interval_s = interval_s
         self.only = set(sensor_ids) if sensor_ids else None
         self._clock = clock
-        self._pool = ThreadPoolExecutor(max_workers=max_workers,
-                                        thread_name_prefix=f"w1-read {self.w1_dir.name}")
+        self._pool = ReadPool(max_workers, f"w1-read {self.w1_dir.name}")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._known: dict[str, SensorSpec] = {s: SensorSpec(s) for s in sensor_ids or []}
         self._present: set[str] = set()
         self._scanned = False  # a scan of the bus succeeded: _known is whole
-        self._inflight: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
         self._counts = {"scans": 0, "reads": 0, "readings": 0, "crc_errors": 0,
                         "read_failures": 0, "disconnects": 0, "busy_skips": 0, "dropped": 0,
@@ -104,7 +104,7 @@ class OneWireSource:
         if self._thread is not None:
             self._thread.join(timeout)
         # A read blocked in the kernel cannot be interrupted; do not wait for it.
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._lock:
@@ -154,14 +154,12 @@ class OneWireSource:
                                     f"{sid} is not on the 1-Wire bus ({self.w1_dir})"))
         self._present = present
         for sid in sorted(present):
-            pending = self._inflight.get(sid)
-            if pending is not None and not pending.done():
-                self._count("busy_skips")  # the previous read is still in the kernel
-                continue
             try:
-                self._inflight[sid] = self._pool.submit(self._read, sid, sink)
+                queued = self._pool.submit(sid, partial(self._read, sid, sink))
             except RuntimeError:  # the pool was shut down: we are stopping
                 return
+            if not queued:
+                self._count("busy_skips")  # the previous read is still in the kernel
 
     def _read(self, sensor_id: str, sink: ReadingSink) -> None:
         path = self.w1_dir / sensor_id / "w1_slave"

@@ -316,3 +316,28 @@ def test_the_units_command_line_is_read_without_argparse_as_argparse_reads_it(
         print(code, "argparse" in sys.modules, "gettext" in sys.modules)
     """)
     assert out.splitlines()[-1] == "2 False False"
+
+
+def test_the_run_path_leaves_pickle_shutil_and_concurrent_futures_unloaded() -> None:
+    # pickle.py 0.2 MiB, shutil with bz2 and lzma 0.2-0.6, concurrent.futures 0.1-0.2 MiB of a
+    # running agent (bench/README.md); structlog binds pickle's exception, which is _pickle's
+    out = python("""
+        import sys
+        from edge_agent.deferred_imports import defer_unused
+        # the agent's install has no rich; the dev extra's does, and structlog.dev would import
+        # it (and rich imports pickle)
+        sys.modules["rich"] = None
+        defer_unused()  # what edge-agent run does first
+        import edge_agent.cli
+        import edge_agent.agent, edge_agent.supervisor, edge_agent.sources.onewire
+        import structlog._output, _pickle
+        print(sorted(m for m in ("pickle", "shutil", "bz2", "lzma", "concurrent.futures")
+                     if type(sys.modules.get(m)).__name__ == "module"))
+        print(structlog._output.PicklingError is _pickle.PicklingError)
+        import pickle
+        from pickle import UnpicklingError
+        print(pickle.loads(pickle.dumps([1, "a"])), type(sys.modules["pickle"]).__name__,
+              structlog._output.PicklingError is pickle.PicklingError,
+              UnpicklingError is pickle.UnpicklingError)
+    """)
+    assert out.splitlines() == ["[]", "True", "[1, 'a'] module True True"]
