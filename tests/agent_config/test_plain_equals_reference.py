@@ -33,9 +33,10 @@ from pydantic import BaseModel, SecretStr
 from edge_agent.config import AgentConfig
 from program_support import plain_config
 from program_support.config_loading import collect_deprecations
-from program_support.plain_config import Secret, Tagged, fields_of, is_section
+from program_support.plain_config import Secret, fields_of, is_section
 from schemas.errors import ConfigError
 from tests.agent_config.reference_models import parse_reference
+from tests.plain_config_documents import node_at, sections
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "agent.example.toml"
@@ -59,48 +60,7 @@ def _secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PC_UNSET", raising=False)
 
 
-# -- where a document can be changed ------------------------------------------------------------
-def _unwrap(tp: Any) -> tuple[Any, Tagged | None]:
-    tag = None
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is typing.Annotated:
-            base, *rules = typing.get_args(tp)
-            tag = next((r for r in rules if isinstance(r, Tagged)), tag)
-            tp = base
-        elif origin is typing.Union or (origin is None and typing.get_args(tp)
-                                         and type(None) in typing.get_args(tp)):
-            members = [a for a in typing.get_args(tp) if a is not type(None)]
-            if len(members) != 1:
-                return tp, tag
-            tp = members[0]
-        else:
-            return tp, tag
-
-
-def sections(node: Any, tp: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    """(path, section class) of every table of ``node`` that is a section of ``tp``."""
-    tp, tag = _unwrap(tp)
-    if tag is not None and isinstance(node, dict):
-        for member in typing.get_args(tp):
-            if typing.get_args(fields_of(member)[tag.key]) == (node.get(tag.key),):
-                yield from sections(node, member, path)
-        return
-    origin = typing.get_origin(tp)
-    if is_section(tp) and isinstance(node, dict):
-        yield (path, tp)
-        known = fields_of(tp)
-        for key, child in node.items():
-            if key in known:
-                yield from sections(child, known[key], (*path, key))
-    elif origin is list and isinstance(node, list):
-        for i, child in enumerate(node):
-            yield from sections(child, typing.get_args(tp)[0], (*path, i))
-    elif origin is dict and isinstance(node, dict):
-        for key, child in node.items():
-            yield from sections(child, typing.get_args(tp)[1], (*path, key))
-
-
+# -- where a document can be changed: tests/plain_config_documents.py ---------------------------
 LOCATIONS = [list(sections(base, AgentConfig)) for base in BASES]
 
 # -- values -------------------------------------------------------------------------------------
@@ -257,13 +217,6 @@ def new_loader(doc: dict[str, Any]) -> AgentConfig:
     return plain_config.parse(doc, AgentConfig, "agent.toml")
 
 
-def _at(doc: dict[str, Any], path: tuple[Any, ...]) -> Any:
-    node: Any = doc
-    for part in path:
-        node = node[part]
-    return node
-
-
 def single_changes() -> Iterator[tuple[str, dict[str, Any]]]:
     """Every base with one key of one section changed to each of its candidate values, removed,
     or misspelt."""
@@ -272,7 +225,7 @@ def single_changes() -> Iterator[tuple[str, dict[str, Any]]]:
             for key, tp in fields_of(section).items():
                 for value in [*candidates(tp), _REMOVED, _MISSPELT]:
                     doc = copy.deepcopy(base)
-                    node = _at(doc, path)
+                    node = node_at(doc, path)
                     if value is _REMOVED:
                         node.pop(key, None)
                     elif value is _MISSPELT:

@@ -41,6 +41,7 @@ from program_support.plain_config import (
 )
 from schemas.errors import ConfigError
 from schemas.serial_protocol import MAX_SENSORS
+from tests.plain_config_documents import node_at, sections
 
 EXAMPLES = int(os.environ.get("TP_SCENARIO_EXAMPLES", "1500"))
 SENSOR = "28-0000075a1b2c"
@@ -60,44 +61,7 @@ BASES: list[dict[str, Any]] = [
 ]
 
 
-# -- where a document can be changed ------------------------------------------------------------
-def _unwrap(tp: Any) -> tuple[Any, Tagged | None]:
-    tag = None
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is typing.Annotated:
-            base, *rules = typing.get_args(tp)
-            tag = next((r for r in rules if isinstance(r, Tagged)), tag)
-            tp = base
-        elif origin is typing.Union or (origin is None and typing.get_args(tp)
-                                         and type(None) in typing.get_args(tp)):
-            members = [a for a in typing.get_args(tp) if a is not type(None)]
-            if len(members) != 1:
-                return tp, tag
-            tp = members[0]
-        else:
-            return tp, tag
-
-
-def sections(node: Any, tp: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    """(path, section class) of every table of ``node`` that is a section of ``tp``."""
-    tp, tag = _unwrap(tp)
-    if tag is not None and isinstance(node, dict):
-        for member in typing.get_args(tp):
-            if node.get(tag.key) in typing.get_args(fields_of(member)[tag.key]):
-                yield from sections(node, member, path)
-        return
-    if is_section(tp) and isinstance(node, dict):
-        yield (path, tp)
-        known = fields_of(tp)
-        for key, child in node.items():
-            if key in known:
-                yield from sections(child, known[key], (*path, key))
-    elif typing.get_origin(tp) is list and isinstance(node, list):
-        for i, child in enumerate(node):
-            yield from sections(child, typing.get_args(tp)[0], (*path, i))
-
-
+# -- where a document can be changed: tests/plain_config_documents.py ---------------------------
 LOCATIONS = [list(sections(base, scenarios.Scenario)) for base in BASES]
 assert all(len(found) >= 3 for found in LOCATIONS), LOCATIONS
 
@@ -189,13 +153,6 @@ def values_for(tp: Any) -> st.SearchStrategy[Any]:
     return st.sampled_from(candidates(tp))
 
 
-def _at(doc: Any, path: tuple[Any, ...]) -> Any:
-    node = doc
-    for part in path:
-        node = node[part]
-    return node
-
-
 @st.composite
 def changed_documents(draw: st.DrawFn) -> dict[str, Any]:
     index = draw(st.integers(0, len(BASES) - 1))
@@ -203,7 +160,7 @@ def changed_documents(draw: st.DrawFn) -> dict[str, Any]:
     for _ in range(draw(st.sampled_from([1, 1, 1, 2, 2, 3, 4]))):
         path, section = draw(st.sampled_from(LOCATIONS[index]))
         try:
-            node = _at(doc, path)
+            node = node_at(doc, path)
         except (KeyError, IndexError, TypeError):
             continue
         if not isinstance(node, dict):
@@ -262,7 +219,7 @@ def single_changes() -> Iterator[tuple[str, dict[str, Any]]]:
             for key, tp in fields_of(section).items():
                 for value in [*candidates(tp), _REMOVED, _MISSPELT]:
                     doc = copy.deepcopy(base)
-                    node = _at(doc, path)
+                    node = node_at(doc, path)
                     if value is _REMOVED:
                         node.pop(key, None)
                     elif value is _MISSPELT:
