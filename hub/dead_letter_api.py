@@ -3,7 +3,8 @@ says what happens). Behind the web app's token gate like every route but /health
 
 Answer, 200: ``{"results": [{"id", "result", "reason"}...]}``, one per id, ``result`` one of
 ``replayed``, ``refused`` (with the reason), ``unknown``, ``already_replayed``. 400: a body that
-is neither ``{"ids": [...]}`` nor ``{"all": true}``; 415: not ``application/json`` (so a web
+is neither ``{"ids": [...]}`` nor ``{"all": true}``; 413: a body over :data:`BODY_MAX` (read no
+further); 415: not ``application/json`` (so a web
 page cannot post here across sites with a plain form); 503: the ingest thread did not decide in
 time (it may still: ``hub dlq list`` shows it).
 """
@@ -23,6 +24,25 @@ from starlette.routing import Route
 from hub.dead_letter_replay import RESULTS, Replayer, ReplayTimeout, parse_request, replay
 
 REPLAY_PATH = "/api/dlq/replay"
+#: the largest body read: parse_request's own bounds (100,000 ids of at most 256 characters)
+#: with room for JSON's quoting, so a client cannot make the hub hold an endless body in memory
+BODY_MAX = 32 * 2**20
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _bounded_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > BODY_MAX:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > BODY_MAX:
+            raise BodyTooLarge
+    return bytes(body)
 
 log = structlog.get_logger("hub.dlq")
 
@@ -36,9 +56,12 @@ def replay_route(store: Path, replayer: Replayer) -> Route:
             return JSONResponse({"error": "send the request as application/json"},
                                 status_code=415)
         try:
-            ids = parse_request(json.loads(await request.body()))
-        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            ids = parse_request(json.loads(await _bounded_body(request)))
+        except BodyTooLarge:
+            return JSONResponse({"error": f"the body is over {BODY_MAX} bytes"}, status_code=413)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # JSONDecodeError is a ValueError; RecursionError: JSON nested beyond Python's limit
+            return JSONResponse({"error": str(exc)[:300]}, status_code=400)
         try:
             answers = await run_in_threadpool(replay, store, ids, replayer)
         except ReplayTimeout as exc:

@@ -165,3 +165,42 @@ def test_the_cli_asks_each_worker_of_a_data_dir_on_its_port(tmp_path: Path) -> N
                    {"id": "b", "result": "unknown", "reason": ""}]]) == [
         {"id": "a", "result": "replayed", "reason": "ok"},
         {"id": "b", "result": "unknown", "reason": ""}]
+
+
+def test_the_replay_route_refuses_an_endless_or_hostile_body_before_replaying(
+        tmp_path: Path) -> None:
+    import warnings
+
+    from starlette.applications import Starlette
+
+    with warnings.catch_warnings():
+        # starlette 1.x prefers the httpx2 package for its test client; httpx works the same here
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    from hub import dead_letter_api
+
+    def replayer(*_args: object) -> list[object]:
+        raise AssertionError("nothing may be replayed for a refused body")
+
+    app = Starlette(routes=[dead_letter_api.replay_route(tmp_path / "dead.sqlite3",
+                                                         replayer)])  # type: ignore[arg-type]
+    json_type = {"content-type": "application/json"}
+    with TestClient(app) as client:
+        big = b'{"ids": ["' + b"x" * (dead_letter_api.BODY_MAX + 1) + b'"]}'
+        answer = client.post(dead_letter_api.REPLAY_PATH, content=big, headers=json_type)
+        assert answer.status_code == 413, answer.text
+
+        def chunks() -> object:  # no content-length: the stream is cut at the bound
+            yield b'{"ids": ["'
+            for _ in range(40):
+                yield b"x" * 2**20
+        answer = client.post(dead_letter_api.REPLAY_PATH, content=chunks(), headers=json_type)
+        assert answer.status_code == 413, answer.text
+
+        deep = b"[" * 200_000 + b"]" * 200_000  # nested past Python's recursion limit
+        answer = client.post(dead_letter_api.REPLAY_PATH, content=deep, headers=json_type)
+        assert answer.status_code == 400 and len(answer.text) < 400, answer.text
+
+        answer = client.post(dead_letter_api.REPLAY_PATH, content=b"\xff\xfe", headers=json_type)
+        assert answer.status_code == 400, answer.text
