@@ -43,6 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 import paho.mqtt.client as mqtt  # noqa: E402
+from harness.mqtt_clients import stop_client  # noqa: E402
 from harness.servers import Mosquitto, start_server  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
@@ -249,8 +250,7 @@ class FirstMessages:
         return self.first[who] - since
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
 
 
 def pi_config(work: Path, port: int, state_dir: Path, w1_dirs: list[Path],
@@ -561,8 +561,7 @@ def bare_paho_publish(host: str, port: int, items: list[tuple[str, bytes]],
             raise TimeoutError(f"bare paho: {acked} of {len(items)} acknowledged")
         rate = len(items) / (time.perf_counter() - t)
     finally:
-        client.disconnect()
-        client.loop_stop()
+        stop_client(client)
     return rate
 
 
@@ -619,8 +618,7 @@ class ReceiptResponder:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
 
 
 def delivery_publish(host: str, port: int, n: int, tmp: Path, *, backlog: bool,

@@ -60,6 +60,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 import paho.mqtt.client as mqtt  # noqa: E402
+from harness.mqtt_clients import stop_client  # noqa: E402
 from harness.servers import InfluxDB1, Mosquitto, free_port, start_server  # noqa: E402
 from nodered_baseline import INSTALL_HINT, NODE_RED_VERSION, NodeRed  # noqa: E402
 from nodered_baseline import flows as nodered_flows  # noqa: E402
@@ -161,8 +162,7 @@ def create_session(broker: Mosquitto, client_id: str, filters: list[str]) -> Non
     client.loop_start()
     if not done.wait(10):
         raise RuntimeError(f"could not subscribe {client_id}")
-    client.disconnect()
-    client.loop_stop()
+    stop_client(client)
 
 
 def drop_session(broker: Mosquitto, client_id: str) -> None:
@@ -174,8 +174,7 @@ def drop_session(broker: Mosquitto, client_id: str) -> None:
     client.connect(broker.host, broker.port, clean_start=True, properties=props)
     client.loop_start()
     time.sleep(0.2)
-    client.disconnect()
-    client.loop_stop()
+    stop_client(client)
 
 
 def publish(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> None:
@@ -192,8 +191,7 @@ def publish(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> None:
         client.publish(topic, payload, qos=1)
     for _ in range(2000):
         sem.acquire()
-    client.disconnect()
-    client.loop_stop()
+    stop_client(client)
 
 
 def bare_drain(broker: Mosquitto, messages: list[tuple[str, bytes]], tag: str = "",
@@ -219,8 +217,7 @@ def bare_drain(broker: Mosquitto, messages: list[tuple[str, bytes]], tag: str = 
     client.loop_start()
     if not done.wait(300):
         raise RuntimeError(f"bare subscriber got {count} of {n}")
-    client.disconnect()
-    client.loop_stop()
+    stop_client(client)
     drop_session(broker, client_id)
     return n / (last - first)
 
@@ -291,8 +288,7 @@ def bare_influx_drain(broker: Mosquitto, influx: InfluxDB1, messages: list[tuple
     client.loop_start()
     thread.join(300)
     cpu1 = [time.process_time(), *map(_cpu_s, servers)]
-    client.disconnect()
-    client.loop_stop()
+    stop_client(client)
     drop_session(broker, client_id)
     if error or thread.is_alive():
         raise RuntimeError(f"bare -> InfluxDB wrote {written} of {n}: {error}")

@@ -57,6 +57,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 import paho.mqtt.client as mqtt  # noqa: E402
+from harness.mqtt_clients import stop_client  # noqa: E402
 from harness.servers import InfluxDB1, Mosquitto, free_port  # noqa: E402
 from hub_bench import drop_session, hub_toml, private_servers  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
@@ -174,8 +175,7 @@ class Crossings:
         return t0
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
 
 
 # ---- storage visibility -----------------------------------------------------------------------
@@ -266,8 +266,7 @@ def load_child(host: str, port: int, rate: float) -> int:
             client.publish(topics.for_event(event), encode(event), qos=1)
         next_at += tick
         stop.wait(max(0.0, next_at - time.monotonic()))
-    client.disconnect()
-    client.loop_stop()
+    stop_client(client)
     return 0
 
 
@@ -306,8 +305,7 @@ def forwarder_child(host: str, port: int, url: str) -> int:
     if ready.wait(10):
         print("subscribed", flush=True)
     stop.wait()
-    client.disconnect()
-    client.loop_stop()
+    stop_client(client)
     return 0
 
 

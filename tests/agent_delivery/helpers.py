@@ -15,6 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.harness.mqtt_clients import stop_client
 from edge_agent.decide.types import Draft
 from schemas import decode
 
@@ -114,8 +115,7 @@ class Recorder:
 
     def stop(self) -> None:
         if self.client is not None:
-            self.client.disconnect()
-            self.client.loop_stop()
+            stop_client(self.client)
             self.client = None
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import trustme
 
+from bench.harness.mqtt_clients import stop_client
 from edge_agent.delivery import Delivery
 from edge_agent.mqtt_link import MqttLink, MqttSettings
 from edge_agent.outbox import Outbox, OutboxSettings
@@ -298,7 +299,6 @@ def test_two_clients_with_one_client_id_are_reported_not_left_to_storm(
             time.sleep(0.1)
         assert link.client_id in str(link.last_error)
     finally:
-        twin.disconnect()
-        twin.loop_stop()
+        stop_client(twin)
     link.wait_connected(15)  # the twin gone: back by itself
     link.stop()

@@ -22,6 +22,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from structlog.testing import capture_logs
 
+from bench.harness.mqtt_clients import stop_client
 from edge_agent.delivery import Delivery
 from edge_agent.mqtt_link import MqttSettings
 from edge_agent.outbox import Outbox, OutboxSettings
@@ -77,8 +78,7 @@ class Attacker:
         self._stop.set()
         if self._thread.ident is not None:
             self._thread.join(5)
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
 
 
 @pytest.fixture

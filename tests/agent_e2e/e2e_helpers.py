@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.harness.mqtt_clients import stop_client
 from bench.harness.processes import AgentProc
 from edge_agent.decide import Reading, SensorDecider, SensorRules
 from firmware_sim import device as fw
@@ -82,8 +83,7 @@ class Subscriber:
             return [m for _, m in self.messages if isinstance(m, DeviceStatus)]
 
     def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        stop_client(self._client)
 
 
 def unique(events: list[Any]) -> list[Any]:

@@ -12,6 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.harness.mqtt_clients import stop_client
 from hub.storage.points import point_for
 from schemas import Encoding, FaultEvent, ReadingEvent, StateChangeEvent, Topics, decode, encode
 from tests.servers import InfluxDB1, Mosquitto, VictoriaMetrics
@@ -71,8 +72,7 @@ def test_contract_events_published_and_received_through_private_mosquitto(
         assert done.wait(10), f"received {len(received)} of {len(sent)}"
     finally:
         for client in (pub, sub):
-            client.disconnect()
-            client.loop_stop()
+            stop_client(client)
     assert sorted(received, key=lambda e: e.seq) == sent  # type: ignore[attr-defined]
 
 

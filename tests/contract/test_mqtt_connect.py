@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.harness.mqtt_clients import stop_client
 from program_support.mqtt_connect import Connection, Will, build_client
 from program_support.mqtt_settings import MqttConnection, TlsSettings
 from schemas.errors import ServerError
@@ -190,8 +191,7 @@ def test_the_will_is_published_when_the_connection_dies(mosquitto: Mosquitto,
         assert arrived.wait(10), "no will"
         assert got == [(b"gone", False)]
     finally:
-        watcher.disconnect()
-        watcher.loop_stop()
+        stop_client(watcher)
 
 
 # -- a TLS broker with accounts -----------------------------------------------------------------

@@ -28,6 +28,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.harness.mqtt_clients import stop_client
 from firmware_sim.device import Condition, Sample
 from firmware_sim.w1_tree import W1Tree
 from hub.homeassistant.discovery import ha_id
@@ -119,8 +120,7 @@ class Watch:
             return [(tp, p, t) for tp, p, _r, t in self.messages if predicate(tp, p)]
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
 
 
 def _status_topic(device: str) -> str:

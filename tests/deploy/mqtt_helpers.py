@@ -14,6 +14,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from bench.harness.mqtt_clients import stop_client
+
 NOT_AUTHORIZED = 0x87
 
 
@@ -105,5 +107,4 @@ class SyncClient:
                 return got
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)

@@ -33,6 +33,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.harness.mqtt_clients import stop_client
 from hub.records import Point
 from hub.storage.points import point_for
 from schemas.codec import decode, encode
@@ -193,8 +194,7 @@ class _Publisher:
         assert info.is_published(), f"not acknowledged: {topic}"
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
 
 
 def _wait(what: str, check: Callable[[], bool], timeout: float, log: Callable[[], str]) -> None:

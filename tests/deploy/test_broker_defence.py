@@ -35,6 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.harness.mqtt_clients import stop_client
 from hub.records import DEAD_LETTER_KEEP, DeadRecord
 from schemas.codec import DEFAULT_MAX_PAYLOAD, encode
 from schemas.models import DeadLetter
@@ -122,8 +123,7 @@ class Queue:
         client.subscribe("thermopipe/#", qos=1)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
 
 
 def _publish_events(server: Mosquitto, device: str, password: str, first: int, n: int) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.harness.mqtt_clients import stop_client
 from schemas.codec import AVRO_MAGIC, Encoding, encode
 from schemas.models import ReadingEvent
 from schemas.registry import DEFAULT_REGISTRY
@@ -128,8 +129,7 @@ class ControlDevice:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(30)
-        self._client.disconnect()
-        self._client.loop_stop()
+        stop_client(self._client)
 
 
 # -- the hostile publisher ------------------------------------------------------------------------
@@ -160,8 +160,7 @@ class HostilePublisher:
         return info.is_published()
 
     def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        stop_client(self._client)
 
 
 # -- hand-made Avro (values no encoder would write) ------------------------------------------------

@@ -151,11 +151,17 @@ def test_2001_data_loss_records_are_2001_points(make_rig: Callable[..., HostileR
 
     def all_stored() -> bool:
         nonlocal stored
+        # The backlog first, then the count: a write that lands between the two is then
+        # counted (the other way round, the last write could finish after the count and
+        # before the backlog read 0, and the test saw 2,000 of 2,001 on a loaded machine)
+        backlog = (rig.hub.health() or {}).get("consumers", {}).get("storage", {}).get("backlog")
         rows = rig.influx.series_rows(
             "SELECT count(\"first_seq\") FROM data_loss WHERE \"device\" = 'loss-dev'", rig.db)
         stored = int(sum(r.get("count") or 0 for r in rows))
-        backlog = (rig.hub.health() or {}).get("consumers", {}).get("storage", {}).get("backlog")
         return stored >= 2001 or backlog == 0
 
     rig.wait_for(all_stored, 60)
-    assert stored == 2001, f"{stored} data_loss points stored of 2,001 records"
+    assert stored == 2001, (
+        f"{stored} data_loss points stored of 2,001 records "
+        f"({metric(rig, 'thermopipe_hub_data_loss_records_total')} records made); /healthz: "
+        f"{rig.hub.health()}; exceptions: {rig.tracebacks()}")

@@ -13,6 +13,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.harness.mqtt_clients import stop_client
 from hub.config import HubConfig
 from hub.consumers.base import ConsumerDefaults, Envelope
 from schemas.codec import encode
@@ -124,8 +125,7 @@ class Publisher:
             self._sem.release()
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.1,

@@ -19,6 +19,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from structlog.testing import capture_logs
 
+from bench.harness.mqtt_clients import stop_client
 from hub.app import Hub
 from hub.ingest import DEAD_LETTER_LOGS_PER_S, LOG_REASON_KEEP, LOG_TOPIC_KEEP
 from hub.metrics import _total
@@ -47,8 +48,7 @@ class Watcher:
         assert ready.wait(10)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
 
 
 def _events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

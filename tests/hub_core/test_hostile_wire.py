@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.harness.mqtt_clients import stop_client
 from hub.app import Hub
 from hub.config.storage import StorageConfig
 from hub.consumers.base import Envelope
@@ -57,8 +58,7 @@ class Receipts:
                 for x in getattr(r, field) for s in range(x.first, x.last + 1)}
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
 
 
 def _healthz(hub: Hub) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.harness.mqtt_clients import stop_client
 from hub.app import Hub
 from schemas.codec import encode
 from schemas.models import DeadLetter, FaultEvent
@@ -52,8 +53,7 @@ class Subscriber:
         assert self.ready.wait(10)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
 
 
 def _publish(broker, messages) -> None:
@@ -253,8 +253,7 @@ def test_a_second_client_with_the_hubs_client_id_is_reported_as_a_clash(
                        what="the clash reported")
             assert config.client_id not in hub.ingest.last_error  # /healthz shows it: a secret
         finally:
-            intruder.disconnect()
-            intruder.loop_stop()
+            stop_client(intruder)
         wait_until(hub.ingest.subscribed.is_set, 30, what="the hub back on its session")
 
 

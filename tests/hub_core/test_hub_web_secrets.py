@@ -16,6 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.harness.mqtt_clients import stop_client
 from hub.app import Hub
 from schemas.codec import encode
 from schemas.topics import Topics
@@ -62,8 +63,7 @@ def test_healthz_and_metrics_show_no_client_id_and_no_credentials(
                        what="the clash reported")
             health = httpx.get(f"{base}/healthz", timeout=10).text
         finally:
-            intruder.disconnect()
-            intruder.loop_stop()
+            stop_client(intruder)
         time.sleep(0.5)  # let the webhook's attempt fail too
         metrics = httpx.get(f"{base}/metrics", timeout=10).text
         health_after = httpx.get(f"{base}/healthz", timeout=10).text

@@ -20,6 +20,7 @@ from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.harness.mqtt_clients import stop_client
 from hub.mqtt_client import (
     HOOKS,
     READ_SIZE,
@@ -239,8 +240,7 @@ def _publish_all(broker: Mosquitto, messages: list[tuple[str, bytes, Properties 
         for info in infos:
             info.wait_for_publish(30)
     finally:
-        pub.disconnect()
-        pub.loop_stop()
+        stop_client(pub)
 
 
 @pytest.mark.servers
@@ -263,8 +263,7 @@ def test_every_message_arrives_intact_and_batched_acks_end_the_redelivery(
     sub.subscribe(f"{topic_root}/#", qos=1)
     sub.loop_start()
     assert subscribed.wait(10)
-    sub.disconnect()
-    sub.loop_stop()
+    stop_client(sub)
 
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     props.UserProperty = ("origin", "test")
@@ -287,8 +286,7 @@ def test_every_message_arrives_intact_and_batched_acks_end_the_redelivery(
         sub.ack_many(m.mid for m in received[:2000])  # the last 1000 stay unacknowledged
         time.sleep(1.0)
     finally:
-        sub.disconnect()
-        sub.loop_stop()
+        stop_client(sub)
 
     again: list[mqtt.MQTTMessage] = []
     sub = _connect(mosquitto, client_id, protocol)  # auto-ack this time
@@ -300,6 +298,5 @@ def test_every_message_arrives_intact_and_batched_acks_end_the_redelivery(
             time.sleep(0.05)
         time.sleep(0.5)  # anything beyond the 1000 unacknowledged would show up by now
     finally:
-        sub.disconnect()
-        sub.loop_stop()
+        stop_client(sub)
     assert [m.payload for m in again] == [p for _, p, _ in messages[2000:]]
