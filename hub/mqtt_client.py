@@ -22,6 +22,9 @@ as fast as the same subscriber with this read path). Here:
   message, which together cost more than everything else the hub does with it. Any other packet
   (properties present, QoS 2, callbacks added with ``message_callback_add``) takes paho's own path;
   a test decodes random packets both ways and compares them;
+- after each ``recv`` from the socket, ``BufferedSocket`` asks the kernel to ACK at once
+  (``TCP_QUICKACK``, program_support/tcp_latency.py): a broker with Nagle's algorithm on (stock
+  Mosquitto) otherwise holds the next event up to 40 ms behind our delayed ACK;
 - ``ack_many`` queues the PUBACKs of a whole batch as one write;
 - ``on_plain_message``, when set, takes such a PUBLISH as ``(topic, payload, mid, qos)``
   without the ``MQTTMessage`` made for ``on_message`` (the hub's ingest: one object fewer per
@@ -50,6 +53,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
 
+from program_support.tcp_latency import ack_at_once
 from schemas.errors import DeliveryError
 
 READ_SIZE = 65536
@@ -78,10 +82,15 @@ class BufferedSocket:
             buf = self._sock.recv(max(size, READ_SIZE))
             if not buf:
                 return b""  # the connection was closed
+            ack_at_once(self._sock)
             self._buf, pos = buf, 0
         end = pos + size
         self._pos = end
         return buf[pos:end]
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        """The socket's own (``program_support/mqtt_connect.py`` sets ``TCP_NODELAY``)."""
+        self._sock.setsockopt(level, option, value)
 
     def pending(self) -> int:
         """Bytes readable without touching the socket (ours, else a TLS socket's own)."""

@@ -12,6 +12,8 @@ From the shared ``[mqtt]`` keys (``program_support/mqtt_settings.py``) it sets:
 - the account (``username``, the password read from its secret) and TLS (the context of
   ``program_support/tls_context.py``, made only when ``[mqtt.tls]`` is set: no ``ssl`` otherwise);
 - the will, if one is given;
+- ``TCP_NODELAY`` on the socket when it opens (``program_support/tcp_latency.py``: a small
+  packet never waits up to 40 ms for the ACK of the one before);
 - paho's in-flight limit off (each owner bounds what it has in flight), and paho's hook for a
   network loop on a thread of the owner's: a publish from another thread only queues its packet
   and wakes that thread, which writes it (otherwise the publishing thread writes to the socket
@@ -33,6 +35,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from program_support.tcp_latency import send_at_once
 
 if TYPE_CHECKING:
     from program_support.tls_context import ClosingContext
@@ -132,6 +136,7 @@ def build_client(client_class: type[C], settings: ConnectionSettings, client_id:
                           manual_ack=manual_ack, reconnect_on_failure=False)
     client.max_inflight_messages_set(0)  # unlimited in paho: each owner bounds its own
     client.on_socket_register_write = _written_by_the_loop_thread
+    client.on_socket_open = _send_at_once
     client.loop(timeout=0.0)  # makes paho's wake-up socket pair now (returns "no connection")
     if connect_timeout_s is not None:
         client.connect_timeout = connect_timeout_s
@@ -159,6 +164,11 @@ def build_client(client_class: type[C], settings: ConnectionSettings, client_id:
         options = (("clean_start", not persistent), ("properties", props))
     return Connection(client, settings.host, settings.port, settings.keepalive_s, tls,
                           options)
+
+
+def _send_at_once(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """paho's socket-open hook: ``TCP_NODELAY`` (program_support/tcp_latency.py)."""
+    send_at_once(sock)
 
 
 def _written_by_the_loop_thread(client: mqtt.Client, userdata: Any, sock: Any) -> None:

@@ -6,6 +6,7 @@ through a Protocol, so a program without pydantic can use it."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.harness.mqtt_clients import stop_client
+from hub.mqtt_client import BufferedClient
 from program_support.mqtt_connect import Connection, Will, build_client
 from program_support.mqtt_settings import MqttConnection, TlsSettings
 from schemas.errors import ServerError
@@ -149,6 +151,26 @@ def test_plain_connection_keeps_its_session_across_a_reconnect(mosquitto: Mosqui
     close(clean)
 
 
+def _no_delay(sock: Any) -> int:
+    inner = getattr(sock, "_sock", sock)  # the hub's BufferedSocket wraps the real one
+    return int(inner.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+@pytest.mark.parametrize("client_class", [mqtt.Client, BufferedClient])
+def test_every_connection_sends_its_packets_at_once(mosquitto: Mosquitto,
+                                                    client_class: type[mqtt.Client]) -> None:
+    """TCP_NODELAY on each connection's socket (program_support/tcp_latency.py: without it a
+    small packet waits up to 40 ms for the ACK of the previous one; paho never sets it)."""
+    plain = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"n-{uuid.uuid4().hex[:8]}")
+    plain.connect(mosquitto.host, mosquitto.port)
+    assert _no_delay(plain.socket()) == 0  # what this test would see without the builder's hook
+    plain.disconnect()
+    built = build_client(client_class, Settings(port=mosquitto.port), f"n-{uuid.uuid4().hex[:8]}")
+    assert not connect(built).reason.is_failure
+    assert _no_delay(built.client.socket()) == 1
+    close(built)
+
+
 def test_mqtt311_persistent_session(mosquitto: Mosquitto) -> None:
     settings = Settings(port=mosquitto.port, protocol="3.1.1")
     client_id = f"b-{uuid.uuid4().hex[:8]}"
@@ -217,6 +239,7 @@ def test_tls_with_credentials_connects(tls_broker: TlsBroker) -> None:
     built = build_client(mqtt.Client, settings, f"t-{uuid.uuid4().hex[:8]}")
     assert built.tls is not None
     assert not connect(built).reason.is_failure
+    assert _no_delay(built.client.socket()) == 1
     close(built)
 
 

@@ -167,6 +167,7 @@ def test_mosquitto_config_keeps_messages_and_requires_passwords(compose: dict[st
     assert settings["allow_anonymous"] == "false"
     assert settings["password_file"] == "/mosquitto/config/passwd"
     assert settings["acl_file"] == "/mosquitto/config/acl"
+    assert settings["set_tcp_nodelay"] == "true"  # no 40 ms Nagle stalls (issue 26)
     assert int(settings["max_queued_messages"]) >= 100_000  # not the silent 1000 default
     # read-only: the image's entrypoint (as root) chowns /mosquitto; through a read-only mount
     # it cannot hand the checkout's files to uid 1883 (a later git pull would fail on them)

@@ -130,6 +130,41 @@ def test_the_buffered_socket_serves_small_reads_across_chunks() -> None:
         right.close()
 
 
+class _RecordingSocket:
+    """A socket that serves ``chunks`` and notes every ``setsockopt``."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.options: list[tuple[int, int, int]] = []
+        self.reads = 0
+
+    def recv(self, _size: int) -> bytes:
+        self.reads += 1
+        return self.chunks.pop(0)
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.options.append((level, option, value))
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux only")
+def test_the_buffered_socket_acks_each_read_at_once() -> None:
+    """After each read from the socket, not after each small read from the buffer, and not
+    after the end of the connection: the kernel is asked for a quick ACK (a broker with
+    Nagle's algorithm on otherwise holds its next packet to us for our delayed ACK;
+    bench/latency_bench.py measures what it saves)."""
+    quick = (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    sock = _RecordingSocket([b"abcdef", b"gh", b""])
+    wrapped = BufferedSocket(sock)
+    assert wrapped.recv(2) == b"ab"
+    assert sock.options == [quick]
+    assert wrapped.recv(4) == b"cdef"   # from the buffer: no read, nothing asked
+    assert sock.options == [quick]
+    assert wrapped.recv(5) == b"gh"
+    assert sock.options == [quick, quick]
+    assert wrapped.recv(5) == b""       # closed: nothing to ACK
+    assert sock.options == [quick, quick] and sock.reads == 3
+
+
 @given(mids=st.lists(st.integers(0, 65535), max_size=1200))
 def test_batched_pubacks_are_the_packets_one_by_one(mids: list[int]) -> None:
     assert puback_packets(mids) == b"".join(struct.pack("!BBH", 0x40, 2, m) for m in mids)
@@ -152,6 +187,9 @@ class _Wire:
 
     def pending(self) -> int:
         return 0
+
+    def setsockopt(self, *_option: int) -> None:
+        """The quick ACK asked for after each read: nothing to do on a wire in memory."""
 
     def close(self) -> None:
         pass
