@@ -72,6 +72,7 @@ from paho.mqtt.properties import Properties  # noqa: E402
 
 from hub.mqtt_client import BufferedClient  # noqa: E402
 from schemas.codec import encode  # noqa: E402
+from schemas.ids import new_event_id  # noqa: E402
 from schemas.models import ReadingEvent  # noqa: E402
 from schemas.topics import Topics  # noqa: E402
 
@@ -129,12 +130,16 @@ def nodered_floors() -> tuple[float, float]:
     return float(m.group(1)), float(m.group(2))
 
 
-def make_messages(n: int) -> list[tuple[str, bytes]]:
+def make_messages(n: int, *, random_ids: bool = False) -> list[tuple[str, bytes]]:
+    """The backlog: readings of 16 devices x 2 sensors, with event ids made as the agent makes
+    them (``schemas.ids.new_event_id``: time-ordered), or random (``uuid4``, as agents before
+    issue 26 and other publishers make them) with ``random_ids``."""
     topics = Topics(ROOT_TOPIC)
     base = datetime.now(UTC) - timedelta(hours=1)
+    make_id = (lambda: uuid.uuid4().hex) if random_ids else new_event_id
     out = []
     for i in range(n):
-        event = ReadingEvent(event_id=uuid.uuid4().hex, site="bench", device_id=f"d{i % 16}",
+        event = ReadingEvent(event_id=make_id(), site="bench", device_id=f"d{i % 16}",
                              sensor_id=f"t{(i // 16) % 2}", seq=i // 16 + 1,  # per device
                              time=base + timedelta(microseconds=i * 50), clock_synced=True,
                              value=20.0 + (i % 100) / 10, unit="degC")
@@ -567,6 +572,9 @@ def _range(values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--random-ids", action="store_true",
+                        help="random event ids (uuid4: agents before issue 26, other "
+                             "publishers) instead of the agent's time-ordered ones")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--profile", help="record the one-process hub with py-spy to this file")
     parser.add_argument("--skip-workers", action="store_true")
@@ -612,7 +620,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with private_servers("hub-bench-", "HUB_BENCH_KEEP") as (workdir, broker, influx):
         print(f"preparing {args.events} events...", flush=True)
-        messages = make_messages(args.events)
+        messages = make_messages(args.events, random_ids=args.random_ids)
         # every ratio is against the bare stock paho -> InfluxDB drain of the same round, and
         # (nr...) against Node-RED's batch flow of the same round
         ratios: dict[str, list[float]] = {"1": [], "off": [], "on/off": [], "w": [],

@@ -186,10 +186,13 @@ def main() -> None:
     gc.callbacks.append(_gc_timer)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--random-ids", action="store_true",
+                        help="random event ids (uuid4: agents before issue 26, other "
+                             "publishers) instead of the agent's time-ordered ones")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", help="write a cProfile of one pass to this file")
     args = parser.parse_args()
-    messages = make_messages(args.events)
+    messages = make_messages(args.events, random_ids=args.random_ids)
     rounds: list[dict[str, float]] = []
     for r in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="hub-stages-") as tmp:

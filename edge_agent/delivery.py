@@ -64,9 +64,9 @@ from edge_agent.mqtt_link import (
     ReceiptArrived,
 )
 from edge_agent.outbox import Outbox, Stored
-from edge_agent.stamping import new_event_id
 from program_support.supervision import Component, Supervisor
 from schemas.errors import ContractError, DeliveryError, ThermopipeError
+from schemas.ids import new_event_id
 from schemas.plain_messages import DeviceStatus, SensorEvent
 from schemas.plain_runtime import encode
 from schemas.seq_ranges import clip_merge

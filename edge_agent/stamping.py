@@ -7,7 +7,6 @@ from the outbox database: per device, strictly increasing across restarts.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,18 +15,13 @@ import structlog
 from edge_agent.decide.types import Draft
 from edge_agent.outbox import Outbox
 from schemas.errors import InvalidMessage
-from schemas.ids import check_identifier
+from schemas.ids import check_identifier, new_event_id
 from schemas.plain_messages import SENSOR_EVENTS, SensorEvent
 
 log = structlog.get_logger(__name__)
 
 _IDENTITY = frozenset({"event_id", "site", "device_id", "sensor_id", "seq", "clock_synced",
                        "replayed", "kind"})
-
-
-def new_event_id() -> str:
-    """32 hex characters, random: unique without coordination, valid per ``schemas.ids``."""
-    return uuid.uuid4().hex
 
 
 class EventStamper:

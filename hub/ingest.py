@@ -30,7 +30,6 @@ import queue
 import threading
 import time
 import traceback
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -67,6 +66,7 @@ from program_support.reconnect_pacing import ReconnectPacing
 from program_support.supervision import Supervisor, describe
 from schemas.codec import decode, encode
 from schemas.errors import ContractError, DeliveryError
+from schemas.ids import new_event_id
 from schemas.models import DeviceStatus, Receipt
 from schemas.topics import Topics
 
@@ -105,7 +105,8 @@ class Inbound:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A dead letter's id: time-ordered like an event's (``schemas.ids.new_event_id``)."""
+    return new_event_id()
 
 
 class Ingest:

@@ -9,7 +9,9 @@ InfluxDB timestamp (see ``hub/storage``).
 Field meanings shared by the device events:
 
 - ``event_id``: made once when the event is created and stored with it in the agent's outbox, so a
-  replay after a restart carries the same id; the hub drops duplicates by it.
+  replay after a restart carries the same id; the hub drops duplicates by it. Any string of the
+  id's form will do; the agent makes time-ordered ones (``schemas.ids.new_event_id``, a UUID
+  version 7 in hex), which the hub's dedup index records at a cost that does not grow with it.
 - ``seq``: per-device sequence number, persisted by the agent, strictly increasing across restarts.
 - ``clock_synced``: the device clock was NTP-synchronised when the event was made (a Raspberry Pi
   has no RTC: times made before sync may be wrong, the hub flags them).

@@ -209,7 +209,10 @@ class Mosquitto(ServerProcess):
             "persistent_client_expiration 1d",
             "log_type error", "log_type warning", "log_type notice", "log_type information",
             "connection_messages true",
-            "log_dest stdout",
+            # a file, not stdout: Mosquitto flushes its log file after each line, but its stdout
+            # into a file only when the libc buffer fills (a test read a connection's line
+            # minutes late)
+            f"log_dest file {self.log_path}",
             *self.extra_config,
         ]
         return "\n".join(line for line in lines if line) + "\n"
