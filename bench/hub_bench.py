@@ -661,7 +661,7 @@ def main() -> int:
                 print(f"Node-RED {NODE_RED_VERSION} batch flow: {nr_rate:9.0f} events/s  "
                       f"({1e6 / nr_rate:.1f} us/event)  {nr_rate / bare:.2f}x the baseline  "
                       f"stored {red['stored']} (distinct {red['distinct']})  "
-                      f"RSS {red['rss_mb']:.0f} MB", flush=True)
+                      f"RSS {red['rss_mb']:.1f} MB", flush=True)
                 print(f"  CPU per event: {_cpu_text(red['cpu_us'], 'node-red')}", flush=True)
                 ratios["nr"].append(nr_rate / bare)
                 rss["nr"].append(red["rss_mb"])
@@ -684,7 +684,7 @@ def main() -> int:
                 print(f"hub (1 process, {label}): {one['rate']:9.0f} events/s  "
                       f"({1e6 / one['rate']:.1f} us/event)  ratio {one['rate'] / bare:.2f}x"
                       f"{vs_nr(one['rate'])}  stored {one['stored']} (distinct "
-                      f"{one['distinct']})  RSS {one['rss_mb']:.0f} MB", flush=True)
+                      f"{one['distinct']})  RSS {one['rss_mb']:.1f} MB", flush=True)
                 print(f"  CPU per event: {_cpu_text(one['cpu_us'], 'hub')}", flush=True)
                 key = "1" if receipts else "off"
                 ratios[key].append(one["rate"] / bare)
@@ -704,7 +704,7 @@ def main() -> int:
                 print(f"hub --workers {args.workers}:          {many['rate']:9.0f} events/s  "
                       f"ratio {many['rate'] / bare:.2f}x{vs_nr(many['rate'])}  stored "
                       f"{many['stored']} (distinct {many['distinct']})  RSS "
-                      f"{many['rss_mb']:.0f} MB/worker  split "
+                      f"{many['rss_mb']:.1f} MB/worker  split "
                       f"{[int(x) for x in many['split']]}", flush=True)
                 ratios["w"].append(many["rate"] / bare)
                 rss["w"].append(many["rss_mb"])
@@ -716,7 +716,7 @@ def main() -> int:
                            ("w", f"--workers {args.workers}"), ("nr", "Node-RED")):
             if ratios[key]:
                 print(f"{label}: ratio {_range(ratios[key])} the bare paho -> "
-                      f"InfluxDB drain;  RSS {min(rss[key]):.0f}-{max(rss[key]):.0f} MB")
+                      f"InfluxDB drain;  RSS {min(rss[key]):.1f}-{max(rss[key]):.1f} MB")
         if nr_rates:
             print(f"Node-RED {NODE_RED_VERSION}: {min(nr_rates):.0f}-{max(nr_rates):.0f} "
                   "events/s")
