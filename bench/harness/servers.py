@@ -211,8 +211,10 @@ class Mosquitto(ServerProcess):
             "connection_messages true",
             # a file, not stdout: Mosquitto flushes its log file after each line, but its stdout
             # into a file only when the libc buffer fills (a test read a connection's line
-            # minutes late)
-            f"log_dest file {self.log_path}",
+            # minutes late). A caller's own log file instead, if it names one (Mosquitto takes
+            # one "log_dest file")
+            "" if any(x.startswith("log_dest file") for x in self.extra_config)
+            else f"log_dest file {self.log_path}",
             *self.extra_config,
         ]
         return "\n".join(line for line in lines if line) + "\n"
