@@ -130,6 +130,13 @@ def nodered_floors() -> tuple[float, float]:
     return float(m.group(1)), float(m.group(2))
 
 
+def add_random_ids_option(parser: argparse.ArgumentParser) -> None:
+    """``--random-ids``: the backlog's ids made as agents before issue 26 made them."""
+    parser.add_argument("--random-ids", action="store_true",
+                        help="random event ids (uuid4: agents before issue 26, other "
+                             "publishers) instead of the agent's time-ordered ones")
+
+
 def make_messages(n: int, *, random_ids: bool = False) -> list[tuple[str, bytes]]:
     """The backlog: readings of 16 devices x 2 sensors, with event ids made as the agent makes
     them (``schemas.ids.new_event_id``: time-ordered), or random (``uuid4``, as agents before
@@ -572,9 +579,7 @@ def _range(values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--random-ids", action="store_true",
-                        help="random event ids (uuid4: agents before issue 26, other "
-                             "publishers) instead of the agent's time-ordered ones")
+    add_random_ids_option(parser)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--profile", help="record the one-process hub with py-spy to this file")
     parser.add_argument("--skip-workers", action="store_true")

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hub_bench import make_messages  # beside this script
+from hub_bench import add_random_ids_option, make_messages  # beside this script
 
 from hub.app import Hub
 from hub.config import HubConfig
@@ -186,9 +186,7 @@ def main() -> None:
     gc.callbacks.append(_gc_timer)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=30_000)
-    parser.add_argument("--random-ids", action="store_true",
-                        help="random event ids (uuid4: agents before issue 26, other "
-                             "publishers) instead of the agent's time-ordered ones")
+    add_random_ids_option(parser)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", help="write a cProfile of one pass to this file")
     args = parser.parse_args()

@@ -104,11 +104,6 @@ class Inbound:
     replay_row: int | None = None
 
 
-def new_id() -> str:
-    """A dead letter's id: time-ordered like an event's (``schemas.ids.new_event_id``)."""
-    return new_event_id()
-
-
 class Ingest:
     def __init__(self, config: HubConfig, journal: Journal, metrics: HubMetrics, *,
                  supervisor: Supervisor | None = None) -> None:
@@ -140,7 +135,7 @@ class Ingest:
         self._dead_log_budget = LogBudget(DEAD_LETTER_LOGS_PER_S)
         self._dead_publish_budget = LogBudget(DEAD_LETTER_PUBLISHES_PER_S)
         rc = config.receipts
-        self.receipts = (ReceiptBook(config.hub_id, new_id, rc.interval_s) if rc.enabled
+        self.receipts = (ReceiptBook(config.hub_id, new_event_id, rc.interval_s) if rc.enabled
                          else None)
         self.detector = self._load_detector()
         self._next_loss_check = 0.0
@@ -434,7 +429,7 @@ class Ingest:
         decision = decide_batch(events, self.topics,
                                 max_size=self.config.mqtt.max_payload_bytes,
                                 late_after_s=self.config.late_after_s, tracker=self.tracker,
-                                known_ids=self.journal.known_ids, new_id=new_id,
+                                known_ids=self.journal.known_ids, new_id=new_event_id,
                                 limits=self.limits)
         decision.dead.extend(bad_receipts)
         if decision.errors:  # each such message is a dead letter (internal_error)
@@ -498,7 +493,7 @@ class Ingest:
 
     def _dead_letter(self, item: Inbound, exc: Exception) -> DeadRecord:
         rejection = internal_error(exc)
-        return DeadRecord.refused(new_id(), datetime.fromtimestamp(item.received_at, UTC),
+        return DeadRecord.refused(new_event_id(), datetime.fromtimestamp(item.received_at, UTC),
                                   item.topic, item.payload, reason_code=INTERNAL_ERROR,
                                   reason=rejection.reason)
 

@@ -30,7 +30,6 @@ loss detector does not count it, the receipt names it apart: schemas/TOPICS.md, 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from hub.records import DeadRecord
 from hub.validate import Accepted, OrderTracker, Rejection, check_payload, is_late
 from program_support.supervision import describe
 from schemas.errors import TopicError
+from schemas.ids import new_event_id
 from schemas.models import SEQ_MAX, DeviceStatus
 from schemas.topics import Topics
 
@@ -184,7 +184,7 @@ def rejected_seq(topics: Topics, topic: str, payload: bytes,
 
 def decide(screened: Screened, known: set[str], tracker: OrderTracker,  # noqa: PLR0917
            late_after_s: float, topics: Topics | None = None,
-           new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> Decision:
+           new_id: Callable[[], str] = new_event_id) -> Decision:
     """Duplicates dropped (``known``: ids the journal already holds), the rest flagged late and
     out of order (``tracker`` remembers the highest seq per sensor across batches). A candidate
     whose decision raises becomes a dead letter (``internal_error``), its seq refused."""

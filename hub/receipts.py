@@ -50,7 +50,7 @@ class ReceiptBook:
     def __init__(self, hub_id: str, new_id: Callable[[], str], interval_s: float = 1.0,
                  max_ranges: int = 500) -> None:
         self.hub_id = hub_id
-        self.new_id = new_id  # a receipt's event id (ingest: uuid4 hex)
+        self.new_id = new_id  # a receipt's event id (ingest: schemas.ids.new_event_id)
         self.interval_s = interval_s
         self.max_ranges = max_ranges
         self._owed: dict[Key, list[list[int]]] = {}  # sorted, disjoint [first, last] ranges
