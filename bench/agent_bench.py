@@ -185,28 +185,12 @@ def agent_state(path: Path) -> dict[str, Any]:
         return {}
 
 
-#: what a production install of the agent must not hold (test tools, the hub's packages)
-NOT_IN_PRODUCTION = ("pytest", "hypothesis", "mypy", "ruff", "trustme", "playwright", "amqtt",
-                     "starlette", "uvicorn", "influxdb-client", "fastavro", "httpx")
-
-
 def production_agent() -> Path:
-    """The agent role as users install it: the built wheel, '.[agent]' (no dev or test extra),
-    a fresh venv (bench/harness/roles.py; reused while the tree is unchanged)."""
-    from harness.roles import CACHE, build_wheel, make_role_env, wheel_digest
+    """The agent role as users install it (bench/harness/roles.py: the built wheel, '.[agent]',
+    a fresh venv reused while the tree is unchanged)."""
+    from harness.roles import production_role
 
-    with tempfile.TemporaryDirectory() as tmp:
-        wheel = build_wheel(Path(tmp) / "wheel")
-        where = CACHE / wheel_digest(wheel)
-        where.mkdir(parents=True, exist_ok=True)
-        env = make_role_env(wheel, "agent", where)
-    dists = {n: v for n, v in env.distributions().items() if n not in ("pip", "setuptools")}
-    stray = [n for n in NOT_IN_PRODUCTION if n in dists]
-    if stray:
-        raise RuntimeError(f"{env.venv} is not a production install: it has {stray}")
-    print(f"production install     : {env.venv} ('{wheel.name}[agent]': "
-          + ", ".join(f"{n} {v}" for n, v in sorted(dists.items())) + ")")
-    return env.venv
+    return production_role("agent").venv
 
 
 class FirstMessages:

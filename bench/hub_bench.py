@@ -61,6 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import paho.mqtt.client as mqtt  # noqa: E402
 from harness.mqtt_clients import stop_client  # noqa: E402
+from harness.roles import RoleEnv, production_role  # noqa: E402
 from harness.servers import InfluxDB1, Mosquitto, free_port, start_server  # noqa: E402
 from nodered_baseline import INSTALL_HINT, NODE_RED_VERSION, NodeRed  # noqa: E402
 from nodered_baseline import flows as nodered_flows  # noqa: E402
@@ -441,7 +442,7 @@ database = "{db}"
 
 
 def hub_drain(broker: Mosquitto, influx: InfluxDB1, messages: list[tuple[str, bytes]],
-              workers: int, workdir: Path, *, profile: str | None = None,
+              workers: int, workdir: Path, *, hub: RoleEnv, profile: str | None = None,
               storage_only: bool = False, switch_interval: float = 0.0,
               tag: str = "", progress: bool = False, receipts: bool = True,
               profile_s: float = 10.0) -> dict[str, Any]:
@@ -477,14 +478,17 @@ level = "warning"
         for i in range(workers):
             create_session(broker, f"{client_id}-w{i}", topics.hub_filters(group))
     publish(broker, messages)
-    cmd = [sys.executable, "-m", "hub.cli", "run", "-c", str(config)]
+    # the hub as users install it (its own venv, from the wheel): the dev venv's extras would
+    # change what it loads (structlog takes rich and greenlet when they are there)
+    cmd = [str(hub.bin("hub")), "run", "-c", str(config)]
     if switch_interval:  # experiment: the GIL hand-over interval of the hub process(es)
-        cmd[1:3] = ["-c", f"import runpy, sys; sys.setswitchinterval({switch_interval}); "
-                    "runpy.run_module('hub.cli', run_name='__main__', alter_sys=True)"]
+        cmd[:1] = [str(hub.python), "-c",
+                   f"import runpy, sys; sys.argv[0] = 'hub'; sys.setswitchinterval("
+                   f"{switch_interval}); runpy.run_module('hub.cli', run_name='__main__')"]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     log = (workdir / f"hub-w{workers}{tag}.log").open("wb")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
     spy: subprocess.Popen[bytes] | None = None
     first = last = 0.0
     servers = [p.pid for p in (broker.proc, influx.proc) if p is not None]
@@ -623,6 +627,7 @@ def main() -> int:
                  if args.check and nodered is not None else (0.0, 0.0))
     # SIGTERM (e.g. from `timeout`) unwinds through the finally blocks: no server left behind
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    hub = production_role("hub")
     with private_servers("hub-bench-", "HUB_BENCH_KEEP") as (workdir, broker, influx):
         print(f"preparing {args.events} events...", flush=True)
         messages = make_messages(args.events, random_ids=args.random_ids)
@@ -636,8 +641,8 @@ def main() -> int:
         # on) of the same round; steadier than events/s on a machine shared with other work
         cpu_ratio: list[float] = []
         ok = True
-        hub_args = {"storage_only": args.storage_only, "switch_interval": args.switch_interval,
-                    "progress": args.progress}
+        hub_args = {"hub": hub, "storage_only": args.storage_only,
+                    "switch_interval": args.switch_interval, "progress": args.progress}
         for round_no in range(1, args.repeat + 1):
             if args.repeat > 1:
                 print(f"-- round {round_no} of {args.repeat}", flush=True)

@@ -28,6 +28,12 @@ ROLES = ("agent", "hub")
 HUB_ONLY = ("starlette", "uvicorn", "prometheus-client", "influxdb-client", "httpx", "fastavro",
             "amqtt")
 
+#: what a production install of any role must not hold: test tools, the demo's broker, and
+#: packages that change what a role loads (structlog imports rich and greenlet when they are
+#: there: 4-5 MB more RSS in a hub process that a user's hub never has)
+NOT_IN_PRODUCTION = ("pytest", "hypothesis", "mypy", "ruff", "trustme", "playwright", "amqtt",
+                     "rich", "greenlet")
+
 _lock = threading.Lock()
 
 
@@ -132,14 +138,20 @@ def make_role_env(wheel: Path, role: str, where: Path) -> RoleEnv:
     return RoleEnv(role, venv)
 
 
+def _cache_for(wheel: Path) -> Path:
+    """The venvs' directory of this wheel; those of other wheels (older trees) are removed."""
+    where = CACHE / wheel_digest(wheel)
+    where.mkdir(parents=True, exist_ok=True)
+    for old in CACHE.iterdir():
+        if old != where:
+            shutil.rmtree(old, ignore_errors=True)
+    return where
+
+
 def role_envs(wheel: Path) -> dict[str, RoleEnv]:
     """Every role's venv from the built wheel (in parallel), reusing an identical earlier set."""
     with _lock:
-        where = CACHE / wheel_digest(wheel)
-        where.mkdir(parents=True, exist_ok=True)
-        for old in CACHE.iterdir():  # keep only the venvs of this tree's wheel
-            if old != where:
-                shutil.rmtree(old, ignore_errors=True)
+        where = _cache_for(wheel)
         envs: dict[str, RoleEnv] = {}
         errors: list[BaseException] = []
 
@@ -157,3 +169,23 @@ def role_envs(wheel: Path) -> dict[str, RoleEnv]:
         if errors:
             raise errors[0]
         return envs
+
+
+def production_role(role: str) -> RoleEnv:
+    """``role`` as users install it, for a benchmark: the built wheel, ``'.[role]'`` (no dev or
+    test extra), a fresh venv (reused while the tree is unchanged). Prints what it holds, and
+    refuses a venv with a test tool in it (or, for the agent, a hub package)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = build_wheel(Path(tmp) / "wheel")
+        with _lock:
+            env = make_role_env(wheel, role, _cache_for(wheel))
+    dists = {n: v for n, v in env.distributions().items() if n not in ("pip", "setuptools")}
+    banned = NOT_IN_PRODUCTION + (HUB_ONLY if role == "agent" else ())
+    stray = [n for n in banned if n in dists]
+    if stray:
+        raise InstallFailed(f"{env.venv} is not a production install: it has {stray}")
+    print(f"production install of the {role}: {env.venv} ('{wheel.name}[{role}]': "
+          + ", ".join(f"{n} {v}" for n, v in sorted(dists.items())) + ")", flush=True)
+    return env
