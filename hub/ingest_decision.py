@@ -82,7 +82,8 @@ class Screened:
 class Decision:
     pending: list[Pending]
     seen: list[tuple[str, float]]          # ids that make later copies duplicates
-    seq_marks: dict[tuple[str, str], int]  # the highest seq per (device, sensor), changed ones
+    #: the highest seq per (site, device, sensor), the ones this batch changed
+    seq_marks: dict[tuple[str, str, str], int]
     duplicates: int
     dead: list[DeadRecord]
     replays: list[ReplayOutcome]
@@ -214,7 +215,8 @@ def decide(screened: Screened, known: set[str], tracker: OrderTracker,  # noqa: 
                     received = from_timestamp(received_at, UTC)
                     last_at = received_at
                 out_of_order = not status and observe(
-                    message.device_id, message.sensor_id, message.seq)  # type: ignore[union-attr]
+                    message.site, message.device_id,
+                    message.sensor_id, message.seq)  # type: ignore[union-attr]
                 entry = Pending(message, item.topic, item.payload, received,
                                 is_late(message, received, late_after_s), out_of_order,
                                 received_at)

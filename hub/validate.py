@@ -12,9 +12,9 @@ Lateness (documented for operators and the alerting consumer):
   their time may be wrong in either direction, and a live event must not be muted as late.
   A will (``status``, ``online: false``, ``reason: will``) is never late by age: see ``is_will``.
 - ``out_of_order`` is true when the event's ``seq`` is not above the highest ``seq`` already
-  accepted for the same device and sensor (``seq`` is per device and strictly increasing across
-  agent restarts). Such events are stored with their own time; consumers that keep a current
-  state must not let them move it backwards.
+  accepted for the same site, device and sensor (``seq`` is per device and strictly increasing
+  across agent restarts; a device id is unique within its site). Such events are stored with
+  their own time; consumers that keep a current state must not let them move it backwards.
 """
 
 from __future__ import annotations
@@ -140,15 +140,16 @@ def is_late(message: Accepted, received_at: datetime, late_after_s: float) -> bo
 
 
 class OrderTracker:
-    """Highest ``seq`` seen per (device, sensor); says whether an event arrived out of order."""
+    """Highest ``seq`` seen per (site, device, sensor); says whether an event arrived out of
+    order. A device id is unique within its site only: two sites may each have a ``pi-01``."""
 
-    def __init__(self, known: dict[tuple[str, str], int] | None = None) -> None:
-        self._high: dict[tuple[str, str], int] = dict(known or {})
-        self.changed: dict[tuple[str, str], int] = {}
+    def __init__(self, known: dict[tuple[str, str, str], int] | None = None) -> None:
+        self._high: dict[tuple[str, str, str], int] = dict(known or {})
+        self.changed: dict[tuple[str, str, str], int] = {}
 
-    def observe(self, device: str, sensor: str, seq: int) -> bool:
+    def observe(self, site: str, device: str, sensor: str, seq: int) -> bool:
         """Record ``seq``; True when it is not above the highest already seen (out of order)."""
-        key = (device, sensor)
+        key = (site, device, sensor)
         high = self._high.get(key)
         if high is not None and seq <= high:
             return True
@@ -156,6 +157,6 @@ class OrderTracker:
         self.changed[key] = seq
         return False
 
-    def take_changes(self) -> dict[tuple[str, str], int]:
+    def take_changes(self) -> dict[tuple[str, str, str], int]:
         changes, self.changed = self.changed, {}
         return changes

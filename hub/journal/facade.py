@@ -31,7 +31,7 @@ class BatchRecord:
     """What one ingest batch commits, in ONE transaction (:meth:`Journal.record`).
 
     ``pending``: accepted events, journaled in order; ``seen``: (event id, when) that make later
-    copies duplicates; ``seq_marks``: the highest seq per (device, sensor) the batch raised;
+    copies duplicates; ``seq_marks``: the highest seq per (site, device, sensor) the batch raised;
     ``dead``: dead letters; ``replays``: what became of dead letters replayed;
     ``loss_state``: the loss detector's state of the devices it changed (what the hub holds and
     what it reported lost never disagree); ``identities``: (site, device, sensor) the batch
@@ -39,7 +39,7 @@ class BatchRecord:
 
     pending: Sequence[Pending] = ()
     seen: Iterable[tuple[str, float]] = ()
-    seq_marks: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    seq_marks: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
     dead: Sequence[DeadRecord] = ()
     replays: Sequence[ReplayOutcome] = ()
     loss_state: Mapping[str, Any] | None = None
@@ -70,7 +70,7 @@ class Journal:
         """Which of ``ids`` were already recorded (duplicates)."""
         return self._seen.known(ids)
 
-    def load_seq_marks(self) -> dict[tuple[str, str], int]:
+    def load_seq_marks(self) -> dict[tuple[str, str, str], int]:
         return marks.load_seq_marks(self._store.conn)
 
     def load_identities(self) -> list[tuple[str, str, str]]:

@@ -1,7 +1,8 @@
 """What the hub remembers per sensor and device beside the events: the highest ``seq`` per
-(device, sensor), the loss detector's state per device (hub/loss_detector.py) and the identities
-admitted so far (hub/identity_limits.py). Written inside an ingest batch's transaction, so what
-the hub holds and what it reported never disagree; read back once at start."""
+(site, device, sensor), the loss detector's state per device (hub/loss_detector.py) and the
+identities admitted so far (hub/identity_limits.py). Written inside an ingest batch's
+transaction, so what the hub holds and what it reported never disagree; read back once at
+start."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ __all__ = ["insert_identities", "insert_loss_state", "insert_seq_marks", "load_i
            "load_loss_state", "load_seq_marks"]
 
 
-def load_seq_marks(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
-    return {(d, s): q for d, s, q in conn.execute("SELECT device, sensor, seq FROM seq_high")}
+def load_seq_marks(conn: sqlite3.Connection) -> dict[tuple[str, str, str], int]:
+    return {(site, d, s): q for site, d, s, q in conn.execute(
+        "SELECT site, device, sensor, seq FROM seq_marks")}
 
 
 def load_identities(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
@@ -47,9 +49,10 @@ def insert_identities(conn: sqlite3.Connection,
 
 
 def insert_seq_marks(conn: sqlite3.Connection,
-                     seq_marks: Mapping[tuple[str, str], int]) -> None:
-    """Raise each (device, sensor)'s mark to ``seq`` (never lowers it)."""
+                     seq_marks: Mapping[tuple[str, str, str], int]) -> None:
+    """Raise each (site, device, sensor)'s mark to ``seq`` (never lowers it)."""
     if seq_marks:
-        insert_rows(conn, "INSERT INTO seq_high",
-                    [(d, s, q) for (d, s), q in seq_marks.items()],
-                    " ON CONFLICT(device, sensor) DO UPDATE SET seq=MAX(seq, excluded.seq)")
+        insert_rows(conn, "INSERT INTO seq_marks",
+                    [(site, d, s, q) for (site, d, s), q in seq_marks.items()],
+                    " ON CONFLICT(site, device, sensor) DO UPDATE SET "
+                    "seq=MAX(seq, excluded.seq)")

@@ -17,7 +17,7 @@ from schemas.errors import ThermopipeError
 
 __all__ = ["DEAD_LETTER_ADDED", "INSERT_CHUNK", "REPLAY_REQUEST_DROPPED",
            "ROW_BYTES_SQL", "SCHEMA", "JournalError", "Store",
-           "connect", "dt", "insert_rows", "migrate_dead_letters", "ts"]
+           "connect", "dt", "insert_rows", "migrate_dead_letters", "migrate_seq_marks", "ts"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -27,8 +27,9 @@ CREATE TABLE IF NOT EXISTS journal (
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, offset INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
-CREATE TABLE IF NOT EXISTS seq_high (device TEXT NOT NULL, sensor TEXT NOT NULL,
-    seq INTEGER NOT NULL, PRIMARY KEY (device, sensor)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seq_marks (site TEXT NOT NULL, device TEXT NOT NULL,
+    sensor TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (site, device, sensor)) WITHOUT ROWID;
+-- seq_high (device, sensor, seq), without the site, is an older hub's: migrate_seq_marks
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY, dead_letter_id TEXT NOT NULL UNIQUE, received_at REAL NOT NULL,
@@ -94,6 +95,7 @@ def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
             conn.execute("PRAGMA cache_size=-4000")
         conn.executescript(SCHEMA)
         migrate_dead_letters(conn)
+        migrate_seq_marks(conn)
     except sqlite3.Error as exc:
         raise JournalError(f"cannot open the hub database {path}: {exc}") from exc
     return conn
@@ -128,6 +130,30 @@ def migrate_dead_letters(conn: sqlite3.Connection) -> None:
                      f"stored_bytes = {ROW_BYTES_SQL} - length(CAST(status AS BLOB)) "
                      "- length(CAST(outcome AS BLOB)) + 4 + length(CAST(:note AS BLOB)) "
                      "WHERE status='replay_requested'", {"note": REPLAY_REQUEST_DROPPED})
+
+
+def migrate_seq_marks(conn: sqlite3.Connection) -> None:
+    """Move an older hub's ``seq_high`` marks, kept per (device, sensor) without the site (two
+    sites' ``pi-01`` shared one mark, so each flagged the other's events out of order), to
+    ``seq_marks``: each goes to every site the hub admitted that device and sensor for
+    (``identities``); a mark with no admitted identity is dropped (the first event of that sensor
+    after the upgrade is then never out of order). One transaction; a no-op once done."""
+    def pending() -> bool:
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
+                            "AND name='seq_high'").fetchone() is not None
+    if not pending():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if pending():  # another connection may have done it while this one waited
+            conn.execute("INSERT OR IGNORE INTO seq_marks (site, device, sensor, seq) "
+                         "SELECT i.site, h.device, h.sensor, h.seq FROM seq_high h "
+                         "JOIN identities i ON i.device = h.device AND i.sensor = h.sensor")
+            conn.execute("DROP TABLE seq_high")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 @lru_cache(maxsize=128)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from datetime import timedelta
@@ -48,13 +49,21 @@ def test_each_bad_payload_gets_its_reason_code() -> None:
 
 
 def test_order_tracker_flags_late_sequence_numbers() -> None:
-    tracker = OrderTracker({("d1", "t1"): 5})
-    assert tracker.observe("d1", "t1", 4) is True
-    assert tracker.observe("d1", "t1", 6) is False
-    assert tracker.observe("d1", "t1", 6) is True
-    assert tracker.observe("d1", "t2", 1) is False
-    assert tracker.take_changes() == {("d1", "t1"): 6, ("d1", "t2"): 1}
+    tracker = OrderTracker({("s1", "d1", "t1"): 5})
+    assert tracker.observe("s1", "d1", "t1", 4) is True
+    assert tracker.observe("s1", "d1", "t1", 6) is False
+    assert tracker.observe("s1", "d1", "t1", 6) is True
+    assert tracker.observe("s1", "d1", "t2", 1) is False
+    assert tracker.take_changes() == {("s1", "d1", "t1"): 6, ("s1", "d1", "t2"): 1}
     assert tracker.take_changes() == {}
+
+
+def test_the_same_device_id_at_two_sites_is_two_devices() -> None:
+    # a device id is unique within its site only: site s2's pi-01 is not behind s1's
+    tracker = OrderTracker({("s1", "pi-01", "t1"): 500})
+    assert tracker.observe("s2", "pi-01", "t1", 3) is False
+    assert tracker.observe("s1", "pi-01", "t1", 4) is True
+    assert tracker.take_changes() == {("s2", "pi-01", "t1"): 3}
 
 
 def test_lateness_rules() -> None:
@@ -71,6 +80,33 @@ def _pending(seq: int) -> Pending:
     return Pending(event, T.for_event(event), encode(event), BASE_TIME, False, False)
 
 
+def test_an_older_hubs_sequence_marks_move_to_every_site_of_their_device(tmp_path: Path,
+                                                                       ) -> None:
+    """An older hub kept the marks per (device, sensor) in ``seq_high``: each moves to every
+    site the hub admitted that device and sensor for, and a mark of no admitted identity goes."""
+    path = tmp_path / "hub.sqlite3"
+    Journal(path).close()  # today's schema, then the older hub's table and rows beside it
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE seq_high (device TEXT NOT NULL, sensor TEXT NOT NULL, "
+                     "seq INTEGER NOT NULL, PRIMARY KEY (device, sensor)) WITHOUT ROWID")
+        conn.executemany("INSERT INTO seq_high VALUES (?, ?, ?)",
+                         [("pi-01", "t1", 7), ("pi-01", "t2", 4), ("gone", "t1", 3)])
+        conn.executemany("INSERT INTO identities VALUES (?, ?, ?)",
+                         [("north", "pi-01", ""), ("north", "pi-01", "t1"),
+                          ("south", "pi-01", "t1"), ("north", "pi-01", "t2")])
+    journal = Journal(path)
+    try:
+        assert journal.load_seq_marks() == {("north", "pi-01", "t1"): 7,
+                                            ("south", "pi-01", "t1"): 7,
+                                            ("north", "pi-01", "t2"): 4}
+    finally:
+        journal.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'seq_high'"
+                            ).fetchall() == []
+    Journal(path).close()  # once done, opening again changes nothing
+
+
 def test_journal_records_reads_prunes_and_remembers_ids(tmp_path: Path) -> None:
     path = tmp_path / "hub.sqlite3"
     journal = Journal(path)
@@ -80,7 +116,7 @@ def test_journal_records_reads_prunes_and_remembers_ids(tmp_path: Path) -> None:
         batch = [_pending(i) for i in range(1, 6)]
         dead = DeadRecord("deadletter01", BASE_TIME, "tp/x", "invalid", "bad", b"\x00")
         envs = journal.record(BatchRecord(batch, [(p.message.event_id, 1.0) for p in batch],
-                                          {("d1", "t1"): 5}, [dead]))
+                                          {("s1", "d1", "t1"): 5}, [dead]))
         assert [e.offset for e in envs] == [1, 2, 3, 4, 5]
         assert journal.read(0, 3) == envs[:3]
         assert journal.known_ids([batch[0].message.event_id, "nope-nope"]) == {
@@ -96,7 +132,7 @@ def test_journal_records_reads_prunes_and_remembers_ids(tmp_path: Path) -> None:
         rows = journal.read(3, 10)
         assert [r.offset for r in rows] == [4, 5]
         assert rows[0].message == batch[3].message
-        assert journal.load_seq_marks() == {("d1", "t1"): 5}
+        assert journal.load_seq_marks() == {("s1", "d1", "t1"): 5}
         assert journal.known_ids([batch[4].message.event_id])
         more = journal.record(BatchRecord([_pending(9)]))
         assert more[0].offset == 6

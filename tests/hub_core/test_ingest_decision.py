@@ -54,11 +54,11 @@ def build(spec: tuple[str, int, str, str, int, int | None, bool]) -> tuple[Msg, 
 @settings(max_examples=200, deadline=None)
 @given(specs=st.lists(MESSAGES, max_size=40),
        known=st.sets(st.integers(0, 15).map(lambda n: f"event-{n:04d}"), max_size=6),
-       marks=st.dictionaries(st.tuples(st.sampled_from(["d1", "d2"]),
+       marks=st.dictionaries(st.tuples(st.just("s1"), st.sampled_from(["d1", "d2"]),
                                        st.sampled_from(["t1", "t2"])), st.integers(0, 30)))
 def test_every_message_ends_in_exactly_one_place(
         specs: list[tuple[str, int, str, str, int, int | None, bool]], known: set[str],
-        marks: dict[tuple[str, str], int]) -> None:
+        marks: dict[tuple[str, str, str], int]) -> None:
     built = [build(s) for s in specs]
     batch = [m for m, _ in built]
     ids = itertools.count()
@@ -104,7 +104,7 @@ def test_every_message_ends_in_exactly_one_place(
     # out of order: a seq not above the highest already accepted for its sensor
     high = dict(marks)
     for p in decision.pending:
-        key = (p.message.device_id, p.message.sensor_id)
+        key = (p.message.site, p.message.device_id, p.message.sensor_id)
         assert p.out_of_order == (key in high and p.message.seq <= high[key])
         if not p.out_of_order:
             high[key] = p.message.seq
@@ -123,6 +123,17 @@ def _decide(batch: list[Msg], known: frozenset[str] = frozenset()) -> Any:
     return decide_batch(batch, TOPICS, max_size=65536, late_after_s=600,
                         tracker=OrderTracker(), known_ids=lambda c: set(c) & known,
                         new_id=lambda: f"dl{next(ids)}")
+
+
+def test_the_same_device_id_at_two_sites_is_not_out_of_order_against_the_other() -> None:
+    """A device id is unique within its site: south's pi-01 starting at seq 1 is not behind
+    north's pi-01 at 10 (the marks were kept per device and sensor only: every event of one
+    was flagged out of order, counted and shown so)."""
+    events = [reading(10, site="north", device="pi-01"), reading(1, site="south", device="pi-01"),
+              reading(9, site="north", device="pi-01"), reading(2, site="south", device="pi-01")]
+    decision = _decide([Msg(TOPICS.for_event(e), encode(e), 0.0) for e in events])
+    assert [p.out_of_order for p in decision.pending] == [False, False, True, False]
+    assert decision.seq_marks == {("north", "pi-01", "t1"): 10, ("south", "pi-01", "t1"): 2}
 
 
 def test_a_refused_payload_with_an_out_of_range_seq_names_no_seq() -> None:
