@@ -12,7 +12,9 @@ is one line with the reason, exit 1. An unreachable broker does not stop the age
 reading sensors and buffering events in its outbox. A running agent whose thread (a source,
 delivery, the MQTT link) crashed more often than its restart budget allows stops as on SIGTERM
 (the outbox flushed) and exits 70 with one line naming the component and the reason, for systemd
-to restart it.
+to restart it. Test seam, for tests only: ``THERMOPIPE_TEST_CRASH_COMPONENT=delivery`` makes
+``edge-agent run``'s delivery loop raise at every turn once five events are in the outbox,
+restarted after 0.05 s (read in :func:`_test_crash_seam`, nowhere else).
 
 ``status`` reads the state file the running agent rewrites every few seconds
 (:mod:`edge_agent.state_file`), so it needs neither the broker nor the agent's cooperation: exit 0
@@ -28,6 +30,7 @@ Under systemd the one-line failures carry the journal priority ``<3>`` like the 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -217,6 +220,7 @@ def run(path: Path, status_line: bool) -> int:
 
         printer = threading.Thread(target=print_status, name="status-line", daemon=True)
         printer.start()
+    _test_crash_seam(agent)
     keeper = Supervisor(agent, state_path(cfg.state_file, cfg.outbox.path), cfg.state_interval_s,
                         notifier, clock_synchronised, AGENT_VERSION)
     keeper.start()
@@ -234,6 +238,31 @@ def run(path: Path, status_line: bool) -> int:
                 f"{EXIT_COMPONENT_FAILED} for systemd to restart it")
         return EXIT_COMPONENT_FAILED
     return 0
+
+
+def _test_crash_seam(agent: object) -> None:
+    """For tests only: with ``THERMOPIPE_TEST_CRASH_COMPONENT=delivery`` the agent's delivery loop
+    raises at every turn once the outbox holds five events (the first ones are published as
+    usual) and restarts after 0.05 s, so the restart budget runs out in about a second and the
+    exit-70 path, and the outbox kept across it, can be tested through a real process. Nothing
+    else reads the variable."""
+    from program_support.supervision import TEST_CRASH_ENV
+
+    if os.environ.get(TEST_CRASH_ENV) != "delivery":
+        return
+    from edge_agent.agent import Agent
+
+    assert isinstance(agent, Agent)
+    delivery = agent.delivery
+    publish = delivery._publish_ready
+
+    def crash(now: float) -> None:
+        if delivery.outbox.depth >= 5:
+            raise RuntimeError(f"crash injected by {TEST_CRASH_ENV} (a test)")
+        publish(now)
+
+    delivery._publish_ready = crash  # type: ignore[method-assign]
+    agent.supervisor.restart_initial_s = agent.supervisor.restart_max_s = 0.05  # a quick test
 
 
 def status(config: Path, state: Path | None, as_json: bool) -> int:

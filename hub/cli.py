@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 from program_support.cli_args import add_check_flags, config_argument, skipped_flag
 from program_support.config_loading import format_config_error
 from program_support.extras import require
-from program_support.supervision import EXIT_COMPONENT_FAILED
+from program_support.supervision import EXIT_COMPONENT_FAILED, TEST_CRASH_ENV
 from program_support.version import version_line
 from schemas.errors import ConfigError, ServerError, ThermopipeError
 
@@ -55,8 +55,6 @@ DEFAULT_CONFIG = "/etc/thermopipe/hub.toml"
 EXAMPLE_CONFIG = "deploy/hub/hub.toml"  # in the source tree (program_support.config_loading)
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
-#: the environment variable of the test-only crash seam (:func:`_test_crash_seam`)
-TEST_CRASH_ENV = "THERMOPIPE_TEST_CRASH_COMPONENT"
 
 
 def _config_or_exit(path: str) -> HubConfig:

@@ -49,6 +49,9 @@ log = structlog.get_logger("supervisor")
 
 #: the exit code of a process whose component failed past its restart budget (EX_SOFTWARE)
 EXIT_COMPONENT_FAILED = 70
+#: the test-only crash seam of ``hub run`` and ``edge-agent run`` (each CLI's
+#: ``_test_crash_seam``): tests reach the exit-70 path through a real process with it
+TEST_CRASH_ENV = "THERMOPIPE_TEST_CRASH_COMPONENT"
 #: the most characters of an exception kept for health and logs (a message from the wire may be
 #: quoted in it)
 ERROR_MAX = 300

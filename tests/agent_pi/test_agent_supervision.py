@@ -8,7 +8,13 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,9 +26,17 @@ from edge_agent.decide import Reading
 from edge_agent.sources.base import ReadingSink, SensorSpec, start_source_thread
 from edge_agent.supervisor import Supervisor as Keeper
 from edge_agent.systemd_notify import Notifier
-from program_support.supervision import Supervisor
+from program_support.supervision import EXIT_COMPONENT_FAILED, TEST_CRASH_ENV, Supervisor
 from tests.agent_e2e.e2e_helpers import Subscriber
-from tests.agent_pi.helpers import NotifySocket, agent_config, wait_until
+from tests.agent_pi.helpers import (
+    ROOT,
+    NotifySocket,
+    agent_config,
+    agent_env,
+    start_agent,
+    wait_until,
+)
+from tests.servers import Mosquitto
 
 SID = "28-0000000000aa"
 
@@ -174,3 +188,42 @@ def test_a_component_past_its_budget_stops_the_agents_run_loop(tmp_path: Path) -
     assert not runner.is_alive(), "the run loop did not stop on its own"
     assert agent.supervisor.fatal.is_set()
     assert agent.supervisor.fatal_reason.startswith("source crashy crashed 6 times")
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_edge_agent_run_exits_70_in_one_line_and_its_restart_delivers_what_it_kept(
+        tmp_path: Path, mosquitto_factory: Callable[..., Mosquitto]) -> None:
+    """The exit-70 path through the real process (``THERMOPIPE_TEST_CRASH_COMPONENT``: delivery
+    raises at every turn once five events are in the outbox): one line on stderr naming the
+    component and why, every crash logged, and the events made before the exit kept in the
+    outbox, so the agent systemd starts again delivers every one of them."""
+    broker = mosquitto_factory()
+    cfg = agent_config(tmp_path, broker.port, boards=1, sensors_per_board=2, speed=5.0)
+    sub = Subscriber("127.0.0.1", broker.port, "thermopipe")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edge_agent", "run", "-c", str(cfg)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120,
+                              check=False, env=agent_env(**{TEST_CRASH_ENV: "delivery"}))
+        assert proc.returncode == EXIT_COMPONENT_FAILED, proc.stderr[-3000:]
+        lines = proc.stderr.splitlines()
+        assert [line for line in lines if not line.startswith("{")] == [
+            "edge-agent: stopped: delivery crashed 6 times within 600 s (last: RuntimeError: "
+            "crash injected by THERMOPIPE_TEST_CRASH_COMPONENT (a test)); exit 70 for systemd "
+            "to restart it"], proc.stderr[-3000:]
+        logged = [json.loads(line)["event"] for line in lines if line.startswith("{")]
+        assert logged.count("supervisor.component_crashed") == 6
+        with sqlite3.connect(tmp_path / "outbox" / "outbox.db") as conn:
+            kept = {seq for seq, kind in conn.execute("SELECT seq, kind FROM events")
+                    if kind != "status"}
+        assert len(kept) >= 5, kept
+        # as systemd restarts it (no seam): everything the first run kept reaches the broker
+        restarted = start_agent(cfg, tmp_path / "restarted.stderr")
+        try:
+            wait_until(lambda: kept <= {e.seq for e in sub.events()}, 60,
+                       "every event the first run kept, at the broker")
+        finally:
+            restarted.send_signal(signal.SIGTERM)
+            assert restarted.wait(30) == 0, (tmp_path / "restarted.stderr").read_text()[-3000:]
+    finally:
+        sub.close()
