@@ -95,7 +95,6 @@ def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
             conn.execute("PRAGMA cache_size=-4000")
         conn.executescript(SCHEMA)
         migrate_dead_letters(conn)
-        migrate_seq_marks(conn)
     except sqlite3.Error as exc:
         raise JournalError(f"cannot open the hub database {path}: {exc}") from exc
     return conn
@@ -187,6 +186,13 @@ class Store:
     def __init__(self, path: Path, synchronous: str = "full") -> None:
         self.path = path
         self.conn = connect(path, synchronous)
+        # here, not in connect(): only the hub that writes the journal moves an older hub's
+        # table (a newer `hub dlq` run beside an older running hub must not take it away)
+        try:
+            migrate_seq_marks(self.conn)
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise JournalError(f"cannot open the hub database {path}: {exc}") from exc
         self.write_lock = threading.Lock()  # one write transaction at a time on self.conn
 
     @contextmanager

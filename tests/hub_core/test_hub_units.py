@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hub.config import HubConfig, load_hub_config
 from hub.journal import BatchRecord, DeadRecord, Journal, Pending
+from hub.journal.store import connect
 from hub.validate import OrderTracker, Rejection, check_payload, is_late
 from schemas.codec import encode
 from schemas.registry import AVRO_MAGIC
@@ -94,6 +95,10 @@ def test_an_older_hubs_sequence_marks_move_to_every_site_of_their_device(tmp_pat
         conn.executemany("INSERT INTO identities VALUES (?, ?, ?)",
                          [("north", "pi-01", ""), ("north", "pi-01", "t1"),
                           ("south", "pi-01", "t1"), ("north", "pi-01", "t2")])
+    # a reader (`hub dlq`, perhaps newer than the hub still running) leaves the table alone
+    connect(path, "normal").close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM seq_high").fetchone() == (3,)
     journal = Journal(path)
     try:
         assert journal.load_seq_marks() == {("north", "pi-01", "t1"): 7,
