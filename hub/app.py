@@ -97,6 +97,11 @@ class Hub:
                                         registry=self.metrics.registry,
                                         supervisor=self.supervisor)
             consumers.append(alerting)
+            # the offline grace runs while the hub can hear the broker: deaf since what it
+            # last recorded (a restart), until ingest's connection is accepted
+            alerting.broker_lost(self.journal.last_received() or time.time())
+            self.ingest.on_broker_lost.append(alerting.broker_lost)
+            self.ingest.on_broker_heard.append(alerting.broker_heard)
             if cfg.storage.enabled:  # every decided alert is stored, through the journal
                 alerting.add_listener(self._store_alert)
         if cfg.dashboard.enabled:

@@ -30,6 +30,7 @@ import queue
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -122,6 +123,11 @@ class Ingest:
         self._room = threading.Event()  # set by the ingest thread each time it takes a batch
         self._generation = 0
         self.connected = threading.Event()
+        #: told (epoch seconds, paho's thread) when the connection to the broker drops and when
+        #: the broker accepts one again, before any message of it is handled: alerting's offline
+        #: grace runs only while the hub can hear (hub/alerting/engine.py, ``deaf``)
+        self.on_broker_lost: list[Callable[[float], None]] = []
+        self.on_broker_heard: list[Callable[[float], None]] = []
         self.subscribed = threading.Event()
         self.last_error = ""
         self._refused = False  # the broker refused our last CONNECT (until one is accepted)
@@ -190,6 +196,8 @@ class Ingest:
         self._generation += 1
         self._pacing.accepted(time.monotonic())
         self.connected.set()
+        for heard in self.on_broker_heard:
+            heard(time.time())
         self.metrics.connected.set(1)
         log.info("mqtt.connected", session_present=bool(flags.session_present),
                  client_id=self.config.client_id)
@@ -208,6 +216,8 @@ class Ingest:
 
     def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
         self.connected.clear()
+        for lost in self.on_broker_lost:
+            lost(time.time())
         self.subscribed.clear()
         self.metrics.connected.set(0)
         if self._network.restarting:

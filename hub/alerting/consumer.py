@@ -49,6 +49,9 @@ log = structlog.get_logger("hub.alerting")
 SENT_RETENTION_S = 14 * 24 * 3600.0
 #: the ticker never spins faster than this, even when a deadline has passed (a failing commit)
 MIN_TICK_WAIT_S = 0.2
+#: after the hub is back on the broker, what the broker kept for it (a device's birth in a
+#: broker restart) arrives in its first moments: counted as heard while the hub was away
+HEARD_SETTLE_S = 1.0
 
 AlertListener = Callable[[Alert], None]
 
@@ -88,6 +91,10 @@ class AlertingConsumer(ConsumerDefaults):
             for name, n in notifiers.items()}
         self._stop = threading.Event()
         self._tick_wake = threading.Event()  # a new offline deadline: re-plan the next tick
+        #: the hub's connection to the broker lost / back, as (True: heard, epoch s), told from
+        #: paho's thread (broker_lost / broker_heard) and applied to the engine under _lock
+        self._hearing: list[tuple[bool, float]] = []
+        self._hearing_lock = threading.Lock()
         self._started = False
         if start:
             self.start()
@@ -151,11 +158,36 @@ class AlertingConsumer(ConsumerDefaults):
                 log.warning("alerting.listener_record_failed", error=str(exc))
             return len(pending)
 
+    # -- the hub's hearing (offline grace) -------------------------------------------------------
+    def broker_lost(self, at: float) -> None:
+        """The hub cannot hear the broker since ``at`` (epoch seconds): no will's grace runs out
+        until it hears again (any thread; applied before the next batch or tick)."""
+        with self._hearing_lock:
+            self._hearing.append((False, at))
+
+    def broker_heard(self, at: float) -> None:
+        """The broker accepted the hub's connection again at ``at``: the deaf time, and
+        ``HEARD_SETTLE_S`` for what the broker kept meanwhile to come in, is added to every
+        grace it cut into. Told before any message of the new connection is handled."""
+        with self._hearing_lock:
+            self._hearing.append((True, at + HEARD_SETTLE_S))
+        self._tick_wake.set()
+
+    def _apply_hearing(self) -> None:
+        with self._hearing_lock:
+            changes, self._hearing = self._hearing, []
+        for heard, at in changes:
+            if heard:
+                self.engine.heard_again(at)
+            else:
+                self.engine.deaf(at)
+
     # -- Consumer ------------------------------------------------------------------------------
     def handle(self, batch: Sequence[Envelope]) -> None:
         if not self.config.enabled:
             return
         with self._lock:
+            self._apply_hearing()
             now = self._clock()
             outcome = Outcome()
             for env in batch:
@@ -169,6 +201,7 @@ class AlertingConsumer(ConsumerDefaults):
         """Fire offline conditions whose grace ran out, repeat still-firing groups, release
         groups whose silence ended."""
         with self._lock:
+            self._apply_hearing()
             now = now or self._clock()
             outcome = self.engine.tick(now)
             self._commit(outcome, now)
@@ -189,7 +222,9 @@ class AlertingConsumer(ConsumerDefaults):
         except Exception:
             # the engine moved on in memory but nothing was saved: go back to the saved state,
             # so the redelivered batch decides the same again
+            hearing = self.engine
             self.engine = AlertEngine(self.config, self.store.load_snapshot())
+            self.engine.keep_hearing(hearing)  # in memory only: not in the saved state
             raise
         # the outbox rows are durable: wake their notifiers first, so no listener (the stored
         # alert point, itself a journal commit, and the live page) stands between a decision

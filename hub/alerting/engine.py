@@ -30,11 +30,13 @@ received within ``offline_for_s`` of the will cancels it silently (a flap: a bro
 publishes every client's will, and the agents are back seconds later), counted in
 ``Outcome.flaps``. Otherwise ``tick(now)`` fires it once ``now`` reaches the will's received time
 plus ``offline_for_s`` (or, if the birth is processed first but arrived after that, the birth
-fires it and resolves it). Pending conditions are part of the snapshot, and every deadline is
-derived from the envelopes' received times: a restart in the grace neither loses nor repeats the
-alert, and its ``alert_id`` is the one an immediate firing would have had. ``offline_for_s = 0``
-fires at once. A will always shows people its received time (its own ``time`` is when its
-session connected: see ``hub.validate.is_will``).
+fires it and resolves it). The grace counts only time the hub could hear the broker
+(``deaf`` / ``heard_again``: while the hub's own connection is down nothing pending fires, and
+the time it was away is added to every grace it cut into). Pending conditions are part of the
+snapshot, and every deadline is derived from the envelopes' received times: a restart in the
+grace neither loses nor repeats the alert, and its ``alert_id`` is the one an immediate firing
+would have had. ``offline_for_s = 0`` fires at once. A will always shows people its received
+time (its own ``time`` is when its session connected: see ``hub.validate.is_will``).
 
 Routing, explicitly: a *live* firing goes to all the rule's notifiers; a *late* firing (the cause
 was replayed by the agent or older than ``late_after_s`` when received, or is out of order) goes
@@ -315,6 +317,12 @@ class AlertEngine:
         self.groups: dict[str, GroupState] = {}
         #: offline conditions inside their ``offline_for_s`` grace, by condition key
         self.pending: dict[str, PendingOffline] = {}
+        #: seconds added to a pending condition's grace because the hub could not hear the
+        #: broker during it (``deaf``/``heard_again``; in memory: a restarted hub is deaf again
+        #: until it reconnects, which adds its own outage)
+        self._deaf_s: dict[str, float] = {}
+        #: since when the hub cannot hear the broker (epoch seconds), None while it can
+        self.deaf_since: float | None = None
         #: per "site/device", its sensors' names and band directions from its last birth (each
         #: birth replaces its device's entry). Bounded as the hub's identities are: ingest
         #: refuses a device or sensor past ``[limits]`` before any consumer sees it.
@@ -375,8 +383,39 @@ class AlertEngine:
 
     def next_due(self) -> float | None:
         """When (epoch seconds) the earliest pending offline condition is due, if any."""
-        grace = self.config.offline_for_s
-        return min((p.received + grace for p in self.pending.values()), default=None)
+        dues = [self._deadline(k, p) for k, p in self.pending.items()]
+        if self.deaf_since is not None:  # nothing past it is judged until the hub hears again
+            dues = [due for due in dues if due <= self.deaf_since]
+        return min(dues, default=None)
+
+    def _deadline(self, ckey: str, pending: PendingOffline) -> float:
+        return pending.received + self.config.offline_for_s + self._deaf_s.get(ckey, 0.0)
+
+    # -- the hub's own hearing -----------------------------------------------------------------
+    def deaf(self, since: float) -> None:
+        """The hub cannot hear the broker from ``since`` (epoch seconds: its connection dropped,
+        or it is starting). A will's grace counts only time the hub could have heard the birth:
+        no pending condition fires while the hub is deaf (see :meth:`heard_again`)."""
+        if self.deaf_since is None:
+            self.deaf_since = since
+
+    def keep_hearing(self, other: AlertEngine) -> None:
+        """Take ``other``'s deafness and deaf time (an engine rebuilt from the saved state)."""
+        self.deaf_since = other.deaf_since
+        self._deaf_s = {k: v for k, v in other._deaf_s.items() if k in self.pending}
+
+    def heard_again(self, at: float) -> None:
+        """The hub hears the broker again from ``at``: every pending condition whose grace was
+        still running when the hub went deaf gets the deaf time added, so a birth the broker
+        kept for the hub meanwhile (a broker restart publishes every will, then the devices are
+        back in seconds while the hub is still reconnecting) is a flap, as it was."""
+        since, self.deaf_since = self.deaf_since, None
+        if since is None:
+            return
+        added = max(0.0, at - since)
+        for ckey, pending in self.pending.items():
+            if self._deadline(ckey, pending) > since:
+                self._deaf_s[ckey] = self._deaf_s.get(ckey, 0.0) + added
 
     # -- decisions -----------------------------------------------------------------------------
     def process(self, env: Envelope, now: datetime) -> Outcome:
@@ -443,11 +482,12 @@ class AlertEngine:
         notify groups whose silence expired."""
         out = Outcome()
         epoch = now.timestamp()
-        grace = self.config.offline_for_s
         for ckey, pending in sorted(self.pending.items(),
                                     key=lambda item: (item[1].received, item[0])):
-            if pending.received + grace <= epoch:
+            due = self._deadline(ckey, pending)
+            if due <= epoch and (self.deaf_since is None or due <= self.deaf_since):
                 del self.pending[ckey]
+                self._deaf_s.pop(ckey, None)
                 self._touch("pending", ckey)
                 out.changed = True
                 self._fire_pending(out, ckey, pending, now)
@@ -520,7 +560,8 @@ class AlertEngine:
         del self.pending[ckey]
         self._touch("pending", ckey)
         gap = env.received_at.timestamp() - pending.received
-        if gap <= self.config.offline_for_s:
+        deaf_s = self._deaf_s.pop(ckey, 0.0)  # the hub could not have heard it then
+        if gap <= self.config.offline_for_s + deaf_s:
             out.flaps.append(FlapSuppressed(msg.site, msg.device_id, pending.session,
                                             pending.event_id, msg.event_id, round(gap, 3)))
             return True

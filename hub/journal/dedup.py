@@ -36,6 +36,12 @@ class SeenIds:
                     chunk))
         return found
 
+    def last_at(self) -> float | None:
+        """When the newest recorded event was received (epoch seconds), if any is kept."""
+        with self._store.write_lock:
+            row = self._store.conn.execute("SELECT MAX(at) FROM seen").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     @staticmethod
     def insert(conn: sqlite3.Connection, seen: Iterable[tuple[str, float]]) -> None:
         """(event id, when) pairs, inside the caller's transaction."""

@@ -173,6 +173,11 @@ class Journal:
     def backlog(self, cursor: int) -> int:
         return self._log.backlog(cursor)
 
+    def last_received(self) -> float | None:
+        """When the newest event the hub recorded was received (epoch seconds; None: none
+        kept): what a hub that starts has heard until."""
+        return self._seen.last_at()
+
     def received_after(self, offset: int) -> datetime | None:
         """When the first entry above ``offset`` was recorded (None: there is none)."""
         return self._log.received_after(offset)

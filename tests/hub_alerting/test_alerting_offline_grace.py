@@ -137,6 +137,66 @@ def test_birth_after_the_grace_with_no_tick_between_fires_and_resolves() -> None
         back.notifications[0].alert.alert_id]
 
 
+def test_a_birth_the_broker_kept_while_the_hub_was_away_is_a_flap() -> None:
+    """Regression (CI, the chaos test): a broker stop publishes the wills, the hub gets them and
+    loses its connection; the device is back 4 s later, but the hub reconnects only 17 s later
+    and receives the birth then. Only the time the hub could hear counts against the grace."""
+    will, _ = will_and_birth(0)
+    _, birth = will_and_birth(GRACE + 17)
+    eng = AlertEngine(config())
+    eng.process(will, at(will, 0))
+    eng.deaf(at(will, 1).timestamp())
+    # the grace runs out while the hub cannot hear: nothing fires, nothing is due
+    assert eng.tick(at(will, GRACE + 5)).notifications == [] and len(eng.pending) == 1
+    assert eng.next_due() is None
+    eng.heard_again(at(will, GRACE + 16).timestamp())
+    assert eng.next_due() == at(will, GRACE + GRACE + 15).timestamp()
+    back = eng.process(birth, at(birth, 0))
+    assert back.notifications == [] and eng.pending == {} and eng.groups == {}
+    assert [f.offline_s for f in back.flaps] == [GRACE + 17]
+
+
+def test_a_device_that_stays_away_pages_once_the_hub_heard_for_the_rest_of_the_grace() -> None:
+    will, _ = will_and_birth(0)
+    eng = AlertEngine(config())
+    eng.process(will, at(will, 0))
+    eng.deaf(at(will, 10).timestamp())
+    eng.heard_again(at(will, 30).timestamp())  # 20 s away: the grace ends 20 s later
+    assert eng.tick(at(will, GRACE + 19)).notifications == []
+    assert statuses(eng.tick(at(will, GRACE + 21)).notifications) == ["firing"]
+    assert eng.pending == {}
+
+
+def test_a_grace_that_ran_out_before_the_hub_went_deaf_fires_while_it_is_deaf() -> None:
+    will, _ = will_and_birth(0)
+    eng = AlertEngine(config())
+    eng.process(will, at(will, 0))
+    eng.deaf(at(will, GRACE + 1).timestamp())  # heard for the whole grace: nothing came
+    assert eng.next_due() == at(will, GRACE).timestamp()
+    assert statuses(eng.tick(at(will, GRACE + 2)).notifications) == ["firing"]
+
+
+def test_the_consumer_applies_the_hubs_hearing_before_each_batch(tmp_path: Path) -> None:
+    will, _ = will_and_birth(0)
+    _, birth = will_and_birth(GRACE + 17)
+    clock = [at(will, 0)]
+    consumer = AlertingConsumer(config(), state_dir=tmp_path, clock=lambda: clock[0],
+                                start=False)
+    try:
+        consumer.handle([will])
+        consumer.broker_lost(at(will, 1).timestamp())
+        clock[0] = at(will, GRACE + 5)
+        consumer.tick()
+        assert not consumer.store.pending() and consumer.engine.pending
+        consumer.broker_heard(at(will, GRACE + 16).timestamp())
+        clock[0] = at(birth, 0)
+        consumer.handle([birth])
+        assert consumer.engine.pending == {} and consumer.engine.groups == {}
+        assert not consumer.store.pending()  # no notification was queued
+    finally:
+        consumer.close()
+
+
 def test_a_restart_in_the_grace_fires_exactly_once() -> None:
     will, _ = will_and_birth(0)
     eng = AlertEngine(config())
