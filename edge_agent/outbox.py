@@ -254,10 +254,11 @@ class Outbox:
 
     # -- identity ------------------------------------------------------------------------------
     def reserve_seq(self) -> int:
-        """The next sequence number of this device; persisted with the next commit.
+        """The next sequence number of this device; persisted past it by the commit that stores
+        its event.
 
-        An event is published only after a commit that also stored ``next_seq`` past its seq, so a
-        restart never reuses a seq the hub has seen.
+        An event is published only after a commit that stored it and ``next_seq`` past its seq,
+        so a restart never reuses a seq the hub has seen, and never skips one either.
         """
         with self._stage_lock:
             seq = self._next_seq
@@ -335,7 +336,6 @@ class Outbox:
                 batch, self._staged = self._staged, []
                 acked, self._acked = self._acked, set()
                 seen = self._receipts_seen
-                next_seq = self._next_seq
             now = time.monotonic()
             self.dropped_seqs = set()
             if not (batch or acked or force or (seen and not self._meta["receipts_seen"])) \
@@ -343,7 +343,7 @@ class Outbox:
                 return []  # idle: nothing to write; age and disk are still checked every few s
             self._bounds_checked_at = now
             try:
-                stored, drops = self._commit(batch, acked, next_seq, seen)
+                stored, drops = self._commit(batch, acked, seen)
             except sqlite3.Error as exc:
                 self._rollback()
                 self._reload_stats()
@@ -358,7 +358,7 @@ class Outbox:
                         policy="summaries first, then readings, alarms last")
         return stored
 
-    def _commit(self, batch: list[tuple[_Row, SensorEvent]], acked: set[int], next_seq: int,
+    def _commit(self, batch: list[tuple[_Row, SensorEvent]], acked: set[int],
                 receipts_seen: bool) -> tuple[list[Stored], list[Drop]]:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -378,7 +378,12 @@ class Outbox:
             self._bytes -= sum(s for (s,) in sizes)
         drops, dropped = self._enforce_bounds(sum(row[8] for row, _ in batch))
         self.dropped_seqs = dropped
-        meta = dict(self._meta, next_seq=next_seq)
+        # past every seq stored so far, not past every seq reserved: one reserved and not yet
+        # buffered when this commit ran (stamped on another thread) is not on disk, and a SIGKILL
+        # now must not leave a gap in the seqs (the hub would report it lost). A restart reuses
+        # it: nothing with it was ever published (only what a commit stored is).
+        meta = dict(self._meta, next_seq=max(
+            self._meta["next_seq"], max((row[0] for row, _ in batch), default=-1) + 1))
         if receipts_seen:
             meta["receipts_seen"] = 1
         for drop in drops:

@@ -146,6 +146,22 @@ def test_a_crash_loses_only_what_was_not_committed(tmp_path: Path) -> None:
         assert not {e.event_id for e in lost} & {r.event_id for r in ob2.read()}
 
 
+def test_a_seq_reserved_during_a_commit_is_not_skipped_by_a_crash(tmp_path: Path) -> None:
+    """Regression (CI, tests/agent_e2e SIGKILL test): the agent's thread reserved seq 31, the
+    delivery thread committed before event 31 was buffered and stored next_seq = 32, then
+    SIGKILL: the restarted agent went on at 32 and the hub saw a gap. Only stored events move the
+    stored counter; the lost event's seq is used again (nothing with it was published)."""
+    s = settings(tmp_path)
+    ob = Outbox(s)
+    committed = add(ob, ["reading"] * 3)
+    reserved = ob.reserve_seq()          # stamped on the agent's thread, not buffered yet
+    ob.commit()                          # the delivery thread's group commit
+    assert reserved == committed[-1].seq + 1
+    ob.close(flush=False)                # kill -9
+    with Outbox(s) as ob2:
+        assert ob2.reserve_seq() == reserved
+
+
 def test_seq_and_session_survive_restarts(tmp_path: Path) -> None:
     s = settings(tmp_path)
     with Outbox(s) as ob:
