@@ -17,7 +17,8 @@ from schemas.errors import ThermopipeError
 
 __all__ = ["DEAD_LETTER_ADDED", "INSERT_CHUNK", "REPLAY_REQUEST_DROPPED",
            "ROW_BYTES_SQL", "SCHEMA", "JournalError", "Store",
-           "connect", "dt", "insert_rows", "migrate_dead_letters", "migrate_seq_marks", "ts"]
+           "connect", "dt", "has_old_seq_marks", "insert_rows", "migrate_dead_letters",
+           "migrate_seq_marks", "ts"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -131,28 +132,24 @@ def migrate_dead_letters(conn: sqlite3.Connection) -> None:
                      "WHERE status='replay_requested'", {"note": REPLAY_REQUEST_DROPPED})
 
 
+def has_old_seq_marks(conn: sqlite3.Connection) -> bool:
+    """An older hub's ``seq_high`` table is still there (:func:`migrate_seq_marks`)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
+                        "AND name='seq_high'").fetchone() is not None
+
+
 def migrate_seq_marks(conn: sqlite3.Connection) -> None:
     """Move an older hub's ``seq_high`` marks, kept per (device, sensor) without the site (two
     sites' ``pi-01`` shared one mark, so each flagged the other's events out of order), to
     ``seq_marks``: each goes to every site the hub admitted that device and sensor for
     (``identities``); a mark with no admitted identity is dropped (the first event of that sensor
-    after the upgrade is then never out of order). One transaction; a no-op once done."""
-    def pending() -> bool:
-        return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
-                            "AND name='seq_high'").fetchone() is not None
-    if not pending():
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if pending():  # another connection may have done it while this one waited
-            conn.execute("INSERT OR IGNORE INTO seq_marks (site, device, sensor, seq) "
-                         "SELECT i.site, h.device, h.sensor, h.seq FROM seq_high h "
-                         "JOIN identities i ON i.device = h.device AND i.sensor = h.sensor")
-            conn.execute("DROP TABLE seq_high")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    after the upgrade is then never out of order). Inside the caller's transaction; a no-op
+    once done."""
+    if has_old_seq_marks(conn):  # again: another connection may have done it meanwhile
+        conn.execute("INSERT OR IGNORE INTO seq_marks (site, device, sensor, seq) "
+                     "SELECT i.site, h.device, h.sensor, h.seq FROM seq_high h "
+                     "JOIN identities i ON i.device = h.device AND i.sensor = h.sensor")
+        conn.execute("DROP TABLE seq_high")
 
 
 @lru_cache(maxsize=128)
@@ -186,14 +183,16 @@ class Store:
     def __init__(self, path: Path, synchronous: str = "full") -> None:
         self.path = path
         self.conn = connect(path, synchronous)
+        self.write_lock = threading.Lock()  # one write transaction at a time on self.conn
         # here, not in connect(): only the hub that writes the journal moves an older hub's
         # table (a newer `hub dlq` run beside an older running hub must not take it away)
-        try:
-            migrate_seq_marks(self.conn)
-        except sqlite3.Error as exc:
-            self.conn.close()
-            raise JournalError(f"cannot open the hub database {path}: {exc}") from exc
-        self.write_lock = threading.Lock()  # one write transaction at a time on self.conn
+        if has_old_seq_marks(self.conn):
+            try:
+                with self.write_lock, self.transaction("move the older sequence marks in"):
+                    migrate_seq_marks(self.conn)
+            except JournalError:
+                self.conn.close()
+                raise
 
     @contextmanager
     def transaction(self, what: str) -> Iterator[sqlite3.Connection]:
