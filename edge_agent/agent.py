@@ -40,7 +40,7 @@ from edge_agent.config import (
     SourceConfig,
 )
 from edge_agent.decide import Draft, Reading, SensorDecider
-from edge_agent.delivery import Delivery
+from edge_agent.delivery import Delivery, SensorList
 from edge_agent.outbox import Outbox
 from edge_agent.sources.base import SensorSource, SensorSpec
 from edge_agent.stamping import EventStamper
@@ -119,6 +119,7 @@ class Agent:
         #: when the run loop last turned (monotonic): the watchdog pings only while it moves
         self.last_turn = time.monotonic()
         self._last_drop_log = 0.0
+        self._listed_told: SensorList | None = None  # the sensor list delivery was last told
 
     # --- what the status message and the status line show ---------------------------------
     def sensor_infos(self) -> list[SensorInfo]:
@@ -290,6 +291,19 @@ class Agent:
         for dec in list(self._deciders.values()):
             drafts += dec.on_tick(now)
         self._submit(drafts)
+        listed = self.sensors_listed()
+        if listed != self._listed_told:
+            self._listed_told = listed
+            self.delivery.sensors_changed(listed)
+
+    def sensors_listed(self) -> SensorList:
+        """What the next status would say of the sensors (as :meth:`status_info` reads them):
+        every source has looked, and the sensor ids."""
+        complete = all(source.discovered for source in self.sources)
+        ids = {spec.sensor_id for source in self.sources for spec in source.sensors}
+        with self._lock:
+            ids.update(self._deciders)
+        return complete, frozenset(ids)
 
     def _submit(self, drafts: list[Draft]) -> None:
         if not drafts:

@@ -11,7 +11,11 @@ loop:
 2. Publish *live* events, then *backlog* events, while fewer than ``max_inflight`` are
    unacknowledged.
 3. Publish the retained status: the birth on every (re)connect and on a ``rebirth`` command,
-   an ``update`` every ``status_interval_s``.
+   an ``update`` every ``status_interval_s``, and an ``update`` soon (2 s after the last status
+   at the earliest) when the agent's sensor list differs from the one last published
+   (:meth:`Delivery.sensors_changed`: a sensor seen for the first time, or a source that finished
+   looking after the birth went out), so the hub and Home Assistant learn it in seconds, not a
+   status interval later.
 
 Live or backlog, precisely: an event is **live** when the commit that stored it happened while the
 link was connected; it is published at once with ``replayed=false``. Everything else is
@@ -92,7 +96,24 @@ class _StopRequest:
     timeout: float
 
 
-_Control = LinkEvent | _FlushRequest | _StopRequest
+@dataclass(frozen=True)
+class _SensorsChanged:
+    """The agent's sensor list is now ``listed``: (every source has looked, the sensor ids)."""
+
+    listed: SensorList
+
+
+#: what a status says of the sensors: (``sensors_complete``, the sensor ids it lists)
+SensorList = tuple[bool, frozenset[str]]
+
+_Control = LinkEvent | _FlushRequest | _StopRequest | _SensorsChanged
+
+#: the least time after the last status before one sent for a changed sensor list: a source that
+#: finds its sensors one by one sends a few updates, not one per sensor; and the hub clears a
+#: withdrawn sensor's Home Assistant state at the status after the one that withdrew its configs,
+#: which Home Assistant must have removed by then (tests/counterparts/test_home_assistant.py runs
+#: that with statuses 2 s apart)
+SENSORS_CHANGED_GAP_S = 2.0
 
 
 #: ranges a log line shows (the rest is counted)
@@ -138,6 +159,9 @@ class Delivery:
         self._loop_done = False  # the loop ended by its own shutdown (link stopped, committed)
         # delivery-thread state (what to publish: self.policy)
         self._status_mids: dict[int, str] = {}  # mid -> reason
+        self._listed: SensorList | None = None  # the sensor list of the last status published
+        self._listed_now: SensorList | None = None  # the agent's, as it last told us
+        self._last_status_at = float("-inf")
         self._acked_seqs: list[int] = []  # PUBACKed rows to delete, handed to the outbox at once
         self._flush_waiters: list[_FlushRequest] = []
         self._stop_deadline: float | None = None
@@ -208,6 +232,12 @@ class Delivery:
             raise DeliveryError(f"outbox flush did not complete in {timeout}s")
         if not request.ok:
             raise DeliveryError("outbox flush failed; the events are kept and retried")
+
+    def sensors_changed(self, listed: SensorList) -> None:
+        """The agent's sensor list is now ``listed`` (any thread; never blocks). An ``update``
+        status goes out soon if that is not what the last status said."""
+        self._control.put(_SensorsChanged(listed))
+        self._wake.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Publish what is committed live, the retained offline status (reason "shutdown"),
@@ -317,6 +347,9 @@ class Delivery:
                     next_status = now + self.settings.status_interval_s
                 self._receipt_tick(now)
                 self._publish_ready(now)
+                if self._listed_now is not None and self._listed_now != self._listed:
+                    next_status = min(next_status,
+                                      self._last_status_at + SENSORS_CHANGED_GAP_S)
                 if now >= next_status and self._stop_deadline is None:
                     self._publish_status("update", online=True)
                     next_status = now + self.settings.status_interval_s
@@ -362,6 +395,8 @@ class Delivery:
             elif isinstance(item, _FlushRequest):
                 self._flush_waiters.append(item)
                 flush_now = True
+            elif isinstance(item, _SensorsChanged):
+                self._listed_now = item.listed
             elif isinstance(item, _StopRequest):
                 self.policy.stopping()
                 self._stop_deadline = item.deadline
@@ -540,14 +575,16 @@ class Delivery:
             extras = {}
         counters = {str(k): float(v) for k, v in dict(extras.get("counters", {})).items()}
         counters.update(self.counters())
+        sensors = list(extras.get("sensors", []))
+        complete = bool(extras.get("sensors_complete", False))
         return DeviceStatus(
             event_id=new_event_id(), site=self.site, device_id=self.device_id,
             time=datetime.now(UTC), clock_synced=self._clock_synced(), online=online,
             reason=reason,  # type: ignore[arg-type]
             session=session, agent_version=str(extras.get("agent_version", "")),
-            firmware=str(extras.get("firmware", "")), sensors=list(extras.get("sensors", [])),
+            firmware=str(extras.get("firmware", "")), sensors=sensors,
             counters=counters, device_name=str(extras.get("device_name", "")),
-            sensors_complete=bool(extras.get("sensors_complete", False)))
+            sensors_complete=complete)
 
     def _will_payload(self, session: int) -> bytes:
         return encode(self._status("will", online=False, session=session),
@@ -562,6 +599,8 @@ class Delivery:
             self._log.error("delivery.status_failed", reason=reason, error=str(exc))
             return None
         self._status_mids[mid] = reason
+        self._listed = (status.sensors_complete, frozenset(i.sensor_id for i in status.sensors))
+        self._last_status_at = time.monotonic()
         self._counts["status_published"] += 1
         self._log.info("delivery.status", reason=reason, online=online,
                        session=self.link.session)

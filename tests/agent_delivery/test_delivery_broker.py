@@ -43,14 +43,15 @@ def make_delivery(tmp_path: Path) -> Iterator[MakeDelivery]:
     made: list[tuple[Delivery, Outbox]] = []
 
     def make(host: str, port: int, root: str, *, outbox: Outbox | None = None,
-             rate: float | None = None, **mqtt: Any) -> tuple[Delivery, EventStamper]:
+             rate: float | None = None, status: Callable[[], dict[str, Any]] = provider,
+             **mqtt: Any) -> tuple[Delivery, EventStamper]:
         if outbox is None:
             outbox = Outbox(OutboxSettings(path=tmp_path / f"o{len(made)}.db", min_free_bytes=0,
                                            flush_interval_s=0.1))
         mqtt.setdefault("receipts", "off")  # the broker alone: deleted at its PUBACK
         settings = MqttSettings(host=host, port=port, topic_root=root, reconnect_min_s=0.2,
                                 reconnect_max_s=1.0, **mqtt)
-        delivery = Delivery(outbox, settings, "site1", "dev1", provider, backlog_rate_per_s=rate)
+        delivery = Delivery(outbox, settings, "site1", "dev1", status, backlog_rate_per_s=rate)
         made.append((delivery, outbox))
         return delivery, EventStamper("site1", "dev1", outbox)
 
@@ -67,6 +68,38 @@ def wait(pred: Callable[[], bool], timeout: float) -> bool:
             return True
         time.sleep(0.02)
     return pred()
+
+
+def test_a_changed_sensor_list_goes_out_in_an_update_at_once_and_only_once(
+        mosquitto: Mosquitto, topic_root: str, make_delivery: MakeDelivery) -> None:
+    """A birth sent before the sources finished looking lists what they had found; the list
+    they find next goes out 2 s after the birth, not a status interval (an hour here)."""
+    listed: dict[str, Any] = {"sensors": [], "sensors_complete": False}
+    rec = Recorder(mosquitto.host, mosquitto.port, Topics(topic_root).hub_filters()).start()
+    try:
+        delivery, _ = make_delivery(mosquitto.host, mosquitto.port, topic_root,
+                                    status=lambda: dict(provider(), **listed),
+                                    status_interval_s=3600.0)
+        delivery.start()
+        assert rec.wait_for(lambda m: any(x.message.kind == "status" for x in m), 10)
+        delivery.sensors_changed((False, frozenset()))  # what the birth said: nothing to send
+        time.sleep(1.5)
+        assert [m.message.reason for m in rec.statuses()] == ["birth"]
+        assert rec.statuses()[0].message.sensors == []
+
+        listed.update(sensors=SENSORS, sensors_complete=True)
+        changed_at = time.monotonic()
+        delivery.sensors_changed((True, frozenset({"s1"})))
+        assert rec.wait_for(lambda m: len([x for x in m if x.message.kind == "status"]) >= 2, 5)
+        assert time.monotonic() - changed_at < 3.5  # 2 s after the birth at the earliest
+        update = rec.statuses()[1].message
+        assert (update.reason, update.online, update.sensors_complete) == ("update", True, True)
+        assert [s.sensor_id for s in update.sensors] == ["s1"]
+        delivery.sensors_changed((True, frozenset({"s1"})))  # told again: already said
+        time.sleep(1.5)
+        assert len(rec.statuses()) == 2
+    finally:
+        rec.stop()
 
 
 def test_live_events_status_and_rebirth(mosquitto: Mosquitto, topic_root: str,

@@ -101,14 +101,16 @@ def test_the_agent_runs_and_publishes_without_the_contracts_pydantic_half(
                                  str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
                                 env=agent_env())
     try:
-        wait_until(lambda: len(listener.events()) >= 4 and listener.statuses(), 60,
-                   "a birth and four events the hub's validation accepts")
+        # a birth can go out before the simulator has said which sensors it has: the whole
+        # list follows in an update as soon as it has
+        wait_until(lambda: len(listener.events()) >= 4 and any(
+            s.online and s.sensors_complete for s in listener.statuses()), 60,
+            "a status with the whole sensor list and four events the hub's validation accepts")
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, stderr.read_text()[-3000:]
-    births = [s for s in listener.statuses() if s.online]
-    assert births and {i.sensor_id for i in births[0].sensors} == {
-        "28-000000000000", "28-000000000001"}
+    whole = next(s for s in listener.statuses() if s.online and s.sensors_complete)
+    assert {i.sensor_id for i in whole.sensors} == {"28-000000000000", "28-000000000001"}
     assert all(e.site == "farm" and e.device_id == "pi-test" for e in listener.events())
 
     loaded: list[str] = json.loads(modules_file.read_text())

@@ -183,11 +183,20 @@ class Machine:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no init in the container: {self.console()[-3000:]}")
             time.sleep(0.2)
-        state = self.run("systemctl", "is-system-running", "--wait",
-                         timeout=max(10.0, deadline - time.monotonic()), check=False)
-        if state.stdout.strip() not in ("running", "degraded"):
-            raise RuntimeError(f"the container's systemd is {state.stdout.strip()!r}:\n"
-                               f"{self.run('systemctl', '--failed', check=False).stdout}")
+        # --wait waits out "initializing" and "starting", but not a manager whose bus is not up
+        # yet: init has exec'd but not opened its socket (a loaded machine widens that window),
+        # and systemctl says "offline" at once. Ask again until the deadline.
+        while True:
+            state = self.run("systemctl", "is-system-running", "--wait",
+                             timeout=max(10.0, deadline - time.monotonic()), check=False)
+            said = state.stdout.strip()
+            if said in ("running", "degraded"):
+                return
+            if said not in ("offline", "unknown", "") or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the container's systemd is {said!r} ({state.stderr.strip()!r}):\n"
+                    f"{self.run('systemctl', '--failed', check=False).stdout}")
+            time.sleep(0.5)
 
     def console(self) -> str:
         return self.console_log.read_text(errors="replace")
@@ -257,6 +266,15 @@ class Machine:
             deadline = time.monotonic() + 30
             while Path(f"/proc/{self.init_pid}").exists() and time.monotonic() < deadline:
                 time.sleep(0.2)
+            # nspawn gone and its init not: an init that had not yet set up its signal handlers
+            # ignores the power-off signal (PID 1 of a namespace). It is not in nspawn's process
+            # group; SIGKILL to it takes every process of the container's PID namespace along.
+            if Path(f"/proc/{self.init_pid}").exists():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.init_pid, signal.SIGKILL)
+                deadline = time.monotonic() + 30
+                while Path(f"/proc/{self.init_pid}").exists() and time.monotonic() < deadline:
+                    time.sleep(0.2)
 
     def gone(self) -> list[str]:
         """What is left of the machine on the host: an empty list when nothing is."""

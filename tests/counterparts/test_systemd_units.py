@@ -80,10 +80,14 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
               f"{time.monotonic() - started - prepared:.1f} s "
               f"({m.run('systemctl', '--version').stdout.splitlines()[0]})")
         yield m
-    finally:
-        m.stop()
-        left = m.gone()
-        assert not left, f"the container left things behind: {left}"
+    except BaseException as exc:
+        m.stop()  # the error that brought us here is the one to see, then what stop left
+        if left := m.gone():
+            exc.add_note(f"the container left things behind: {left}")
+        raise
+    m.stop()
+    left = m.gone()
+    assert not left, f"the container left things behind: {left}"
 
 
 def active(m: Machine, unit: str) -> bool:
