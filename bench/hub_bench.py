@@ -562,7 +562,11 @@ level = "warning"
     distinct = influx.series_rows('SELECT COUNT(DISTINCT("event_id")) FROM "sensor_event"',
                                   db)[0]["count"]
     hub_pids = [p for p in rss if workers == 1 or p != proc.pid]
-    return {"rate": (n - in_at_start) / (last - started), "rate_whole": n / (last - first),
+    rate_whole = n / (last - first)
+    # a small backlog can be all in before the window opens: then the whole drain's rate
+    windowed = n - in_at_start
+    rate = windowed / (last - started) if windowed >= 0.1 * n and last > started else rate_whole
+    return {"rate": rate, "rate_whole": rate_whole,
             "skew_s": started - first, "stored": count, "distinct": distinct,
             "cpu_us": [(b - a) / n * 1e6 for a, b in zip(cpu0, cpu1, strict=True)],
             "rss_mb": max(rss[p] for p in hub_pids) / 1024, "split": per_worker}

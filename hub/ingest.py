@@ -63,7 +63,7 @@ from hub.validate import SENSOR_TYPES, OrderTracker
 from program_support.connect_errors import connect_error
 from program_support.mqtt_connect import build_client
 from program_support.mqtt_network_loop import NetworkLoop
-from program_support.reconnect_pacing import ReconnectPacing
+from program_support.reconnect_pacing import hub_pacing
 from program_support.supervision import Supervisor, describe
 from schemas.codec import decode, encode
 from schemas.errors import ContractError, DeliveryError
@@ -131,7 +131,7 @@ class Ingest:
         self.subscribed = threading.Event()
         self.last_error = ""
         self._refused = False  # the broker refused our last CONNECT (until one is accepted)
-        self._pacing = ReconnectPacing()  # reconnect waits; connections dropped at once
+        self._pacing = hub_pacing()  # reconnect waits; connections dropped at once
         self._network = self._make_network_loop()
         self._client = self._network.connection.client
         self.replays = ReplayInbox()  # hub dlq replay (hub/dead_letter_replay.py)

@@ -40,7 +40,7 @@ from hub.homeassistant.discovery import Discovery, Publish
 from hub.mqtt_client import wait_acked
 from program_support.mqtt_connect import Will, build_client
 from program_support.mqtt_network_loop import NetworkLoop
-from program_support.reconnect_pacing import ReconnectPacing
+from program_support.reconnect_pacing import hub_pacing
 from program_support.supervision import Supervisor
 from program_support.version import thermopipe_version
 from schemas.errors import DeliveryError
@@ -67,7 +67,7 @@ class HomeAssistantConsumer(ConsumerDefaults):
         self.refused = 0
         self._refused_mids: dict[int, str] = {}  # mid -> reason, from the network thread
         self._refused_lock = threading.Lock()
-        self._pacing = ReconnectPacing()
+        self._pacing = hub_pacing()
         self._network = self._make_network_loop(mqtt_config, f"{client_id}-ha")
         self._client = self._network.connection.client
         self.supervisor = supervisor or Supervisor()

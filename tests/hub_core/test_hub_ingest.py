@@ -281,3 +281,39 @@ def test_the_hubs_own_alerts_are_not_taken_for_events_of_a_site_named_event(
         dlq.close()
     assert totals["events_in"] == 1
     assert totals["dead_lettered"] == 0 and dlq.messages == []
+
+
+def test_a_hub_whose_broker_is_down_tries_again_every_few_seconds(
+        tmp_path: Path, mosquitto_factory, topic_root) -> None:
+    """The hub is one client, not a fleet: while its broker is down (a restart, an upgrade) it
+    tries again within 5 s every time, never the 30 s an agent may wait, and is back on its
+    session as soon as the broker is (every alert waits for it)."""
+    import socket
+    from itertools import pairwise
+
+    broker = mosquitto_factory()
+    config = hub_config(tmp_path, broker, topic_root)
+    with Hub(config) as hub:
+        wait_until(hub.ingest.subscribed.is_set, 15, what="subscribed")
+        broker.stop()
+        # the broker's port now answers and hangs up at once: each connect is an attempt
+        attempts: list[float] = []
+        with socket.create_server((broker.host, broker.port)) as server:
+            server.settimeout(0.2)
+            down_until = time.monotonic() + 30
+            while time.monotonic() < down_until:
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                attempts.append(time.monotonic())
+                conn.close()
+        gaps = [round(b - a, 1) for a, b in pairwise(attempts)]
+        # 1 s doubling to 5 s with full jitter (+ the connect itself); an agent's pacing (up to
+        # 30 s) passes this 3 times in 100 (simulated with its ReconnectPacing)
+        assert len(attempts) >= 6 and max(gaps) <= 6.0, gaps
+        broker.start()
+        back = time.monotonic()
+        wait_until(lambda: hub.ingest.connected.is_set() and hub.ingest.subscribed.is_set(), 15,
+                   what="the hub back on the broker")
+        assert time.monotonic() - back <= 7.0
