@@ -734,6 +734,8 @@ def main() -> int:
                       f"(ratio {many['rate_whole'] / bare:.2f}x{vs_nr(many['rate_whole'])}; "
                       f"the last worker started draining {many['skew_s'] * 1000:.0f} ms later)",
                       flush=True)
+                print(f"  CPU per event: {_cpu_text(many['cpu_us'], 'hub (every process)')}",
+                      flush=True)
                 ratios["w"].append(many["rate"] / bare)
                 rss["w"].append(many["rss_mb"])
                 if nr_rate:
