@@ -128,7 +128,6 @@ class FrameHandler:
                       source=self.source, protocol=hello.protocol)
             return
         self._last_seq = None  # seq restarts at 0 after a boot HELLO
-        self._hello_accepted = True
         self.firmware = f"{hello.fw_version} ({hello.device_id})"
         self.device_id = hello.device_id
         announced: dict[str, SensorSpec] = {}
@@ -146,3 +145,6 @@ class FrameHandler:
             log.info("source.sensors_announced", source=self.source,
                      firmware=self.firmware, sensors=sorted(announced))
         self._announced = announced
+        # only now: a status built meanwhile (another thread) reads this flag before the list,
+        # and a list said to be whole while it is still empty withdraws every sensor's entities
+        self._hello_accepted = True

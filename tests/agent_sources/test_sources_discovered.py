@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
+from edge_agent.sources import frames
 from edge_agent.sources.frames import FrameHandler
 from edge_agent.sources.onewire import OneWireSource
 from firmware_sim.device import Condition, Sample
@@ -50,6 +53,26 @@ def test_a_serial_device_is_discovered_once_its_hello_is_accepted() -> None:
     other = FrameHandler("t")
     other.handle(Hello("1.0.0", "pico-1", 5000, (), protocol=99), 0.0)  # refused
     assert not other.discovered
+
+
+def test_a_hello_is_never_seen_as_whole_before_its_sensors_are_there(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A status is built on another thread while the source's thread takes the HELLO: at any
+    moment inside it, the handler must not say its list is whole while the list is not there
+    yet (CI: a birth said ``sensors_complete`` with no sensors, which withdraws every entity).
+    Each log call inside the HELLO stands for such a moment."""
+    handler = FrameHandler("t")
+    seen: list[tuple[bool, list[str]]] = []
+
+    def look(*_a: object, **_k: object) -> None:
+        seen.append((handler.discovered, [s.sensor_id for s in handler.sensors]))
+
+    monkeypatch.setattr(frames.log, "info", look)
+    monkeypatch.setattr(frames.log, "error", look)
+    handler.handle(Hello("1.0.0", "pico-1", 5000, (SensorInfoFrame(S1), SensorInfoFrame(
+        S2, unit="furlongs"))), 0.0)
+    assert seen and all(not whole or ids for whole, ids in seen), seen
+    assert handler.discovered and [s.sensor_id for s in handler.sensors] == [S1]
 
 
 def test_the_birth_says_whether_its_list_is_whole_and_carries_the_name(tmp_path: Path) -> None:
