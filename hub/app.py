@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import Counter
@@ -40,6 +41,9 @@ from hub.web import WebServer, make_app
 from program_support.supervision import Supervisor
 from schemas.models import Alert
 
+if TYPE_CHECKING:
+    from hub.alerting.consumer import AlertingConsumer
+
 log = structlog.get_logger("hub")
 
 
@@ -54,12 +58,16 @@ class Hub:
                                dedup_retention_s=config.journal.dedup_retention_days * 86_400,
                                dedup_max_ids=config.journal.dedup_max_ids)
         self.ingest = Ingest(config, self.journal, self.metrics, supervisor=self.supervisor)
+        self.alerting: AlertingConsumer | None = None  # set by _build_consumers when enabled
         self.consumers: list[Consumer] = [*self._build_consumers(), *extra_consumers]
         d = config.dispatch
         self.runners = [ConsumerRunner(c, self.journal, self.metrics, batch_size=d.batch_size,
                                        retry_initial_s=d.retry_initial_s,
                                        retry_max_s=d.retry_max_s, supervisor=self.supervisor)
                         for c in self.consumers]
+        for runner in self.runners:
+            if runner.consumer is self.alerting:  # no will's grace judged past its backlog
+                self.alerting.watch_backlog(self._unhandled_since(runner))
         self.metrics.watch_backlog(lambda: {r.consumer.name: r.backlog for r in self.runners})
         self.metrics.watch_lag(self.lag_s)
         self.health_recorder: HealthRecorder | None = None
@@ -97,6 +105,7 @@ class Hub:
                                         registry=self.metrics.registry,
                                         supervisor=self.supervisor)
             consumers.append(alerting)
+            self.alerting = alerting
             # the offline grace runs while the hub can hear the broker: deaf since what it
             # last recorded (a restart), until ingest's connection is accepted
             alerting.broker_lost(self.journal.last_received() or time.time())
@@ -132,6 +141,10 @@ class Hub:
     def _record_point(self, point: Point) -> None:
         self.journal.append_local([(f"{point.measurement}:{self.config.hub_id}:{point.time_ns}",
                                     point)])
+
+    def _unhandled_since(self, runner: ConsumerRunner) -> Callable[[], datetime | None]:
+        """When the first entry ``runner``'s consumer has not handled yet was recorded."""
+        return lambda: self.journal.received_after(runner.state.cursor)
 
     def lag_s(self) -> float:
         """Age of the oldest journal entry some consumer has not handled; 0 when all are idle."""

@@ -95,6 +95,7 @@ class AlertingConsumer(ConsumerDefaults):
         #: paho's thread (broker_lost / broker_heard) and applied to the engine under _lock
         self._hearing: list[tuple[bool, float]] = []
         self._hearing_lock = threading.Lock()
+        self._unhandled_since: Callable[[], datetime | None] = lambda: None  # watch_backlog
         self._started = False
         if start:
             self.start()
@@ -203,8 +204,16 @@ class AlertingConsumer(ConsumerDefaults):
         with self._lock:
             self._apply_hearing()
             now = now or self._clock()
-            outcome = self.engine.tick(now)
+            unhandled = self._unhandled_since()
+            outcome = self.engine.tick(now, None if unhandled is None else unhandled.timestamp())
             self._commit(outcome, now)
+
+    def watch_backlog(self, unhandled_since: Callable[[], datetime | None]) -> None:
+        """``unhandled_since()``: when the first journal entry this consumer has not handled yet
+        was recorded (None: none). While it lags, a will's grace that ran out after that is not
+        judged: a birth received in time may be waiting behind it (the hub's app wires it to
+        the journal and this consumer's cursor)."""
+        self._unhandled_since = unhandled_since
 
     def _commit(self, outcome: Outcome, now: datetime) -> None:
         if not outcome.changed:

@@ -477,15 +477,20 @@ class AlertEngine:
             self._resolve(out, cause, signal, ckey=ckey, late=late, now=now)
         return out
 
-    def tick(self, now: datetime) -> Outcome:
+    def tick(self, now: datetime, handled_until: float | None = None) -> Outcome:
         """Timed work: fire offline conditions whose grace ran out, repeat still-firing groups,
-        notify groups whose silence expired."""
+        notify groups whose silence expired.
+
+        ``handled_until`` (epoch seconds): when the first event the hub recorded but alerting
+        has not handled yet was received (None: it has handled all). A grace that ran out after
+        it waits: the birth that ends it may be among those events."""
         out = Outcome()
         epoch = now.timestamp()
+        heard = min(x for x in (epoch, self.deaf_since, handled_until) if x is not None)
         for ckey, pending in sorted(self.pending.items(),
                                     key=lambda item: (item[1].received, item[0])):
             due = self._deadline(ckey, pending)
-            if due <= epoch and (self.deaf_since is None or due <= self.deaf_since):
+            if due <= heard:
                 del self.pending[ckey]
                 self._deaf_s.pop(ckey, None)
                 self._touch("pending", ckey)

@@ -88,16 +88,32 @@ class Relay:
             s.close()
 
 
+def alerting_config(tmp_path: Path, mosquitto, topic_root: str, rx: WebhookReceiver,
+                    tick_interval_s: float, **overrides: object):
+    """A hub paging ``rx`` for a device that stays away past :data:`GRACE_S`."""
+    return hub_config(
+        tmp_path, mosquitto, topic_root, **overrides,
+        alerting={"enabled": True, "offline_for_s": GRACE_S, "tick_interval_s": tick_interval_s,
+                  "notifiers": {"hook": {"type": "webhook", "url": rx.url}},
+                  "rules": [{"name": "all", "notifiers": ["hook"]}]})
+
+
+def will_pending(pub: Publisher, topics: Topics, device: Feed, alerting) -> None:
+    """The device's birth and will published; the will waits in its grace."""
+    birth = device.status(True, "birth", session=1)
+    will = device.status(False, "will", session=1)
+    pub.publish_all([(topics.for_status(birth), encode(birth)),
+                     (topics.for_status(will), encode(will))])
+    wait_until(lambda: alerting.stats()["offline_pending"] == 1, 30,
+               what="the will pending in its grace")
+
+
 def test_a_birth_the_broker_kept_while_the_hub_was_away_is_a_flap(
         tmp_path: Path, mosquitto, topic_root) -> None:
     rx = WebhookReceiver()
     relay = Relay((mosquitto.host, mosquitto.port))
-    config = hub_config(
-        tmp_path, mosquitto, topic_root,
-        mqtt={"host": "127.0.0.1", "port": relay.port},
-        alerting={"enabled": True, "offline_for_s": GRACE_S, "tick_interval_s": 3600,
-                  "notifiers": {"hook": {"type": "webhook", "url": rx.url}},
-                  "rules": [{"name": "all", "notifiers": ["hook"]}]})
+    config = alerting_config(tmp_path, mosquitto, topic_root, rx, 3600,
+                             mqtt={"host": "127.0.0.1", "port": relay.port})
     topics = Topics(topic_root)
     device = Feed("pi-07", site="farm", start=datetime.now(UTC))
     pub = Publisher(mosquitto.host, mosquitto.port)
@@ -105,12 +121,7 @@ def test_a_birth_the_broker_kept_while_the_hub_was_away_is_a_flap(
         with Hub(config) as hub:
             alerting = next(c for c in hub.consumers if c.name == "alerting")
             wait_until(hub.ingest.subscribed.is_set, 30, what="the hub subscribed")
-            birth = device.status(True, "birth", session=1)
-            will = device.status(False, "will", session=1)
-            pub.publish_all([(topics.for_status(birth), encode(birth)),
-                             (topics.for_status(will), encode(will))])
-            wait_until(lambda: alerting.stats()["offline_pending"] == 1, 30,
-                       what="the will pending in its grace")
+            will_pending(pub, topics, device, alerting)
             relay.cut()  # the hub is away for twice the grace; the device is back meanwhile
             wait_until(lambda: not hub.ingest.connected.is_set(), 10, what="the hub away")
             time.sleep(0.3)
@@ -127,4 +138,49 @@ def test_a_birth_the_broker_kept_while_the_hub_was_away_is_a_flap(
     finally:
         pub.close()
         relay.cut()
+        rx.stop()
+
+
+def test_a_birth_recorded_in_time_but_not_yet_handled_by_alerting_is_a_flap(
+        tmp_path: Path, mosquitto, topic_root) -> None:
+    """Alerting goes at its own pace: the hub recorded the birth within the grace, but the
+    alerting consumer had not handled it when the grace ran out (held here at its door). The
+    ticker must wait for it, not page; once handled it is a flap."""
+    rx = WebhookReceiver()
+    config = alerting_config(tmp_path, mosquitto, topic_root, rx, 0.5)
+    topics = Topics(topic_root)
+    device = Feed("pi-08", site="farm", start=datetime.now(UTC))
+    pub = Publisher(mosquitto.host, mosquitto.port)
+    door = threading.Event()
+    door.set()
+    try:
+        with Hub(config) as hub:
+            alerting = hub.alerting
+            assert alerting is not None
+            handle = alerting.handle
+
+            def held(batch):  # outside alerting's lock: its ticker runs meanwhile
+                door.wait()
+                handle(batch)
+
+            alerting.handle = held  # type: ignore[method-assign]
+            wait_until(hub.ingest.subscribed.is_set, 30, what="the hub subscribed")
+            will_pending(pub, topics, device, alerting)
+            door.clear()
+            back = device.status(True, "birth", session=2)
+            recorded = hub.journal.last_offset
+            pub.publish_all([(topics.for_status(back), encode(back))])
+            wait_until(lambda: hub.journal.last_offset > recorded, 10,
+                       what="the birth recorded by ingest")
+            time.sleep(2 * GRACE_S)  # the grace runs out; ticks every 0.5 s
+            assert rx.requests == [], "paged for a birth alerting had not handled yet"
+            door.set()
+            wait_until(lambda: alerting.stats()["offline_pending"] == 0, 30,
+                       what="the birth handled")
+            time.sleep(1.0)
+            assert rx.requests == [], [r.body for r in rx.requests]
+            assert alerting.stats()["offline_flaps_suppressed"] == 1
+    finally:
+        door.set()
+        pub.close()
         rx.stop()

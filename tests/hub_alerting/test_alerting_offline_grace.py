@@ -197,6 +197,48 @@ def test_the_consumer_applies_the_hubs_hearing_before_each_batch(tmp_path: Path)
         consumer.close()
 
 
+def test_a_grace_is_not_judged_past_what_alerting_has_handled() -> None:
+    """The birth came 10 s before the grace ran out, but alerting has not handled it yet (its
+    backlog): the tick must not page for it; once it is handled, it is a flap."""
+    will, _ = will_and_birth(0)
+    _, birth = will_and_birth(GRACE - 10)
+    eng = AlertEngine(config())
+    eng.process(will, at(will, 0))
+    unhandled_since = birth.received_at.timestamp()
+    assert eng.tick(at(will, GRACE + 5), unhandled_since).notifications == []
+    assert len(eng.pending) == 1
+    back = eng.process(birth, at(will, GRACE + 6))
+    assert back.notifications == [] and eng.pending == {} and eng.groups == {}
+    # a grace that ran out before the first unhandled event was received fires as before
+    will2, _ = will_and_birth(0, session=5)
+    eng2 = AlertEngine(config())
+    eng2.process(will2, at(will2, 0))
+    later = at(will2, GRACE + 1).timestamp()
+    assert statuses(eng2.tick(at(will2, GRACE + 2), later).notifications) == ["firing"]
+
+
+def test_the_consumer_judges_no_grace_past_its_own_backlog(tmp_path: Path) -> None:
+    will, _ = will_and_birth(0)
+    _, birth = will_and_birth(GRACE - 10)
+    clock = [at(will, 0)]
+    backlog: list[Envelope] = []
+    consumer = AlertingConsumer(config(), state_dir=tmp_path, clock=lambda: clock[0],
+                                start=False)
+    consumer.watch_backlog(lambda: backlog[0].received_at if backlog else None)
+    try:
+        consumer.handle([will])
+        backlog.append(birth)  # recorded by ingest in time, not handled yet
+        clock[0] = at(will, GRACE + 5)
+        consumer.tick()
+        assert consumer.engine.pending and not consumer.store.pending()
+        consumer.handle([backlog.pop()])
+        consumer.tick()
+        assert consumer.engine.pending == {} and consumer.engine.groups == {}
+        assert not consumer.store.pending()  # no notification was queued
+    finally:
+        consumer.close()
+
+
 def test_a_restart_in_the_grace_fires_exactly_once() -> None:
     will, _ = will_and_birth(0)
     eng = AlertEngine(config())
