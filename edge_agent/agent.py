@@ -291,12 +291,12 @@ class Agent:
         for dec in list(self._deciders.values()):
             drafts += dec.on_tick(now)
         self._submit(drafts)
-        listed = self.sensors_listed()
+        listed = self._sensors_listed()
         if listed != self._listed_told:
             self._listed_told = listed
             self.delivery.sensors_changed(listed)
 
-    def sensors_listed(self) -> SensorList:
+    def _sensors_listed(self) -> SensorList:
         """What the next status would say of the sensors (as :meth:`status_info` reads them):
         every source has looked, and the sensor ids."""
         complete = all(source.discovered for source in self.sources)

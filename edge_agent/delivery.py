@@ -575,16 +575,14 @@ class Delivery:
             extras = {}
         counters = {str(k): float(v) for k, v in dict(extras.get("counters", {})).items()}
         counters.update(self.counters())
-        sensors = list(extras.get("sensors", []))
-        complete = bool(extras.get("sensors_complete", False))
         return DeviceStatus(
             event_id=new_event_id(), site=self.site, device_id=self.device_id,
             time=datetime.now(UTC), clock_synced=self._clock_synced(), online=online,
             reason=reason,  # type: ignore[arg-type]
             session=session, agent_version=str(extras.get("agent_version", "")),
-            firmware=str(extras.get("firmware", "")), sensors=sensors,
+            firmware=str(extras.get("firmware", "")), sensors=list(extras.get("sensors", [])),
             counters=counters, device_name=str(extras.get("device_name", "")),
-            sensors_complete=complete)
+            sensors_complete=bool(extras.get("sensors_complete", False)))
 
     def _will_payload(self, session: int) -> bytes:
         return encode(self._status("will", online=False, session=session),
