@@ -595,6 +595,8 @@ class Delivery:
                                     encode(status, self.settings.encoding), retain=True)
         except (ThermopipeError, ValueError) as exc:
             self._log.error("delivery.status_failed", reason=reason, error=str(exc))
+            # a list no status can carry is not tried again before the periodic status
+            self._listed = self._listed_now
             return None
         self._status_mids[mid] = reason
         self._listed = (status.sensors_complete, frozenset(i.sensor_id for i in status.sensors))

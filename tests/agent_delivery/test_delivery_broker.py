@@ -102,6 +102,33 @@ def test_a_changed_sensor_list_goes_out_in_an_update_at_once_and_only_once(
         rec.stop()
 
 
+def test_a_sensor_list_no_status_can_carry_is_tried_again_only_at_the_status_interval(
+        mosquitto: Mosquitto, topic_root: str, make_delivery: MakeDelivery) -> None:
+    """A list the contract refuses (more than SENSORS_MAX sensors) fails the status each time:
+    it is logged and tried again at the periodic status, never in a loop."""
+    from schemas.vocabulary import SENSORS_MAX
+
+    too_many = [SensorInfo(sensor_id=f"s{i}", unit="degC", source="simulator")
+                for i in range(SENSORS_MAX + 1)]
+    listed: dict[str, Any] = {"sensors": SENSORS, "sensors_complete": True}
+    built = [0]
+
+    def status() -> dict[str, Any]:
+        built[0] += 1
+        return dict(provider(), **listed)
+
+    delivery, _ = make_delivery(mosquitto.host, mosquitto.port, topic_root, status=status,
+                                status_interval_s=3600.0)
+    delivery.start()
+    assert wait(lambda: delivery.count("status_published") == 1, 10)  # the birth
+    listed.update(sensors=too_many)
+    before = built[0]
+    delivery.sensors_changed((True, frozenset(s.sensor_id for s in too_many)))
+    time.sleep(4.0)
+    assert 1 <= built[0] - before <= 2, built[0] - before  # tried, then not again and again
+    assert delivery.count("status_published") == 1
+
+
 def test_live_events_status_and_rebirth(mosquitto: Mosquitto, topic_root: str,
                                         make_delivery: MakeDelivery) -> None:
     rec = Recorder(mosquitto.host, mosquitto.port, Topics(topic_root).hub_filters()).start()
